@@ -1,0 +1,1 @@
+"""Benchmarks: commands that print tables (``soundvcm bench ...``); results go to BENCHMARKS.md."""

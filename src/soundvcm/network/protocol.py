@@ -1,0 +1,56 @@
+"""The network protocol every objective and sampler relies on (§3.2, §3.5).
+
+A network maps ``(x, t, s, prepared)`` to the average velocity ``u(x, t, s)`` in the
+paper's convention (t = 1 noise, s <= t; see :mod:`soundvcm.flow`), and nothing more.
+Condition preprocessing is split off: ``prepare(conditions)`` is computed once per batch and
+reused by every forward pass of a training step and every step of a sampler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from soundvcm.conditions import Conditions, Prepared
+
+
+class VelocityNet(nn.Module):
+    """Base class: subclasses define modalities, null features, ``prepare`` and ``forward``.
+
+    * ``condition_groups``: dropout group -> modality keys (e.g. ``{"video": ("clip", "sync")}``).
+    * ``null_conditions(b)``: the learned (or frozen) null feature of each modality, for b rows.
+    * ``prepare(conditions)``: t-independent condition processing, batch-first dict out.
+    * ``forward(x, t, s, prepared)``: average velocity, same shape as ``x``; t and s are (B,).
+    """
+
+    condition_groups: Mapping[str, tuple[str, ...]] = {}
+
+    def null_conditions(self, batch_size: int) -> Conditions:
+        raise NotImplementedError
+
+    def prepare(self, conditions: Conditions) -> Prepared:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, t: Tensor, s: Tensor, prepared: Prepared) -> Tensor:  # noqa: D102
+        raise NotImplementedError
+
+    def prepare_null(self, batch_size: int) -> Prepared:
+        """``prepare`` applied to the null conditions: the unconditional branch of CFG."""
+        return self.prepare(self.null_conditions(batch_size))
+
+
+def call_network(
+    net: nn.Module,
+    x: Tensor,
+    t: Tensor,
+    s: Tensor,
+    prepared: Prepared,
+    autocast_dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Run the network, under autocast only if asked, and return fp32 (ODE maths stays fp32)."""
+    if autocast_dtype is None:
+        return net(x, t, s, prepared).float()
+    with torch.autocast(device_type=x.device.type, dtype=autocast_dtype):
+        return net(x, t, s, prepared).float()

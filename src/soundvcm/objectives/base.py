@@ -1,0 +1,55 @@
+"""What every objective shares: the batch it reads, the output it returns, the adaptive weight.
+
+An objective is one object with one call, ``loss(net, batch, step)``. It owns its time
+sampling, condition dropout and targets; the trainer never branches on which objective runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from soundvcm.conditions import Conditions
+from soundvcm.network.protocol import VelocityNet
+
+
+@dataclass
+class Batch:
+    """Clean data x0 (B, ...) in the paper's convention (t = 0) and its conditions."""
+
+    x0: Tensor
+    conditions: Conditions
+
+
+@dataclass
+class LossOutput:
+    """The scalar loss to backpropagate, plus per-row diagnostics (detached)."""
+
+    loss: Tensor
+    t: Tensor
+    s: Tensor
+    mse: Tensor
+    extras: dict[str, float] = field(default_factory=dict)
+
+
+class Objective(Protocol):
+    """The objective protocol: ``loss(net, batch, step, generator=None) -> LossOutput``."""
+
+    name: str
+
+    def loss(
+        self, net: VelocityNet, batch: Batch, step: int, generator: torch.Generator | None = None
+    ) -> LossOutput: ...
+
+
+def per_row_mse(pred: Tensor, target: Tensor) -> Tensor:
+    """The raw MSE of each row, averaged over its D data dimensions (Eq. 10's 1/D ||.||^2)."""
+    return (pred - target).square().flatten(1).mean(dim=1)
+
+
+def adaptive_weight(mse: Tensor, p: float, eps: float) -> Tensor:
+    """w(MSE) = sg(1 / (MSE + eps)^p) (Eq. 11, Alg. 1 line 9); p = 0 is the raw MSE."""
+    return 1.0 / (mse.detach() + eps).pow(p)

@@ -1,0 +1,1 @@
+"""Training collaborators: EMA (here), and later the loop, checkpoints and distributed helpers."""

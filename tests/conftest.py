@@ -1,0 +1,34 @@
+"""Shared fixtures: a small analytic mixture, its exact network, and a tiny toy network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from soundvcm.analytic import ExactAverageVelocity, GaussianMixtureFlow, Guidance, MixtureSpec
+from soundvcm.network.toy import ToyNetConfig, ToyVelocityNet
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def flow() -> GaussianMixtureFlow:
+    return GaussianMixtureFlow(MixtureSpec(dim=3, num_classes=3, components_per_class=2, std=0.2, seed=1))
+
+
+@pytest.fixture
+def guidance() -> Guidance:
+    return Guidance(scale=4.0, t_max=0.8)
+
+
+@pytest.fixture
+def exact(flow, guidance) -> ExactAverageVelocity:
+    return ExactAverageVelocity(flow, guidance, steps=128)
+
+
+@pytest.fixture
+def tiny_net() -> ToyVelocityNet:
+    return ToyVelocityNet(ToyNetConfig(dim=3, num_classes=3, width=32, depth=2, freq_dim=16))

@@ -1,0 +1,253 @@
+"""Objectives pinned by known answers: the VCM target on exact flows, its limits and clamps,
+guidance placement, the MeanFlow identity, and reproducibility."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from soundvcm.conditions import ConditionDropout
+from soundvcm.network.protocol import VelocityNet
+from soundvcm.objectives import (
+    OBJECTIVE_PRESETS,
+    Batch,
+    FlowMatching,
+    MeanFlow,
+    MeanFlowConfig,
+    TimeSampling,
+    TrainingGuidance,
+    VelocityConsistency,
+    VelocityConsistencyConfig,
+    build_objective,
+    intermediate_time,
+    lambda_schedule,
+)
+
+
+def _points(flow, n=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % flow.spec.num_classes
+    t = 0.35 + 0.6 * torch.rand(n, generator=g, dtype=torch.float64)
+    s = t * torch.rand(n, generator=g, dtype=torch.float64) * 0.8
+    x0 = flow.sample_data(labels, g)
+    eps = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    x_t = (1 - t[:, None]) * x0 + t[:, None] * eps
+    return x_t, t, s, labels
+
+
+def test_vcm_residual_on_exact_flow_shrinks_with_lambda(flow, guidance, exact):
+    """With the exact marginal velocity for v and u_theta = exact u, Eq. 10's target differs
+    from u(x_t, t, s) by O((l - t)(l - t + lambda)) (Eq. 9): quadratic in lambda."""
+    x_t, t, s, labels = _points(flow)
+    prepared = exact.prepare(exact.one_hot(labels))
+    v = flow.guided_velocity(x_t, t, labels, guidance)
+    u_true = flow.average_velocity(x_t, t, s, labels, guidance)
+    objective = VelocityConsistency(VelocityConsistencyConfig())
+    residuals = []
+    for lam in (0.2, 0.1, 0.05, 0.025):
+        target = objective.targets(exact, x_t, t, s, v, prepared, lam)
+        residuals.append((target - u_true).square().mean().sqrt().item())
+    assert all(a > b for a, b in zip(residuals, residuals[1:])), residuals
+    for a, b in zip(residuals, residuals[1:]):
+        assert a / b > 3.0, residuals  # halving lambda divides the error by ~4
+    assert residuals[-1] < 2e-3
+
+
+def test_one_consistency_step_with_exact_u_is_exact(flow, guidance, exact):
+    from soundvcm.sampling import consistency_sample
+
+    labels = torch.tensor([0, 1, 2, 2, 1])
+    noise = torch.randn(5, 3, dtype=torch.float64)
+    prepared = exact.prepare(exact.one_hot(labels))
+    endpoint = flow.integrate(noise, 1.0, 0.0, labels, guidance, steps=512)
+    for steps in (1, 3):
+        out = consistency_sample(exact, noise, prepared, steps=steps)
+        torch.testing.assert_close(out.double(), endpoint, atol=1e-5, rtol=0)
+    out = consistency_sample(exact, noise, prepared, times=[1.0, 0.93, 0.5, 0.0])
+    torch.testing.assert_close(out.double(), endpoint, atol=1e-5, rtol=0)
+
+
+class _Spy(VelocityNet):
+    """Returns +1 on conditional rows and -1 on null rows, and counts calls."""
+
+    condition_groups = {"class": ("class",)}
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+        self.null = nn.Parameter(torch.zeros(2))
+
+    def null_conditions(self, b):
+        return {"class": self.null[None].expand(b, -1)}
+
+    def prepare(self, c):
+        return {"flag": torch.where(c["class"].sum(-1) == 0, -1.0, 1.0)}
+
+    def forward(self, x, t, s, prepared):
+        self.calls += 1
+        return prepared["flag"][:, None].expand_as(x).float()
+
+
+def test_t_equals_s_target_is_flow_matching_target():
+    spy = _Spy()
+    objective = VelocityConsistency(VelocityConsistencyConfig())
+    x_t, v = torch.randn(6, 2), torch.randn(6, 2)
+    t = torch.rand(6)
+    target = objective.targets(spy, x_t, t, t.clone(), v, {"flag": torch.ones(6)}, lam=0.1)
+    assert torch.equal(target, v)  # lambda = 1 at t = s: the flow-matching target
+    assert spy.calls == 0  # no bootstrap pass is spent on t = s rows
+
+
+def test_guidance_only_inside_window_and_never_on_null_rows():
+    m, w = 0.25, 4.0
+    guide = TrainingGuidance(scale=w, t_max=0.8, mix=m)
+    spy = _Spy()
+    t = torch.tensor([0.1, 0.5, 0.8, 0.81, 0.95, 0.3, 0.9])
+    is_null = torch.tensor([False, False, False, False, False, True, True])
+    v_t = torch.randn(7, 2)
+    ones = torch.ones(7)
+    v_mix = guide.mixed_velocity(spy, torch.randn(7, 2), t, v_t, {"flag": ones}, {"flag": -ones}, is_null)
+    v_guided, v_uncond = 1.0, -1.0
+    inside = m * (w * v_t[:3] + (1 - w) * v_uncond) + (1 - m) * v_guided  # Eq. 16
+    outside = m * v_t[3:5] + (1 - m) * v_guided  # w = 1 above t_max
+    torch.testing.assert_close(v_mix[:3], inside)
+    torch.testing.assert_close(v_mix[3:5], outside)
+    torch.testing.assert_close(v_mix[5:], v_t[5:])  # null rows: eps - x0, no guidance
+    assert torch.equal(guide.row_scales(t, is_null), torch.tensor([w, w, w, 1, 1, 1, 1]))
+
+
+def test_lambda_schedule_endpoints():
+    assert lambda_schedule(0, 1000, 0.1, 0.002) == pytest.approx(0.1)
+    assert lambda_schedule(1000, 1000, 0.1, 0.002) == pytest.approx(0.002)
+    assert lambda_schedule(500, 1000, 0.1, 0.002) == pytest.approx(math.sqrt(0.1 * 0.002))
+    assert lambda_schedule(5000, 1000, 0.1, 0.002) == pytest.approx(0.002)  # clipped past the end
+    with pytest.raises(ValueError):
+        VelocityConsistencyConfig(lambda_init=0.001, lambda_end=0.1)
+
+
+def test_intermediate_time_clamps():
+    t = torch.tensor([0.9, 0.5, 0.30005, 0.2])
+    s = torch.tensor([0.1, 0.4999, 0.3, 0.0])
+    l, lam = intermediate_time(t, s, 0.002, 1e-4)
+    regular = s <= t - 1e-4  # what time sampling guarantees; row 2 is a shorter interval
+    assert torch.all(l[regular] <= t[regular] - 1e-4 + 1e-7) and torch.all(l >= s)
+    torch.testing.assert_close(lam, (t - l) / (t - s))  # Eq. 7's lambda for the clamped l
+    assert l[0] == pytest.approx(0.9 - 0.8 * 0.002)  # Eq. 13 where the clamp is inactive
+    assert l[1] == pytest.approx(0.5 - 1e-4)  # clamped to t - 1e-4
+    assert l[2] == pytest.approx(0.3) and lam[2] == pytest.approx(1.0)  # never past s: lambda = 1
+    assert torch.all((lam > 0) & (lam <= 1))
+
+
+def test_time_sampling_layout_and_distribution():
+    ts = TimeSampling()
+    g = torch.Generator().manual_seed(0)
+    t, s = ts.sample(40_000, g)
+    n_eq = ts.num_equal(40_000)
+    assert n_eq == 30_000
+    assert torch.equal(t[:n_eq], s[:n_eq])
+    assert torch.all(s[n_eq:] <= t[n_eq:] - 1e-4 + 1e-7) and torch.all(s >= 0) and torch.all(t < 1)
+    logit = torch.logit(t[:n_eq].double())
+    assert abs(logit.mean().item() + 0.4) < 0.03 and abs(logit.std().item() - 1.0) < 0.03
+    # for s < t rows, t is the max of two draws: P(t < 0.4) = Phi((logit 0.4 + 0.4))^2
+    p = torch.distributions.Normal(0.0, 1.0).cdf(torch.tensor(math.log(0.4 / 0.6) + 0.4)).item() ** 2
+    assert abs((t[n_eq:] < 0.4).float().mean().item() - p) < 0.015
+
+
+def test_condition_dropout_rates_and_null_rows():
+    null = {"a": torch.zeros(20_000, 1), "b": torch.zeros(20_000, 1)}
+    cond = {"a": torch.ones(20_000, 1), "b": torch.ones(20_000, 1)}
+    groups = {"video": ("a",), "text": ("b",)}
+    g = torch.Generator().manual_seed(0)
+    out, is_null = ConditionDropout(row_prob=0.0, group_prob=0.1).apply(cond, null, groups, g)
+    assert abs((out["a"] == 0).float().mean().item() - 0.1) < 0.01
+    assert abs(is_null.float().mean().item() - 0.01) < 0.004  # independent groups: both dropped
+    out, is_null = ConditionDropout(row_prob=0.1).apply(cond, null, groups, g)
+    assert torch.equal(out["a"][:, 0] == 0, is_null) and torch.equal(out["b"][:, 0] == 0, is_null)
+    with pytest.raises(ValueError):
+        ConditionDropout(row_prob=1.5)
+
+
+def test_meanflow_identity_on_exact_flow(flow, guidance, exact):
+    """u = v - (t - s) du/dt holds for the exact average velocity, via the same JVP MeanFlow uses."""
+    x_t, t, s, labels = _points(flow, n=6)
+    prepared = exact.prepare(exact.one_hot(labels))
+    v = flow.guided_velocity(x_t, t, labels, guidance)
+    u, dudt = torch.func.jvp(lambda z, tt: exact(z, tt, s, prepared), (x_t, t), (v, torch.ones_like(t)))
+    torch.testing.assert_close(v - (t - s)[:, None] * dudt, u, atol=1e-5, rtol=0)
+
+
+class _AttentionNet(VelocityNet):
+    """A tiny attention network, to run the MeanFlow JVP through SDPA on CPU."""
+
+    condition_groups = {"class": ("class",)}
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(1, 8)
+        self.qkv = nn.Linear(8, 24)
+        self.out = nn.Linear(8, 1)
+        self.null = nn.Parameter(torch.zeros(2))
+        self.cond = nn.Linear(2, 8)
+
+    def null_conditions(self, b):
+        return {"class": self.null[None].expand(b, -1)}
+
+    def prepare(self, c):
+        return {"c": self.cond(c["class"])}
+
+    def forward(self, x, t, s, prepared):
+        h = self.inp(x[..., None]) + prepared["c"][:, None] + (t - s)[:, None, None] + t[:, None, None]
+        q, k, v = self.qkv(h).chunk(3, -1)
+        h = nn.functional.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
+        return self.out(h)[..., 0]
+
+
+@pytest.mark.parametrize("name", ["fm", "vcm", "meanflow"])
+def test_objectives_train_and_reproduce(name):
+    """Each objective gives a finite loss with gradients on an attention network, and the same
+    seeds give the same losses."""
+
+    def run():
+        torch.manual_seed(0)
+        net = _AttentionNet()
+        opt = torch.optim.SGD(net.parameters(), lr=1e-2)
+        objective = build_objective(name, total_steps=10)
+        g = torch.Generator().manual_seed(1)
+        losses = []
+        for step in range(3):
+            labels = torch.randint(0, 2, (32,), generator=g)
+            batch = Batch(torch.randn(32, 5, generator=g), {"class": nn.functional.one_hot(labels, 2).float()})
+            out = objective.loss(net, batch, step, g)
+            opt.zero_grad()
+            out.loss.backward()
+            assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+            opt.step()
+            losses.append(out.loss.item())
+        return losses
+
+    first, second = run(), run()
+    assert all(math.isfinite(v) for v in first)
+    assert first == second
+
+
+def test_presets_and_defaults():
+    vcm = OBJECTIVE_PRESETS["vcm"].config
+    assert vcm.guidance.mix == 0.25 and OBJECTIVE_PRESETS["vcm_sec43"].config.guidance.mix == 0.75
+    assert (vcm.time.equal_ratio, vcm.time.mean, vcm.time.std, vcm.time.min_gap) == (0.75, -0.4, 1.0, 1e-4)
+    assert (vcm.lambda_init, vcm.lambda_end, vcm.adaptive_p, vcm.adaptive_eps) == (0.1, 0.002, 1.0, 0.01)
+    assert (vcm.guidance.scale, vcm.guidance.t_max, vcm.guidance.dropout.row_prob) == (4.0, 0.8, 0.1)
+    assert isinstance(build_objective("fm", 1), FlowMatching)
+    assert isinstance(build_objective("meanflow", 1, MeanFlowConfig(adaptive_p=0.5)), MeanFlow)
+    with pytest.raises(KeyError, match="unknown objective"):
+        build_objective("nope", 1)
+
+
+def test_adaptive_weight_shrinks_large_errors():
+    from soundvcm.objectives import adaptive_weight
+
+    mse = torch.tensor([0.0, 1.0, 9.0], requires_grad=True)
+    w = adaptive_weight(mse, p=1.0, eps=0.01)
+    torch.testing.assert_close(w, 1 / (mse.detach() + 0.01))
+    assert not w.requires_grad  # stop-gradient (Alg. 1 line 9)
+    torch.testing.assert_close(adaptive_weight(mse, 0.0, 0.01), torch.ones(3))
