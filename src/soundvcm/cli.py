@@ -61,11 +61,122 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="JSON",
         help="rerun a previous --json result with its config and step counts (bit-reproducible)",
     )
+    toy.add_argument(
+        "--adaptive-p",
+        type=float,
+        default=1.0,
+        metavar="P",
+        help="p of the adaptive loss weight (Eq. 11) for VCM and MeanFlow (default 1, the paper's)",
+    )
     toy.add_argument("--ablation", action="store_true", help="VCM ablation: r in {0,.75}, p in {0,1}, m in {.25,.75}")
     toy.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
     toy.add_argument("--out", type=Path, default=Path("out/bench"), metavar="DIR", help="where plots go")
     toy.set_defaults(func=_bench_toy)
+    netb = benches.add_parser(
+        "network",
+        help="parameter count, per-NFE latency and sampler totals of a network preset",
+        description="Time one network evaluation at batch 1 and 8 and the 1, 4 and 25x2 NFE samplers.",
+    )
+    netb.add_argument("--preset", default="small_16k", help="network preset (default small_16k)")
+    netb.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    netb.add_argument("--bf16", action="store_true", help="bf16 autocast around the network forward")
+    netb.add_argument("--compile", action="store_true", help="torch.compile the network")
+    netb.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (default 3)")
+    netb.add_argument(
+        "--reference-mmaudio",
+        default=None,
+        metavar="DIR",
+        help="time MMAudio's own network in the same run (DIR: a checkout of MMAudio's source)",
+    )
+    netb.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
+    netb.set_defaults(func=_bench_network)
+
+    model = commands.add_parser("model", help="create network checkpoints")
+    models = model.add_subparsers(dest="model", required=True, metavar="ACTION")
+    init = models.add_parser(
+        "init",
+        help="write a random-initialised network checkpoint (for tests and smoke runs)",
+        description="Write NAME.safetensors + NAME.json for a freshly initialised network preset.",
+    )
+    init.add_argument("--preset", required=True, help="network preset: small_16k, small_44k, ..., debug")
+    init.add_argument("--out", required=True, type=Path, help="output path (NAME, NAME.json or NAME.safetensors)")
+    init.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    init.set_defaults(func=_model_init)
+
+    convert = commands.add_parser("convert", help="convert released checkpoints into soundvcm's format")
+    converts = convert.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    mm = converts.add_parser(
+        "mmaudio",
+        help="an MMAudio network .pth (weights_only load, strict) -> soundvcm checkpoint",
+        description=(
+            "Load an MMAudio network checkpoint (mmaudio_small_16k.pth, ...) strictly with weights_only=True "
+            "and save it as a soundvcm checkpoint with a zero-initialised offset embedder, so that "
+            "v(x, t) = -net_mmaudio(x, 1 - t) at s = t."
+        ),
+    )
+    mm.add_argument("input", type=Path, help="MMAudio .pth file")
+    mm.add_argument("output", type=Path, help="output path (NAME, NAME.json or NAME.safetensors)")
+    mm.add_argument("--variant", default=None, help="MMAudio variant (default: detected from the shapes)")
+    mm.set_defaults(func=_convert_mmaudio)
     return parser
+
+
+def _bench_network(args: argparse.Namespace) -> int:
+    import json
+
+    from soundvcm.bench.network import NetworkBenchConfig, run_network_bench, table
+
+    cfg = NetworkBenchConfig(
+        preset=args.preset,
+        device=args.device,
+        dtype="bfloat16" if args.bf16 else "float32",
+        compile=args.compile,
+        repeats=args.repeats,
+        reference_mmaudio=args.reference_mmaudio,
+    )
+    rows = run_network_bench(cfg)
+    print(table(rows))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def _model_init(args: argparse.Namespace) -> int:
+    import torch
+
+    from soundvcm.network.checkpoint import save_network
+    from soundvcm.network.mmdit import MMDiT, network_preset
+
+    config = network_preset(args.preset)
+    torch.manual_seed(args.seed)
+    net = MMDiT(config)
+    weights, cfg = save_network(
+        args.out, net, provenance={"kind": "random-init", "preset": args.preset, "seed": args.seed}
+    )
+    n = sum(p.numel() for p in net.parameters())
+    print(f"wrote {weights} and {cfg} ({args.preset}, {n:,} parameters, random init)")
+    return 0
+
+
+def _convert_mmaudio(args: argparse.Namespace) -> int:
+    from soundvcm.network.checkpoint import (
+        detect_mmaudio_variant,
+        mmaudio_to_soundvcm,
+        read_mmaudio_state,
+        save_network,
+    )
+
+    state = read_mmaudio_state(args.input)
+    variant = args.variant or detect_mmaudio_variant(state)
+    net = mmaudio_to_soundvcm(state, variant)
+    weights, cfg = save_network(
+        args.output,
+        net,
+        provenance={"kind": "converted", "source": "MMAudio", "variant": variant, "file": args.input.name},
+    )
+    print(f"converted MMAudio {variant} -> {weights} + {cfg}")
+    return 0
 
 
 def _bench_toy(args: argparse.Namespace) -> int:
@@ -79,7 +190,9 @@ def _bench_toy(args: argparse.Namespace) -> int:
         write_json,
     )
 
-    cfg = ToyBenchConfig(dim=args.dim, seed=args.seed)
+    if args.adaptive_p < 0:
+        raise ValueError(f"--adaptive-p must be >= 0, got {args.adaptive_p}")
+    cfg = ToyBenchConfig(dim=args.dim, seed=args.seed, adaptive_p=args.adaptive_p)
     if args.quick:
         cfg = replace(cfg, **QUICK)
     if args.budget is not None:

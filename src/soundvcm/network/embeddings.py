@@ -24,8 +24,9 @@ def sinusoidal_frequencies(freq_dim: int, max_period: float) -> Tensor:
 
 
 def sinusoidal_embedding(t: Tensor, freqs: Tensor) -> Tensor:
-    """(B,) times -> (B, F) features ``[cos(t f), sin(t f)]`` (Eq. 30), computed in fp32."""
-    args = t.float()[:, None] * freqs.to(t.device)[None]
+    """(B,) times -> (B, F) features ``[cos(t f), sin(t f)]`` (Eq. 30), in fp32 (fp64 for fp64 t)."""
+    dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+    args = t.to(dtype)[:, None] * freqs.to(t.device, dtype)[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 

@@ -1,0 +1,177 @@
+"""Our checkpoint format and MMAudio conversion.
+
+A soundvcm checkpoint is two files side by side: ``NAME.safetensors`` (weights) and
+``NAME.json`` (the resolved network config, sequence config, encoder set, objective, EMA
+sigma_rel and provenance). Nothing is pickled. MMAudio ``.pth`` files are read with
+``torch.load(weights_only=True)`` and loaded strictly; a file whose keys or shapes don't match
+is refused with a message that names the first mismatches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from soundvcm.network.mmdit import NETWORK_PRESETS, MMDiT, MMDiTConfig
+from soundvcm.sequence import SequenceConfig
+
+FORMAT_VERSION = 1
+
+
+def load_state_dict_strict(net: nn.Module, state: dict[str, Tensor], source: str = "checkpoint") -> None:
+    """Load ``state`` into ``net`` only if keys and shapes match exactly; otherwise raise a
+    ValueError naming the first missing, unexpected and mis-shaped entries."""
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs network {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} (first: {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} (first: {', '.join(unexpected[:3])})")
+        if shapes:
+            parts.append(f"shape mismatch {len(shapes)} (first: {'; '.join(shapes[:3])})")
+        raise ValueError(f"{source} does not fit the network: " + "; ".join(parts))
+    net.load_state_dict(state, strict=True)
+
+
+def config_to_dict(config: MMDiTConfig) -> dict[str, Any]:
+    return asdict(config)
+
+
+def config_from_dict(data: dict[str, Any]) -> MMDiTConfig:
+    known = {f.name for f in fields(MMDiTConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown network config fields: {unknown}")
+    data = dict(data)
+    if isinstance(data.get("sequence"), dict):
+        data["sequence"] = SequenceConfig(**data["sequence"])
+    return MMDiTConfig(**data)
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """``x``, ``x.safetensors`` or ``x.json`` -> (weights, config) paths."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def save_network(path: str | Path, net: MMDiT, **metadata: Any) -> tuple[Path, Path]:
+    """Write weights (safetensors) and config (JSON), each atomically; returns both paths."""
+    weights, config = checkpoint_paths(path)
+    state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+    doc = {"format": FORMAT_VERSION, "network": config_to_dict(net.config), **metadata}
+    _atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"format": str(FORMAT_VERSION)}))
+    _atomic_write(config, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2, sort_keys=True)))
+    return weights, config
+
+
+def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
+    _, config = checkpoint_paths(path)
+    if not config.is_file():
+        raise FileNotFoundError(
+            f"{config}: checkpoint config not found (a soundvcm checkpoint is NAME.json + NAME.safetensors)"
+        )
+    try:
+        return json.loads(config.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{config}: not a JSON checkpoint config ({exc})") from exc
+
+
+def load_network(path: str | Path, device: str | torch.device = "cpu") -> MMDiT:
+    """Build the network from ``NAME.json`` and load ``NAME.safetensors`` strictly."""
+    weights, _ = checkpoint_paths(path)
+    doc = read_checkpoint_config(path)
+    net = MMDiT(config_from_dict(doc["network"]))
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: checkpoint weights not found")
+    try:
+        state = load_file(str(weights))
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise ValueError(f"{weights}: unreadable safetensors file ({exc})") from exc
+    load_state_dict_strict(net, state, source=str(weights))
+    return net.to(device).eval()
+
+
+# ----- MMAudio --------------------------------------------------------------------------------
+def detect_mmaudio_variant(state: dict[str, Tensor]) -> str:
+    """Name the MMAudio preset a state dict belongs to, from its shapes."""
+    try:
+        latent_dim = state["final_layer.conv.weight"].shape[0]
+        hidden = state["clip_cond_proj.weight"].shape[0]
+    except KeyError as exc:
+        raise ValueError(f"not an MMAudio network state dict (no {exc.args[0]})") from exc
+    joint = len({k.split(".")[1] for k in state if k.startswith("joint_blocks.")})
+    fused = len({k.split(".")[1] for k in state if k.startswith("fused_blocks.")})
+    v2 = "clip_input_proj.2.w1.weight" in state
+    for name, cfg in NETWORK_PRESETS.items():
+        if (cfg.latent_dim, cfg.hidden_dim, cfg.num_joint, cfg.fused_depth, cfg.v2) == (
+            latent_dim,
+            hidden,
+            joint,
+            fused,
+            v2,
+        ) and name != "debug":
+            return name
+    raise ValueError(
+        f"no MMAudio preset has latent_dim={latent_dim}, hidden={hidden}, joint={joint}, fused={fused}, v2={v2}"
+    )
+
+
+def read_mmaudio_state(path: str | Path) -> dict[str, Tensor]:
+    """Read an MMAudio ``.pth`` network checkpoint safely (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable PyTorch weights file ({exc})") from exc
+    if isinstance(state, dict) and "weights" in state and isinstance(state["weights"], dict):
+        state = state["weights"]  # a training checkpoint (_ckpt_last.pth)
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a state dict of tensors")
+    return state
+
+
+def mmaudio_to_soundvcm(state: dict[str, Tensor], variant: str | None = None) -> MMDiT:
+    """An MMDiT carrying MMAudio weights: MMAudio's time convention inside, final layer on the
+    global condition (issue #55 as released), plus a zero-initialised offset embedder so it
+    reproduces MMAudio exactly at s = t and can start velocity-consistency training."""
+    variant = variant or detect_mmaudio_variant(state)
+    config = replace(NETWORK_PRESETS[variant], mmaudio_time=True, final_uses_extended=False, offset_embedding=True)
+    net = MMDiT(config)
+    fresh = net.state_dict()
+    merged = {k: v for k, v in state.items()}
+    for k in fresh:
+        if k.startswith("offset_embed.") and k not in merged:
+            merged[k] = fresh[k]
+    load_state_dict_strict(net, merged, source=f"MMAudio {variant} state dict")
+    return net.eval()

@@ -1,0 +1,240 @@
+"""The SoundVCM network: MMAudio's multimodal transformer with a two-time embedding (§3.5, B).
+
+Data flow of ``forward(latent, t, s, prepared)``:
+
+* ``prepare`` (t-independent, once per batch or sampling run): clip (B, Nc, Dc), sync (B, Ns, Ds)
+  and text (B, 77, Dt) features are projected to D; sync gets a per-segment position embedding
+  and is resampled (nearest) to the latent length; pooled clip and text make the global
+  condition MLP(avg(clip) + avg(text)) (B.1).
+* ``global_c = t_embed(t) + offset_embed(s - t) + MLP(...)``: the two-time embedding (§3.5.2);
+  ``extended_c = global_c + sync``: the frame-aligned condition.
+* joint blocks over [latent || clip || text], then audio-only fused blocks, then the final block.
+
+The output is the average velocity u(x_t, t, s) in the paper's convention (:mod:`soundvcm.flow`).
+A network converted from MMAudio keeps MMAudio's time convention inside
+(``mmaudio_time=True``): it evaluates ``-net(x, 1 - t)``, the flip of the shared notes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from soundvcm.conditions import Conditions, Prepared
+from soundvcm.network.embeddings import TimeEmbedder
+from soundvcm.network.layers import ChannelLastConv1d, FinalBlock, JointBlock, StreamBlock, SwiGLU, rope_rotations
+from soundvcm.network.protocol import VelocityNet
+from soundvcm.sequence import SEQUENCE_16K, SEQUENCE_44K, SequenceConfig
+
+
+@dataclass(frozen=True)
+class MMDiTConfig:
+    """Sizes and switches of the network; token lengths come from ``sequence``."""
+
+    latent_dim: int = 20
+    clip_dim: int = 1024
+    sync_dim: int = 768
+    text_dim: int = 1024
+    text_seq_len: int = 77
+    num_heads: int = 7
+    head_dim: int = 64
+    depth: int = 12
+    fused_depth: int = 8
+    mlp_ratio: float = 4.0
+    sequence: SequenceConfig = field(default_factory=lambda: SEQUENCE_16K)
+    v2: bool = False  # MMAudio-v2 projections (SiLU) and t-embedding (F = D, max_period 1)
+    offset_embedding: bool = True  # SoundVCM's second time embedding for s - t (§3.5.2)
+    final_uses_extended: bool = True  # fix of MMAudio issue #55; False for MMAudio parity
+    mmaudio_time: bool = False  # weights trained in MMAudio's convention (t = 1 is data)
+    t_freq_dim: int = 256
+    t_max_period: float = 1e4
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def num_joint(self) -> int:
+        return self.depth - self.fused_depth
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.fused_depth < self.depth:
+            raise ValueError(f"need 0 <= fused_depth < depth, got {self.fused_depth}, {self.depth}")
+
+
+class MMDiT(VelocityNet):
+    """u(latent, t, s | clip, sync, text) with MMAudio's parameter names."""
+
+    condition_groups = {"video": ("clip", "sync"), "text": ("text",)}
+
+    def __init__(self, config: MMDiTConfig = MMDiTConfig()):
+        super().__init__()
+        self.config = config
+        d = config.hidden_dim
+        act = nn.SiLU if config.v2 else nn.SELU
+        self.audio_input_proj = nn.Sequential(
+            ChannelLastConv1d(config.latent_dim, d, 7, padding=3), act(), SwiGLU(d, config.mlp_ratio, 7)
+        )
+        if config.v2:
+            self.clip_input_proj = nn.Sequential(nn.Linear(config.clip_dim, d), nn.SiLU(), SwiGLU(d, 4.0, 3))
+            self.text_input_proj = nn.Sequential(nn.Linear(config.text_dim, d), nn.SiLU(), SwiGLU(d, 4.0, 1))
+        else:
+            self.clip_input_proj = nn.Sequential(nn.Linear(config.clip_dim, d), SwiGLU(d, 4.0, 3))
+            self.text_input_proj = nn.Sequential(nn.Linear(config.text_dim, d), SwiGLU(d, 4.0, 1))
+        self.sync_input_proj = nn.Sequential(
+            ChannelLastConv1d(config.sync_dim, d, 7, padding=3), act(), SwiGLU(d, 4.0, 3)
+        )
+        self.clip_cond_proj = nn.Linear(d, d)
+        self.text_cond_proj = nn.Linear(d, d)
+        self.global_cond_mlp = SwiGLU(d, 4.0, 1)
+        seg = config.sequence.sync_tokens_per_segment
+        self.sync_pos_emb = nn.Parameter(torch.zeros(1, 1, seg, config.sync_dim))
+        self.final_layer = FinalBlock(d, config.latent_dim)
+        freq_dim, period = (d, 1.0) if config.v2 else (config.t_freq_dim, config.t_max_period)
+        self.t_embed = TimeEmbedder(d, freq_dim, period)
+        if config.offset_embedding:  # zero output layer: a fresh network is s-independent
+            self.offset_embed = TimeEmbedder(d, freq_dim, period, zero_output=True)
+        self.joint_blocks = nn.ModuleList(
+            [
+                JointBlock(d, config.num_heads, config.mlp_ratio, pre_only=(i == config.num_joint - 1))
+                for i in range(config.num_joint)
+            ]
+        )
+        self.fused_blocks = nn.ModuleList(
+            [StreamBlock(d, config.num_heads, config.mlp_ratio, kernel_size=3) for _ in range(config.fused_depth)]
+        )
+        # latent statistics and null features, saved with the weights
+        self.latent_mean = nn.Parameter(torch.zeros(1, 1, config.latent_dim), requires_grad=False)
+        self.latent_std = nn.Parameter(torch.ones(1, 1, config.latent_dim), requires_grad=False)
+        self.empty_string_feat = nn.Parameter(torch.zeros(config.text_seq_len, config.text_dim), requires_grad=False)
+        self.empty_clip_feat = nn.Parameter(torch.zeros(1, config.clip_dim))
+        self.empty_sync_feat = nn.Parameter(torch.zeros(1, config.sync_dim))
+        self._init_weights()
+        self._set_rotations(config.sequence)
+
+    # ----- construction ------------------------------------------------------------------
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        for emb in [self.t_embed] + ([self.offset_embed] if self.config.offset_embedding else []):
+            nn.init.normal_(emb.mlp[0].weight, std=0.02)
+            nn.init.normal_(emb.mlp[2].weight, std=0.02)
+        if self.config.offset_embedding:
+            nn.init.zeros_(self.offset_embed.mlp[2].weight)
+            nn.init.zeros_(self.offset_embed.mlp[2].bias)
+        zero = [b.adaLN_modulation[-1] for b in self.fused_blocks]
+        for jb in self.joint_blocks:
+            zero += [jb.latent_block.adaLN_modulation[-1], jb.clip_block.adaLN_modulation[-1]]
+            zero += [jb.text_block.adaLN_modulation[-1]]
+        zero += [self.final_layer.adaLN_modulation[-1], self.final_layer.conv]
+        for m in zero:
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def _set_rotations(self, seq: SequenceConfig) -> None:
+        hd = self.config.head_dim
+        self.register_buffer("latent_rot", rope_rotations(seq.latent_seq_len, hd), persistent=False)
+        scale = seq.latent_seq_len / seq.clip_seq_len  # clip positions on the latent timeline
+        self.register_buffer("clip_rot", rope_rotations(seq.clip_seq_len, hd, freq_scaling=scale), persistent=False)
+        self.sequence = seq
+
+    def set_duration(self, duration: float) -> None:
+        """Change the duration: only the RoPE tables change (weights are length-agnostic)."""
+        self._set_rotations(self.sequence.with_duration(duration))
+        device = self.latent_mean.device
+        self.latent_rot = self.latent_rot.to(device)
+        self.clip_rot = self.clip_rot.to(device)
+
+    # ----- protocol ----------------------------------------------------------------------
+    def null_conditions(self, batch_size: int) -> Conditions:
+        seq = self.sequence
+        return {
+            "clip": self.empty_clip_feat[None].expand(batch_size, seq.clip_seq_len, -1),
+            "sync": self.empty_sync_feat[None].expand(batch_size, seq.sync_seq_len, -1),
+            "text": self.empty_string_feat[None].expand(batch_size, -1, -1),
+        }
+
+    def prepare(self, conditions: Conditions) -> Prepared:
+        """Project and pool the conditions once; reused by every forward of a step or sampler."""
+        clip, sync, text = conditions["clip"], conditions["sync"], conditions["text"]
+        seq, cfg = self.sequence, self.config
+        expected = {
+            "clip": (seq.clip_seq_len, cfg.clip_dim),
+            "sync": (seq.sync_seq_len, cfg.sync_dim),
+            "text": (cfg.text_seq_len, cfg.text_dim),
+        }
+        for name, shape in expected.items():
+            got = tuple(conditions[name].shape[1:])
+            if got != shape:
+                raise ValueError(f"{name} features have shape {got}, the network expects {shape}")
+        b = clip.shape[0]
+        seg = cfg.sequence.sync_tokens_per_segment
+        sync = (sync.view(b, -1, seg, cfg.sync_dim) + self.sync_pos_emb).flatten(1, 2)  # (B, Ns, Ds)
+        clip = self.clip_input_proj(clip)  # (B, Nc, D)
+        sync = self.sync_input_proj(sync)  # (B, Ns, D)
+        text = self.text_input_proj(text)  # (B, 77, D)
+        sync = F.interpolate(sync.transpose(1, 2), size=seq.latent_seq_len, mode="nearest-exact").transpose(1, 2)
+        pooled = self.clip_cond_proj(clip.mean(dim=1)) + self.text_cond_proj(text.mean(dim=1))
+        return {"clip": clip, "sync": sync, "text": text, "global": self.global_cond_mlp(pooled)}
+
+    def forward(self, latent: Tensor, t: Tensor, s: Tensor, prepared: Prepared) -> Tensor:
+        """Average velocity u(latent, t, s) (B, N, latent_dim); t and s are (B,)."""
+        if latent.shape[1] != self.sequence.latent_seq_len:
+            raise ValueError(f"latent has {latent.shape[1]} frames, the network expects {self.sequence.latent_seq_len}")
+        flip = self.config.mmaudio_time
+        t_in = 1 - t if flip else t
+        time_c = self.t_embed(t_in)
+        if self.config.offset_embedding:
+            time_c = time_c + self.offset_embed(s - t)  # two-time embedding (§3.5.2)
+        global_c = (time_c + prepared["global"])[:, None]  # (B, 1, D)
+        extended_c = global_c + prepared["sync"]  # (B, N, D), frame-aligned (B.1)
+        x = self.audio_input_proj(latent)
+        clip, text = prepared["clip"], prepared["text"]
+        for block in self.joint_blocks:
+            x, clip, text = block(x, clip, text, global_c, extended_c, self.latent_rot, self.clip_rot)
+        for block in self.fused_blocks:
+            x = block(x, extended_c, self.latent_rot)
+        out = self.final_layer(x, extended_c if self.config.final_uses_extended else global_c)
+        return -out if flip else out
+
+    def normalize(self, latent: Tensor) -> Tensor:
+        return (latent - self.latent_mean) / self.latent_std
+
+    def unnormalize(self, latent: Tensor) -> Tensor:
+        return latent * self.latent_std + self.latent_mean
+
+
+NETWORK_PRESETS: dict[str, MMDiTConfig] = {
+    "small_16k": MMDiTConfig(),
+    "small_44k": MMDiTConfig(latent_dim=40, sequence=SEQUENCE_44K),
+    "medium_44k": MMDiTConfig(latent_dim=40, num_heads=14, sequence=SEQUENCE_44K),
+    "large_44k": MMDiTConfig(latent_dim=40, num_heads=14, depth=21, fused_depth=14, sequence=SEQUENCE_44K),
+    "large_44k_v2": MMDiTConfig(latent_dim=40, num_heads=14, depth=21, fused_depth=14, sequence=SEQUENCE_44K, v2=True),
+    # tiny presets for tests and CPU smoke runs: every code path, seconds on a CPU
+    "debug": MMDiTConfig(
+        latent_dim=8,
+        clip_dim=32,
+        sync_dim=24,
+        text_dim=16,
+        text_seq_len=7,
+        num_heads=2,
+        head_dim=16,
+        depth=3,
+        fused_depth=1,
+        sequence=SequenceConfig(duration=1.0),
+    ),
+}
+NETWORK_PRESETS["debug_v2"] = replace(NETWORK_PRESETS["debug"], v2=True)
+
+
+def network_preset(name: str, **overrides) -> MMDiTConfig:
+    """A named preset with fields replaced (e.g. feature dimensions of another encoder set)."""
+    if name not in NETWORK_PRESETS:
+        raise KeyError(f"unknown network preset {name!r}; choose one of {sorted(NETWORK_PRESETS)}")
+    return replace(NETWORK_PRESETS[name], **overrides)
