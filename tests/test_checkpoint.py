@@ -47,7 +47,9 @@ def test_model_init_cli(tmp_path, capsys):
     assert "random init" in capsys.readouterr().out
     net = load_network(tmp_path / "tiny")
     assert isinstance(net, MMDiT)
-    assert json.loads((tmp_path / "tiny.json").read_text())["provenance"]["preset"] == "debug"
+    doc = json.loads((tmp_path / "tiny.json").read_text())
+    assert doc["preset"] == "debug" and doc["provenance"]["kind"] == "random-init"
+    assert {"network", "encoder_set", "objective", "ema_sigma_rel"} <= set(doc)
 
 
 def _mmaudio_pth(tmp_path, version):

@@ -31,6 +31,11 @@ def test_parity_with_mmaudio_reference(version):
     assert (ref - ref_null).abs().max() > 1e-3  # the conditioning paths matter in this fixture
     torch.testing.assert_close(v, ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(v_null, ref_null, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the raw-feature form of forward prepares on the fly
+        raw = net(data["input.latent"], t, t, cond["clip"], cond["sync"], cond["text"])
+    torch.testing.assert_close(raw, v)
+    with pytest.raises(TypeError, match="needs all three"):
+        net(data["input.latent"], t, t, cond["clip"])
 
 
 def _debug(**kw):
@@ -151,3 +156,14 @@ def test_bf16_autocast_on_cpu():
     assert torch.isfinite(out).all()
     ref = net(x, torch.rand(2) * 0 + 0.5, torch.zeros(2), prepared)
     assert torch.isfinite(ref).all()
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager():
+    net = _randomize(_debug(), seed=2).eval()
+    prepared = net.prepare(_conditions(net))
+    x, t, s = torch.randn(2, 32, 8), torch.tensor([0.8, 0.3]), torch.tensor([0.1, 0.0])
+    with torch.no_grad():
+        eager = net(x, t, s, prepared)
+        compiled = torch.compile(net)(x, t, s, prepared)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)

@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="JSON",
-        help="rerun a previous --json result with its config and step counts (bit-reproducible)",
+        help="rerun a --json result with its config and final step counts (fixed-step runs are bit-reproducible)",
     )
     toy.add_argument(
         "--adaptive-p",
@@ -152,7 +152,7 @@ def _model_init(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     net = MMDiT(config)
     weights, cfg = save_network(
-        args.out, net, provenance={"kind": "random-init", "preset": args.preset, "seed": args.seed}
+        args.out, net, preset=args.preset, provenance={"kind": "random-init", "seed": args.seed}
     )
     n = sum(p.numel() for p in net.parameters())
     print(f"wrote {weights} and {cfg} ({args.preset}, {n:,} parameters, random init)")

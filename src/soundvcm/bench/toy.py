@@ -82,7 +82,7 @@ class ToyBenchConfig:
     mse_points: int = 2000
     ode_steps: int = 256
     seed: int = 0
-    calibration_steps: int = 12
+    calibration_steps: int = 30
     # Fixed step counts per objective label (e.g. (("fm", 3000), ...)) instead of the wall-clock
     # calibration; with them a run is bit-reproducible (``--replay`` reads them from a JSON).
     steps: tuple[tuple[str, int], ...] = ()
@@ -108,7 +108,7 @@ class ToyBenchConfig:
         return replace(base, guidance=g, adaptive_p=self.adaptive_p)
 
 
-QUICK = dict(budget_s=6.0, eval_per_class=250, mse_points=400, ode_steps=96, calibration_steps=6)
+QUICK = dict(budget_s=6.0, eval_per_class=250, mse_points=400, ode_steps=96, calibration_steps=8)
 
 
 @dataclass
@@ -138,6 +138,29 @@ def _lr_at(cfg: ToyBenchConfig, step: int, total: int) -> float:
     return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * frac))
 
 
+class _Stepper:
+    """One full training step (lr schedule, loss, backward, clipping, AdamW, EMA): the same code
+    is timed for calibration and run for training, so calibrated budgets match wall-clock."""
+
+    def __init__(self, net: ToyVelocityNet, objective, cfg: ToyBenchConfig, flow: GaussianMixtureFlow, seed: int):
+        self.net, self.objective, self.cfg, self.flow = net, objective, cfg, flow
+        self.g = torch.Generator().manual_seed(seed)
+        self.opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+        self.ema = EMA(net, cfg.ema_decay)
+
+    def __call__(self, step: int) -> float:
+        cfg = self.cfg
+        for group in self.opt.param_groups:
+            group["lr"] = _lr_at(cfg, step, self.objective.total_steps)
+        out = self.objective.loss(self.net, _batch(self.flow, self.net, cfg.batch_size, self.g), step, self.g)
+        self.opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.ema.update(self.net)
+        return out.loss.item()
+
+
 def train_objective(
     name: str, cfg: ToyBenchConfig, flow: GaussianMixtureFlow, objective_config: Any = None, label: str | None = None
 ) -> TrainedModel:
@@ -145,53 +168,46 @@ def train_objective(
     objective_config = objective_config if objective_config is not None else cfg.objective_config(name)
     torch.manual_seed(cfg.seed)
     net = ToyVelocityNet(cfg.net)
-    g = torch.Generator().manual_seed(cfg.seed + 1)
 
-    # Calibrate the step time on a throwaway copy so every objective gets the same wall-clock.
-    probe = copy.deepcopy(net)
-    probe_obj = build_objective(name, 1000, objective_config)
-    probe_opt = torch.optim.AdamW(probe.parameters(), lr=cfg.lr)
-
-    def probe_step(step: int) -> None:
-        out = probe_obj.loss(probe, _batch(flow, probe, cfg.batch_size, g), step, g)
-        probe_opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        probe_opt.step()
-
+    # Calibrate the full step on a throwaway copy so every objective gets the same wall-clock.
+    probe = _Stepper(copy.deepcopy(net), build_objective(name, 1000, objective_config), cfg, flow, cfg.seed + 1)
     for i in range(3):
-        probe_step(i)
+        probe(i)
     start = time.perf_counter()
     for i in range(cfg.calibration_steps):
-        probe_step(i)
+        probe(i)
     calibrated = (time.perf_counter() - start) / cfg.calibration_steps
-    peak = peak_memory_mb(lambda: probe_step(0))
+    peak = peak_memory_mb(lambda: probe(0))
     total = dict(cfg.steps).get(label or name) or max(20, int(cfg.budget_s / calibrated))
 
-    g = torch.Generator().manual_seed(cfg.seed + 2)
-    objective = build_objective(name, total, objective_config)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    ema = EMA(net, cfg.ema_decay)
+    stepper = _Stepper(net, build_objective(name, total, objective_config), cfg, flow, cfg.seed + 2)
+    # Long runs step slower than the short calibration, so the step count is re-estimated from
+    # the measured throughput at 10 % and 40 % of training (schedules follow the new total).
+    # With fixed steps (cfg.steps, --replay) nothing is re-estimated and runs are bit-identical.
+    checkpoints = set() if dict(cfg.steps).get(label or name) else {total // 10, (2 * total) // 5}
     losses: list[float] = []
-    bar = tqdm(range(total), desc=f"train {label or name} (d={cfg.dim})", leave=False, mininterval=1.0)
+    bar = tqdm(total=total, desc=f"train {label or name} (d={cfg.dim})", leave=False, mininterval=1.0)
     start = time.perf_counter()
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(cfg, step, total)
-        out = objective.loss(net, _batch(flow, net, cfg.batch_size, g), step, g)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        opt.step()
-        ema.update(net)
-        losses.append(out.loss.item())
+    step = 0
+    while step < stepper.objective.total_steps:
+        losses.append(stepper(step))
+        step += 1
+        bar.update()
+        if step in checkpoints:
+            elapsed = time.perf_counter() - start
+            remaining = max(0.0, cfg.budget_s - elapsed)
+            stepper.objective.total_steps = max(step + 1, step + int(remaining * step / elapsed))
+            bar.total = stepper.objective.total_steps
         if step % 50 == 0:
             bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+    bar.close()
+    total = step
     wall = time.perf_counter() - start
     tail = losses[-max(1, total // 20) :]
     return TrainedModel(
         name=label or name,
         net=net.eval(),
-        ema=ema.model.eval(),
+        ema=stepper.ema.model.eval(),
         steps=total,
         step_time_s=wall / total,
         train_wall_s=wall,

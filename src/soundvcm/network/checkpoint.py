@@ -83,11 +83,36 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
 
 
-def save_network(path: str | Path, net: MMDiT, **metadata: Any) -> tuple[Path, Path]:
-    """Write weights (safetensors) and config (JSON), each atomically; returns both paths."""
+def save_network(
+    path: str | Path,
+    net: MMDiT,
+    *,
+    preset: str | None = None,
+    encoder_set: str = "mmaudio",
+    objective: str | None = None,
+    ema_sigma_rel: float | None = None,
+    provenance: dict[str, Any] | None = None,
+    **extra: Any,
+) -> tuple[Path, Path]:
+    """Write weights (safetensors) and config (JSON), each atomically; returns both paths.
+
+    The JSON holds the preset name and the resolved network config (with its sequence config),
+    the encoder set the feature
+    dimensions belong to, the training objective, the EMA sigma_rel the weights were
+    synthesised at (None: raw weights) and provenance. Latent mean/std live in the weights.
+    """
     weights, config = checkpoint_paths(path)
     state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-    doc = {"format": FORMAT_VERSION, "network": config_to_dict(net.config), **metadata}
+    doc = {
+        "format": FORMAT_VERSION,
+        "preset": preset,
+        "network": config_to_dict(net.config),
+        "encoder_set": encoder_set,
+        "objective": objective,
+        "ema_sigma_rel": ema_sigma_rel,
+        "provenance": provenance or {},
+        **extra,
+    }
     _atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"format": str(FORMAT_VERSION)}))
     _atomic_write(config, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2, sort_keys=True)))
     return weights, config

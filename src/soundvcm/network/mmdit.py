@@ -183,8 +183,25 @@ class MMDiT(VelocityNet):
         pooled = self.clip_cond_proj(clip.mean(dim=1)) + self.text_cond_proj(text.mean(dim=1))
         return {"clip": clip, "sync": sync, "text": text, "global": self.global_cond_mlp(pooled)}
 
-    def forward(self, latent: Tensor, t: Tensor, s: Tensor, prepared: Prepared) -> Tensor:
-        """Average velocity u(latent, t, s) (B, N, latent_dim); t and s are (B,)."""
+    def forward(
+        self,
+        latent: Tensor,
+        t: Tensor,
+        s: Tensor,
+        prepared: Prepared | Tensor,
+        sync_f: Tensor | None = None,
+        text_f: Tensor | None = None,
+    ) -> Tensor:
+        """Average velocity u(latent, t, s) (B, N, latent_dim); t and s are (B,).
+
+        Either ``forward(latent, t, s, prepared)`` with conditions from :meth:`prepare` (what
+        objectives and samplers do, preparing once), or ``forward(latent, t, s, clip_f, sync_f,
+        text_f)`` with raw features, prepared on the fly.
+        """
+        if isinstance(prepared, Tensor):
+            if sync_f is None or text_f is None:
+                raise TypeError("forward(latent, t, s, clip_f, sync_f, text_f) needs all three feature tensors")
+            prepared = self.prepare({"clip": prepared, "sync": sync_f, "text": text_f})
         if latent.shape[1] != self.sequence.latent_seq_len:
             raise ValueError(f"latent has {latent.shape[1]} frames, the network expects {self.sequence.latent_seq_len}")
         flip = self.config.mmaudio_time

@@ -19,7 +19,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from soundvcm.flow import interpolate, path_velocity
-from soundvcm.network.protocol import VelocityNet
+from soundvcm.network.protocol import VelocityNet, call_network
 from soundvcm.objectives.base import Batch, LossOutput, adaptive_weight, per_row_mse
 from soundvcm.objectives.guidance import TrainingGuidance, prepare_with_null
 from soundvcm.objectives.time_sampling import TimeSampling
@@ -55,12 +55,10 @@ class MeanFlow:
         v_mix = cfg.guidance.mixed_velocity(net, x_t, t, v_t, prepared, prepared_null, is_null, cfg.autocast_dtype)
 
         def average_velocity(z, tt):
-            if cfg.autocast_dtype is None:
-                return net(z, tt, s, prepared).float()
-            with torch.autocast(device_type=z.device.type, dtype=cfg.autocast_dtype):
-                return net(z, tt, s, prepared).float()
+            return call_network(net, z, tt, s, prepared, cfg.autocast_dtype)
 
         with sdpa_kernel(SDPBackend.MATH):  # forward-mode AD needs the math attention kernel
+            # d/dt u(z_t, t, s) along the flow: tangent (dz/dt, dt/dt, ds/dt) = (v_mix, 1, 0)
             u, dudt = torch.func.jvp(average_velocity, (x_t, t), (v_mix, torch.ones_like(t)))
         gap = (t - s).reshape((-1,) + (1,) * (x0.ndim - 1))
         target = (v_mix - gap * dudt).detach()  # the MeanFlow identity, stop-gradient target
