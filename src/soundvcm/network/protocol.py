@@ -37,8 +37,12 @@ class VelocityNet(nn.Module):
         raise NotImplementedError
 
     def prepare_null(self, batch_size: int) -> Prepared:
-        """``prepare`` applied to the null conditions: the unconditional branch of CFG."""
-        return self.prepare(self.null_conditions(batch_size))
+        """``prepare`` applied to the null conditions: the unconditional branch of CFG.
+
+        Null conditions are the same for every row, so one row is prepared and broadcast.
+        """
+        one = self.prepare(self.null_conditions(1))
+        return {k: v.expand(batch_size, *v.shape[1:]) for k, v in one.items()}
 
 
 def call_network(

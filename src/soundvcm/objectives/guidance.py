@@ -83,7 +83,7 @@ def prepare_with_null(
     null = net.null_conditions(batch)
     dropped, is_null = dropout.apply(conditions, null, net.condition_groups, generator)
     with torch.no_grad():  # the unconditional branch is only ever used without gradient
-        prepared_null = net.prepare(null)
+        prepared_null = net.prepare_null(batch)
     return net.prepare(dropped), prepared_null, is_null
 
 
