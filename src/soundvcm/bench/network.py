@@ -46,16 +46,12 @@ def _reference(net: MMDiT, src: str, device):
     sys.path.insert(0, str(Path(src).resolve()))
     from mmaudio.model.networks import get_my_mmaudio  # type: ignore[import-not-found]
 
-    ref = get_my_mmaudio(net_name_for(net)).to(device).eval()
+    from soundvcm.network.checkpoint import detect_mmaudio_variant
+
+    ref = get_my_mmaudio(detect_mmaudio_variant(net.state_dict())).to(device).eval()
     state = {k: v for k, v in net.state_dict().items() if not k.startswith("offset_embed.")}
     ref.load_state_dict(state, strict=True)
     return ref
-
-
-def net_name_for(net: MMDiT) -> str:
-    from soundvcm.network.checkpoint import detect_mmaudio_variant
-
-    return detect_mmaudio_variant(net.state_dict())
 
 
 @torch.inference_mode()

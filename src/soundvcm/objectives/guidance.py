@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from soundvcm.conditions import ConditionDropout, Prepared
+from soundvcm.conditions import ConditionDropout, Prepared, concat_rows, select_rows
 from soundvcm.network.protocol import VelocityNet, call_network
 
 
@@ -64,7 +64,7 @@ class TrainingGuidance:
         # one batched pass: guided velocity on all conditional rows, unconditional where needed
         xs = torch.cat([x_t[cond_rows], x_t[un_rows]])
         ts = torch.cat([t[cond_rows], t[un_rows]])
-        preps = {k: torch.cat([prepared[k][cond_rows], prepared_null[k][un_rows]]) for k in prepared}
+        preps = concat_rows(select_rows(prepared, cond_rows), select_rows(prepared_null, un_rows))
         out = call_network(net, xs, ts, ts, preps, autocast_dtype)
         v_guided = out[: cond_rows.numel()]
         v_uncond = torch.zeros_like(v_guided)
