@@ -1,6 +1,11 @@
 """The ``soundvcm`` command line: thin argument parsing over the library.
 
-soundvcm bench toy [--quick] [--dim D] [--budget S] [--ablation] [--json PATH] [--out DIR]
+soundvcm generate VIDEO|DIR|TSV [--prompt T] [--negative-prompt T] [--steps N] [--seed S] [--duration D]
+                  [--model PATH] [--out DIR] [--image PATH] [--full] [--profile] [--device auto|cpu|cuda|mps]
+soundvcm weights list | download NAME... | verify NAME...
+soundvcm model init --preset P [--encoders SET] [--objective O] --out PATH
+soundvcm convert mmaudio IN.pth OUT
+soundvcm bench toy|network|pipeline ...
 """
 
 from __future__ import annotations
@@ -91,6 +96,60 @@ def build_parser() -> argparse.ArgumentParser:
     netb.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
     netb.set_defaults(func=_bench_network)
 
+    gen = commands.add_parser(
+        "generate",
+        help="generate a soundtrack for a video (or audio from text or an image)",
+        description="Generate audio for VIDEO (a file, a folder of videos, or a TSV of 'video<TAB>prompt' rows) and "
+        "write OUT/NAME.flac plus OUT/NAME.mp4 with the new soundtrack. Without VIDEO, --prompt gives text-to-audio "
+        "and --image image-to-audio. Outputs appear only when complete.",
+    )
+    gen.add_argument("input", nargs="?", type=Path, default=None, metavar="VIDEO", help="video file, folder or .tsv")
+    gen.add_argument("--prompt", default=None, help="text condition (optional with a video)")
+    gen.add_argument("--negative-prompt", default=None, help="what to steer away from (e.g. 'music')")
+    gen.add_argument("--image", type=Path, default=None, help="an image as the visual condition")
+    gen.add_argument(
+        "--model", default=None, help="checkpoint path (NAME, NAME.json or NAME.safetensors); default: $SOUNDVCM_MODEL"
+    )
+    gen.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="sampling steps (default 1 for consistency models, 25 for flow matching)",
+    )
+    gen.add_argument("--seed", type=int, default=42, help="noise seed (default 42)")
+    gen.add_argument("--duration", type=_positive_float, default=8.0, help="seconds to generate (default 8)")
+    gen.add_argument("--start", type=float, default=0.0, help="where in the video to start, seconds (default 0)")
+    gen.add_argument(
+        "--full", action="store_true", help="the whole video, in --duration windows crossfaded over --overlap seconds"
+    )
+    gen.add_argument("--overlap", type=float, default=0.5, help="window overlap for --full (default 0.5 s)")
+    gen.add_argument(
+        "--sampler",
+        choices=("consistency", "euler"),
+        default=None,
+        help="default: consistency for VCM/MeanFlow checkpoints, euler + CFG for flow matching",
+    )
+    gen.add_argument("--cfg", type=float, default=4.5, help="CFG strength of the euler sampler (default 4.5)")
+    gen.add_argument("--out", type=Path, default=Path("out/generate"), help="output folder (default out/generate)")
+    gen.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda or mps")
+    gen.add_argument("--profile", action="store_true", help="print per-stage times")
+    gen.set_defaults(func=_generate)
+
+    wts = commands.add_parser("weights", help="list, download and verify the paper's weight files")
+    wsub = wts.add_subparsers(dest="weights", required=True, metavar="ACTION")
+    wl = wsub.add_parser("list", help="registered files, where they go and whether they are present")
+    wl.set_defaults(func=_weights_list)
+    wd = wsub.add_parser("download", help="download files (md5-checked; needs internet)")
+    wd.add_argument("names", nargs="+", help="registry names (see `soundvcm weights list`)")
+    wd.add_argument(
+        "--dir", type=Path, default=None, help="target folder (default $SOUNDVCM_WEIGHTS or ~/.cache/soundvcm/weights)"
+    )
+    wd.set_defaults(func=_weights_download)
+    wv = wsub.add_parser("verify", help="check that files are present and their md5 matches")
+    wv.add_argument("names", nargs="+")
+    wv.add_argument("--dir", type=Path, default=None)
+    wv.set_defaults(func=_weights_verify)
+
     model = commands.add_parser("model", help="create network checkpoints")
     models = model.add_subparsers(dest="model", required=True, metavar="ACTION")
     init = models.add_parser(
@@ -101,6 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--preset", required=True, help="network preset: small_16k, small_44k, ..., debug")
     init.add_argument("--out", required=True, type=Path, help="output path (NAME, NAME.json or NAME.safetensors)")
     init.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    init.add_argument(
+        "--encoders",
+        default=None,
+        help="encoder set whose feature sizes the network takes: lite, "
+        "mmaudio_16k, mmaudio_44k (default: the preset's own; debug presets keep their sizes)",
+    )
+    init.add_argument(
+        "--objective",
+        default="vcm",
+        help="objective recorded in the checkpoint, which picks the "
+        "default sampler: vcm, vcm_sec43, meanflow (consistency) or fm (euler + CFG); default vcm",
+    )
     init.set_defaults(func=_model_init)
 
     convert = commands.add_parser("convert", help="convert released checkpoints into soundvcm's format")
@@ -146,13 +217,21 @@ def _model_init(args: argparse.Namespace) -> int:
     import torch
 
     from soundvcm.network.checkpoint import save_network
-    from soundvcm.network.mmdit import MMDiT, network_preset
+    from soundvcm.network.mmdit import MMDiT, preset_for_encoders
+    from soundvcm.objectives import OBJECTIVE_PRESETS
 
-    config = network_preset(args.preset)
+    if args.objective not in OBJECTIVE_PRESETS:
+        raise ValueError(f"unknown objective '{args.objective}'; choose one of {sorted(OBJECTIVE_PRESETS)}")
+    config, encoder_set = preset_for_encoders(args.preset, args.encoders)
     torch.manual_seed(args.seed)
     net = MMDiT(config)
     weights, cfg = save_network(
-        args.out, net, preset=args.preset, provenance={"kind": "random-init", "seed": args.seed}
+        args.out,
+        net,
+        preset=args.preset,
+        encoder_set=encoder_set,
+        objective=args.objective,
+        provenance={"kind": "random-init", "seed": args.seed},
     )
     n = sum(p.numel() for p in net.parameters())
     print(f"wrote {weights} and {cfg} ({args.preset}, {n:,} parameters, random init)")
@@ -217,12 +296,72 @@ def _bench_toy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    import os
+
+    from soundvcm.generate import jobs_from_input, run_generate
+    from soundvcm.pipeline import Pipeline
+
+    model = args.model or os.environ.get("SOUNDVCM_MODEL")
+    if model is None:
+        raise ValueError(
+            "no model given: pass --model PATH or set SOUNDVCM_MODEL (no trained model ships yet; "
+            "`soundvcm model init --preset lite --out models/lite` makes a random-initialised one for smoke runs)"
+        )
+    if args.full and args.overlap < 0:
+        raise ValueError("--overlap must be >= 0")
+    jobs = jobs_from_input(args.input, args.prompt, args.image)  # input errors before loading anything
+    pipe = Pipeline.load(model, device=args.device)
+    options = {
+        "negative_prompt": args.negative_prompt,
+        "duration": args.duration,
+        "start": args.start,
+        "steps": args.steps,
+        "seed": args.seed,
+        "sampler": args.sampler,
+        "cfg_scale": args.cfg,
+        "window": args.duration,
+    }
+    if args.full:
+        options["overlap"] = args.overlap
+    return run_generate(pipe, jobs, args.out, options, args.full, args.profile)
+
+
+def _weights_list(args: argparse.Namespace) -> int:
+    from soundvcm.encoders.weights import REGISTRY, weights_dir
+
+    root = weights_dir()
+    print(f"weights folder: {root}  (set SOUNDVCM_WEIGHTS to change it)")
+    for w in REGISTRY.values():
+        state = "present" if (root / w.filename).is_file() else "missing"
+        print(f"{w.name:22s} {state:8s} {w.filename:36s} {w.description}")
+    return 0
+
+
+def _weights_download(args: argparse.Namespace) -> int:
+    from soundvcm.encoders.weights import download, entry
+
+    for name in args.names:
+        entry(name)  # unknown names fail before any download
+    for name in args.names:
+        print(f"{name}: {download(name, args.dir)}")
+    return 0
+
+
+def _weights_verify(args: argparse.Namespace) -> int:
+    from soundvcm.encoders.weights import resolve
+
+    for name in args.names:
+        print(f"{name}: ok ({resolve(name, args.dir)})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:  # bad input: one clear line, no traceback
+    except (ValueError, OSError) as exc:  # bad input, missing files, bad weights: one line, no traceback
         print(f"soundvcm: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

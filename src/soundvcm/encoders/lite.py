@@ -1,0 +1,122 @@
+"""The "lite" encoder set: real pretrained weights from pip packages, runs offline on a CPU.
+
+* text: all-MiniLM-L6-v2, 77 L2-normalised token states, 384-d (:mod:`.minilm`);
+* visual: EfficientNet-Lite0 pooled features of 224 x 224 frames at 8 fps, 1280-d (:mod:`.efficientnet_lite`);
+* sync: motion energy on an 8 x 8 grid at 25 fps, Synchformer's token layout, 128-d (:mod:`.motion_sync`);
+* audio: HiFi-GAN's own 22.05 kHz log-mel *is* the latent, two mel frames per latent frame
+  (80 x 2 = 160 channels, 43.07 latents/s, 345 for 8 s: MMAudio-44k's sequence length), and the
+  HiFi-GAN universal generator is the decoder (:mod:`.hifigan`).
+
+Why the mel and not a small learned VAE (see docs/ARCHITECTURE.md): no audio VAE is available
+offline, and one trained here on a few minutes of sound would be the weakest link; the mel is
+exact (the only loss is the vocoder's), costs no training, and the pairing of frames keeps the
+sequence as short as a VAE's. The price is 160 channels instead of 20-40, which only changes
+the network's input and output projections. The posterior std of this "encoder" is zero.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from soundvcm.encoders.base import EncoderSetSpec, autocast, chunked, freeze, to_float_frames
+from soundvcm.encoders.efficientnet_lite import MEAN, STD, EfficientNetLite0
+from soundvcm.encoders.hifigan import HiFiGAN
+from soundvcm.encoders.minilm import MiniLMText
+from soundvcm.encoders.motion_sync import MotionSync
+from soundvcm.media.mel import MEL_HIFIGAN, mel_spectrogram
+from soundvcm.media.video import FrameSpec
+from soundvcm.sequence import SEQUENCE_LITE
+
+PATCH = 2  # mel frames per latent frame
+LITE_SEQUENCE = SEQUENCE_LITE
+assert LITE_SEQUENCE.latent_downsample == PATCH
+LITE_SPEC = EncoderSetSpec(
+    name="lite",
+    clip_dim=1280,
+    sync_dim=128,
+    text_dim=384,
+    text_seq_len=77,
+    latent_dim=80 * PATCH,
+    sequence=LITE_SEQUENCE,
+    clip_frames=FrameSpec(fps=8.0, height=224, width=224, fit="squash"),
+    sync_frames=FrameSpec(fps=25.0, height=64, width=64, fit="squash", gray=True),
+)
+
+
+def mel_to_latent(mel: Tensor) -> Tensor:
+    """(B, 80, 2L) -> (B, L, 160): frames 2l and 2l + 1 side by side."""
+    b, c, f = mel.shape
+    return mel[..., : f - f % PATCH].view(b, c, -1, PATCH).permute(0, 2, 3, 1).reshape(b, -1, PATCH * c)
+
+
+def latent_to_mel(latent: Tensor) -> Tensor:
+    """Inverse of :func:`mel_to_latent`."""
+    b, n, d = latent.shape
+    return latent.view(b, n, PATCH, d // PATCH).permute(0, 3, 1, 2).reshape(b, d // PATCH, n * PATCH)
+
+
+class LiteEncoderSet(nn.Module):
+    spec = LITE_SPEC
+
+    def __init__(self, pretrained: bool = True, clip_chunk: int = 32):
+        super().__init__()
+        if pretrained:
+            self.text = MiniLMText.pretrained()
+            self.visual = EfficientNetLite0.pretrained()
+            self.vocoder = HiFiGAN.pretrained()
+        else:  # random initialisation, for tests of shapes and plumbing
+            self.text, self.visual, self.vocoder = MiniLMText(), EfficientNetLite0(), HiFiGAN()
+        self.sync = MotionSync()
+        self.clip_chunk = clip_chunk
+        self.dtype: torch.dtype | None = None  # autocast dtype for the visual and text encoders
+        self.visual.to(memory_format=torch.channels_last)  # about 1.8x faster on CPU
+        freeze(self)
+
+    @property
+    def device(self) -> torch.device:
+        return self.visual._fc.weight.device
+
+    @torch.inference_mode()
+    def encode_clip(self, frames: Tensor) -> Tensor:
+        """uint8 (B, T, 3, 224, 224) at 8 fps -> (B, T, 1280), L2-normalised per frame."""
+        b, t = frames.shape[:2]
+
+        def run(x: Tensor) -> Tensor:
+            x = to_float_frames(x.to(self.device), MEAN, STD).contiguous(memory_format=torch.channels_last)
+            with autocast(self.device, self.dtype):
+                return self.visual.features(x).float()
+
+        feats = chunked(run, frames.flatten(0, 1), self.clip_chunk)
+        return torch.nn.functional.normalize(feats, dim=-1).view(b, t, -1)
+
+    @torch.inference_mode()
+    def encode_sync(self, frames: Tensor) -> Tensor:
+        """uint8 (B, T, 1, 64, 64) at 25 fps -> (B, 8 * ((T - 16) // 8 + 1), 128)."""
+        return self.sync(frames.to(self.device))
+
+    @torch.inference_mode()
+    def encode_text(self, texts: list[str]) -> Tensor:
+        with autocast(self.device, self.dtype):
+            return self.text.encode(list(texts)).float()
+
+    @torch.inference_mode()
+    def encode_audio(self, wave: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, samples) at 22.05 kHz -> latent posterior (mean, std), each (B, L, 160)."""
+        mel = mel_spectrogram(wave.to(self.device), MEL_HIFIGAN)
+        mean = mel_to_latent(mel)
+        return mean, torch.zeros_like(mean)
+
+    @torch.inference_mode()
+    def decode_latent(self, latent: Tensor) -> Tensor:
+        """(B, L, 160) latent -> (B, 80, 2L) log-mel (the lite "VAE decoder" is a reshape)."""
+        return latent_to_mel(latent.to(self.device).float())
+
+    @torch.inference_mode()
+    def vocode(self, mel: Tensor) -> Tensor:
+        """(B, 80, F) log-mel -> (B, F * 256) waveform at 22.05 kHz."""
+        return self.vocoder(mel)
+
+    def decode_audio(self, latent: Tensor) -> Tensor:
+        """(B, L, 160) -> (B, L * 512) waveform at 22.05 kHz."""
+        return self.vocode(self.decode_latent(latent))

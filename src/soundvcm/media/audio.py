@@ -1,0 +1,98 @@
+"""Audio decoding (PyAV: any container FFmpeg reads), high-quality resampling (soxr) and writing
+(soundfile: flac/wav, atomically).
+
+Waveforms are float32 tensors in [-1, 1], mono ``(samples,)`` unless ``mono=False`` gives
+``(channels, samples)``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+from torch import Tensor
+
+from soundvcm.atomic import atomic_write
+from soundvcm.media.errors import MediaError, check_input_path
+
+
+def resample(wave: Tensor | np.ndarray, orig_sr: int, target_sr: int) -> Tensor:
+    """Band-limited resampling with soxr's very-high-quality sinc filter; (..., samples)."""
+    x = torch.as_tensor(wave, dtype=torch.float32)
+    if orig_sr == target_sr:
+        return x.clone()
+    flat = x.reshape(-1, x.shape[-1]).numpy().T  # soxr wants (frames, channels)
+    y = soxr.resample(np.ascontiguousarray(flat), orig_sr, target_sr, quality="VHQ")
+    y = torch.from_numpy(np.ascontiguousarray(y.T if y.ndim == 2 else y[None]))
+    return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+def load_audio(
+    path: str | Path,
+    sample_rate: int | None = None,
+    start: float = 0.0,
+    duration: float | None = None,
+    mono: bool = True,
+) -> tuple[Tensor, int]:
+    """Decode the first audio stream; mix to mono; resample to ``sample_rate`` (None: native).
+
+    Returns (wave, sample_rate). Raises MediaError when there is no audio stream or nothing
+    decodes; corrupt packets are skipped with a warning.
+    """
+    path = check_input_path(path)
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise MediaError(f"{path}: not a readable media file ({exc.__class__.__name__}: {exc})") from exc
+    chunks: list[np.ndarray] = []
+    skipped = 0
+    with container:
+        if not container.streams.audio:
+            raise MediaError(f"{path}: no audio stream")
+        stream = container.streams.audio[0]
+        native_sr = stream.codec_context.sample_rate or stream.rate
+        resampler = av.AudioResampler(format="fltp", layout=None, rate=native_sr)
+        try:
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except (av.error.InvalidDataError, av.error.FFmpegError):
+                    skipped += 1
+                    continue
+                for frame in frames:
+                    for out in resampler.resample(frame):
+                        chunks.append(out.to_ndarray())
+        except av.error.FFmpegError:
+            skipped += 1
+    if not chunks:
+        raise MediaError(f"{path}: no audio could be decoded")
+    if skipped:
+        warnings.warn(f"{path.name}: skipped {skipped} corrupt audio packet(s)", stacklevel=2)
+    channels = min(c.shape[0] for c in chunks)
+    wave = torch.from_numpy(np.concatenate([c[:channels] for c in chunks], axis=1).astype(np.float32))
+    if mono:
+        wave = wave.mean(0)
+    a = int(round(start * native_sr))
+    b = None if duration is None else a + int(round(duration * native_sr))
+    wave = wave[..., a:b]
+    if sample_rate is not None and sample_rate != native_sr:
+        wave = resample(wave, native_sr, sample_rate)
+        native_sr = sample_rate
+    return wave.clamp(-1, 1), native_sr
+
+
+def write_audio(path: str | Path, wave: Tensor | np.ndarray, sample_rate: int) -> Path:
+    """Write mono ``(samples,)`` or ``(channels, samples)`` audio as flac or wav, atomically."""
+    path = Path(path)
+    fmt = {".flac": "FLAC", ".wav": "WAV"}.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unsupported audio suffix (use .flac or .wav)")
+    data = torch.as_tensor(wave).detach().float().cpu().clamp(-1, 1).numpy()
+    data = data.T if data.ndim == 2 else data
+    atomic_write(path, lambda tmp: sf.write(str(tmp), data, sample_rate, format=fmt, subtype="PCM_16"))
+    return path

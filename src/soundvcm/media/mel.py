@@ -1,0 +1,100 @@
+"""Log-mel spectrograms in torch, with the settings of MMAudio's VAEs and of HiFi-GAN.
+
+``mel = log(max(M · sqrt(|STFT(x)|² + 1e-9), 1e-5))`` with a Slaney-scale, Slaney-normalised
+filterbank M (librosa's default), Hann window, reflect padding of (n_fft - hop) / 2 on each side
+and ``center=False``, so frame i starts at sample i·hop - (n_fft - hop) / 2. The 16 kHz setting
+uses log10, the 44.1 kHz and HiFi-GAN settings the natural log.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class MelConfig:
+    sample_rate: int
+    n_fft: int
+    hop_length: int
+    win_length: int
+    n_mels: int
+    fmin: float = 0.0
+    fmax: float | None = None
+    log: str = "ln"  # "ln" or "log10"
+    clip_val: float = 1e-5
+
+    @property
+    def pad(self) -> int:
+        return (self.n_fft - self.hop_length) // 2
+
+    def num_frames(self, num_samples: int) -> int:
+        return (num_samples + 2 * self.pad - self.n_fft) // self.hop_length + 1
+
+
+MEL_16K = MelConfig(16_000, 1024, 256, 1024, 80, 0.0, 8_000.0, log="log10")
+MEL_44K = MelConfig(44_100, 2048, 512, 2048, 128, 0.0, 22_050.0, log="ln")
+MEL_HIFIGAN = MelConfig(22_050, 1024, 256, 1024, 80, 0.0, 8_000.0, log="ln")  # HiFi-GAN V1 universal
+
+
+def _hz_to_mel(f: Tensor) -> Tensor:
+    """Slaney mel scale: linear below 1 kHz, logarithmic above."""
+    f_sp = 200.0 / 3
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, math.log(6.4) / 27.0
+    lin = f / f_sp
+    return torch.where(f >= min_log_hz, min_log_mel + torch.log(f.clamp(min=1e-10) / min_log_hz) / logstep, lin)
+
+
+def _mel_to_hz(m: Tensor) -> Tensor:
+    f_sp = 200.0 / 3
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, math.log(6.4) / 27.0
+    return torch.where(m >= min_log_mel, min_log_hz * torch.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+@lru_cache(maxsize=8)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> Tensor:
+    """(n_mels, n_fft // 2 + 1) triangular filters, Slaney-normalised to constant area."""
+    fmax = sample_rate / 2 if fmax is None else fmax
+    fft_freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    mel_pts = torch.linspace(
+        _hz_to_mel(torch.tensor(fmin, dtype=torch.float64)).item(),
+        _hz_to_mel(torch.tensor(fmax, dtype=torch.float64)).item(),
+        n_mels + 2,
+        dtype=torch.float64,
+    )
+    hz = _mel_to_hz(mel_pts)
+    fdiff = hz.diff()
+    ramps = hz[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = torch.clamp(torch.minimum(lower, upper), min=0)
+    weights *= (2.0 / (hz[2:] - hz[:-2]))[:, None]
+    return weights.float()
+
+
+def mel_spectrogram(wave: Tensor, config: MelConfig) -> Tensor:
+    """(..., samples) in [-1, 1] -> (..., n_mels, frames) log-mel."""
+    shape = wave.shape
+    x = wave.reshape(-1, shape[-1]).float().clamp(-1, 1)
+    x = F.pad(x[:, None], (config.pad, config.pad), mode="reflect")[:, 0]
+    window = torch.hann_window(config.win_length, device=x.device)
+    spec = torch.stft(
+        x,
+        config.n_fft,
+        hop_length=config.hop_length,
+        win_length=config.win_length,
+        window=window,
+        center=False,
+        onesided=True,
+        return_complex=True,
+    )
+    mag = torch.sqrt(spec.real.square() + spec.imag.square() + 1e-9)
+    fb = mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax).to(x.device)
+    mel = torch.matmul(fb, mag).clamp(min=config.clip_val)
+    mel = torch.log10(mel) if config.log == "log10" else torch.log(mel)
+    return mel.reshape(*shape[:-1], config.n_mels, mel.shape[-1])

@@ -1,0 +1,261 @@
+"""Video decoding at exact target frame rates, by timestamp, with PyAV.
+
+One decoding pass serves every encoder: each :class:`FrameSpec` names a frame rate and the
+size/crop that encoder wants, and frames are resized by FFmpeg's swscale as they are decoded,
+so a 4K input never holds full-size frames in memory.
+
+Frame selection (``nearest`` rule, the same as FFmpeg's ``fps`` filter that MMAudio's training
+extraction used): the frame for target time k/fps is the decoded frame whose timestamp is
+nearest to it. Low-fps input therefore repeats frames, high-fps input drops them, and variable
+or non-integer frame rates need no special case. Timestamps are relative to the first decoded
+frame. Rotation metadata (the display matrix) is applied, so frames are seen as a player shows
+them. Corrupt packets are skipped with a warning; only a file from which nothing decodes fails.
+
+A clip shorter than the requested duration is truncated to the shortest stream
+(min over specs of frames/fps), as MMAudio does, and flagged ``truncated``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from torch import Tensor
+
+from soundvcm.media.errors import MediaError, check_input_path
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """Frames one encoder wants: rate, output size and how to fit the picture into it.
+
+    ``fit="squash"`` resizes to (height, width) ignoring aspect (CLIP in MMAudio);
+    ``fit="crop"`` resizes the short side to min(height, width) and centre-crops (Synchformer).
+    """
+
+    fps: float
+    height: int
+    width: int
+    fit: str = "squash"
+    gray: bool = False
+
+    def __post_init__(self) -> None:
+        if self.fps <= 0 or self.height <= 0 or self.width <= 0:
+            raise ValueError(f"FrameSpec needs positive fps and size, got {self}")
+        if self.fit not in ("squash", "crop"):
+            raise ValueError(f"fit must be 'squash' or 'crop', got {self.fit!r}")
+
+
+@dataclass
+class VideoInfo:
+    duration: float
+    fps: float
+    width: int  # as displayed (after rotation)
+    height: int
+    rotation: int
+    has_audio: bool
+    codec: str
+
+
+@dataclass
+class VideoClip:
+    """Decoded frames per spec name, uint8 (T, C, H, W), plus what happened while decoding."""
+
+    frames: dict[str, Tensor]
+    duration: float
+    info: VideoInfo
+    requested_duration: float | None
+    truncated: bool = False
+    skipped_packets: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise MediaError(f"{path}: not a readable media file ({exc.__class__.__name__}: {exc})") from exc
+
+
+def _stream_duration(container, stream) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return math.nan
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Duration, frame rate, displayed size, rotation and whether there is audio."""
+    path = check_input_path(path)
+    with _open(path) as container:
+        if not container.streams.video:
+            raise MediaError(f"{path}: no video stream (an audio-only or image file was given where a video is needed)")
+        stream = container.streams.video[0]
+        rate = stream.guessed_rate or stream.average_rate or stream.base_rate
+        rotation = 0
+        for frame in _decode_frames(container, stream, path, max_frames=1):
+            rotation = int(frame.rotation or 0)
+        w, h = stream.codec_context.width, stream.codec_context.height
+        if rotation % 180:
+            w, h = h, w
+        return VideoInfo(
+            duration=_stream_duration(container, stream),
+            fps=float(rate) if rate else math.nan,
+            width=w,
+            height=h,
+            rotation=rotation,
+            has_audio=bool(container.streams.audio),
+            codec=stream.codec_context.name,
+        )
+
+
+def _decode_frames(container, stream, path: Path, max_frames: int | None = None, counter: list[int] | None = None):
+    """Yield decoded frames, skipping packets FFmpeg cannot decode (counted in ``counter``)."""
+    n = 0
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except (av.error.InvalidDataError, av.error.FFmpegError):
+            if counter is not None:
+                counter[0] += 1
+            continue
+        for frame in frames:
+            if getattr(frame, "is_corrupt", False):
+                if counter is not None:
+                    counter[0] += 1
+                continue
+            yield frame
+            n += 1
+            if max_frames is not None and n >= max_frames:
+                return
+
+
+def _convert(frame: av.VideoFrame, spec: FrameSpec) -> np.ndarray:
+    """Resize (swscale bicubic) and rotate one frame to ``spec``: (C, H, W) uint8."""
+    rotation = int(round((frame.rotation or 0) / 90)) % 4
+    coded_w, coded_h = frame.width, frame.height
+    disp_w, disp_h = (coded_h, coded_w) if rotation % 2 else (coded_w, coded_h)
+    if spec.fit == "squash":
+        out_w, out_h = spec.width, spec.height
+    else:  # short side to the crop size, keep aspect
+        side = min(spec.width, spec.height)
+        scale = side / min(disp_w, disp_h)
+        out_w, out_h = max(side, round(disp_w * scale)), max(side, round(disp_h * scale))
+    coded_out = (out_h, out_w) if rotation % 2 else (out_w, out_h)
+    fmt = "gray" if spec.gray else "rgb24"
+    img = frame.reformat(width=coded_out[0], height=coded_out[1], format=fmt, interpolation="BICUBIC").to_ndarray()
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if rotation:
+        img = np.rot90(img, k=rotation, axes=(0, 1))
+    if spec.fit == "crop":
+        top = (img.shape[0] - spec.height) // 2
+        left = (img.shape[1] - spec.width) // 2
+        img = img[top : top + spec.height, left : left + spec.width]
+    return np.ascontiguousarray(img.transpose(2, 0, 1))
+
+
+def load_video(
+    path: str | Path,
+    specs: dict[str, FrameSpec],
+    duration: float | None = None,
+    start: float = 0.0,
+) -> VideoClip:
+    """Decode ``duration`` seconds from ``start`` (None: to the end) at every spec's rate.
+
+    Raises MediaError for a missing or non-media file, no video stream, or when no frame decodes.
+    """
+    path = check_input_path(path)
+    if duration is not None and duration <= 0:
+        raise ValueError(f"duration must be positive, got {duration}")
+    info = probe(path)
+    messages: list[str] = []
+    skipped = [0]
+    wanted_end = math.inf if duration is None else start + duration
+    targets = {name: 0 for name in specs}  # next target index per spec
+    limits = {
+        name: (math.inf if duration is None else int(round(duration * spec.fps + 1e-6))) for name, spec in specs.items()
+    }
+    out: dict[str, list[np.ndarray]] = {name: [] for name in specs}
+    prev = None  # (time, frame)
+    t0 = None
+    frame_step = 1.0 / info.fps if info.fps and math.isfinite(info.fps) else 0.04
+
+    def emit_until(boundary: float, frame) -> None:
+        for name, spec in specs.items():
+            while targets[name] < limits[name]:
+                tau = start + targets[name] / spec.fps
+                if tau >= boundary:
+                    break
+                out[name].append(_convert(frame, spec))
+                targets[name] += 1
+
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if start > 0:
+            container.seek(int(start * av.time_base), any_frame=False, backward=True)
+        try:
+            for frame in _decode_frames(container, stream, path, counter=skipped):
+                if frame.time is None:
+                    continue
+                if t0 is None:
+                    t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else frame.time
+                t = frame.time - t0
+                if prev is not None:
+                    if t <= prev[0]:  # out-of-order or duplicate timestamp: keep the first
+                        continue
+                    emit_until((prev[0] + t) / 2, prev[1])  # nearest frame wins
+                prev = (t, frame)
+                if t > wanted_end + frame_step and all(targets[n] >= limits[n] for n in specs):
+                    break
+        except av.error.FFmpegError as exc:  # demuxer error mid-file: keep what decoded
+            messages.append(f"stopped decoding at an unreadable part of the file ({exc})")
+        if prev is not None:  # the last frame stays on screen for its duration (or one period)
+            last = prev[1]
+            hold = float(last.duration * last.time_base) if last.duration and last.time_base else frame_step
+            emit_until(prev[0] + max(hold, 1e-3), last)
+    if prev is None:
+        raise MediaError(f"{path}: no video frame could be decoded")
+    if skipped[0]:
+        messages.append(f"skipped {skipped[0]} corrupt packet(s)/frame(s)")
+    frames = {name: torch.from_numpy(np.stack(v)) if v else None for name, v in out.items()}
+    if any(v is None for v in frames.values()):
+        raise MediaError(f"{path}: the video ends before {start:.2f} s")
+    available = min(len(out[name]) / spec.fps for name, spec in specs.items())
+    truncated = duration is not None and available + 1e-6 < duration
+    if truncated:
+        messages.append(f"video is {available:.2f} s long, shorter than the requested {duration:.2f} s")
+    for m in messages:
+        warnings.warn(f"{path.name}: {m}", stacklevel=2)
+    return VideoClip(
+        frames=frames,
+        duration=available,
+        info=info,
+        requested_duration=duration,
+        truncated=truncated,
+        skipped_packets=skipped[0],
+        warnings=messages,
+    )
+
+
+def trim_clip(clip: VideoClip, specs: dict[str, FrameSpec], duration: float) -> dict[str, Tensor]:
+    """Frames covering exactly ``duration`` seconds for each spec."""
+    return {name: clip.frames[name][: int(round(duration * spec.fps + 1e-6))] for name, spec in specs.items()}
+
+
+def load_image(path: str | Path, specs: dict[str, FrameSpec]) -> dict[str, Tensor]:
+    """One still image as a one-frame clip per spec (image-to-audio mode)."""
+    path = check_input_path(path)
+    with _open(path) as container:
+        if not container.streams.video:
+            raise MediaError(f"{path}: not an image")
+        for frame in _decode_frames(container, container.streams.video[0], path, max_frames=1):
+            return {name: torch.from_numpy(_convert(frame, spec))[None] for name, spec in specs.items()}
+    raise MediaError(f"{path}: the image could not be decoded")

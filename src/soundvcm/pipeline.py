@@ -1,0 +1,310 @@
+"""The one inference API: video and/or text and/or an image in, a waveform out.
+
+``Pipeline.load(model)`` reads a soundvcm checkpoint, builds the encoder set it was trained with
+(its JSON names it) and checks that the feature dimensions agree. ``generate(...)`` then runs
+
+    decode video (8 fps visual frames, 25 fps sync frames) -> visual / sync / text encoders
+    -> network sampling (Alg. 2 for consistency models, Euler + CFG for flow matching)
+    -> latent decode -> vocoder -> waveform
+
+and returns the waveform, its sample rate and the per-stage times. The CLI (``soundvcm
+generate``), benchmarks and evaluation all call this module.
+
+Modalities that are not given use the network's null features (image mode: one frame repeated
+over the clip tokens and null sync, as MMAudio does). A video shorter than the requested
+duration is generated for its real length, with a warning. Long videos: ``generate_long`` cuts
+the video into windows of ``duration`` seconds overlapping by ``overlap`` seconds, generates each
+window on its own (seed + window index) and crossfades the overlaps linearly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from soundvcm.encoders import encoder_spec, load_encoder_set
+from soundvcm.media.video import VideoClip, load_image, load_video, probe
+from soundvcm.network.checkpoint import load_network, read_checkpoint_config
+from soundvcm.sampling import consistency_sample, euler_cfg_sample, initial_noise
+
+CONSISTENCY_OBJECTIVES = ("vcm", "vcm_sec43", "meanflow")
+STAGES = ("decode", "visual", "sync", "text", "network", "latent_decode", "vocoder", "mux")
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """``auto``: cuda, then mps, then cpu."""
+    if preference != "auto":
+        device = torch.device(preference)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for but no CUDA GPU is available")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class StageTimer:
+    """Wall-clock seconds per named stage (synchronising the GPU at stage edges)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.times: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
+
+
+@dataclass
+class GenerationResult:
+    wave: Tensor  # (samples,) float32 in [-1, 1], on the CPU
+    sample_rate: int
+    duration: float
+    start: float = 0.0
+    truncated: bool = False
+    nfe: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class NegativeGuided(nn.Module):
+    """u = (1 + g) u(x, t, s | c) - g u(x, t, s | negative): a negative prompt on top of a
+    consistency model's baked-in guidance (two network evaluations per step)."""
+
+    def __init__(self, net: nn.Module, negative: dict[str, Tensor], scale: float):
+        super().__init__()
+        self.net, self.negative, self.scale = net, negative, scale
+
+    def forward(self, x: Tensor, t: Tensor, s: Tensor, prepared: dict[str, Tensor]) -> Tensor:
+        return (1 + self.scale) * self.net(x, t, s, prepared) - self.scale * self.net(x, t, s, self.negative)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        net,
+        encoders,
+        encoder_set: str,
+        objective: str | None,
+        device: torch.device,
+        dtype: torch.dtype | None = None,
+        model_path: Path | None = None,
+    ):
+        self.net, self.encoders, self.encoder_set = net, encoders, encoder_set
+        self.objective = objective
+        self.device, self.dtype = device, dtype
+        self.model_path = model_path
+        self.spec = encoder_spec(encoder_set)
+        self.spec.check_network(net.config)
+        self.encoders.dtype = dtype
+
+    @classmethod
+    def load(cls, model: str | Path, device: str = "auto", pretrained_encoders: bool = True) -> Pipeline:
+        """Load a checkpoint (NAME, NAME.json or NAME.safetensors) and its encoder set."""
+        path = Path(model)
+        doc = read_checkpoint_config(path)
+        encoder_set = doc.get("encoder_set") or "lite"
+        if encoder_set == "mmaudio":  # checkpoints converted from MMAudio name the family only
+            encoder_set = "mmaudio_16k" if doc["network"]["latent_dim"] == 20 else "mmaudio_44k"
+        spec = encoder_spec(encoder_set)
+        dev = select_device(device)
+        net = load_network(path, device=dev)
+        spec.check_network(net.config)  # before loading any encoder weights
+        encoders = load_encoder_set(encoder_set, device=dev, pretrained=pretrained_encoders)
+        dtype = torch.bfloat16 if dev.type == "cuda" else None
+        return cls(net, encoders, encoder_set, doc.get("objective"), dev, dtype, path)
+
+    # ----- defaults ----------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.spec.sequence.sample_rate
+
+    def default_sampler(self) -> str:
+        return "consistency" if self.objective in CONSISTENCY_OBJECTIVES else "euler"
+
+    # ----- conditions --------------------------------------------------------------------
+    def _set_duration(self, duration: float) -> None:
+        if duration * self.spec.sequence.sync_fps < self.spec.sequence.sync_segment_frames:
+            minimum = self.spec.sequence.sync_segment_frames / self.spec.sequence.sync_fps
+            raise ValueError(f"duration {duration:.2f} s is too short; the minimum is {minimum:.2f} s")
+        self.net.set_duration(duration)
+
+    def _encode(
+        self,
+        timer: StageTimer,
+        video: str | Path | None,
+        image: str | Path | None,
+        prompt: str | None,
+        duration: float,
+        start: float,
+        clip: VideoClip | None = None,
+    ) -> tuple[dict[str, Tensor], float, bool, list[str]]:
+        spec, notes = self.spec, []
+        specs = {"clip": spec.clip_frames, "sync": spec.sync_frames}
+        truncated = False
+        frames = None
+        if video is not None:
+            with timer("decode"):
+                if clip is None:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # collected in clip.warnings instead
+                        clip = load_video(video, specs, duration=duration, start=start)
+                notes += clip.warnings
+                if clip.truncated:
+                    truncated = True
+                    duration = math.floor(clip.duration * 100) / 100  # whole centiseconds
+                    notes.append(f"generating {duration:.2f} s (the video's length) instead of the requested length")
+                frames = clip.frames
+        self._set_duration(duration)
+        seq = self.net.sequence
+        null = self.net.null_conditions(1)
+        conditions = {k: v.detach() for k, v in null.items()}
+        if frames is not None:
+            with timer("visual"):
+                conditions["clip"] = self.encoders.encode_clip(frames["clip"][None, : seq.clip_seq_len])
+            with timer("sync"):
+                need = (seq.num_sync_segments - 1) * seq.sync_step + seq.sync_segment_frames
+                conditions["sync"] = self.encoders.encode_sync(frames["sync"][None, :need])
+        elif image is not None:
+            with timer("decode"):
+                still = load_image(image, {"clip": spec.clip_frames})["clip"]
+            with timer("visual"):
+                feat = self.encoders.encode_clip(still[None])  # (1, 1, D)
+                conditions["clip"] = feat.expand(1, seq.clip_seq_len, -1)
+        if prompt is not None:
+            with timer("text"):
+                conditions["text"] = self.encoders.encode_text([prompt])
+        for key, (n, d) in {
+            "clip": (seq.clip_seq_len, spec.clip_dim),
+            "sync": (seq.sync_seq_len, spec.sync_dim),
+        }.items():
+            if tuple(conditions[key].shape[1:]) != (n, d):
+                raise ValueError(f"{key} features have shape {tuple(conditions[key].shape[1:])}, expected {(n, d)}")
+        dev = self.device
+        return {k: v.to(dev, torch.float32) for k, v in conditions.items()}, duration, truncated, notes
+
+    # ----- generation --------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(
+        self,
+        video: str | Path | None = None,
+        prompt: str | None = None,
+        negative_prompt: str | None = None,
+        image: str | Path | None = None,
+        duration: float = 8.0,
+        start: float = 0.0,
+        steps: int | None = None,
+        seed: int = 42,
+        sampler: str | None = None,
+        cfg_scale: float = 4.5,
+        negative_scale: float = 1.0,
+        timer: StageTimer | None = None,
+        _clip: VideoClip | None = None,
+    ) -> GenerationResult:
+        """Generate audio for a video (``start`` to ``start + duration``), an image and/or a prompt."""
+        if video is None and image is None and prompt is None:
+            raise ValueError("nothing to condition on: give a video, an image or a prompt")
+        if video is not None and image is not None:
+            raise ValueError("give either a video or an image, not both")
+        if duration <= 0:
+            raise ValueError(f"duration must be positive, got {duration}")
+        sampler = sampler or self.default_sampler()
+        if sampler not in ("consistency", "euler"):
+            raise ValueError(f"sampler must be 'consistency' or 'euler', got {sampler!r}")
+        steps = steps or (1 if sampler == "consistency" else 25)
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        timer = timer or StageTimer(self.device)
+        cond, duration, truncated, notes = self._encode(timer, video, image, prompt, duration, start, _clip)
+        net = self.net
+        negative = None
+        if negative_prompt is not None:
+            with timer("text"):
+                neg = {k: v.to(self.device) for k, v in net.null_conditions(1).items()}
+                neg["text"] = self.encoders.encode_text([negative_prompt]).to(self.device)
+        with timer("network"):
+            prepared = net.prepare(cond)
+            if negative_prompt is not None:
+                negative = net.prepare(neg)
+            shape = (1, net.sequence.latent_seq_len, net.config.latent_dim)
+            noise = initial_noise(shape, seed=seed).to(self.device)
+            if sampler == "consistency":
+                model = NegativeGuided(net, negative, negative_scale) if negative is not None else net
+                x = consistency_sample(model, noise, prepared, steps=steps, autocast_dtype=self.dtype)
+                nfe = steps * (2 if negative is not None else 1)
+            else:
+                null = negative if negative is not None else net.prepare_null(1)
+                x = euler_cfg_sample(
+                    net, noise, prepared, null, steps=steps, cfg_scale=cfg_scale, autocast_dtype=self.dtype
+                )
+                nfe = steps * (2 if cfg_scale != 1.0 else 1)
+            latent = net.unnormalize(x)
+        with timer("latent_decode"):
+            mel = self.encoders.decode_latent(latent)
+        with timer("vocoder"):
+            wave = self.encoders.vocode(mel)[0].float().cpu()
+        wave = wave[: int(round(duration * self.sample_rate))].clamp(-1, 1)
+        return GenerationResult(wave, self.sample_rate, duration, start, truncated, nfe, dict(timer.times), notes)
+
+    def generate_long(
+        self,
+        video: str | Path,
+        window: float = 8.0,
+        overlap: float = 0.5,
+        seed: int = 42,
+        progress=None,
+        **kwargs,
+    ) -> GenerationResult:
+        """The whole video, window by window (see the module docstring); progress(i, n) per window."""
+        if not 0 <= overlap < window / 2:
+            raise ValueError(f"overlap must be in [0, window / 2), got {overlap}")
+        total = probe(video).duration
+        if not math.isfinite(total):
+            raise ValueError(f"{video}: unknown duration; use --duration instead of --full")
+        hop = window - overlap
+        starts = [0.0]
+        while starts[-1] + window < total - 1e-3:
+            starts.append(starts[-1] + hop)
+        sr, timer = self.sample_rate, StageTimer(self.device)
+        out = torch.zeros(int(round(total * sr)) + 1)
+        weight = torch.zeros_like(out)
+        notes: list[str] = []
+        for i, s in enumerate(starts):
+            length = min(window, total - s)
+            if length * self.spec.sequence.sync_fps < self.spec.sequence.sync_segment_frames:
+                break  # a tail shorter than one sync segment: covered by the previous window's fade
+            r = self.generate(video=video, start=s, duration=length, seed=seed + i, timer=timer, **kwargs)
+            notes += r.warnings
+            n = r.wave.numel()
+            a = int(round(s * sr))
+            n = min(n, out.numel() - a)
+            ramp = torch.ones(n)
+            fade = min(int(overlap * sr), n)
+            if i > 0 and fade:
+                ramp[:fade] = torch.linspace(0, 1, fade)
+            if i < len(starts) - 1 and fade:
+                ramp[n - fade :] = torch.minimum(ramp[n - fade :], torch.linspace(1, 0, fade))
+            out[a : a + n] += r.wave[:n] * ramp
+            weight[a : a + n] += ramp
+            if progress is not None:
+                progress(i + 1, len(starts))
+        covered = int(torch.nonzero(weight > 0).max()) + 1 if (weight > 0).any() else 0
+        wave = (out[:covered] / weight[:covered].clamp(min=1e-6)).clamp(-1, 1)
+        return GenerationResult(wave, sr, covered / sr, 0.0, False, 0, dict(timer.times), notes)

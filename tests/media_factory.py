@@ -1,0 +1,100 @@
+"""Media the tests make themselves: videos whose frames encode their own timestamps.
+
+Each frame's brightness is a known function of its presentation time (a ramp over the clip), so
+a test can tell which source frame a decoder picked for each target time. Audio is a tone with
+clicks at known times.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def frame_value(t: float, duration: float) -> int:
+    """Brightness encoding time t (0..duration) as 16..235."""
+    return int(round(16 + 219 * min(max(t / duration, 0.0), 1.0)))
+
+
+def make_video(
+    path: Path,
+    *,
+    duration: float = 2.0,
+    fps: float | Fraction = 25,
+    size: tuple[int, int] = (64, 48),  # (width, height)
+    codec: str = "libx264",
+    audio_rate: int | None = 16_000,
+    rotation: int = 0,
+    gray: bool = False,
+    frame_times: list[float] | None = None,
+    marker: bool = True,
+) -> Path:
+    """Write a clip; ``frame_times`` (seconds) makes a variable-frame-rate video."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    fmt = {"libx264": "yuv420p", "mpeg4": "yuv420p", "libvpx-vp9": "yuv420p", "mjpeg": "yuvj420p"}.get(codec, "yuv420p")
+    if frame_times is None:
+        n = int(math.floor(duration * float(fps) + 1e-9))
+        frame_times = [i / float(fps) for i in range(n)]
+        time_base = Fraction(1, 1) / Fraction(fps).limit_denominator(1001)
+    else:
+        time_base = Fraction(1, 1000)
+    with av.open(str(path), mode="w") as container:
+        vs = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001) if frame_times else 25)
+        vs.width, vs.height, vs.pix_fmt = w, h, fmt
+        vs.time_base = time_base
+        vs.codec_context.time_base = time_base
+        if codec == "libx264":
+            vs.options = {"preset": "ultrafast", "crf": "10"}
+        if rotation:
+            vs.set_display_rotation(rotation)
+        as_ = None
+        if audio_rate:
+            as_ = container.add_stream("aac", rate=audio_rate)
+            as_.layout = "mono"
+        for t in frame_times:
+            v = frame_value(t, duration)
+            img = np.full((h, w, 3), v, dtype=np.uint8)
+            if marker:  # a bright square in the top-left quadrant shows orientation
+                img[: max(1, h // 4), : max(1, w // 4)] = 255 if not gray else 250
+            if gray:
+                img[:] = img.mean(axis=2, keepdims=True).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = int(round(t / time_base))
+            frame.time_base = time_base
+            for packet in vs.encode(frame):
+                container.mux(packet)
+        for packet in vs.encode(None):
+            container.mux(packet)
+        if as_ is not None:
+            wave = make_tone(audio_rate, duration)
+            step = as_.codec_context.frame_size or 1024
+            for i in range(0, len(wave), step):
+                chunk = wave[None, i : i + step].astype(np.float32)
+                af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+                af.sample_rate = audio_rate
+                af.pts = i
+                for packet in as_.encode(af):
+                    container.mux(packet)
+            for packet in as_.encode(None):
+                container.mux(packet)
+    return path
+
+
+def make_tone(sample_rate: int, duration: float, freq: float = 440.0) -> np.ndarray:
+    t = np.arange(int(sample_rate * duration)) / sample_rate
+    return (0.4 * np.sin(2 * math.pi * freq * t)).astype(np.float32)
+
+
+def corrupt_middle(path: Path, out: Path, fraction: float = 0.5, length: int = 3000) -> Path:
+    """Overwrite bytes in the middle of a file with garbage (the header stays intact)."""
+    data = bytearray(path.read_bytes())
+    at = int(len(data) * fraction)
+    rng = np.random.default_rng(0)
+    data[at : at + length] = rng.integers(0, 256, size=min(length, len(data) - at), dtype=np.uint8).tobytes()
+    out.write_bytes(bytes(data))
+    return out

@@ -1,0 +1,216 @@
+"""Encoders: the lite set against reference outputs of the original implementations (real
+offline weights), strict loading, the motion-sync design, the mel latent, and the weight registry."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from soundvcm.encoders import ENCODER_SPECS, WeightsError, encoder_spec, load_encoder_set
+from soundvcm.encoders import weights as registry
+from soundvcm.encoders.efficientnet_lite import EfficientNetLite0
+from soundvcm.encoders.hifigan import HiFiGAN, fold_weight_norm
+from soundvcm.encoders.lite import latent_to_mel, mel_to_latent
+from soundvcm.encoders.minilm import MiniLMText
+from soundvcm.encoders.motion_sync import MotionSync
+from soundvcm.media.mel import MEL_HIFIGAN, mel_spectrogram
+from soundvcm.network.mmdit import MMDiT, preset_for_encoders
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return load_file(FIXTURES / "lite_reference.safetensors")
+
+
+@pytest.fixture(scope="module")
+def lite():
+    return load_encoder_set("lite")
+
+
+TEXTS = ["dog barking", "puppy yelping", "car engine"]
+
+
+def test_minilm_matches_transformers(lite, reference):
+    ids, mask = lite.text.tokenize(TEXTS)
+    assert torch.equal(ids[:, :8], reference["minilm.ids"])
+    with torch.inference_mode():
+        states = lite.text(ids, mask)
+    assert (states[:, :8] - reference["minilm.states_first8"]).abs().max() < 1e-4
+    sentence = lite.text.sentence_embedding(TEXTS)
+    assert (sentence - reference["minilm.sentence"]).abs().max() < 1e-5
+    sim = sentence @ sentence.T
+    assert sim[0, 1] > sim[0, 2] + 0.1  # barking dog is nearer a yelping puppy than a car
+
+
+def test_text_features_are_77_normalised_tokens(lite):
+    feats = lite.encode_text(["a door slams", "rain on a tin roof"])
+    assert feats.shape == (2, 77, 384)
+    assert torch.allclose(feats.norm(dim=-1), torch.ones(2, 77), atol=1e-4)
+    long = lite.encode_text(["word " * 200])  # truncated, not an error
+    assert long.shape == (1, 77, 384)
+
+
+def test_efficientnet_matches_reference_port(lite, reference):
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.inference_mode():
+        feats = lite.visual.features(x.contiguous(memory_format=torch.channels_last))
+        logits = lite.visual._fc(feats)
+    assert (feats - reference["effnet.features"]).abs().max() < 1e-4
+    assert (logits - reference["effnet.logits"]).abs().max() < 1e-3
+
+
+def test_clip_features_shape_norm_and_batch_consistency(lite):
+    frames = torch.randint(0, 256, (2, 5, 3, 224, 224), dtype=torch.uint8)
+    feats = lite.encode_clip(frames)
+    assert feats.shape == (2, 5, 1280)
+    assert torch.allclose(feats.norm(dim=-1), torch.ones(2, 5), atol=1e-4)
+    single = lite.encode_clip(frames[1:, 2:3])
+    assert (single[0, 0] - feats[1, 2]).abs().max() < 1e-4  # batching does not change a frame's feature
+
+
+def test_hifigan_matches_original_and_folds_weight_norm(lite, reference):
+    with torch.inference_mode():
+        wave = lite.vocoder(reference["hifigan.mel"])
+    assert (wave - reference["hifigan.wave"]).abs().max() < 1e-5
+    v = torch.randn(4, 3, 5)
+    g = torch.rand(4, 1, 1) + 0.5
+    folded = fold_weight_norm({"c.weight_v": v, "c.weight_g": g, "c.bias": torch.zeros(4)})
+    assert set(folded) == {"c.weight", "c.bias"}
+    assert torch.allclose(folded["c.weight"].flatten(1).norm(dim=1), g.flatten(), atol=1e-6)
+
+
+def test_hifigan_resynthesises_a_harmonic_tone(lite):
+    """Real weights turn a mel back into sound with that mel; a random generator does not."""
+    sr = 22_050
+    t = torch.arange(sr) / sr
+    noise = 0.01 * torch.randn(sr, generator=torch.Generator().manual_seed(0))  # a floor, like real recordings
+    wave = sum(0.2 / k * torch.sin(2 * math.pi * 220 * k * t) for k in range(1, 6)) + noise
+    mel = mel_spectrogram(wave[None], MEL_HIFIGAN)
+    with torch.inference_mode():
+        real = lite.vocoder(mel)
+        random = HiFiGAN()(mel)
+    err_real = (mel_spectrogram(real, MEL_HIFIGAN) - mel).abs().mean()
+    err_random = (mel_spectrogram(random, MEL_HIFIGAN) - mel).abs().mean()
+    assert err_real < 0.5 and 3 * err_real < err_random  # measured: 0.32 vs 1.62
+
+
+def test_strict_loading_names_the_problem():
+    model = EfficientNetLite0()
+    state = model.state_dict()
+    state.pop("_fc.bias")
+    from soundvcm.encoders.base import load_strict
+
+    with pytest.raises(WeightsError, match="missing 1.*_fc.bias"):
+        load_strict(model, state, "EfficientNet-Lite0")
+    state = model.state_dict()
+    state["_conv_head.weight"] = torch.zeros(10, 320, 1, 1)
+    with pytest.raises(WeightsError, match="shape mismatch.*_conv_head.weight"):
+        load_strict(model, state, "EfficientNet-Lite0")
+
+
+def test_random_init_minilm_tokenises_without_files():
+    model = MiniLMText(layers=1)
+    ids, mask = model.tokenize(["hi"])
+    assert ids.shape == (1, 77) and mask.sum() == 4  # [CLS] h i [SEP]
+
+
+# ----- motion sync -------------------------------------------------------------------------
+def test_motion_sync_layout_for_8_seconds():
+    sync = MotionSync()
+    frames = torch.zeros(1, 200, 1, 64, 64, dtype=torch.uint8)
+    assert sync(frames).shape == (1, 192, 128)  # 24 segments x 8 tokens, Synchformer's layout
+
+
+def test_motion_sync_locates_motion_in_time_and_space():
+    sync = MotionSync()
+    frames = torch.zeros(1, 48, 1, 64, 64, dtype=torch.uint8)
+    frames[0, 21:, 0, 40:48, 8:16] = 255  # a square appears at frame 21 in cell (row 5, col 1)
+    tokens = sync(frames)  # segments start at frames 0, 8, 16, 24, 32: 5 x 8 tokens
+    assert tokens.shape == (1, 40, 128)
+    energy = tokens[0].view(5, 8, 2, 64)  # (segment, token, frame in token, cell)
+    hot = (energy > 0).nonzero().tolist()
+    # frame 21 = segment 1 token 6 frame 1 (8 + 13), segment 2 token 2 frame 1 (16 + 5)
+    assert sorted({(s, tk, f) for s, tk, f, _ in hot}) == [(1, 6, 1), (2, 2, 1)]
+    assert {c for *_, c in hot} == {5 * 8 + 1}
+    assert sync(torch.full((1, 16, 1, 64, 64), 77, dtype=torch.uint8)).abs().max() == 0  # still picture
+
+
+def test_motion_sync_needs_one_segment():
+    with pytest.raises(ValueError, match="at least 16 frames"):
+        MotionSync()(torch.zeros(1, 10, 1, 64, 64, dtype=torch.uint8))
+
+
+# ----- mel latent --------------------------------------------------------------------------
+def test_mel_latent_is_an_exact_reshape(lite):
+    mel = torch.randn(2, 80, 12)
+    latent = mel_to_latent(mel)
+    assert latent.shape == (2, 6, 160)
+    assert torch.equal(latent[0, 1, :80], mel[0, :, 2]) and torch.equal(latent[0, 1, 80:], mel[0, :, 3])
+    assert torch.equal(latent_to_mel(latent), mel)
+    wave = torch.randn(1, 8 * 512) * 0.1
+    mean, std = lite.encode_audio(wave)
+    assert mean.shape == (1, 8, 160) and std.abs().max() == 0
+    assert lite.decode_audio(mean).shape == (1, 8 * 512)
+
+
+def test_lite_spec_matches_lite_network_and_8s_lengths():
+    spec = encoder_spec("lite")
+    config, name = preset_for_encoders("lite")
+    assert name == "lite"
+    spec.check_network(config)
+    seq = config.sequence
+    assert (seq.latent_seq_len, seq.clip_seq_len, seq.sync_seq_len) == (345, 64, 192)
+    n = sum(p.numel() for p in MMDiT(config).parameters())
+    assert 10e6 <= n <= 30e6  # trainable on CPU cores (issue 4)
+
+
+def test_spec_mismatch_is_named():
+    config, _ = preset_for_encoders("debug")
+    with pytest.raises(ValueError, match="clip_dim 32 \\(encoders: 1280\\)"):
+        ENCODER_SPECS["lite"].check_network(config)
+
+
+def test_paper_encoder_set_is_not_silently_faked():
+    with pytest.raises(WeightsError, match="not implemented"):
+        load_encoder_set("mmaudio_16k")
+
+
+# ----- weight registry ---------------------------------------------------------------------
+def test_registry_records_official_md5s():
+    assert registry.REGISTRY["mmaudio_small_16k"].md5 == "af93cde404179f58e3919ac085b8033b"
+    assert registry.REGISTRY["synchformer"].url.endswith("/synchformer_state_dict.pth")
+    assert all(w.url.startswith("https://") for w in registry.REGISTRY.values())
+
+
+def test_missing_and_corrupt_weights_name_the_fix(tmp_path):
+    with pytest.raises(WeightsError, match="v1-16.pth not found.*soundvcm weights download vae_16k"):
+        registry.resolve("vae_16k", tmp_path)
+    (tmp_path / "v1-16.pth").write_bytes(b"partial download")
+    with pytest.raises(WeightsError, match="md5 .* does not match"):
+        registry.resolve("vae_16k", tmp_path)
+    with pytest.raises(WeightsError, match="unknown weights"):
+        registry.resolve("nope", tmp_path)
+
+
+def test_download_checks_md5_before_renaming(tmp_path, monkeypatch):
+    source = tmp_path / "remote.bin"
+    source.write_bytes(b"weights" * 1000)
+    good = hashlib.md5(source.read_bytes()).hexdigest()
+    store = tmp_path / "store"
+    for md5, ok in [("0" * 32, False), (good, True)]:
+        entry = registry.WeightFile("test", "test.bin", source.as_uri(), md5, "test file")
+        monkeypatch.setitem(registry.REGISTRY, "test", entry)
+        if ok:
+            path = registry.download("test", store)
+            assert path.read_bytes() == source.read_bytes()
+        else:
+            with pytest.raises(WeightsError, match="md5"):
+                registry.download("test", store)
+            assert not store.exists() or list(store.iterdir()) == []  # nothing half-written

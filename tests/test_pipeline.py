@@ -1,0 +1,267 @@
+"""The inference API and `soundvcm generate`: tiny random-initialised networks with the real lite
+encoders, on media the tests make. Hard inputs must work; bad inputs must give one clear line,
+a non-zero exit and no output files."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import av
+import pytest
+import torch
+
+from media_factory import corrupt_middle, make_tone, make_video
+from soundvcm.cli import main
+from soundvcm.media import load_audio, probe, write_audio
+from soundvcm.network.checkpoint import save_network
+from soundvcm.network.mmdit import MMDiT, preset_for_encoders
+from soundvcm.pipeline import Pipeline
+
+SR = 22_050
+
+
+def _model(path: Path, objective: str = "vcm", seed: int = 0) -> Path:
+    config, encoder_set = preset_for_encoders("debug", "lite")
+    torch.manual_seed(seed)
+    net = MMDiT(config)
+    with torch.no_grad():  # make the random net's output depend on its conditions
+        for p in net.parameters():
+            if p.requires_grad and p.abs().sum() == 0:
+                p.normal_(0, 0.02)
+    save_network(path, net, preset="debug", encoder_set=encoder_set, objective=objective)
+    return path
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pipeline")
+    _model(d / "vcm")
+    _model(d / "fm", objective="fm")
+    make_video(d / "clip.mp4", duration=3.0, size=(96, 64), fps=24)
+    return d
+
+
+@pytest.fixture(scope="module")
+def pipe(workdir):
+    return Pipeline.load(workdir / "vcm")
+
+
+def test_video_to_audio_is_seeded_and_sized(pipe, workdir):
+    a = pipe.generate(video=workdir / "clip.mp4", duration=2.0, seed=1)
+    b = pipe.generate(video=workdir / "clip.mp4", duration=2.0, seed=1)
+    c = pipe.generate(video=workdir / "clip.mp4", duration=2.0, seed=2)
+    assert a.sample_rate == SR and a.wave.shape == (2 * SR,) and a.nfe == 1
+    assert torch.equal(a.wave, b.wave) and not torch.equal(a.wave, c.wave)
+    assert a.wave.abs().max() <= 1
+    assert {"decode", "visual", "sync", "network", "latent_decode", "vocoder"} <= set(a.timings)
+
+
+def test_conditions_change_the_output(pipe, workdir):
+    video = pipe.generate(video=workdir / "clip.mp4", duration=1.5, seed=3).wave
+    text = pipe.generate(prompt="thunder", duration=1.5, seed=3).wave
+    both = pipe.generate(video=workdir / "clip.mp4", prompt="thunder", duration=1.5, seed=3).wave
+    assert not torch.allclose(video, text) and not torch.allclose(video, both)
+
+
+def test_text_only_and_image_modes(pipe, tmp_path):
+    r = pipe.generate(prompt="a dog barks", duration=1.25)
+    assert r.wave.shape == (int(round(1.25 * SR)),)
+    img = tmp_path / "still.png"
+    with av.open(str(img), "w", format="image2") as c:
+        s = c.add_stream("png", rate=1)
+        s.width, s.height, s.pix_fmt = 32, 24, "rgb24"
+        for p in s.encode(av.VideoFrame.from_ndarray(torch.full((24, 32, 3), 90, dtype=torch.uint8).numpy())):
+            c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    assert pipe.generate(image=img, duration=1.0).wave.numel() == SR
+
+
+def test_short_video_generates_its_real_length(pipe, tmp_path):
+    short = make_video(tmp_path / "short.mp4", duration=1.2)
+    r = pipe.generate(video=short, duration=8.0)
+    assert r.truncated and r.duration == pytest.approx(1.2, abs=0.01)
+    assert r.wave.numel() == int(round(r.duration * SR))
+    assert any("instead of the requested" in w for w in r.warnings)
+
+
+def test_samplers_and_negative_prompt_count_nfe(pipe, workdir):
+    video = workdir / "clip.mp4"
+    assert pipe.generate(video=video, duration=1.0, steps=4).nfe == 4
+    assert pipe.generate(video=video, duration=1.0, negative_prompt="music").nfe == 2
+    assert pipe.generate(video=video, duration=1.0, sampler="euler", steps=3).nfe == 6
+    fm = Pipeline.load(workdir / "fm")
+    assert fm.default_sampler() == "euler" and fm.generate(video=video, duration=1.0, steps=2).nfe == 4
+
+
+def test_long_video_in_windows(pipe, tmp_path):
+    video = make_video(tmp_path / "long.mp4", duration=4.5, size=(64, 48))
+    r = pipe.generate_long(video, window=2.0, overlap=0.5)
+    assert abs(r.wave.numel() / SR - 4.5) < 0.1
+
+
+def _mismatched_model(d: Path) -> Path:
+    """A checkpoint that says 'lite' but whose network takes 512-d visual features."""
+    config, _ = preset_for_encoders("debug", "lite")
+    save_network(d / "mismatch", MMDiT(replace(config, clip_dim=512)), preset="debug", encoder_set="lite")
+    return d / "mismatch"
+
+
+def test_model_and_encoder_dimensions_must_agree(tmp_path):
+    with pytest.raises(ValueError, match="does not fit the 'lite' encoder set: clip_dim 512 \\(encoders: 1280\\)"):
+        Pipeline.load(_mismatched_model(tmp_path))
+
+
+# ----- CLI ---------------------------------------------------------------------------------
+def _run(args, capsys):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_generate_writes_flac_and_mp4(workdir, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["generate", workdir / "clip.mp4", "--model", workdir / "vcm", "--duration", "2", "--out", out, "--profile"]
+    code, stdout, _ = _run(args, capsys)
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["clip.flac", "clip.mp4"]
+    wave, sr = load_audio(out / "clip.flac")
+    assert sr == SR and wave.numel() == 2 * SR
+    info = probe(out / "clip.mp4")
+    assert info.has_audio and info.width == 96
+    for stage in ("decode", "visual", "sync", "network", "latent_decode", "vocoder", "mux"):
+        assert f"| {stage} |" in stdout
+
+
+def test_cli_text_only(workdir, tmp_path, capsys):
+    args = ["generate", "--prompt", "Rain on a roof!", "--model", workdir / "vcm", "--duration", "1", "--out", tmp_path]
+    code, _, _ = _run(args, capsys)
+    assert code == 0 and [p.name for p in tmp_path.iterdir()] == ["rain_on_a_roof.flac"]
+
+
+def test_cli_batch_folder_and_tsv_continue_past_failures(workdir, tmp_path, capsys):
+    videos = tmp_path / "videos"
+    make_video(videos / "a.mp4", duration=1.0)
+    make_video(videos / "b.mov", duration=1.0)
+    (videos / "c.mp4").write_bytes(b"not a video")
+    out = tmp_path / "out"
+    code, _, err = _run(["generate", videos, "--model", workdir / "vcm", "--duration", "1", "--out", out], capsys)
+    assert code == 1 and "c: " in err and "1 of 3 job(s) failed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.flac", "a.mp4", "b.flac", "b.mp4"]
+    tsv = tmp_path / "jobs.tsv"
+    tsv.write_text("video\tprompt\nvideos/a.mp4\tfootsteps\n\tbirds singing\n")
+    out2 = tmp_path / "out2"
+    code, _, _ = _run(["generate", tsv, "--model", workdir / "vcm", "--duration", "1", "--out", out2], capsys)
+    assert code == 0 and sorted(p.name for p in out2.iterdir()) == ["a.flac", "a.mp4", "birds_singing.flac"]
+
+
+HARD = {
+    "4k": dict(size=(3840, 2160), fps=2, duration=1.0),
+    "5fps": dict(fps=5),
+    "120fps": dict(fps=120),
+    "29.97fps": dict(fps=29.97),
+    "vfr": dict(frame_times=[0, 0.05, 0.3, 0.31, 0.9, 1.2, 1.25, 1.9]),
+    "odd_gray": dict(size=(63, 47), codec="mpeg4", gray=True),
+    "rotated": dict(rotation=-90),
+    "no_audio": dict(audio_rate=None),
+    "webm": dict(codec="libvpx-vp9", audio_rate=None),
+}
+
+
+@pytest.mark.parametrize("name", list(HARD))
+def test_cli_hard_inputs_work(name, workdir, tmp_path, capsys):
+    kw = dict(HARD[name])
+    suffix = ".webm" if kw.get("codec") == "libvpx-vp9" else ".mp4"
+    if "fps" in kw:
+        from fractions import Fraction
+
+        kw["fps"] = Fraction(kw["fps"]).limit_denominator(1001)
+    kw.setdefault("duration", 2.0)
+    video = make_video(tmp_path / f"{name}{suffix}", **kw)
+    out = tmp_path / "out"
+    code, _, err = _run(["generate", video, "--model", workdir / "vcm", "--duration", "1", "--out", out], capsys)
+    assert code == 0, err
+    assert (out / f"{name}.flac").is_file() and (out / f"{name}.mp4").is_file()
+
+
+def test_cli_corrupt_middle_warns_and_works(workdir, tmp_path, capsys):
+    good = make_video(tmp_path / "good.mp4", duration=4.0, size=(160, 120), audio_rate=None)
+    bad = corrupt_middle(good, tmp_path / "bad.mp4", fraction=0.5, length=2000)
+    out = tmp_path / "out"
+    code, _, err = _run(["generate", bad, "--model", workdir / "vcm", "--duration", "3", "--out", out], capsys)
+    assert code == 0 and (out / "bad.mp4").is_file()
+
+
+def _bad_weights(d: Path, workdir: Path) -> Path:
+    (d / "broken.json").write_text((workdir / "vcm.json").read_text())
+    (d / "broken.safetensors").write_bytes(b"\x00" * 64)
+    return d / "broken"
+
+
+BAD = {
+    "missing": (lambda d, w: ["generate", d / "nope.mp4"], "no such file"),
+    "directory": (lambda d, w: ["generate", _mkdir(d / "empty_dir")], "no video files"),
+    "empty": (lambda d, w: ["generate", _write(d / "e.mp4", b"")], "empty file"),
+    "not_media": (lambda d, w: ["generate", _write(d / "n.mp4", b"hello\n" * 100)], "not a readable media file"),
+    "truncated": (
+        lambda d, w: ["generate", _write(d / "t.mp4", (w / "clip.mp4").read_bytes()[:300])],
+        "not a readable media file|no video frame",
+    ),
+    "audio_only": (lambda d, w: ["generate", _tone(d / "a.flac")], "no video stream"),
+    "bad_weights": (
+        lambda d, w: ["generate", w / "clip.mp4", "--model", _bad_weights(d, w)],
+        "unreadable safetensors file",
+    ),
+    "no_model": (lambda d, w: ["generate", w / "clip.mp4", "--model", d / "none"], "checkpoint config not found"),
+    "md5": (lambda d, w: ["weights", "verify", "vae_16k", "--dir", _md5_bad(d)], "does not match the expected"),
+    "dims": (lambda d, w: ["generate", w / "clip.mp4", "--model", _mismatched_model(d)], "does not fit the 'lite'"),
+    "no_encoders": (lambda d, w: ["generate", w / "clip.mp4", "--model", _debug_model(d)], "unknown encoder set"),
+}
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir()
+    return p
+
+
+def _write(p: Path, data: bytes) -> Path:
+    p.write_bytes(data)
+    return p
+
+
+def _tone(p: Path) -> Path:
+    write_audio(p, make_tone(16_000, 1.0), 16_000)
+    return p
+
+
+def _md5_bad(d: Path) -> Path:
+    (d / "w").mkdir()
+    (d / "w" / "v1-16.pth").write_bytes(b"truncated")
+    return d / "w"
+
+
+def _debug_model(d: Path) -> Path:
+    code = main(["model", "init", "--preset", "debug", "--out", str(d / "dbg")])
+    assert code == 0
+    return d / "dbg"
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_cli_bad_inputs_fail_cleanly(name, workdir, tmp_path, capsys, monkeypatch):
+    make, message = BAD[name]
+    case = tmp_path / "case"
+    case.mkdir()
+    args = make(case, workdir)
+    if args[0] == "generate" and "--model" not in args:
+        args += ["--model", workdir / "vcm"]
+    out = tmp_path / "out"
+    capsys.readouterr()
+    code, _, err = _run([*args, "--out", out] if args[0] == "generate" else args, capsys)
+    assert code == 2
+    lines = [ln for ln in err.strip().splitlines() if ln]
+    assert len(lines) == 1 and lines[0].startswith("soundvcm: error:"), err
+    assert re.search(message, lines[0]), lines[0]
+    assert "Traceback" not in err
+    assert not out.exists() or list(out.iterdir()) == []
