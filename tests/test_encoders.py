@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 
 from soundvcm.encoders import ENCODER_SPECS, WeightsError, encoder_spec, load_encoder_set
 from soundvcm.encoders import weights as registry
+from soundvcm.encoders.base import fold_weight_norm
 from soundvcm.encoders.efficientnet_lite import EfficientNetLite0
-from soundvcm.encoders.hifigan import HiFiGAN, fold_weight_norm
+from soundvcm.encoders.hifigan import HiFiGAN
 from soundvcm.encoders.lite import latent_to_mel, mel_to_latent
 from soundvcm.encoders.minilm import MiniLMText
 from soundvcm.encoders.motion_sync import MotionSync
@@ -177,8 +178,9 @@ def test_spec_mismatch_is_named():
         ENCODER_SPECS["lite"].check_network(config)
 
 
-def test_paper_encoder_set_is_not_silently_faked():
-    with pytest.raises(WeightsError, match="not implemented"):
+def test_paper_encoder_set_names_missing_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOUNDVCM_WEIGHTS", str(tmp_path))
+    with pytest.raises(WeightsError, match="not found.*soundvcm weights download clip_dfn5b clip_bpe synchformer"):
         load_encoder_set("mmaudio_16k")
 
 

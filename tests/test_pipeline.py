@@ -265,3 +265,11 @@ def test_cli_bad_inputs_fail_cleanly(name, workdir, tmp_path, capsys, monkeypatc
     assert re.search(message, lines[0]), lines[0]
     assert "Traceback" not in err
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_registered_mmaudio_name_needs_its_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SOUNDVCM_WEIGHTS", str(tmp_path))
+    code, _, err = _run(["generate", "--prompt", "rain", "--model", "mmaudio_small_16k"], capsys)
+    assert (
+        code == 2 and "mmaudio_small_16k.pth not found" in err and "soundvcm weights download mmaudio_small_16k" in err
+    )

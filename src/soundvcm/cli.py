@@ -150,6 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
     wv.add_argument("--dir", type=Path, default=None)
     wv.set_defaults(func=_weights_verify)
 
+    pb = benches.add_parser(
+        "pipeline",
+        help="per-stage times of generate at 1 NFE and 25x2 NFE (lite encoders; lite and small_16k networks)",
+        description="Times decode, visual, sync, text, network, latent decode, vocoder and mux for one clip "
+        "(model loading excluded), for random-initialised networks sized for the lite encoders.",
+    )
+    pb.add_argument("--video", default=None, help="clip to use (default: a synthesised 8 s 720p H.264 clip)")
+    pb.add_argument("--duration", type=_positive_float, default=8.0, help="seconds (default 8)")
+    pb.add_argument("--networks", default="lite,small_16k", help="comma-separated presets (default lite,small_16k)")
+    pb.add_argument("--repeats", type=int, default=2, help="timed runs per setting after a warm-up (default 2)")
+    pb.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    pb.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
+    pb.set_defaults(func=_bench_pipeline)
+
     model = commands.add_parser("model", help="create network checkpoints")
     models = model.add_subparsers(dest="model", required=True, metavar="ACTION")
     init = models.add_parser(
@@ -206,6 +220,32 @@ def _bench_network(args: argparse.Namespace) -> int:
         reference_mmaudio=args.reference_mmaudio,
     )
     rows = run_network_bench(cfg)
+    print(table(rows))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def _bench_pipeline(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from soundvcm.bench.pipeline import PipelineBenchConfig, run_pipeline_bench, table
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.repeats < 1:
+        raise ValueError("--repeats must be >= 1")
+    cfg = PipelineBenchConfig(
+        video=args.video,
+        duration=args.duration,
+        networks=tuple(n.strip() for n in args.networks.split(",") if n.strip()),
+        repeats=args.repeats,
+    )
+    rows = run_pipeline_bench(cfg)
+    print(f"## Pipeline, {cfg.duration:g} s clip, CPU, {torch.get_num_threads()} threads\n")
     print(table(rows))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

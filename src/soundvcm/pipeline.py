@@ -111,14 +111,19 @@ class Pipeline:
         self.objective = objective
         self.device, self.dtype = device, dtype
         self.model_path = model_path
-        self.spec = encoder_spec(encoder_set)
+        self.spec = getattr(encoders, "spec", None) or encoder_spec(encoder_set)
         self.spec.check_network(net.config)
         self.encoders.dtype = dtype
 
     @classmethod
     def load(cls, model: str | Path, device: str = "auto", pretrained_encoders: bool = True) -> Pipeline:
-        """Load a checkpoint (NAME, NAME.json or NAME.safetensors) and its encoder set."""
+        """Load a checkpoint (NAME, NAME.json or NAME.safetensors) and its encoder set, or a
+        registered MMAudio network by name (e.g. ``mmaudio_small_16k``), converted on the fly."""
+        from soundvcm.encoders.weights import REGISTRY
+
         path = Path(model)
+        if str(model) in REGISTRY and str(model).startswith("mmaudio_") and not path.exists():
+            return cls._load_mmaudio(str(model), device, pretrained_encoders)
         doc = read_checkpoint_config(path)
         encoder_set = doc.get("encoder_set") or "lite"
         if encoder_set == "mmaudio":  # checkpoints converted from MMAudio name the family only
@@ -130,6 +135,18 @@ class Pipeline:
         encoders = load_encoder_set(encoder_set, device=dev, pretrained=pretrained_encoders)
         dtype = torch.bfloat16 if dev.type == "cuda" else None
         return cls(net, encoders, encoder_set, doc.get("objective"), dev, dtype, path)
+
+    @classmethod
+    def _load_mmaudio(cls, name: str, device: str, pretrained_encoders: bool) -> Pipeline:
+        from soundvcm.encoders.weights import resolve
+        from soundvcm.network.checkpoint import mmaudio_to_soundvcm, read_mmaudio_state
+
+        net = mmaudio_to_soundvcm(read_mmaudio_state(resolve(name)), name.removeprefix("mmaudio_"))
+        encoder_set = "mmaudio_16k" if net.config.latent_dim == 20 else "mmaudio_44k"
+        dev = select_device(device)
+        encoders = load_encoder_set(encoder_set, device=dev, pretrained=pretrained_encoders)
+        dtype = torch.bfloat16 if dev.type == "cuda" else None
+        return cls(net.to(dev).eval(), encoders, encoder_set, "fm", dev, dtype, None)
 
     # ----- defaults ----------------------------------------------------------------------
     @property

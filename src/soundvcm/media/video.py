@@ -228,8 +228,11 @@ def load_video(
     frames = {name: torch.from_numpy(np.stack(v)) if v else None for name, v in out.items()}
     if any(v is None for v in frames.values()):
         raise MediaError(f"{path}: the video ends before {start:.2f} s")
+    # the video ended early if some stream got fewer frames than the requested span needs
+    truncated = duration is not None and any(len(out[name]) < limits[name] for name in specs)
     available = min(len(out[name]) / spec.fps for name, spec in specs.items())
-    truncated = duration is not None and available + 1e-6 < duration
+    if duration is not None and not truncated:
+        available = duration
     if truncated:
         messages.append(f"video is {available:.2f} s long, shorter than the requested {duration:.2f} s")
     for m in messages:
