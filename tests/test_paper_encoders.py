@@ -114,7 +114,6 @@ def test_tiny_paper_set_runs_through_the_pipeline(tmp_path):
     from dataclasses import replace
 
     from media_factory import make_video
-
     from soundvcm.encoders.mmaudio_set import tiny_mmaudio_set
     from soundvcm.network.mmdit import MMDiT, network_preset
     from soundvcm.pipeline import Pipeline
