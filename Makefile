@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format bench-toy bench-toy-quick clean
+.PHONY: install test lint format bench-toy bench-toy-quick demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,16 @@ bench-toy: $(STAMP)
 
 bench-toy-quick: $(STAMP)
 	$(BIN)/soundvcm bench toy --quick
+
+# generate a soundtrack end to end with the lite encoders: VIDEO=clip.mp4 (default: a synthesised
+# 8 s 720p clip) and MODEL=path (default: a random-initialised lite network, until one is trained)
+VIDEO ?= out/demo/clip.mp4
+MODEL ?= models/lite
+demo: $(STAMP)
+	test -f $(MODEL).json || $(BIN)/soundvcm model init --preset lite --out $(MODEL)
+	test -f $(VIDEO) || $(BIN)/python -c "from pathlib import Path; from soundvcm.bench.pipeline import synthetic_clip; \
+		Path('$(VIDEO)').parent.mkdir(parents=True, exist_ok=True); synthetic_clip(Path('$(VIDEO)'))"
+	$(BIN)/soundvcm generate $(VIDEO) --model $(MODEL) --prompt "footsteps and a door" --profile --out out/demo/result
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

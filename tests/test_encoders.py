@@ -216,3 +216,28 @@ def test_download_checks_md5_before_renaming(tmp_path, monkeypatch):
             with pytest.raises(WeightsError, match="md5"):
                 registry.download("test", store)
             assert not store.exists() or list(store.iterdir()) == []  # nothing half-written
+
+
+def test_registry_expected_keys_check_files():
+    """A registered file must hold exactly the keys our module loads (weight norm in either form)."""
+    from soundvcm.encoders.bigvgan import BIGVGAN_CONFIGS, BigVGAN
+    from soundvcm.encoders.mel_vae import MelVAE
+
+    assert len(registry.expected_keys("clip_dfn5b")) == 686 and registry.expected_keys("empty_string") is None
+    state = MelVAE.from_config("16k").state_dict()
+    registry.check_keys("vae_16k", state)
+    state.pop("encoder.conv_in.weight")
+    with pytest.raises(WeightsError, match="1 missing \\['encoder.conv_in.weight'\\]"):
+        registry.check_keys("vae_16k", state)
+    with torch.device("meta"):
+        voc = BigVGAN(BIGVGAN_CONFIGS["16k"]).state_dict()
+    normed = {}
+    for k, v in voc.items():  # the official files store weight-normalised convolutions
+        if k.endswith(".weight") and v.dim() == 3:
+            normed[k[:-7] + ".weight_g"] = torch.empty(v.shape[0], 1, 1, device="meta")
+            normed[k[:-7] + ".weight_v"] = v
+        else:
+            normed[k] = v
+    registry.check_keys("bigvgan_16k", {"generator": normed})
+    with pytest.raises(WeightsError, match="unexpected"):
+        registry.check_keys("bigvgan_16k", {**normed, "extra.weight": torch.zeros(1)})

@@ -273,3 +273,11 @@ def test_registered_mmaudio_name_needs_its_file(tmp_path, monkeypatch, capsys):
     assert (
         code == 2 and "mmaudio_small_16k.pth not found" in err and "soundvcm weights download mmaudio_small_16k" in err
     )
+
+
+def test_cli_refuses_to_overwrite_the_input(workdir, tmp_path, capsys):
+    video = make_video(tmp_path / "clip.mp4", duration=1.0)
+    before = video.read_bytes()
+    code, _, err = _run(["generate", video, "--model", workdir / "vcm", "--duration", "1", "--out", tmp_path], capsys)
+    assert code == 2 and "would overwrite the input video" in err
+    assert video.read_bytes() == before and not (tmp_path / "clip.flac").exists()

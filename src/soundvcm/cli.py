@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir", type=Path, default=None, help="target folder (default $SOUNDVCM_WEIGHTS or ~/.cache/soundvcm/weights)"
     )
     wd.set_defaults(func=_weights_download)
-    wv = wsub.add_parser("verify", help="check that files are present and their md5 matches")
+    wv = wsub.add_parser("verify", help="check presence, md5 and that the keys fit our modules")
     wv.add_argument("names", nargs="+")
     wv.add_argument("--dir", type=Path, default=None)
     wv.set_defaults(func=_weights_verify)
@@ -389,10 +389,14 @@ def _weights_download(args: argparse.Namespace) -> int:
 
 
 def _weights_verify(args: argparse.Namespace) -> int:
-    from soundvcm.encoders.weights import resolve
+    from soundvcm.encoders.base import load_weights
+    from soundvcm.encoders.weights import check_keys, expected_keys, resolve
 
     for name in args.names:
-        print(f"{name}: ok ({resolve(name, args.dir)})")
+        path = resolve(name, args.dir)  # present, md5 matches
+        if expected_keys(name) is not None:
+            check_keys(name, load_weights(path, name))
+        print(f"{name}: ok ({path})")
     return 0
 
 

@@ -92,6 +92,8 @@ def run_job(
     pipe: Pipeline, job: Job, out_dir: Path, options: dict, full: bool = False
 ) -> tuple[GenerationResult, list[Path]]:
     timer = StageTimer(pipe.device)
+    if job.video is not None and (out_dir / f"{job.name}.mp4").resolve() == job.video.resolve():
+        raise ValueError(f"{job.video}: the output would overwrite the input video; choose another --out folder")
     if full and job.video is not None:
         options = {k: v for k, v in options.items() if k not in ("duration", "start")}
         result = pipe.generate_long(job.video, window=options.pop("window"), prompt=job.prompt, **options)

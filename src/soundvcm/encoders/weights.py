@@ -81,6 +81,62 @@ REGISTRY: dict[str, WeightFile] = {
 }  # fmt: skip
 
 
+def expected_keys(name: str) -> dict[str, tuple[int, ...]] | None:
+    """The state-dict keys and shapes a registered file must hold (what strict loading needs),
+    from our own modules built on the meta device; None for files that are not state dicts."""
+    import torch
+
+    def shapes(module, prefix: str = "") -> dict[str, tuple[int, ...]]:
+        return {prefix + k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+    with torch.device("meta"):
+        if name == "clip_dfn5b":
+            from soundvcm.encoders.clip import CLIP
+
+            return shapes(CLIP())
+        if name == "synchformer":
+            from soundvcm.encoders.motionformer import MotionFormer
+
+            return shapes(MotionFormer(), "vfeat_extractor.")
+        if name in ("vae_16k", "vae_44k"):
+            from soundvcm.encoders.mel_vae import MelVAE
+
+            return shapes(MelVAE.from_config(name.split("_")[1]))
+        if name in ("bigvgan_16k", "bigvgan_v2_44k"):
+            from soundvcm.encoders.bigvgan import BIGVGAN_CONFIGS, BigVGAN
+
+            return shapes(BigVGAN(BIGVGAN_CONFIGS["16k" if name == "bigvgan_16k" else "44k"]))
+        if name.startswith("mmaudio_"):
+            from soundvcm.network.mmdit import MMDiT, network_preset
+
+            net = MMDiT(network_preset(name.removeprefix("mmaudio_"), offset_embedding=False))
+            return shapes(net)
+    return None
+
+
+def check_keys(name: str, state: dict) -> None:
+    """Raise WeightsError unless ``state`` (weight norm folded) has exactly the expected keys and
+    shapes; extra entries are allowed only for the Synchformer file, of which we use a part."""
+    from soundvcm.encoders.base import fold_weight_norm
+
+    expected = expected_keys(name)
+    if expected is None:
+        return
+    if isinstance(state, dict) and "generator" in state and isinstance(state["generator"], dict):
+        state = state["generator"]
+    got = {k: tuple(v.shape) for k, v in fold_weight_norm(state).items()}
+    if name == "synchformer":
+        got = {k: v for k, v in got.items() if k.startswith("vfeat_extractor.")}
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+    if missing or extra or wrong:
+        raise WeightsError(
+            f"{name}: the file's keys do not match: {len(missing)} missing {missing[:3]}, "
+            f"{len(extra)} unexpected {extra[:3]}, {len(wrong)} with other shapes {wrong[:3]}"
+        )
+
+
 def weights_dir() -> Path:
     return Path(os.environ.get("SOUNDVCM_WEIGHTS", Path.home() / ".cache" / "soundvcm" / "weights"))
 
