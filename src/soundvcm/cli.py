@@ -164,6 +164,57 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
     pb.set_defaults(func=_bench_pipeline)
 
+    tb = benches.add_parser(
+        "train",
+        help="samples/s and peak memory of one training step: FM, VCM and MeanFlow in the same run",
+    )
+    tb.add_argument("--preset", default="small_16k", help="network preset (default small_16k)")
+    tb.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
+    tb.add_argument("--steps", type=int, default=2, help="timed steps per objective after a warm-up (default 2)")
+    tb.add_argument("--device", default="cpu", help="cpu or cuda")
+    tb.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
+    tb.add_argument("--compile", action="store_true", help="torch.compile the network")
+    tb.add_argument("--objectives", default="fm,vcm,meanflow", help="comma-separated (default fm,vcm,meanflow)")
+    tb.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
+    tb.set_defaults(func=_bench_train)
+
+    ext = commands.add_parser(
+        "extract",
+        help="turn media listed in a TSV into a sharded feature cache (resumable; parallel under torchrun)",
+        description="Rows are 'path<TAB>caption'. Videos give video-text-audio sets, audio files text-audio sets. "
+        "Rerun the same command to resume; under torchrun each rank writes its own shards.",
+    )
+    ext.add_argument("--input", required=True, type=Path, help="TSV of media paths and captions")
+    ext.add_argument("--out", required=True, type=Path, help="cache folder")
+    ext.add_argument("--encoders", default="lite", help="encoder set: lite, mmaudio_16k, mmaudio_44k (default lite)")
+    ext.add_argument("--duration", type=_positive_float, default=8.0, help="seconds per clip (default 8)")
+    ext.add_argument("--rows-per-shard", type=int, default=64, help="rows per shard file (default 64)")
+    ext.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ext.set_defaults(func=_extract)
+
+    tr = commands.add_parser(
+        "train",
+        help="train a network on feature caches (FM, VCM or MeanFlow; torchrun for several processes)",
+        description="soundvcm train --preset NAME --data CACHE[:WEIGHT]... --out DIR [--steps N] [--resume] "
+        "[key=value ...]. "
+        "Presets: paper, fm_baseline, meanflow_baseline, lite_cpu, tiny_cpu. Caches may be soundvcm caches or "
+        "MMAudio's TensorDict folders; each gets equal exposure unless weighted.",
+    )
+    tr.add_argument("--preset", default="paper", help="training preset (default paper)")
+    tr.add_argument("--data", nargs="+", required=True, help="cache folders, optionally PATH:WEIGHT")
+    tr.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, EMA snapshots, tb, samples)")
+    tr.add_argument("--steps", type=int, default=None, help="total steps (overrides the preset)")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    tr.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available), cpu or cuda")
+    tr.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=2e-4 batch_size=64")
+    tr.set_defaults(func=_train)
+
+    ema = commands.add_parser("ema", help="synthesise post-hoc EMA weights from a run's snapshots")
+    ema.add_argument("run", type=Path, help="run folder given to `soundvcm train --out`")
+    ema.add_argument("--sigma-rel", type=_positive_float, default=0.05, help="EMA width (default 0.05)")
+    ema.add_argument("--out", type=Path, default=None, help="checkpoint path (default RUN/ema_sigma0p05 etc.)")
+    ema.set_defaults(func=_ema)
+
     model = commands.add_parser("model", help="create network checkpoints")
     models = model.add_subparsers(dest="model", required=True, metavar="ACTION")
     init = models.add_parser(
@@ -247,6 +298,87 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
     rows = run_pipeline_bench(cfg)
     print(f"## Pipeline, {cfg.duration:g} s clip, CPU, {torch.get_num_threads()} threads\n")
     print(table(rows))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    import torch
+
+    from soundvcm.data.extract import extract
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if args.rows_per_shard < 1:
+        raise ValueError("--rows-per-shard must be >= 1")
+    meta = extract(args.input, args.out, args.encoders, args.duration, args.rows_per_shard, device=device)
+    kind = "video-text-audio" if meta.has_video else "text-audio"
+    print(f"{args.out}: {meta.rows} rows ({kind}), {meta.num_shards} shard(s), encoders {meta.encoder_set}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from soundvcm.training.config import train_config
+    from soundvcm.training.trainer import Trainer, TrainingAborted
+
+    extra = {"steps": args.steps} if args.steps is not None else {}
+    config = train_config(args.preset, args.overrides, **extra)
+    trainer = Trainer(config, args.data, args.out, device=args.device, resume=args.resume)
+    try:
+        trainer.fit()
+    except TrainingAborted as exc:
+        raise ValueError(str(exc)) from exc
+    except KeyboardInterrupt:
+        if trainer.rank == 0:
+            path = trainer.checkpoint()
+            print(f"interrupted at step {trainer.step}; checkpoint {path} (resume with --resume)", file=sys.stderr)
+        raise
+    return 0
+
+
+def _ema(args: argparse.Namespace) -> int:
+    import json
+
+    from soundvcm.network.checkpoint import save_network
+    from soundvcm.network.mmdit import MMDiT
+    from soundvcm.training.checkpoint import latest_checkpoint, load_checkpoint
+    from soundvcm.training.posthoc_ema import synthesize
+
+    ckpt = latest_checkpoint(args.run / "checkpoints")
+    if ckpt is None:
+        raise FileNotFoundError(f"{args.run}: no training checkpoint")
+    _, _, _, doc = load_checkpoint(ckpt)
+    from soundvcm.network.checkpoint import config_from_dict
+
+    weights, info = synthesize(args.run / "ema", args.sigma_rel, doc["step"])
+    net = MMDiT(config_from_dict(doc["network_config"]))
+    state = net.state_dict()
+    state.update({k: v for k, v in weights.items() if k in state})
+    net.load_state_dict(state)
+    from soundvcm.training.trainer import ema_name
+
+    out = args.out or args.run / ema_name(args.sigma_rel)
+    path, _ = save_network(
+        out, net, preset=doc["config"]["network"], encoder_set=doc["encoder_set"], objective=doc["config"]["objective"],
+        ema_sigma_rel=args.sigma_rel, provenance={"kind": "trained", "step": doc["step"], "ema": info},
+    )  # fmt: skip
+    print(f"EMA sigma_rel {args.sigma_rel} at step {doc['step']} from {info['snapshots']} snapshots -> {path}")
+    print(json.dumps(info))
+    return 0
+
+
+def _bench_train(args: argparse.Namespace) -> int:
+    import json
+
+    from soundvcm.bench.train import TrainBenchConfig, run_train_bench, table
+
+    cfg = TrainBenchConfig(
+        preset=args.preset, batch=args.batch, steps=args.steps, device=args.device, bf16=args.bf16,
+        compile=args.compile, objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
+    )  # fmt: skip
+    rows = run_train_bench(cfg)
+    print(table(rows, cfg))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2))

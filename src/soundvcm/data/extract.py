@@ -1,0 +1,186 @@
+"""``soundvcm extract``: media listed in a TSV -> a sharded feature cache (:mod:`.cache`).
+
+TSV rows are ``path<TAB>caption`` (a header row starting with ``path`` or ``id`` is skipped;
+relative paths are relative to the TSV). A set is video-text-audio if its first readable file
+has a video stream, text-audio otherwise. Per row, as in MMAudio's training extraction: the
+first ``duration`` seconds of audio, resampled with soxr, zero-padded to a whole number of
+latents, peak-normalised to 0.95; silent clips (peak < 1e-6), unreadable files and videos
+shorter than ``duration`` are kept as *invalid* rows (reported, skipped by training). Latents
+are stored as posterior (mean, std); visual/sync frames and captions go through the encoder set.
+
+Resumable (complete shards are skipped) and parallel: under ``torchrun`` each rank writes the
+shards ``rank, rank + world, ...``; no process group is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from soundvcm.data.cache import CacheError, CacheMeta, shard_path, write_shard
+from soundvcm.encoders import encoder_spec, load_encoder_set
+from soundvcm.media.audio import load_audio
+from soundvcm.media.errors import MediaError
+from soundvcm.media.video import load_video, probe
+
+
+def read_tsv(path: Path) -> list[tuple[Path, str]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such TSV file")
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines()):
+        if not line.strip() or (i == 0 and line.split("\t")[0].strip().lower() in ("path", "id", "video", "audio")):
+            continue
+        cols = line.split("\t")
+        media = Path(cols[0].strip())
+        media = media if media.is_absolute() else path.parent / media
+        rows.append((media, cols[1].strip() if len(cols) > 1 else ""))
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weight_hashes(encoder_set: str) -> dict[str, str]:
+    """md5 of every weight file the encoder set reads (recorded so caches never mix encoders)."""
+    if encoder_set == "lite":
+        from soundvcm.encoders import efficientnet_lite, hifigan, minilm
+
+        files = {
+            "minilm": minilm.package_dir(minilm.PACKAGE, "") / "model" / "model.safetensors",
+            "efficientnet_lite0": efficientnet_lite.package_dir(efficientnet_lite.PACKAGE, "")
+            / "models"
+            / "efficientnet-lite0-57934424.pth",
+            "hifigan": hifigan.package_dir(hifigan.PACKAGE, "") / "data" / "generator_universal.pth.tar",
+        }
+        return {k: _md5(v) for k, v in files.items()}
+    from soundvcm.encoders.weights import REGISTRY
+
+    mode = encoder_set.split("_")[1]
+    names = ["clip_dfn5b", "synchformer", f"vae_{mode}"]
+    return {n: REGISTRY[n].md5 or "unpublished" for n in names}
+
+
+def _has_video(path: Path) -> bool:
+    try:
+        probe(path)
+        return True
+    except MediaError:
+        return False
+
+
+def extract(
+    tsv: Path,
+    out: Path,
+    encoder_set: str = "lite",
+    duration: float = 8.0,
+    rows_per_shard: int = 64,
+    rank: int | None = None,
+    world: int | None = None,
+    device: str = "cpu",
+    encoders=None,
+) -> CacheMeta:
+    """Extract every shard assigned to this rank; returns the cache metadata."""
+    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+    world = int(os.environ.get("WORLD_SIZE", 1)) if world is None else world
+    rows = read_tsv(Path(tsv))
+    spec = encoder_spec(encoder_set)
+    seq = spec.sequence.with_duration(duration)
+    has_video = next((_has_video(p) for p, _ in rows if p.is_file()), False)
+    meta = CacheMeta(
+        encoder_set=encoder_set,
+        sample_rate=seq.sample_rate,
+        clip_fps=seq.clip_fps,
+        sync_fps=seq.sync_fps,
+        duration=duration,
+        latent_shape=[seq.latent_seq_len, spec.latent_dim],
+        clip_shape=[seq.clip_seq_len, spec.clip_dim],
+        sync_shape=[seq.sync_seq_len, spec.sync_dim],
+        text_shape=[spec.text_seq_len, spec.text_dim],
+        has_video=has_video,
+        rows=len(rows),
+        rows_per_shard=rows_per_shard,
+        weight_hashes=weight_hashes(encoder_set) if encoders is None else {"custom": "test"},
+    )
+    out = Path(out)
+    if (out / "meta.json").is_file():
+        old = CacheMeta.load(out)
+        diff = old.compatible(meta) + [
+            f"{k}: {getattr(old, k)} vs {getattr(meta, k)}"
+            for k in ("rows", "rows_per_shard", "has_video", "weight_hashes")
+            if getattr(old, k) != getattr(meta, k)
+        ]
+        if diff:
+            raise CacheError(f"{out} holds a different extraction ({'; '.join(diff)}); use another --out")
+    elif rank == 0:
+        meta.save(out)
+    encoders = encoders or load_encoder_set(encoder_set, device=device)
+    specs = {"clip": spec.clip_frames, "sync": spec.sync_frames}
+    mine = [s for s in range(meta.num_shards) if s % world == rank and not shard_path(out, s).is_file()]
+    todo = sum(min(rows_per_shard, len(rows) - s * rows_per_shard) for s in mine)
+    bar = tqdm(total=todo, desc=f"extract (rank {rank}/{world})", unit="clip", file=sys.stderr, disable=todo == 0)
+    for shard in mine:
+        chunk = rows[shard * rows_per_shard : (shard + 1) * rows_per_shard]
+        tensors: dict[str, list[torch.Tensor]] = {k: [] for k in ("mean", "std", "clip", "sync", "text")}
+        ids, captions, valid = [], [], []
+        for path, caption in chunk:
+            row, ok = _extract_row(encoders, path, caption, seq, specs, has_video, meta)
+            for k, v in row.items():
+                tensors[k].append(v)
+            ids.append(path.stem)
+            captions.append(caption)
+            valid.append(ok)
+            bar.update(1)
+        stacked = {k: torch.stack(v) for k, v in tensors.items() if v}
+        write_shard(out, shard, stacked, ids, captions, valid)
+    bar.close()
+    return meta
+
+
+def _extract_row(encoders, path: Path, caption: str, seq, specs, has_video: bool, meta: CacheMeta):
+    """One row's tensors and whether it is usable (zeros with ok=False when it is not)."""
+    n_samples = seq.num_audio_samples
+    zeros = {
+        "mean": torch.zeros(meta.latent_shape),
+        "std": torch.zeros(meta.latent_shape),
+        "text": torch.zeros(meta.text_shape),
+    }
+    if has_video:
+        zeros.update(clip=torch.zeros(meta.clip_shape), sync=torch.zeros(meta.sync_shape))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wave, _ = load_audio(path, seq.sample_rate, duration=seq.duration)
+            row = {}
+            if has_video:
+                clip = load_video(path, specs, duration=seq.duration)
+                if clip.truncated:
+                    raise MediaError(f"video shorter than {seq.duration} s")
+                row["clip"] = encoders.encode_clip(clip.frames["clip"][None, : seq.clip_seq_len])[0]
+                need = (seq.num_sync_segments - 1) * seq.sync_step + seq.sync_segment_frames
+                row["sync"] = encoders.encode_sync(clip.frames["sync"][None, :need])[0]
+    except (MediaError, OSError, ValueError) as exc:
+        tqdm.write(f"extract: skipping {path}: {exc}", file=sys.stderr)
+        return zeros, False
+    peak = wave.abs().max() if wave.numel() else torch.tensor(0.0)
+    if peak < 1e-6:
+        tqdm.write(f"extract: skipping {path}: silent", file=sys.stderr)
+        return zeros, False
+    wave = torch.nn.functional.pad(wave, (0, max(0, n_samples - wave.numel())))[:n_samples] * (0.95 / peak)
+    mean, std = encoders.encode_audio(wave[None])
+    row["mean"], row["std"] = mean[0, : meta.latent_shape[0]].cpu(), std[0, : meta.latent_shape[0]].cpu()
+    row["text"] = encoders.encode_text([caption])[0].cpu()
+    return {k: v.float().cpu() for k, v in row.items()}, True

@@ -1,0 +1,81 @@
+"""Periodic training samples from the EMA weights: audio (flac) and a spectrogram PNG per row.
+
+The network with the first tracked EMA (sigma_rel 0.05 by default) samples the first rows of the
+fixed validation batch with the objective's sampler (Alg. 2 for consistency objectives, Euler +
+CFG for flow matching), the encoder set's decoder turns the latents into mel and waveform. If
+the decoder's weights are not available, only the latent image is written (with a warning).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from soundvcm.data.mixing import step_generator  # noqa: E402
+from soundvcm.media.audio import write_audio  # noqa: E402
+from soundvcm.network.mmdit import MMDiT  # noqa: E402
+from soundvcm.pipeline import CONSISTENCY_OBJECTIVES  # noqa: E402
+from soundvcm.sampling import consistency_sample, euler_cfg_sample, initial_noise  # noqa: E402
+
+_DECODERS: dict[str, object] = {}
+
+
+def _decoder(encoder_set: str):
+    if encoder_set not in _DECODERS:
+        from soundvcm.encoders import load_encoder_set
+
+        try:
+            _DECODERS[encoder_set] = load_encoder_set(encoder_set)
+        except (ValueError, OSError) as exc:
+            print(f"soundvcm: samples: no decoder for '{encoder_set}' ({exc}); writing latents only", file=sys.stderr)
+            _DECODERS[encoder_set] = None
+    return _DECODERS[encoder_set]
+
+
+def _png(path: Path, image: torch.Tensor, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.imshow(image.numpy(), origin="lower", aspect="auto", cmap="magma")
+    ax.set_title(title)
+    ax.set_xlabel("frame")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def write_samples(trainer, folder: Path, rows: int = 2) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    net = MMDiT(trainer.net.config).to(trainer.device).eval()
+    state = net.state_dict()
+    state.update({k: v.to(state[k].dtype) for k, v in trainer.ema.emas[0].items() if k in state})
+    net.load_state_dict(state)
+    g = step_generator(trainer.config.seed, -1, 0, 0, "validation")
+    batch = trainer.data.batch(trainer.net, max(rows, trainer.config.val_batch), g, trainer.device)
+    conditions = {k: v[:rows].detach() for k, v in batch.conditions.items()}
+    prepared = net.prepare(conditions)
+    noise = initial_noise((rows, *batch.x0.shape[1:]), seed=trainer.config.seed).to(trainer.device)
+    if trainer.config.objective in CONSISTENCY_OBJECTIVES:
+        x = consistency_sample(net, noise, prepared, steps=trainer.config.sample_steps)
+    else:
+        x = euler_cfg_sample(net, noise, prepared, net.prepare_null(rows), steps=25, cfg_scale=4.5)
+    latent = net.unnormalize(x)
+    decoder = trainer.decoder if trainer.decoder is not None else _decoder(trainer.encoder_set)
+    written = []
+    for i in range(rows):
+        stem = folder / f"sample_{i}"
+        if decoder is None:
+            _png(stem.with_suffix(".png"), latent[i].T.float().cpu(), f"latent, step {trainer.step}")
+            written.append(stem.with_suffix(".png"))
+            continue
+        mel = decoder.decode_latent(latent[i : i + 1])
+        wave = decoder.vocode(mel)[0].float().cpu()
+        written.append(write_audio(stem.with_suffix(".flac"), wave, trainer.data.meta.sample_rate))
+        _png(stem.with_suffix(".png"), mel[0].float().cpu(), f"mel, EMA sample {i}, step {trainer.step}")
+        written.append(stem.with_suffix(".png"))
+    return written

@@ -1,0 +1,341 @@
+"""``soundvcm train``: one explicit training loop for flow matching, VCM and MeanFlow.
+
+Per step (all randomness comes from generators keyed on (seed, step, global micro-batch), so a
+run is reproducible, resumes exactly, and R ranks x A accumulation steps see the same rows and
+noise as one process with R*A accumulation steps):
+
+    for each micro-batch: rows from the mixed caches -> x0 = mean + std eps -> objective.loss
+                          -> (loss / A).backward()
+    all-reduce gradients (mean over ranks) and the "finite" flag; a NaN/inf loss skips the step
+    clip to 1.0 -> AdamW -> LR schedule -> post-hoc EMA update
+    log (progress bar: loss, steps/s, ETA, loss by t bucket; TensorBoard), validation loss at fixed
+    t, EMA samples (audio + spectrogram), atomic checkpoints (weights, optimizer, EMA, RNG, step)
+
+Data parallelism runs under ``torchrun`` (NCCL on GPU, gloo on CPU, single or multi node): the
+gradient all-reduce is explicit rather than through the DDP wrapper, so objectives that call the
+network several times per step or through ``torch.func.jvp`` (MeanFlow) work unchanged.
+Precision: bf16 autocast on GPU (no GradScaler; MMAudio issue #49), fp32 on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from soundvcm.data.mixing import MixedSource, step_generator
+from soundvcm.network.checkpoint import save_network
+from soundvcm.network.mmdit import MMDiT, preset_for_encoders
+from soundvcm.objectives import OBJECTIVE_PRESETS, build_objective
+from soundvcm.training.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from soundvcm.training.config import TrainConfig, config_dict
+from soundvcm.training.posthoc_ema import PostHocEMA, synthesize
+
+T_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0001)
+VAL_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+class TrainingAborted(RuntimeError):
+    """Too many consecutive non-finite losses."""
+
+
+def dist_info() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: list[str],
+        out: Path,
+        device: str = "auto",
+        resume: bool = False,
+        decoder=None,
+    ):
+        """``decoder``: the encoder set used to turn EMA samples into audio (default: loaded by name)."""
+        self.config, self.out = config, Path(out)
+        self.decoder = decoder
+        self.rank, self.world, local = dist_info()
+        if device == "auto":
+            device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        per_rank = config.batch_size // (self.world * config.accumulation)
+        if per_rank * self.world * config.accumulation != config.batch_size:
+            raise ValueError(
+                f"batch_size {config.batch_size} is not divisible by ranks x accumulation "
+                f"({self.world} x {config.accumulation})"
+            )
+        self.micro = per_rank
+        self.data = MixedSource.open(data)
+        meta = self.data.meta
+        net_config, self.encoder_set = preset_for_encoders(config.network, meta.encoder_set)
+        net_config = replace(net_config, sequence=replace(net_config.sequence, duration=meta.duration))
+        seq = net_config.sequence
+        lengths = {"latent": (seq.latent_seq_len, meta.latent_shape[0]), "clip": (seq.clip_seq_len, meta.clip_shape[0]),
+                   "sync": (seq.sync_seq_len, meta.sync_shape[0])}  # fmt: skip
+        bad = {k: v for k, v in lengths.items() if v[0] != v[1]}
+        if bad:
+            raise ValueError(
+                f"the caches' sequence lengths do not fit a {meta.duration} s network: {bad} (network, cache)"
+            )
+        torch.manual_seed(config.seed)
+        self.net = MMDiT(net_config).to(self.device)
+        bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
+        self.autocast = torch.bfloat16 if bf16 else None
+        preset = OBJECTIVE_PRESETS[config.objective]
+        self.objective = build_objective(
+            config.objective, config.steps, replace(preset.config, autocast_dtype=self.autocast)
+        )
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay, eps=config.eps
+        )
+        self.ema = PostHocEMA(self.net, config.ema_sigma_rels, config.ema_snapshot_every, self.out / "ema")
+        self.step = 0
+        self.nonfinite = 0
+        self.skipped = 0
+        self.history: list[dict[str, float]] = []
+        checkpoint = latest_checkpoint(self.out / "checkpoints") if resume else None
+        if resume and checkpoint is None and self.rank == 0:
+            print(f"soundvcm: no checkpoint in {self.out}/checkpoints; starting a new run", file=sys.stderr)
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        elif (self.out / "checkpoints" / "latest").exists():
+            raise ValueError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
+        else:
+            self._set_latent_stats()
+        self.writer = None
+
+    # ----- setup ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def _set_latent_stats(self) -> None:
+        """Per-channel mean/std of posterior means over some rows (MMAudio's latent normalisation)."""
+        g = torch.Generator().manual_seed(self.config.seed)
+        rows = min(self.config.latent_stats_rows, sum(len(c) for c in self.data.caches))
+        picks = self.data.draw(max(rows, 2), g)
+        means = torch.cat([self.data.caches[s].row(i)["mean"].float() for s, i in picks])
+        self.net.latent_mean.copy_(means.mean(0).view(1, 1, -1))
+        self.net.latent_std.copy_(means.std(0).clamp(min=1e-3).view(1, 1, -1))
+
+    def _restore(self, path: Path) -> None:
+        net, optimizer, ema, doc = load_checkpoint(path)
+        saved = doc["config"]
+        for key in ("network", "objective", "batch_size", "seed"):
+            if saved[key] != config_dict(self.config)[key]:
+                raise ValueError(f"{path}: the run used {key}={saved[key]}, not {config_dict(self.config)[key]}")
+        self.net.load_state_dict(net, strict=True)
+        self.optimizer.load_state_dict(optimizer)
+        self.ema.load_state_dict(ema)
+        self.step, self.nonfinite, self.skipped = doc["step"], doc["nonfinite"], doc["skipped"]
+        self.history = doc.get("history", [])
+        set_rng_state(doc["rng"])
+
+    # ----- one step ------------------------------------------------------------------------
+    def _set_lr(self) -> float:
+        lr = self.config.lr * self.config.schedule(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def train_step(self) -> dict[str, Any]:
+        cfg, net = self.config, self.net
+        net.train()
+        lr = self._set_lr()
+        self.optimizer.zero_grad(set_to_none=True)
+        losses, ts, mses = [], [], []
+        finite = True
+        for micro in range(cfg.accumulation):
+            global_micro = self.rank * cfg.accumulation + micro
+            g = step_generator(cfg.seed, self.step, global_micro, 0, "data")
+            batch = self.data.batch(net, self.micro, g, self.device)
+            g_obj = step_generator(cfg.seed, self.step, global_micro, 0, "objective")
+            if self.device.type == "cuda":
+                g_obj = torch.Generator(device=self.device).manual_seed(int(g_obj.initial_seed()))
+            out = self.objective.loss(net, batch, self.step, generator=g_obj)
+            finite = finite and bool(torch.isfinite(out.loss))
+            if finite:
+                (out.loss / cfg.accumulation).backward()
+            losses.append(float(out.loss.detach()))
+            ts.append(out.t.detach().float().cpu())
+            mses.append(out.mse.detach().float().cpu())
+        flag = torch.tensor([1.0 if finite else 0.0], device=self.device)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in net.parameters() if p.requires_grad]
+        if self.world > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            flat = torch.cat([gr.flatten() for gr in grads])
+            dist.all_reduce(flat)
+            flat /= self.world
+            offset = 0
+            for p, gr in zip([p for p in net.parameters() if p.requires_grad], grads):
+                p.grad = flat[offset : offset + gr.numel()].view_as(gr).clone()
+                offset += gr.numel()
+        if flag.item() < 1:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.nonfinite += 1
+            self.skipped += 1
+            if self.rank == 0:
+                tqdm.write(f"soundvcm: step {self.step}: non-finite loss, step skipped ({self.nonfinite} in a row)")
+            if self.nonfinite >= cfg.max_nonfinite:
+                raise TrainingAborted(
+                    f"{self.nonfinite} consecutive non-finite losses at step {self.step}; "
+                    f"lower the learning rate or check the data (last checkpoint: {self.out}/checkpoints)"
+                )
+            self.step += 1
+            return {"loss": float("nan"), "lr": lr, "skipped": 1}
+        self.nonfinite = 0
+        grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.ema.update(net)
+        self.step += 1
+        t, mse = torch.cat(ts), torch.cat(mses)
+        record = {"loss": sum(losses) / len(losses), "lr": lr, "grad_norm": float(grad_norm), "skipped": 0}
+        for lo, hi in zip(T_BUCKETS[:-1], T_BUCKETS[1:]):
+            mask = (t >= lo) & (t < hi)
+            if mask.any():
+                record[f"loss_t{lo:.2f}-{min(hi, 1):.2f}"] = float(mse[mask].mean())
+        return record
+
+    # ----- validation, samples, checkpoints ------------------------------------------------
+    @torch.no_grad()
+    def validation_loss(self) -> dict[str, float]:
+        """Flow-matching MSE of u(x_t, t, t) at fixed t on fixed rows and noise (comparable across runs)."""
+        net = self.net
+        net.eval()
+        g = step_generator(self.config.seed, -1, 0, 0, "validation")
+        batch = self.data.batch(net, self.config.val_batch, g, self.device)
+        prepared = net.prepare(batch.conditions)
+        eps = torch.randn(batch.x0.shape, generator=g).to(self.device)
+        out = {}
+        for t_val in VAL_TIMES:
+            t = torch.full((batch.x0.shape[0],), t_val, device=self.device)
+            x_t = (1 - t_val) * batch.x0 + t_val * eps
+            u = net(x_t, t, t, prepared).float()
+            out[f"val_t{t_val:.1f}"] = float((u - (eps - batch.x0)).square().mean())
+        out["val"] = sum(out.values()) / len(out)
+        return out
+
+    def checkpoint(self) -> Path:
+        doc = {
+            "config": config_dict(self.config),
+            "encoder_set": self.encoder_set,
+            "network_config": _config_json(self.net),
+            "nonfinite": self.nonfinite,
+            "skipped": self.skipped,
+            "rng": rng_state(),
+            "history": self.history[-1000:],
+        }
+        return save_checkpoint(
+            self.out / "checkpoints",
+            self.step,
+            self.net.state_dict(),
+            self.optimizer.state_dict(),
+            self.ema.state_dict(),
+            doc,
+            self.config.keep_checkpoints,
+        )
+
+    def samples(self) -> list[Path]:
+        from soundvcm.training.samples import write_samples
+
+        return write_samples(self, self.out / "samples" / f"step_{self.step:09d}")
+
+    def export_ema(self, sigma_rel: float | None = None) -> Path:
+        """Synthesise the EMA at sigma_rel from the snapshots and save it as a soundvcm checkpoint."""
+        sigma = sigma_rel or self.config.ema_export_sigma_rel
+        self.ema.snapshot()
+        weights, info = synthesize(self.out / "ema", sigma, self.step)
+        net = MMDiT(self.net.config)
+        state = net.state_dict()
+        state.update({k: v for k, v in weights.items() if k in state})
+        net.load_state_dict(state)
+        path, _ = save_network(
+            self.out / ema_name(sigma),
+            net,
+            preset=self.config.network,
+            encoder_set=self.encoder_set,
+            objective=self.config.objective,
+            ema_sigma_rel=sigma,
+            provenance={"kind": "trained", "step": self.step, "ema": info},
+        )
+        return path
+
+    # ----- the loop ------------------------------------------------------------------------
+    def fit(self, steps: int | None = None) -> list[dict[str, float]]:
+        cfg = self.config
+        end = min(cfg.steps, self.step + steps) if steps is not None else cfg.steps
+        main = self.rank == 0
+        if main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step)
+        bar = tqdm(total=end, initial=self.step, desc="train", unit="step", disable=not main, file=sys.stderr)
+        window: list[dict[str, float]] = []
+        start, start_step = time.perf_counter(), self.step
+        while self.step < end:
+            record = self.train_step()
+            record["step"] = self.step
+            self.history.append({"step": self.step, "loss": record["loss"]})
+            window.append(record)
+            if main:
+                rate = (self.step - start_step) / max(time.perf_counter() - start, 1e-9)
+                postfix = {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.1e}", "it/s": f"{rate:.2f}"}
+                if self.step % cfg.log_every == 0 or self.step == end:
+                    summary = _summarise(window)
+                    postfix.update(
+                        {k.removeprefix("loss_"): f"{v:.3f}" for k, v in summary.items() if k.startswith("loss_t")}
+                    )
+                    for k, v in summary.items():
+                        self.writer.add_scalar(f"train/{k}", v, self.step)
+                    window = []
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(1)
+            if cfg.val_every and self.step % cfg.val_every == 0 and main:
+                for k, v in self.validation_loss().items():
+                    self.writer.add_scalar(f"val/{k}", v, self.step)
+            if cfg.sample_every and self.step % cfg.sample_every == 0 and main:
+                self.samples()
+            if cfg.checkpoint_every and (self.step % cfg.checkpoint_every == 0 or self.step == end) and main:
+                self.checkpoint()
+            if self.world > 1:
+                dist.barrier()
+        bar.close()
+        if main:
+            self.writer.flush()
+            if self.step >= cfg.steps:
+                path = self.export_ema()
+                tqdm.write(f"final EMA weights (sigma_rel {cfg.ema_export_sigma_rel}): {path}")
+        return self.history
+
+
+def ema_name(sigma_rel: float) -> str:
+    """File stem of an exported EMA checkpoint (no dots: the checkpoint suffix logic keeps it whole)."""
+    return "ema_sigma" + f"{sigma_rel:g}".replace(".", "p")
+
+
+def _summarise(window: list[dict[str, float]]) -> dict[str, float]:
+    keys = {k for r in window for k in r if k not in ("step",)}
+    out = {}
+    for k in keys:
+        vals = [r[k] for r in window if k in r and not math.isnan(r[k])]
+        if vals:
+            out[k] = sum(vals) / len(vals)
+    return out
+
+
+def _config_json(net: nn.Module) -> dict:
+    from soundvcm.network.checkpoint import config_to_dict
+
+    return config_to_dict(net.config)
