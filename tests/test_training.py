@@ -384,3 +384,24 @@ def test_cli_extract_lite_cache(tmp_path):
     assert cache.meta.encoder_set == "lite" and len(cache.meta.weight_hashes) == 3
     assert row["mean"].shape == (44, 160) and row["clip"].shape == (8, 1280) and row["sync"].shape == (16, 128)
     assert row["text"].shape == (77, 384) and row["std"].abs().max() == 0
+
+
+def test_extract_splits_shards_across_ranks_and_resumes(tmp_path, monkeypatch):
+    encoders = tiny_mmaudio_set("16k")
+    from soundvcm.encoders import ENCODER_SPECS
+
+    monkeypatch.setitem(ENCODER_SPECS, "mmaudio_16k", encoders.spec)
+    for i in range(5):
+        write_audio(tmp_path / f"a{i}.wav", make_tone(16_000, 1.0, freq=200.0 + 50 * i), 16_000)
+    (tmp_path / "list.tsv").write_text("".join(f"a{i}.wav\ttone {i}\n" for i in range(5)))
+    args = (tmp_path / "list.tsv", tmp_path / "split", "mmaudio_16k", 1.0, 2)
+    extract(*args, rank=1, world=2, encoders=encoders)  # rank 1 alone: shard 1 only
+    assert sorted(p.name for p in (tmp_path / "split").glob("shard_*")) == ["shard_00001.safetensors"]
+    extract(*args, rank=0, world=2, encoders=encoders)  # rank 0: shards 0 and 2
+    extract(tmp_path / "list.tsv", tmp_path / "single", "mmaudio_16k", 1.0, 2, rank=0, world=1, encoders=encoders)
+    split, single = FeatureCache(tmp_path / "split"), FeatureCache(tmp_path / "single")
+    assert len(split) == len(single) == 5
+    for i in range(5):
+        assert torch.allclose(split.row(i)["mean"], single.row(i)["mean"], atol=1e-6)
+    with pytest.raises(CacheError, match="holds a different extraction"):
+        extract(tmp_path / "list.tsv", tmp_path / "split", "mmaudio_16k", 1.0, 3, encoders=encoders)

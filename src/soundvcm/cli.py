@@ -178,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
     tb.set_defaults(func=_bench_train)
 
+    be = benches.add_parser("embed", help="evaluation embedding throughput on this machine (clips/s)")
+    be.add_argument("--clips", type=int, default=16, help="8 s clips to embed (default 16)")
+    be.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
+    be.set_defaults(func=_bench_embed)
+
     ext = commands.add_parser(
         "extract",
         help="turn media listed in a TSV into a sharded feature cache (resumable; parallel under torchrun)",
@@ -214,6 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
     ema.add_argument("--sigma-rel", type=_positive_float, default=0.05, help="EMA width (default 0.05)")
     ema.add_argument("--out", type=Path, default=None, help="checkpoint path (default RUN/ema_sigma0p05 etc.)")
     ema.set_defaults(func=_ema)
+
+    ev = commands.add_parser(
+        "evaluate",
+        help="score generated audio against ground truth (av-benchmark keys; offline aisfx metrics)",
+        description="Pairs files by stem (NAME-K predictions pair with NAME), caches ground-truth embeddings, and "
+        "writes FD-AISFX, KL-AISFX, ISC-AISFX and Onset-Lag-ms plus a report of unpaired, short and unreadable files.",
+    )
+    ev.add_argument("--pred", required=True, type=Path, help="folder of generated audio (wav/flac/...)")
+    ev.add_argument("--gt", required=True, type=Path, help="folder of ground-truth audio, or an embedding cache file")
+    ev.add_argument("--video", type=Path, default=None, help="folder of videos (IB-Score/DeSync; not available yet)")
+    ev.add_argument("--audio-length", type=_positive_float, default=8.0, help="seconds compared (default 8)")
+    ev.add_argument("--out", type=Path, default=None, help="JSON output (default PRED/output_metrics.json)")
+    ev.set_defaults(func=_evaluate)
 
     model = commands.add_parser("model", help="create network checkpoints")
     models = model.add_subparsers(dest="model", required=True, metavar="ACTION")
@@ -382,6 +400,48 @@ def _bench_train(args: argparse.Namespace) -> int:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from soundvcm.atomic import atomic_write
+    from soundvcm.evaluation.evaluate import evaluate
+
+    result = evaluate(args.pred, args.gt, args.audio_length, args.video)
+    out = args.out or args.pred / "output_metrics.json"
+    atomic_write(out, lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
+    for key, value in result.items():
+        if key != "report":
+            print(f"{key:16s} {value:.4f}")
+    print(f"pairs: {result['report']['pairs']}; full report: {out}")
+    return 0
+
+
+def _bench_embed(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    import torch
+
+    from soundvcm.evaluation import aisfx
+
+    net = aisfx.load_aisfx()
+    g = torch.Generator().manual_seed(0)
+    clips = [torch.randn(8 * aisfx.SAMPLE_RATE, generator=g) * 0.1 for _ in range(args.clips)]
+    aisfx.embed_clip(net, clips[0])
+    start = time.perf_counter()
+    for clip in clips:
+        aisfx.embed_clip(net, clip)
+    seconds = time.perf_counter() - start
+    row = {"embedder": "aisfx", "clips": args.clips, "seconds": seconds, "clips_per_s": args.clips / seconds,
+           "threads": torch.get_num_threads()}  # fmt: skip
+    print("| embedder | clips (8 s) | seconds | clips/s | threads |\n|---|---|---|---|---|")
+    print(f"| aisfx | {args.clips} | {seconds:.2f} | {row['clips_per_s']:.2f} | {row['threads']} |")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(row, indent=2))
     return 0
 
 

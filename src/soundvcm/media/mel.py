@@ -56,25 +56,49 @@ def _mel_to_hz(m: Tensor) -> Tensor:
     return torch.where(m >= min_log_mel, min_log_hz * torch.exp(logstep * (m - min_log_mel)), f_sp * m)
 
 
-@lru_cache(maxsize=8)
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> Tensor:
-    """(n_mels, n_fft // 2 + 1) triangular filters, Slaney-normalised to constant area."""
+@lru_cache(maxsize=16)
+def mel_filterbank(
+    sample_rate: int,
+    n_fft: int,
+    n_mels: int,
+    fmin: float,
+    fmax: float | None,
+    htk: bool = False,
+    norm: str | float | None = "slaney",
+) -> Tensor:
+    """(n_mels, n_fft // 2 + 1) triangular filters (librosa's definition).
+
+    Slaney mel scale by default (``htk=True``: 2595 log10(1 + f / 700)); ``norm="slaney"`` gives
+    each filter constant area, a number p gives it unit L_p norm, None leaves peaks at 1.
+    """
     fmax = sample_rate / 2 if fmax is None else fmax
+    to_mel, to_hz = (_hz_to_mel_htk, _mel_to_hz_htk) if htk else (_hz_to_mel, _mel_to_hz)
     fft_freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
     mel_pts = torch.linspace(
-        _hz_to_mel(torch.tensor(fmin, dtype=torch.float64)).item(),
-        _hz_to_mel(torch.tensor(fmax, dtype=torch.float64)).item(),
+        to_mel(torch.tensor(fmin, dtype=torch.float64)).item(),
+        to_mel(torch.tensor(fmax, dtype=torch.float64)).item(),
         n_mels + 2,
         dtype=torch.float64,
     )
-    hz = _mel_to_hz(mel_pts)
+    hz = to_hz(mel_pts)
     fdiff = hz.diff()
     ramps = hz[:, None] - fft_freqs[None, :]
     lower = -ramps[:-2] / fdiff[:-1, None]
     upper = ramps[2:] / fdiff[1:, None]
     weights = torch.clamp(torch.minimum(lower, upper), min=0)
-    weights *= (2.0 / (hz[2:] - hz[:-2]))[:, None]
+    if norm == "slaney":
+        weights *= (2.0 / (hz[2:] - hz[:-2]))[:, None]
+    elif norm is not None:
+        weights /= weights.norm(p=float(norm), dim=1, keepdim=True).clamp(min=1e-30)
     return weights.float()
+
+
+def _hz_to_mel_htk(f: Tensor) -> Tensor:
+    return 2595.0 * torch.log10(1.0 + f / 700.0)
+
+
+def _mel_to_hz_htk(m: Tensor) -> Tensor:
+    return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
 
 
 def mel_spectrogram(wave: Tensor, config: MelConfig) -> Tensor:

@@ -99,9 +99,16 @@ class Trainer:
         self.objective = build_objective(
             config.objective, config.steps, replace(preset.config, autocast_dtype=self.autocast)
         )
+        # the compiled module proxies prepare/null_conditions/normalize to the network
+        self.model = torch.compile(self.net) if config.compile else self.net
         params = [p for p in self.net.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
-            params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay, eps=config.eps
+            params,
+            lr=config.lr,
+            betas=config.betas,
+            weight_decay=config.weight_decay,
+            eps=config.eps,
+            fused=self.device.type == "cuda",
         )
         self.ema = PostHocEMA(self.net, config.ema_sigma_rels, config.ema_snapshot_every, self.out / "ema")
         self.step = 0
@@ -164,7 +171,7 @@ class Trainer:
             g_obj = step_generator(cfg.seed, self.step, global_micro, 0, "objective")
             if self.device.type == "cuda":
                 g_obj = torch.Generator(device=self.device).manual_seed(int(g_obj.initial_seed()))
-            out = self.objective.loss(net, batch, self.step, generator=g_obj)
+            out = self.objective.loss(self.model, batch, self.step, generator=g_obj)
             finite = finite and bool(torch.isfinite(out.loss))
             if finite:
                 (out.loss / cfg.accumulation).backward()
