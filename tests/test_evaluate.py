@@ -81,7 +81,7 @@ def test_evaluate_cli_reports_everything(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unpaired pred: stray" in err and "short: pred/clip3" in err
     # the ground-truth embeddings were cached and serve as --gt on their own
-    cache = gt / ".soundvcm_eval" / "aisfx.safetensors"
+    cache = gt / ".soundvcm_eval" / "features.safetensors"
     assert cache.is_file()
     assert main(["evaluate", "--pred", str(pred), "--gt", str(cache), "--audio-length", "3", "--out", str(out)]) == 0
     again = json.loads(out.read_text())
@@ -107,3 +107,96 @@ def test_evaluate_bad_inputs(tmp_path, capsys):
     assert main(["evaluate", "--pred", str(tmp_path / "nope"), "--gt", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "no audio files" in err and "not a folder of audio files" in err
+
+
+# ----- the paper's embedders (random init, recorded key lists, av-benchmark's own modules) ----
+def _rule(key: str, shape, seed: int) -> torch.Tensor:
+    import zlib
+
+    g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(key.encode()))
+    x = torch.randn(tuple(shape), generator=g)
+    if key.endswith("running_var"):
+        return x.abs() * 0.1 + 0.5
+    if "bn" in key and key.endswith("weight"):
+        return 1 + 0.1 * x
+    return x * 0.05
+
+
+def _avb_signal() -> torch.Tensor:
+    sr = 16_000
+    t = np.arange(int(sr * 2.0)) / sr
+    return torch.from_numpy(
+        (0.3 * np.sin(2 * math.pi * 330 * t) + 0.2 * np.sin(2 * math.pi * 2500 * t) * (t > 1.0)).astype(np.float32)
+    )
+
+
+def _avb_reference():
+    from safetensors import safe_open
+
+    path = Path(__file__).parent / "fixtures" / "panns_vggish_reference.safetensors"
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+    return load_file(path), json.loads(meta["panns_keys"]), json.loads(meta["vggish_keys"])
+
+
+@pytest.mark.slow
+def test_panns_cnn14_matches_av_benchmark():
+    from soundvcm.encoders.base import load_strict
+    from soundvcm.evaluation.panns import Cnn14
+
+    ref, keys, _ = _avb_reference()
+    net = Cnn14().eval()
+    assert {k: list(v.shape) for k, v in net.state_dict().items()} == keys  # the official file's layout
+    assert torch.allclose(net.logmel_extractor.melW, ref["panns.melW"], atol=1e-6)  # our Slaney filterbank
+    frozen = ("spectrogram_extractor.", "logmel_extractor.", "num_batches_tracked")
+    state = {
+        k: (v if k.startswith(frozen) or k.endswith(frozen[2]) else _rule(k, v.shape, 11))
+        for k, v in net.state_dict().items()
+    }
+    load_strict(net, state, "Cnn14")
+    with torch.no_grad():
+        emb, logits = net(_avb_signal()[None])
+    assert (emb - ref["panns.embedding"]).abs().max() < 1e-3 * ref["panns.embedding"].abs().max()
+    assert (logits - ref["panns.logits"]).abs().max() < 1e-3 * ref["panns.logits"].abs().max()
+
+
+def test_vggish_matches_av_benchmark():
+    from soundvcm.encoders.base import load_strict
+    from soundvcm.evaluation.vggish import VGGish, examples
+
+    ref, _, keys = _avb_reference()
+    ex = examples(_avb_signal())
+    assert ex.shape == (2, 96, 64) and (ex[0] - ref["vggish.examples_first"]).abs().max() < 1e-4
+    net = VGGish().eval()
+    assert {k: list(v.shape) for k, v in net.state_dict().items()} == keys
+    load_strict(net, {k: _rule(k, s, 12) for k, s in keys.items()}, "VGGish")
+    with torch.no_grad():
+        emb = net.embed(_avb_signal())
+    assert (emb - ref["vggish.embeddings"][0]).abs().max() < 1e-4 * max(1.0, ref["vggish.embeddings"].abs().max())
+
+
+@pytest.mark.slow
+def test_evaluate_adds_paper_metrics_when_weights_are_present(tmp_path, monkeypatch):
+    """With (here: random-initialised) PANNs and VGGish files in the weights folder, their keys appear."""
+    from dataclasses import replace
+
+    from soundvcm.encoders import weights as registry
+    from soundvcm.evaluation.evaluate import evaluate
+    from soundvcm.evaluation.panns import Cnn14
+    from soundvcm.evaluation.vggish import VGGish
+
+    store = tmp_path / "weights"
+    store.mkdir()
+    torch.save({"model": Cnn14().state_dict()}, store / registry.REGISTRY["panns_cnn14_16k"].filename)
+    torch.save(VGGish().state_dict(), store / registry.REGISTRY["vggish"].filename)
+    monkeypatch.setenv("SOUNDVCM_WEIGHTS", str(store))
+    monkeypatch.setitem(registry.REGISTRY, "vggish", replace(registry.REGISTRY["vggish"], sha256_prefix=None))
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    for i in range(3):
+        write_audio(gt / f"c{i}.wav", _clicks(16_000, 2.0, freq=500 + 150 * i), 16_000)
+        write_audio(pred / f"c{i}.wav", _clicks(16_000, 2.0, 20.0, freq=500 + 150 * i), 16_000)
+    result = evaluate(pred, gt, audio_length=2.0, progress=False)
+    assert {"KL-PANNS-softmax", "ISC-PANNS-mean", "ISC-PANNS-std"} <= set(result)
+    assert "FD-VGG" in result or "not computed" in result["report"]["FD-VGG"]
+    assert "FD-PANN" in result or "not computed" in result["report"]["FD-PANN"]
+    assert set(result["report"]["not_computed"]) == {"FD-PASST", "KL-PASST-softmax", "IB-Score", "DeSync"}

@@ -30,6 +30,7 @@ class WeightFile:
     url: str
     md5: str | None  # None: upstream publishes no checksum; the strict key check still applies
     description: str
+    sha256_prefix: str | None = None  # torch.hub-style names carry the first hex digits of the SHA-256
 
 
 REGISTRY: dict[str, WeightFile] = {
@@ -75,6 +76,14 @@ REGISTRY: dict[str, WeightFile] = {
             "https://github.com/mlfoundations/open_clip/raw/v3.3.0/src/open_clip/bpe_simple_vocab_16e6.txt.gz",
             "933b7abbbbde62c36f02f0e6ccde464f", "CLIP's BPE merges (text tokenizer)"),
         WeightFile(
+            "panns_cnn14_16k", "Cnn14_16k_mAP=0.438.pth",
+            "https://zenodo.org/record/3987831/files/Cnn14_16k_mAP%3D0.438.pth",
+            None, "PANNs Cnn14, 16 kHz (FD-PANN, KL-PANNS-softmax, ISC-PANNS)"),
+        WeightFile(
+            "vggish", "vggish-10086976.pth",
+            "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth",
+            None, "VGGish (FD-VGG)", sha256_prefix="10086976"),
+        WeightFile(
             "empty_string", "empty_string.pth", f"{RELEASES}/empty_string.pth",
             None, "CLIP text features of the empty string (MMAudio's frozen null text)"),
     ]
@@ -106,6 +115,14 @@ def expected_keys(name: str) -> dict[str, tuple[int, ...]] | None:
             from soundvcm.encoders.bigvgan import BIGVGAN_CONFIGS, BigVGAN
 
             return shapes(BigVGAN(BIGVGAN_CONFIGS["16k" if name == "bigvgan_16k" else "44k"]))
+        if name == "panns_cnn14_16k":
+            from soundvcm.evaluation.panns import Cnn14
+
+            return shapes(Cnn14())
+        if name == "vggish":
+            from soundvcm.evaluation.vggish import VGGish
+
+            return shapes(VGGish())
         if name.startswith("mmaudio_"):
             from soundvcm.network.mmdit import MMDiT, network_preset
 
@@ -122,8 +139,11 @@ def check_keys(name: str, state: dict) -> None:
     expected = expected_keys(name)
     if expected is None:
         return
-    if isinstance(state, dict) and "generator" in state and isinstance(state["generator"], dict):
-        state = state["generator"]
+    for wrapper in ("generator", "model"):
+        if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
+            state = state[wrapper]
+    if name == "vggish":
+        state = {k: v for k, v in state.items() if not k.startswith("pproc.")}
     got = {k: tuple(v.shape) for k, v in fold_weight_norm(state).items()}
     if name == "synchformer":
         got = {k: v for k, v in got.items() if k.startswith("vfeat_extractor.")}
@@ -162,6 +182,10 @@ def resolve(name: str, directory: Path | None = None, check_md5: bool = True) ->
     fetch = f"Fetch it with: soundvcm weights download {name}  (or place {w.url} there)"
     if not path.is_file():
         raise WeightsError(f"{w.description}: {path} not found. {fetch}")
+    if check_md5 and w.sha256_prefix is not None:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if not digest.startswith(w.sha256_prefix):
+            raise WeightsError(f"{path}: SHA-256 {digest[:8]}... does not start with {w.sha256_prefix}. {fetch}")
     if check_md5 and w.md5 is not None:
         got = md5sum(path)
         if got != w.md5:
@@ -192,6 +216,8 @@ def download(name: str, directory: Path | None = None, force: bool = False) -> P
                     bar.update(len(block))
         if w.md5 is not None and (got := md5sum(tmp)) != w.md5:
             raise WeightsError(f"{w.url}: downloaded file has md5 {got}, expected {w.md5}")
+        if w.sha256_prefix is not None and not hashlib.sha256(tmp.read_bytes()).hexdigest().startswith(w.sha256_prefix):
+            raise WeightsError(f"{w.url}: downloaded file's SHA-256 does not start with {w.sha256_prefix}")
         os.replace(tmp, target)
     except OSError as exc:
         raise WeightsError(

@@ -8,10 +8,11 @@ files, short or unreadable clips and sample-rate mismatches go into the report (
 Metrics whose models are available are computed and written with av-benchmark's key names; our
 offline ones are ``FD-AISFX`` (Fréchet distance of aisfx block embeddings), ``KL-AISFX``
 (KL(gt || pred) on the soundstorm head, paired), ``ISC-AISFX`` (inception score, mean and std)
-and ``Onset-Lag-ms`` (mean |lag| of onset envelopes, paired). The paper's embedders (PANNs,
-VGGish, PaSST, ImageBind, Synchformer) are not implemented yet; their keys are listed under
-``not_computed`` with the reason. Ground-truth embeddings are cached next to the GT audio
-(``GT/.soundvcm_eval/aisfx.safetensors``, keyed by name, size and mtime) and that file can be
+and ``Onset-Lag-ms`` (mean |lag| of onset envelopes, paired). With their weight files present
+(``soundvcm weights download panns_cnn14_16k vggish``) FD-PANN, KL-PANNS-softmax, ISC-PANNS-mean
+and FD-VGG are added; PaSST, ImageBind and Synchformer are not implemented yet. Every key not
+computed is listed under ``not_computed`` with the reason. Ground-truth embeddings are cached next to the GT audio
+(``GT/.soundvcm_eval/features.safetensors``, keyed by name, size and mtime) and that file can be
 passed as ``--gt`` on its own.
 """
 
@@ -71,16 +72,8 @@ def pair(pred: dict[str, Path], gt_names: set[str]) -> tuple[list[tuple[str, str
     return pairs, unpaired, sorted(gt_names - used)
 
 
-def load_clip(path: Path, sample_rate: int, length: float) -> tuple[torch.Tensor, int, bool]:
-    """(mono DC-removed wave at sample_rate, native rate, shorter than ``length``)."""
-    native = load_audio(path)[1]
-    wave, _ = load_audio(path, sample_rate, duration=length)
-    short = wave.numel() < int(length * sample_rate * 0.99)
-    return wave - wave.mean(), native, short
-
-
 class EmbeddingCache:
-    """aisfx embeddings + logits per file, in one safetensors file, valid while size and mtime hold."""
+    """Per-file features (any named tensors) in one safetensors file, valid while size and mtime hold."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -89,27 +82,81 @@ class EmbeddingCache:
         if path.is_file():
             with safe_open(str(path), "pt") as f:
                 self.keys = json.loads(f.metadata()["files"])
-                for name in self.keys:
-                    self.entries[name] = {"emb": f.get_tensor(f"{name}/emb"), "logits": f.get_tensor(f"{name}/logits")}
+                for key in f.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                    name, _, field = key.rpartition("/")
+                    self.entries.setdefault(name, {})[field] = f.get_tensor(key)
 
-    def get(self, name: str, stamp: list | None) -> dict[str, torch.Tensor] | None:
-        if name in self.entries and (stamp is None or self.keys.get(name) == stamp):
-            return self.entries[name]
-        return None
+    def get(self, name: str, stamp: list | None, fields: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
+        entry = self.entries.get(name)
+        if entry is None or (stamp is not None and self.keys.get(name) != stamp) or not set(fields) <= set(entry):
+            return None
+        return entry
 
-    def put(self, name: str, stamp: list, emb: torch.Tensor, logits: torch.Tensor) -> None:
-        self.entries[name] = {"emb": emb.contiguous(), "logits": logits.contiguous()}
+    def put(self, name: str, stamp: list, features: dict[str, torch.Tensor]) -> None:
+        self.entries[name] = {k: v.contiguous() for k, v in features.items()}
         self.keys[name] = stamp
 
     def save(self) -> None:
         tensors = {f"{n}/{k}": v for n, e in self.entries.items() for k, v in e.items()}
-        meta = {"files": json.dumps(self.keys), "embedder": "aisfx-0.1.2"}
-        atomic_write(self.path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+        atomic_write(self.path, lambda tmp: save_file(tensors, str(tmp), metadata={"files": json.dumps(self.keys)}))
 
 
 def _stamp(path: Path) -> list:
     st = path.stat()
     return [st.st_size, int(st.st_mtime_ns)]
+
+
+def extractors() -> tuple[dict[str, tuple[int, Any]], dict[str, str]]:
+    """Available embedders: name -> (sample rate, clip -> features); and why others are missing."""
+    from soundvcm.encoders.base import WeightsError
+    from soundvcm.encoders.weights import resolve
+
+    net = aisfx.load_aisfx()
+    available: dict[str, tuple[int, Any]] = {
+        "aisfx": (aisfx.SAMPLE_RATE, lambda w: dict(zip(("emb", "logits"), aisfx.embed_clip(net, w))))
+    }
+    missing: dict[str, str] = {}
+    try:
+        from soundvcm.evaluation.panns import SAMPLE_RATE as PANNS_SR
+        from soundvcm.evaluation.panns import load_panns
+
+        panns = load_panns(resolve("panns_cnn14_16k"))
+
+        def run_panns(w: torch.Tensor) -> dict[str, torch.Tensor]:
+            with torch.inference_mode():
+                emb, logits = panns(w[None])
+            return {"emb": emb[0], "logits": logits[0]}
+
+        available["panns"] = (PANNS_SR, run_panns)
+    except WeightsError as exc:
+        for key in ("FD-PANN", "KL-PANNS-softmax", "ISC-PANNS-mean"):
+            missing[key] = str(exc)
+    try:
+        from soundvcm.evaluation.vggish import SAMPLE_RATE as VGG_SR
+        from soundvcm.evaluation.vggish import load_vggish
+
+        vgg = load_vggish(resolve("vggish"))
+
+        def run_vggish(w: torch.Tensor) -> dict[str, torch.Tensor]:
+            with torch.inference_mode():
+                return {"emb": vgg.embed(w)}
+
+        available["vggish"] = (VGG_SR, run_vggish)
+    except WeightsError as exc:
+        missing["FD-VGG"] = str(exc)
+    for key in ("FD-PASST", "KL-PASST-softmax", "IB-Score", "DeSync"):
+        missing[key] = "embedder not implemented in this version (PaSST, ImageBind, Synchformer; see issue 6)"
+    return available, missing
+
+
+def _features(models: dict, wave: torch.Tensor, native: int) -> dict[str, torch.Tensor]:
+    from soundvcm.media.audio import resample
+
+    out = {}
+    for name, (sr, fn) in models.items():
+        for field, value in fn(resample(wave, native, sr) if sr != native else wave).items():
+            out[f"{name}.{field}"] = value.float().cpu()
+    return out
 
 
 def evaluate(
@@ -128,7 +175,7 @@ def evaluate(
         gt_names = set(cache.entries)
     else:
         gt_files = audio_files(gt)
-        cache = EmbeddingCache(gt / ".soundvcm_eval" / "aisfx.safetensors")
+        cache = EmbeddingCache(gt / ".soundvcm_eval" / "features.safetensors")
         gt_names = set(gt_files)
     if not gt_names:
         raise FileNotFoundError(f"{gt}: no ground-truth audio or embeddings")
@@ -141,80 +188,81 @@ def evaluate(
         "unreadable": [],
         "sample_rate_mismatch": [],
     }
-    net = aisfx.load_aisfx()
+    models, missing = extractors()
+    fields = tuple(f"{m}.{f}" for m in models for f in (("emb", "logits") if m != "vggish" else ("emb",)))
     bar = tqdm(
         total=len(pred_files) + len(gt_files), desc="evaluate", unit="clip", disable=not progress, file=sys.stderr
     )
-    gt_emb, gt_logits, gt_waves, gt_rates = {}, {}, {}, {}
-    for name in sorted(gt_names):
-        path = gt_files.get(name)
-        cached = cache.get(name, _stamp(path) if path else None)
-        if path is not None:
+    feats: dict[str, dict[str, dict[str, torch.Tensor]]] = {"gt": {}, "pred": {}}
+    waves: dict[str, dict[str, torch.Tensor]] = {"gt": {}, "pred": {}}
+    rates: dict[str, dict[str, int]] = {"gt": {}, "pred": {}}
+    for side, names, files in (("gt", sorted(gt_names), gt_files), ("pred", sorted(pred_files), pred_files)):
+        for name in names:
+            path = files.get(name)
+            if path is None:  # ground truth from an embedding cache only
+                cached = cache.get(name, None, ())
+                feats[side][name] = {k: v for k, v in cached.items() if k in fields}
+                continue
+            cached = cache.get(name, _stamp(path), fields) if side == "gt" else None
             try:
-                wave, native, short = load_clip(path, aisfx.SAMPLE_RATE, audio_length)
+                native = load_audio(path)[1]
+                wave, _ = load_audio(path, ONSET_SR, duration=audio_length)
+                full, _ = load_audio(path, duration=audio_length)
             except MediaError as exc:
-                report["unreadable"].append(f"gt/{name}: {exc}")
+                report["unreadable"].append(f"{side}/{name}: {exc}")
                 bar.update(1)
                 continue
-            gt_waves[name], gt_rates[name] = wave, native
-            if short:
-                report["short"].append(f"gt/{name}")
+            rates[side][name] = native
+            if wave.numel() < int(audio_length * ONSET_SR * 0.99):
+                report["short"].append(f"{side}/{name}")
+            waves[side][name] = wave - wave.mean()
             if cached is None:
-                emb, logits = aisfx.embed_clip(net, wave)
-                cache.put(name, _stamp(path), emb, logits)
-                cached = cache.get(name, None)
+                cached = _features(models, full - full.mean(), native)
+                if side == "gt":
+                    cache.put(name, _stamp(path), cached)
+            feats[side][name] = cached
             bar.update(1)
-        gt_emb[name], gt_logits[name] = cached["emb"], cached["logits"]
+    bar.close()
     if gt_files:
         cache.save()
-    pred_emb, pred_logits, pred_waves = {}, {}, {}
-    for name, path in pred_files.items():
-        try:
-            wave, native, short = load_clip(path, aisfx.SAMPLE_RATE, audio_length)
-        except MediaError as exc:
-            report["unreadable"].append(f"pred/{name}: {exc}")
-            bar.update(1)
-            continue
-        if short:
-            report["short"].append(f"pred/{name}")
-        pred_waves[name] = wave
-        pred_emb[name], pred_logits[name] = aisfx.embed_clip(net, wave)
-        bar.update(1)
-    bar.close()
     for p, g in pairs:
-        if p in pred_files and g in gt_rates and load_audio(pred_files[p])[1] != gt_rates[g]:
-            report["sample_rate_mismatch"].append(f"{p}: pred {load_audio(pred_files[p])[1]} Hz vs gt {gt_rates[g]} Hz")
+        if p in rates["pred"] and g in rates["gt"] and rates["pred"][p] != rates["gt"][g]:
+            report["sample_rate_mismatch"].append(f"{p}: pred {rates['pred'][p]} Hz vs gt {rates['gt'][g]} Hz")
+    valid = [(p, g) for p, g in pairs if p in feats["pred"] and g in feats["gt"]]
     metrics: dict[str, float] = {}
-    valid_pairs = [(p, g) for p, g in pairs if p in pred_emb and g in gt_emb]
-    try:
-        metrics["FD-AISFX"] = frechet_distance_embeddings(
-            torch.cat(list(pred_emb.values())), torch.cat(list(gt_emb.values()))
-        )
-    except MetricError as exc:
-        report["FD-AISFX"] = f"not computed: {exc}"
-    if valid_pairs:
-        metrics["KL-AISFX"] = kl_softmax(
-            torch.stack([pred_logits[p] for p, _ in valid_pairs]), torch.stack([gt_logits[g] for _, g in valid_pairs])
-        )
-    if pred_logits:
-        mean, std = inception_score(torch.stack(list(pred_logits.values())), splits=min(10, len(pred_logits)))
-        metrics["ISC-AISFX"], metrics["ISC-AISFX-std"] = mean, std
-    onset_pairs = []
-    for p, g in valid_pairs:
-        if g in gt_waves:
-            from soundvcm.media.audio import resample
 
-            onset_pairs.append(
-                (
-                    resample(pred_waves[p], aisfx.SAMPLE_RATE, ONSET_SR),
-                    resample(gt_waves[g], aisfx.SAMPLE_RATE, ONSET_SR),
-                )
+    def stacked(side: str, key: str, names=None, cat: bool = False) -> torch.Tensor:
+        items = [feats[side][n][key] for n in (names if names is not None else feats[side]) if key in feats[side][n]]
+        return torch.cat(items) if cat else torch.stack(items)
+
+    def fd(name: str, key: str, cat: bool) -> None:
+        try:
+            metrics[name] = frechet_distance_embeddings(stacked("pred", key, cat=cat), stacked("gt", key, cat=cat))
+        except (MetricError, RuntimeError) as exc:
+            report[name] = f"not computed: {exc}"
+
+    for model, prefix in (("aisfx", "AISFX"), ("panns", "PANN")):
+        if model not in models:
+            continue
+        fd(f"FD-{prefix}", f"{model}.emb", cat=model == "aisfx")
+        kl_key = "KL-AISFX" if model == "aisfx" else "KL-PANNS-softmax"
+        if valid:
+            metrics[kl_key] = kl_softmax(
+                stacked("pred", f"{model}.logits", [p for p, _ in valid]),
+                stacked("gt", f"{model}.logits", [g for _, g in valid]),
             )
+        logits = stacked("pred", f"{model}.logits")
+        mean, std = inception_score(logits, splits=min(10, len(logits)))
+        isc = "ISC-AISFX" if model == "aisfx" else "ISC-PANNS-mean"
+        metrics[isc], metrics[isc.replace("-mean", "") + "-std"] = mean, std
+    if "vggish" in models:
+        fd("FD-VGG", "vggish.emb", cat=True)
+    onset_pairs = [(waves["pred"][p], waves["gt"][g]) for p, g in valid if p in waves["pred"] and g in waves["gt"]]
     if onset_pairs:
         metrics["Onset-Lag-ms"] = mean_abs_onset_lag_ms(onset_pairs, ONSET_SR)
     else:
         report["Onset-Lag-ms"] = "not computed: needs ground-truth audio (an embedding cache has none)"
-    report["not_computed"] = {k: "embedder not implemented in this version (see issue 6)" for k in PAPER_KEYS}
+    report["not_computed"] = missing
     if video_dir is not None:
         report["video"] = "IB-Score and DeSync need ImageBind and Synchformer, not implemented yet"
     for key in ("unpaired_pred", "unpaired_gt", "short", "unreadable", "sample_rate_mismatch"):
