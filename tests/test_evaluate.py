@@ -199,4 +199,87 @@ def test_evaluate_adds_paper_metrics_when_weights_are_present(tmp_path, monkeypa
     assert {"KL-PANNS-softmax", "ISC-PANNS-mean", "ISC-PANNS-std"} <= set(result)
     assert "FD-VGG" in result or "not computed" in result["report"]["FD-VGG"]
     assert "FD-PANN" in result or "not computed" in result["report"]["FD-PANN"]
-    assert set(result["report"]["not_computed"]) == {"FD-PASST", "KL-PASST-softmax", "IB-Score", "DeSync"}
+    assert set(result["report"]["not_computed"]) == {"FD-PASST", "KL-PASST-softmax", "IB-Score", "DeSync"}  # no --video
+
+
+def _sync_reference():
+    from safetensors import safe_open
+
+    path = Path(__file__).parent / "fixtures" / "synchformer_reference.safetensors"
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+    return load_file(path), json.loads(meta["keys"])
+
+
+def _sync_rule(key: str, shape, seed: int = 13) -> torch.Tensor:
+    import zlib
+
+    g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(key.encode()))
+    x = torch.randn(tuple(shape), generator=g)
+    if ("norm" in key or "lnorm" in key or key.split(".")[-2].startswith("ln")) and key.endswith("weight"):
+        return 1 + 0.1 * x
+    return x * 0.05
+
+
+def test_synchformer_full_keys_match_av_benchmark():
+    from soundvcm.evaluation.synchformer import Synchformer
+
+    _, keys = _sync_reference()
+    with torch.device("meta"):
+        ours = {k: list(v.shape) for k, v in Synchformer().state_dict().items()}
+    assert ours == keys  # 513 entries, 237.5M values: the layout of synchformer_state_dict.pth
+
+
+@pytest.mark.slow
+def test_synchformer_audio_branch_and_fusion_match_av_benchmark():
+    from soundvcm.encoders.base import load_strict
+    from soundvcm.evaluation.synchformer import Synchformer
+
+    ref, keys = _sync_reference()
+    net = Synchformer().eval()
+    load_strict(net, {k: _sync_rule(k, s) for k, s in keys.items()}, "Synchformer")
+    g = torch.Generator().manual_seed(21)
+    spec = torch.randn(1, 2, 1, 128, 66, generator=g)
+    vis = torch.randn(1, 14, 8, 768, generator=g)
+    aud = torch.randn(1, 14, 6, 768, generator=g)
+    with torch.no_grad():
+        afeats = net.afeat_extractor(spec[0, :, 0].transpose(1, 2))  # (S, 66 frames, 128 mels)
+        logits = net.compare_v_a(vis, aud)
+    assert (afeats - ref["afeats"][0]).abs().max() < 1e-4
+    assert (logits - ref["logits"]).abs().max() < 1e-4
+
+
+def test_sync_audio_front_end():
+    from soundvcm.evaluation.synchformer import audio_segments
+
+    wave = torch.randn(1, 16_000 * 4) * 0.1
+    segs = audio_segments(wave)
+    assert segs.shape == (1, 11, 66, 128)  # (64000 - 10240) // 5120 + 1 segments, 66 frames, 128 mels
+    assert torch.all(segs[0, :, -1] == (0 - -4.2677393) / (2 * 4.5689974))  # the padded 66th frame
+
+
+@pytest.mark.slow
+def test_desync_through_evaluate_with_a_synchformer_file(tmp_path, monkeypatch):
+    """DeSync with (here: random-initialised) Synchformer weights: one score per clip on the offset grid."""
+    from media_factory import make_video
+    from soundvcm.encoders import weights as registry
+    from soundvcm.evaluation.evaluate import evaluate
+    from soundvcm.evaluation.synchformer import GRID, Synchformer
+
+    store = tmp_path / "weights"
+    store.mkdir()
+    torch.manual_seed(0)
+    torch.save(Synchformer().state_dict(), store / registry.REGISTRY["synchformer"].filename)
+    monkeypatch.setenv("SOUNDVCM_WEIGHTS", str(store))
+    from dataclasses import replace
+
+    monkeypatch.setitem(registry.REGISTRY, "synchformer", replace(registry.REGISTRY["synchformer"], md5=None))
+    gt, pred, videos = tmp_path / "gt", tmp_path / "pred", tmp_path / "videos"
+    write_audio(gt / "c0.wav", _clicks(16_000, 5.0), 16_000)
+    write_audio(pred / "c0.wav", _clicks(16_000, 5.0, 100.0), 16_000)
+    make_video(videos / "c0.mp4", duration=5.0, size=(64, 48), audio_rate=None)
+    result = evaluate(pred, gt, audio_length=5.0, video_dir=videos, progress=False)
+    assert "DeSync" in result and any(
+        abs(result["DeSync"] - abs(v)) < 1e-6 for v in (GRID[:, None] + GRID[None]).flatten() / 2
+    )
+    assert "DeSync" not in result["report"]["not_computed"]

@@ -103,10 +103,10 @@ def expected_keys(name: str) -> dict[str, tuple[int, ...]] | None:
             from soundvcm.encoders.clip import CLIP
 
             return shapes(CLIP())
-        if name == "synchformer":
-            from soundvcm.encoders.motionformer import MotionFormer
+        if name == "synchformer":  # the whole model (DeSync); the encoder set uses its vfeat_extractor
+            from soundvcm.evaluation.synchformer import Synchformer
 
-            return shapes(MotionFormer(), "vfeat_extractor.")
+            return shapes(Synchformer())
         if name in ("vae_16k", "vae_44k"):
             from soundvcm.encoders.mel_vae import MelVAE
 
@@ -132,8 +132,7 @@ def expected_keys(name: str) -> dict[str, tuple[int, ...]] | None:
 
 
 def check_keys(name: str, state: dict) -> None:
-    """Raise WeightsError unless ``state`` (weight norm folded) has exactly the expected keys and
-    shapes; extra entries are allowed only for the Synchformer file, of which we use a part."""
+    """Raise WeightsError unless ``state`` (weight norm folded) has exactly the expected keys and shapes."""
     from soundvcm.encoders.base import fold_weight_norm
 
     expected = expected_keys(name)
@@ -145,8 +144,6 @@ def check_keys(name: str, state: dict) -> None:
     if name == "vggish":
         state = {k: v for k, v in state.items() if not k.startswith("pproc.")}
     got = {k: tuple(v.shape) for k, v in fold_weight_norm(state).items()}
-    if name == "synchformer":
-        got = {k: v for k, v in got.items() if k.startswith("vfeat_extractor.")}
     missing = sorted(set(expected) - set(got))
     extra = sorted(set(got) - set(expected))
     wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])

@@ -10,8 +10,10 @@ offline ones are ``FD-AISFX`` (Fréchet distance of aisfx block embeddings), ``K
 (KL(gt || pred) on the soundstorm head, paired), ``ISC-AISFX`` (inception score, mean and std)
 and ``Onset-Lag-ms`` (mean |lag| of onset envelopes, paired). With their weight files present
 (``soundvcm weights download panns_cnn14_16k vggish``) FD-PANN, KL-PANNS-softmax, ISC-PANNS-mean
-and FD-VGG are added; PaSST, ImageBind and Synchformer are not implemented yet. Every key not
-computed is listed under ``not_computed`` with the reason. Ground-truth embeddings are cached next to the GT audio
+and FD-VGG are added; with ``--video`` and the Synchformer file, DeSync (first and last 4.8 s of
+each prediction against its video). PaSST and ImageBind are not implemented yet. Every key not
+computed is listed under ``not_computed`` with the reason. Ground-truth embeddings are cached next
+to the GT audio
 (``GT/.soundvcm_eval/features.safetensors``, keyed by name, size and mtime) and that file can be
 passed as ``--gt`` on its own.
 """
@@ -144,9 +146,39 @@ def extractors() -> tuple[dict[str, tuple[int, Any]], dict[str, str]]:
         available["vggish"] = (VGG_SR, run_vggish)
     except WeightsError as exc:
         missing["FD-VGG"] = str(exc)
-    for key in ("FD-PASST", "KL-PASST-softmax", "IB-Score", "DeSync"):
-        missing[key] = "embedder not implemented in this version (PaSST, ImageBind, Synchformer; see issue 6)"
+    for key in ("FD-PASST", "KL-PASST-softmax", "IB-Score"):
+        missing[key] = "embedder not implemented in this version (PaSST, ImageBind; see issue 6)"
     return available, missing
+
+
+def desync(
+    pairs: list[tuple[str, str]], waves: dict[str, torch.Tensor], video_dir: Path, length: float, report
+) -> float | None:
+    """Mean DeSync (s) of predictions against their videos, with the full Synchformer."""
+    from soundvcm.encoders.base import WeightsError
+    from soundvcm.encoders.weights import resolve
+    from soundvcm.evaluation.synchformer import desync_seconds, load_synchformer
+    from soundvcm.media.video import FrameSpec, load_video
+
+    try:
+        model = load_synchformer(resolve("synchformer"))
+    except WeightsError as exc:
+        report["not_computed"]["DeSync"] = str(exc)
+        return None
+    videos = {p.stem: p for p in Path(video_dir).iterdir() if p.is_file()}
+    spec = {"sync": FrameSpec(25.0, 224, 224, fit="crop")}
+    scores = []
+    for p, g in pairs:
+        video = videos.get(g) or videos.get(p)
+        if video is None or p not in waves:
+            report.setdefault("desync_skipped", []).append(f"{p}: no video named {g}.*")
+            continue
+        try:
+            frames = load_video(video, spec, duration=length).frames["sync"]
+            scores.append(desync_seconds(model, frames, waves[p]))
+        except (MediaError, ValueError) as exc:
+            report.setdefault("desync_skipped", []).append(f"{p}: {exc}")
+    return sum(scores) / len(scores) if scores else None
 
 
 def _features(models: dict, wave: torch.Tensor, native: int) -> dict[str, torch.Tensor]:
@@ -263,8 +295,13 @@ def evaluate(
     else:
         report["Onset-Lag-ms"] = "not computed: needs ground-truth audio (an embedding cache has none)"
     report["not_computed"] = missing
-    if video_dir is not None:
-        report["video"] = "IB-Score and DeSync need ImageBind and Synchformer, not implemented yet"
+    if video_dir is None:
+        missing["DeSync"] = "needs --video (the videos the predictions were generated for)"
+    else:
+        score = desync(valid, waves["pred"], video_dir, audio_length, report)
+        if score is not None:
+            metrics["DeSync"] = score
+        missing["IB-Score"] = "ImageBind is not implemented in this version (see issue 6)"
     for key in ("unpaired_pred", "unpaired_gt", "short", "unreadable", "sample_rate_mismatch"):
         if report[key]:
             print(f"soundvcm: evaluate: {key.replace('_', ' ')}: {', '.join(report[key][:10])}"
