@@ -290,6 +290,7 @@ class Trainer:
             self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step)
         bar = tqdm(total=end, initial=self.step, desc="train", unit="step", disable=not main, file=sys.stderr)
         window: list[dict[str, float]] = []
+        buckets: dict[str, str] = {}
         start, start_step = time.perf_counter(), self.step
         while self.step < end:
             record = self.train_step()
@@ -301,12 +302,14 @@ class Trainer:
                 postfix = {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.1e}", "it/s": f"{rate:.2f}"}
                 if self.step % cfg.log_every == 0 or self.step == end:
                     summary = _summarise(window)
-                    postfix.update(
-                        {k.removeprefix("loss_"): f"{v:.3f}" for k, v in summary.items() if k.startswith("loss_t")}
-                    )
+                    # loss by t bucket over the last log interval, in bucket order
+                    buckets = {
+                        k.removeprefix("loss_"): f"{summary[k]:.3f}" for k in sorted(summary) if k.startswith("loss_t")
+                    }
                     for k, v in summary.items():
                         self.writer.add_scalar(f"train/{k}", v, self.step)
                     window = []
+                postfix.update(buckets)
                 bar.set_postfix(postfix, refresh=False)
                 bar.update(1)
             if cfg.val_every and self.step % cfg.val_every == 0 and main:
