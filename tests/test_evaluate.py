@@ -199,7 +199,13 @@ def test_evaluate_adds_paper_metrics_when_weights_are_present(tmp_path, monkeypa
     assert {"KL-PANNS-softmax", "ISC-PANNS-mean", "ISC-PANNS-std"} <= set(result)
     assert "FD-VGG" in result or "not computed" in result["report"]["FD-VGG"]
     assert "FD-PANN" in result or "not computed" in result["report"]["FD-PANN"]
-    assert set(result["report"]["not_computed"]) == {"FD-PASST", "KL-PASST-softmax", "IB-Score", "DeSync"}  # no --video
+    assert set(result["report"]["not_computed"]) == {
+        "FD-PASST",
+        "KL-PASST-softmax",
+        "ISC-PASST-mean",
+        "IB-Score",
+        "DeSync",
+    }
 
 
 def _sync_reference():
@@ -283,3 +289,42 @@ def test_desync_through_evaluate_with_a_synchformer_file(tmp_path, monkeypatch):
         abs(result["DeSync"] - abs(v)) < 1e-6 for v in (GRID[:, None] + GRID[None]).flatten() / 2
     )
     assert "DeSync" not in result["report"]["not_computed"]
+
+
+def _passt_rule(key: str, shape, seed: int = 17) -> torch.Tensor:
+    import zlib
+
+    g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(key.encode()))
+    x = torch.randn(tuple(shape), generator=g)
+    return 1 + 0.1 * x if ("norm" in key or key.startswith("head.0")) and key.endswith("weight") else x * 0.05
+
+
+@pytest.mark.slow
+def test_passt_matches_hear21passt():
+    from safetensors import safe_open
+
+    from soundvcm.encoders.base import load_strict
+    from soundvcm.evaluation.passt import PaSST
+
+    path = Path(__file__).parent / "fixtures" / "passt_reference.safetensors"
+    with safe_open(path, "pt") as f:
+        keys = json.loads(f.metadata()["keys"])
+    ref = load_file(path)
+    net = PaSST().eval()
+    assert {k: list(v.shape) for k, v in net.state_dict().items()} == keys  # 159 entries, 86.2M values
+    load_strict(net, {k: _passt_rule(k, s) for k, s in keys.items()}, "PaSST")
+    spec = torch.randn(1, 1, 128, 1001, generator=torch.Generator().manual_seed(23))
+    with torch.no_grad():
+        logits, features = net(spec)
+    assert (features - ref["features"]).abs().max() < 1e-4 and (logits - ref["logits"]).abs().max() < 1e-4
+
+
+def test_passt_front_end():
+    from soundvcm.evaluation.passt import kaldi_mel_banks, log_mel
+
+    banks = kaldi_mel_banks()
+    assert banks.shape == (128, 513) and banks[:, -1].abs().max() == 0  # zero Nyquist column
+    assert banks.max() <= 1.0 and (banks.argmax(1).diff() >= 0).all()  # triangles, ascending centres
+    top = 15_000 * 1024 / 32_000  # no filter reaches above fmax (bin 480)
+    assert banks[:, int(top) + 1 :].abs().max() == 0
+    assert log_mel(torch.zeros(1, 320_000)).shape == (1, 128, 1000)  # pre-emphasis drops a sample; 99 time patches

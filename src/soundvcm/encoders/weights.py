@@ -84,6 +84,10 @@ REGISTRY: dict[str, WeightFile] = {
             "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth",
             None, "VGGish (FD-VGG)", sha256_prefix="10086976"),
         WeightFile(
+            "passt", "passt-s-f128-p16-s10-ap.476-swa.pt",
+            "https://github.com/kkoutini/PaSST/releases/download/v0.0.1-audioset/passt-s-f128-p16-s10-ap.476-swa.pt",
+            None, "PaSST-S, 32 kHz, 10 s (FD-PASST, KL-PASST-softmax)"),
+        WeightFile(
             "empty_string", "empty_string.pth", f"{RELEASES}/empty_string.pth",
             None, "CLIP text features of the empty string (MMAudio's frozen null text)"),
     ]
@@ -123,6 +127,10 @@ def expected_keys(name: str) -> dict[str, tuple[int, ...]] | None:
             from soundvcm.evaluation.vggish import VGGish
 
             return shapes(VGGish())
+        if name == "passt":
+            from soundvcm.evaluation.passt import PaSST
+
+            return shapes(PaSST())
         if name.startswith("mmaudio_"):
             from soundvcm.network.mmdit import MMDiT, network_preset
 

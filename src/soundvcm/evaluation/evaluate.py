@@ -10,8 +10,9 @@ offline ones are ``FD-AISFX`` (Fréchet distance of aisfx block embeddings), ``K
 (KL(gt || pred) on the soundstorm head, paired), ``ISC-AISFX`` (inception score, mean and std)
 and ``Onset-Lag-ms`` (mean |lag| of onset envelopes, paired). With their weight files present
 (``soundvcm weights download panns_cnn14_16k vggish``) FD-PANN, KL-PANNS-softmax, ISC-PANNS-mean
-and FD-VGG are added; with ``--video`` and the Synchformer file, DeSync (first and last 4.8 s of
-each prediction against its video). PaSST and ImageBind are not implemented yet. Every key not
+FD-VGG, FD-PASST, KL-PASST-softmax and ISC-PASST-mean are added; with ``--video`` and the
+Synchformer file, DeSync (first and last 4.8 s of each prediction against its video). ImageBind
+(IB-Score) is not implemented yet. Every key not
 computed is listed under ``not_computed`` with the reason. Ground-truth embeddings are cached next
 to the GT audio
 (``GT/.soundvcm_eval/features.safetensors``, keyed by name, size and mtime) and that file can be
@@ -146,9 +147,22 @@ def extractors() -> tuple[dict[str, tuple[int, Any]], dict[str, str]]:
         available["vggish"] = (VGG_SR, run_vggish)
     except WeightsError as exc:
         missing["FD-VGG"] = str(exc)
-    for key in ("FD-PASST", "KL-PASST-softmax", "IB-Score"):
-        missing[key] = "embedder not implemented in this version (PaSST, ImageBind; see issue 6)"
+    try:
+        from soundvcm.evaluation import passt
+
+        passt_net = load_passt_file(resolve("passt"))
+        available["passt"] = (passt.SAMPLE_RATE, lambda w: dict(zip(("emb", "logits"), passt.embed_clip(passt_net, w))))
+    except WeightsError as exc:
+        for key in ("FD-PASST", "KL-PASST-softmax", "ISC-PASST-mean"):
+            missing[key] = str(exc)
+    missing["IB-Score"] = "ImageBind is not implemented in this version (see issue 6)"
     return available, missing
+
+
+def load_passt_file(path):
+    from soundvcm.evaluation.passt import load_passt
+
+    return load_passt(path)
 
 
 def desync(
@@ -273,11 +287,11 @@ def evaluate(
         except (MetricError, RuntimeError) as exc:
             report[name] = f"not computed: {exc}"
 
-    for model, prefix in (("aisfx", "AISFX"), ("panns", "PANN")):
+    for model, prefix in (("aisfx", "AISFX"), ("panns", "PANN"), ("passt", "PASST")):
         if model not in models:
             continue
         fd(f"FD-{prefix}", f"{model}.emb", cat=model == "aisfx")
-        kl_key = "KL-AISFX" if model == "aisfx" else "KL-PANNS-softmax"
+        kl_key = {"aisfx": "KL-AISFX", "panns": "KL-PANNS-softmax", "passt": "KL-PASST-softmax"}[model]
         if valid:
             metrics[kl_key] = kl_softmax(
                 stacked("pred", f"{model}.logits", [p for p, _ in valid]),
@@ -285,7 +299,7 @@ def evaluate(
             )
         logits = stacked("pred", f"{model}.logits")
         mean, std = inception_score(logits, splits=min(10, len(logits)))
-        isc = "ISC-AISFX" if model == "aisfx" else "ISC-PANNS-mean"
+        isc = {"aisfx": "ISC-AISFX", "panns": "ISC-PANNS-mean", "passt": "ISC-PASST-mean"}[model]
         metrics[isc], metrics[isc.replace("-mean", "") + "-std"] = mean, std
     if "vggish" in models:
         fd("FD-VGG", "vggish.emb", cat=True)
@@ -301,7 +315,6 @@ def evaluate(
         score = desync(valid, waves["pred"], video_dir, audio_length, report)
         if score is not None:
             metrics["DeSync"] = score
-        missing["IB-Score"] = "ImageBind is not implemented in this version (see issue 6)"
     for key in ("unpaired_pred", "unpaired_gt", "short", "unreadable", "sample_rate_mismatch"):
         if report[key]:
             print(f"soundvcm: evaluate: {key.replace('_', ' ')}: {', '.join(report[key][:10])}"
