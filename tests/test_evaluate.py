@@ -328,3 +328,88 @@ def test_passt_front_end():
     top = 15_000 * 1024 / 32_000  # no filter reaches above fmax (bin 480)
     assert banks[:, int(top) + 1 :].abs().max() == 0
     assert log_mel(torch.zeros(1, 320_000)).shape == (1, 128, 1000)  # pre-emphasis drops a sample; 99 time patches
+
+
+def _ib_reference():
+    from safetensors import safe_open
+
+    path = Path(__file__).parent / "fixtures" / "imagebind_reference.safetensors"
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+    return load_file(path), json.loads(meta["full_keys"]), json.loads(meta["tiny_keys"])
+
+
+def test_imagebind_full_keys_cover_vision_and_audio():
+    from soundvcm.evaluation.imagebind import OTHER_MODALITIES, ImageBind
+
+    _, full, _ = _ib_reference()
+    with torch.device("meta"):
+        ours = {k: list(v.shape) for k, v in ImageBind().state_dict().items()}
+    assert all(full[k] == s for k, s in ours.items())  # every vision/audio entry, same shape
+    rest = set(full) - set(ours)
+    assert rest and all(k.split(".")[1] in OTHER_MODALITIES for k in rest)  # the rest: other modalities
+
+
+def test_imagebind_matches_the_original():
+    from soundvcm.encoders.base import load_strict
+    from soundvcm.evaluation.imagebind import ImageBind, ImageBindConfig
+
+    ref, _, tiny_keys = _ib_reference()
+
+    def rule(key, shape):
+        import zlib
+
+        g = torch.Generator().manual_seed(19 * 1_000_003 + zlib.crc32(key.encode()))
+        x = torch.randn(tuple(shape), generator=g)
+        is_norm = "norm" in key or (".0.weight" in key and "heads" in key) or "pre_transformer_layer" in key
+        return 1 + 0.1 * x if is_norm and key.endswith("weight") and len(shape) == 1 else x * 0.05
+
+    net = ImageBind(ImageBindConfig(64, 2, 4, 48, 2, 4, 32)).eval()
+    state = {k: (v if "log_logit_scale" in k else rule(k, tiny_keys[k])) for k, v in net.state_dict().items()}
+    load_strict(net, state, "tiny ImageBind")
+    g = torch.Generator().manual_seed(29)
+    video = torch.randn(1, 2, 3, 2, 224, 224, generator=g)
+    audio = torch.randn(1, 3, 1, 128, 204, generator=g)
+    with torch.no_grad():
+        v = net.encode_vision(video[0]).mean(0)
+        a = (20.0 * net.encode_audio(audio[0])).mean(0)  # the audio post-processor scales by 20
+    assert (v - ref["vision"][0]).abs().max() < 1e-5 and (a - ref["audio"][0]).abs().max() < 1e-4
+
+
+def test_imagebind_input_pipelines():
+    from soundvcm.evaluation.imagebind import audio_clips, kaldi_fbank, video_clips
+
+    tone = torch.sin(2 * math.pi * 1000 * torch.arange(16_000) / 16_000)
+    fb = kaldi_fbank(tone)
+    assert fb.shape == (98, 128)  # snip edges: 1 + (16000 - 400) // 160 frames
+    peak_bin = fb.mean(0).argmax().item()
+    mel = 1127 * math.log(1 + 1000 / 700)
+    lo, hi = 1127 * math.log(1 + 20 / 700), 1127 * math.log(1 + 8000 / 700)
+    assert abs(peak_bin - ((mel - lo) / ((hi - lo) / 129) - 1)) <= 1.5  # the 1 kHz band
+    assert audio_clips(torch.zeros(16_000 * 5)).shape == (3, 1, 128, 204)
+    frames = torch.randint(0, 255, (40, 3, 224, 300), dtype=torch.uint8)
+    assert video_clips(frames, fps=8.0).shape == (9, 3, 2, 224, 224)  # 3 clips x 3 crops
+
+
+def test_ib_score_through_evaluate(tmp_path, monkeypatch):
+    """IB-Score plumbing with a tiny ImageBind standing in for the 1.2B-parameter file."""
+    import soundvcm.evaluation.imagebind as ib
+    from media_factory import make_video
+    from soundvcm.encoders import weights as registry
+    from soundvcm.evaluation.evaluate import evaluate
+
+    store = tmp_path / "weights"
+    store.mkdir()
+    (store / registry.REGISTRY["imagebind_huge"].filename).write_bytes(b"stand-in")
+    monkeypatch.setenv("SOUNDVCM_WEIGHTS", str(store))
+    torch.manual_seed(0)
+    tiny = ib.ImageBind(ib.ImageBindConfig(64, 1, 4, 48, 1, 4, 32)).eval()
+    monkeypatch.setattr(ib, "load_imagebind", lambda path: tiny)
+    gt, pred, videos = tmp_path / "gt", tmp_path / "pred", tmp_path / "videos"
+    for i in range(2):
+        write_audio(gt / f"c{i}.wav", _clicks(16_000, 3.0, freq=500 + 300 * i), 16_000)
+        write_audio(pred / f"c{i}.wav", _clicks(16_000, 3.0, freq=500 + 300 * i), 16_000)
+        make_video(videos / f"c{i}.mp4", duration=3.0, size=(320, 240), audio_rate=None)
+    result = evaluate(pred, gt, audio_length=3.0, video_dir=videos, progress=False)
+    assert -100.0 <= result["IB-Score"] <= 100.0 and "IB-Score" not in result["report"]["not_computed"]
+    assert "DeSync" in result["report"]["not_computed"]  # no Synchformer file in this store

@@ -441,10 +441,24 @@ def _bench_embed(args: argparse.Namespace) -> int:
         with torch.inference_mode():
             return vgg.embed(w)
 
+    from soundvcm.evaluation import passt
+    from soundvcm.evaluation.imagebind import ImageBind, ImageBindConfig, audio_clips
+
+    passt_net = passt.PaSST().eval()
+    ib_audio = ImageBind(
+        ImageBindConfig(vision_dim=64, vision_blocks=1, vision_heads=4)
+    ).eval()  # audio branch full size
+
+    def run_ib(w):
+        with torch.inference_mode():
+            return ib_audio.encode_audio(audio_clips(w))
+
     models = {
         "aisfx (real weights)": (aisfx.SAMPLE_RATE, lambda w: aisfx.embed_clip(net, w)),
         "PANNs Cnn14 16k": (16_000, run_panns),
         "VGGish": (16_000, run_vggish),
+        "PaSST-S (10 s input)": (passt.SAMPLE_RATE, lambda w: passt.embed_clip(passt_net, w)),
+        "ImageBind audio (3 x 2 s clips)": (16_000, run_ib),
     }
     g = torch.Generator().manual_seed(0)
     clips = [torch.randn(8 * 44_100, generator=g) * 0.1 for _ in range(args.clips)]

@@ -88,6 +88,9 @@ REGISTRY: dict[str, WeightFile] = {
             "https://github.com/kkoutini/PaSST/releases/download/v0.0.1-audioset/passt-s-f128-p16-s10-ap.476-swa.pt",
             None, "PaSST-S, 32 kHz, 10 s (FD-PASST, KL-PASST-softmax)"),
         WeightFile(
+            "imagebind_huge", "imagebind_huge.pth", "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth",
+            None, "ImageBind-Huge (IB-Score; its vision and audio parts are used)"),
+        WeightFile(
             "empty_string", "empty_string.pth", f"{RELEASES}/empty_string.pth",
             None, "CLIP text features of the empty string (MMAudio's frozen null text)"),
     ]
@@ -127,6 +130,10 @@ def expected_keys(name: str) -> dict[str, tuple[int, ...]] | None:
             from soundvcm.evaluation.vggish import VGGish
 
             return shapes(VGGish())
+        if name == "imagebind_huge":
+            from soundvcm.evaluation.imagebind import ImageBind
+
+            return shapes(ImageBind())
         if name == "passt":
             from soundvcm.evaluation.passt import PaSST
 
@@ -152,6 +159,10 @@ def check_keys(name: str, state: dict) -> None:
     if name == "vggish":
         state = {k: v for k, v in state.items() if not k.startswith("pproc.")}
     got = {k: tuple(v.shape) for k, v in fold_weight_norm(state).items()}
+    if name == "imagebind_huge":  # the file holds six modalities; we use vision and audio
+        from soundvcm.evaluation.imagebind import OTHER_MODALITIES
+
+        got = {k: v for k, v in got.items() if not (len(k.split(".")) > 1 and k.split(".")[1] in OTHER_MODALITIES)}
     missing = sorted(set(expected) - set(got))
     extra = sorted(set(got) - set(expected))
     wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])

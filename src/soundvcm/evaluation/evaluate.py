@@ -12,7 +12,7 @@ and ``Onset-Lag-ms`` (mean |lag| of onset envelopes, paired). With their weight 
 (``soundvcm weights download panns_cnn14_16k vggish``) FD-PANN, KL-PANNS-softmax, ISC-PANNS-mean
 FD-VGG, FD-PASST, KL-PASST-softmax and ISC-PASST-mean are added; with ``--video`` and the
 Synchformer file, DeSync (first and last 4.8 s of each prediction against its video). ImageBind
-(IB-Score) is not implemented yet. Every key not
+(IB-Score) joins when its file is present and ``--video`` is given. Every key not
 computed is listed under ``not_computed`` with the reason. Ground-truth embeddings are cached next
 to the GT audio
 (``GT/.soundvcm_eval/features.safetensors``, keyed by name, size and mtime) and that file can be
@@ -155,8 +155,41 @@ def extractors() -> tuple[dict[str, tuple[int, Any]], dict[str, str]]:
     except WeightsError as exc:
         for key in ("FD-PASST", "KL-PASST-softmax", "ISC-PASST-mean"):
             missing[key] = str(exc)
-    missing["IB-Score"] = "ImageBind is not implemented in this version (see issue 6)"
     return available, missing
+
+
+def ib_score(
+    pairs: list[tuple[str, str]], waves: dict[str, torch.Tensor], video_dir: Path, length: float, report
+) -> float | None:
+    """IB-Score: 100 x mean cosine between ImageBind embeddings of each video and its prediction."""
+    from soundvcm.encoders.base import WeightsError
+    from soundvcm.encoders.weights import resolve
+    from soundvcm.evaluation.imagebind import audio_clips, load_imagebind, video_clips
+    from soundvcm.evaluation.metrics import ib_score as ib_metric
+    from soundvcm.media.video import FrameSpec, load_video
+
+    try:
+        model = load_imagebind(resolve("imagebind_huge"))
+    except WeightsError as exc:
+        report["not_computed"]["IB-Score"] = str(exc)
+        return None
+    videos = {p.stem: p for p in Path(video_dir).iterdir() if p.is_file()}
+    spec = {"ib": FrameSpec(8.0, 224, 224, fit="short")}
+    vis, aud = [], []
+    with torch.inference_mode():
+        for p, g in pairs:
+            video = videos.get(g) or videos.get(p)
+            if video is None or p not in waves:
+                report.setdefault("ib_skipped", []).append(f"{p}: no video named {g}.*")
+                continue
+            try:
+                frames = load_video(video, spec, duration=length).frames["ib"]
+            except MediaError as exc:
+                report.setdefault("ib_skipped", []).append(f"{p}: {exc}")
+                continue
+            vis.append(model.encode_vision(video_clips(frames, 8.0)).mean(0))
+            aud.append(model.encode_audio(audio_clips(waves[p])).mean(0))
+    return ib_metric(torch.stack(vis), torch.stack(aud)) if vis else None
 
 
 def load_passt_file(path):
@@ -311,10 +344,14 @@ def evaluate(
     report["not_computed"] = missing
     if video_dir is None:
         missing["DeSync"] = "needs --video (the videos the predictions were generated for)"
+        missing["IB-Score"] = "needs --video (the videos the predictions were generated for)"
     else:
         score = desync(valid, waves["pred"], video_dir, audio_length, report)
         if score is not None:
             metrics["DeSync"] = score
+        ib = ib_score(valid, waves["pred"], video_dir, audio_length, report)
+        if ib is not None:
+            metrics["IB-Score"] = ib
     for key in ("unpaired_pred", "unpaired_gt", "short", "unreadable", "sample_rate_mismatch"):
         if report[key]:
             print(f"soundvcm: evaluate: {key.replace('_', ' ')}: {', '.join(report[key][:10])}"

@@ -35,7 +35,9 @@ class FrameSpec:
     """Frames one encoder wants: rate, output size and how to fit the picture into it.
 
     ``fit="squash"`` resizes to (height, width) ignoring aspect (CLIP in MMAudio);
-    ``fit="crop"`` resizes the short side to min(height, width) and centre-crops (Synchformer).
+    ``fit="crop"`` resizes the short side to min(height, width) and centre-crops (Synchformer);
+    ``fit="short"`` only resizes the short side to min(height, width), keeping the aspect (ImageBind,
+    which takes three crops itself).
     """
 
     fps: float
@@ -47,8 +49,8 @@ class FrameSpec:
     def __post_init__(self) -> None:
         if self.fps <= 0 or self.height <= 0 or self.width <= 0:
             raise ValueError(f"FrameSpec needs positive fps and size, got {self}")
-        if self.fit not in ("squash", "crop"):
-            raise ValueError(f"fit must be 'squash' or 'crop', got {self.fit!r}")
+        if self.fit not in ("squash", "crop", "short"):
+            raise ValueError(f"fit must be 'squash', 'crop' or 'short', got {self.fit!r}")
 
 
 @dataclass
@@ -143,7 +145,7 @@ def _convert(frame: av.VideoFrame, spec: FrameSpec) -> np.ndarray:
     disp_w, disp_h = (coded_h, coded_w) if rotation % 2 else (coded_w, coded_h)
     if spec.fit == "squash":
         out_w, out_h = spec.width, spec.height
-    else:  # short side to the crop size, keep aspect
+    else:  # short side to the crop size, keep aspect ("crop" then centre-crops, "short" does not)
         side = min(spec.width, spec.height)
         scale = side / min(disp_w, disp_h)
         out_w, out_h = max(side, round(disp_w * scale)), max(side, round(disp_h * scale))
