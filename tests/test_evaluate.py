@@ -387,8 +387,10 @@ def test_imagebind_input_pipelines():
     lo, hi = 1127 * math.log(1 + 20 / 700), 1127 * math.log(1 + 8000 / 700)
     assert abs(peak_bin - ((mel - lo) / ((hi - lo) / 129) - 1)) <= 1.5  # the 1 kHz band
     assert audio_clips(torch.zeros(16_000 * 5)).shape == (3, 1, 128, 204)
-    frames = torch.randint(0, 255, (40, 3, 224, 300), dtype=torch.uint8)
-    assert video_clips(frames, fps=8.0).shape == (9, 3, 2, 224, 224)  # 3 clips x 3 crops
+    frames = torch.randint(0, 255, (4, 3, 224, 300), dtype=torch.uint8)  # 8 s at 0.5 fps
+    clips = video_clips(frames)
+    assert clips.shape == (9, 3, 2, 224, 224)  # 3 consecutive pairs x 3 crops
+    assert torch.equal(clips[2, :, 1], clips[5, :, 0])  # pair 0's second frame starts pair 1 (right crop)
 
 
 def test_ib_score_through_evaluate(tmp_path, monkeypatch):
@@ -407,9 +409,31 @@ def test_ib_score_through_evaluate(tmp_path, monkeypatch):
     monkeypatch.setattr(ib, "load_imagebind", lambda path: tiny)
     gt, pred, videos = tmp_path / "gt", tmp_path / "pred", tmp_path / "videos"
     for i in range(2):
-        write_audio(gt / f"c{i}.wav", _clicks(16_000, 3.0, freq=500 + 300 * i), 16_000)
-        write_audio(pred / f"c{i}.wav", _clicks(16_000, 3.0, freq=500 + 300 * i), 16_000)
-        make_video(videos / f"c{i}.mp4", duration=3.0, size=(320, 240), audio_rate=None)
-    result = evaluate(pred, gt, audio_length=3.0, video_dir=videos, progress=False)
+        write_audio(gt / f"c{i}.wav", _clicks(16_000, 4.0, freq=500 + 300 * i), 16_000)
+        write_audio(pred / f"c{i}.wav", _clicks(16_000, 4.0, freq=500 + 300 * i), 16_000)
+        make_video(videos / f"c{i}.mp4", duration=4.0, size=(320, 240), audio_rate=None)
+    result = evaluate(pred, gt, audio_length=4.0, video_dir=videos, progress=False)
     assert -100.0 <= result["IB-Score"] <= 100.0 and "IB-Score" not in result["report"]["not_computed"]
     assert "DeSync" in result["report"]["not_computed"]  # no Synchformer file in this store
+
+
+def test_front_ends_match_torchaudio():
+    """The Synchformer, PaSST and ImageBind audio front ends against torchaudio's own (fixture)."""
+    from soundvcm.evaluation.imagebind import kaldi_fbank
+    from soundvcm.evaluation.passt import log_mel
+    from soundvcm.evaluation.synchformer import audio_segments
+
+    ref = load_file(Path(__file__).parent / "fixtures" / "torchaudio_frontends_reference.safetensors")
+
+    def signal(sr, seconds):
+        t = torch.arange(int(sr * seconds), dtype=torch.float64) / sr
+        wave = 0.3 * torch.sin(2 * math.pi * 440 * t) + 0.2 * torch.sin(2 * math.pi * 3100 * t) * (t > seconds / 2)
+        return (wave + 0.1 * torch.sin(2 * math.pi * 97 * t)).float()
+
+    sync = audio_segments(signal(16_000, 10_240 / 16_000)[None])[0, 0].T
+    assert (sync - ref["sync_mel"]).abs().max() < 1e-4
+    assert (log_mel(signal(32_000, 1.0)[None])[0] - ref["passt_mel"]).abs().max() < 1e-4
+    wave = signal(16_000, 1.0)
+    fbank, expected = kaldi_fbank(wave - wave.mean()), ref["imagebind_fbank"]
+    audible = expected > -10  # below that, torchaudio's float32 round-off dominates the log
+    assert (fbank - expected)[audible].abs().max() < 1e-3 and (fbank - expected).abs().median() < 1e-5

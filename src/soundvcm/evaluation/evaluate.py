@@ -164,7 +164,7 @@ def ib_score(
     """IB-Score: 100 x mean cosine between ImageBind embeddings of each video and its prediction."""
     from soundvcm.encoders.base import WeightsError
     from soundvcm.encoders.weights import resolve
-    from soundvcm.evaluation.imagebind import audio_clips, load_imagebind, video_clips
+    from soundvcm.evaluation.imagebind import VIDEO_FPS, audio_clips, load_imagebind, video_clips
     from soundvcm.evaluation.metrics import ib_score as ib_metric
     from soundvcm.media.video import FrameSpec, load_video
 
@@ -174,7 +174,7 @@ def ib_score(
         report["not_computed"]["IB-Score"] = str(exc)
         return None
     videos = {p.stem: p for p in Path(video_dir).iterdir() if p.is_file()}
-    spec = {"ib": FrameSpec(8.0, 224, 224, fit="short")}
+    spec = {"ib": FrameSpec(VIDEO_FPS, 224, 224, fit="short")}
     vis, aud = [], []
     with torch.inference_mode():
         for p, g in pairs:
@@ -184,10 +184,11 @@ def ib_score(
                 continue
             try:
                 frames = load_video(video, spec, duration=length).frames["ib"]
-            except MediaError as exc:
+                clips = video_clips(frames)
+            except (MediaError, ValueError) as exc:
                 report.setdefault("ib_skipped", []).append(f"{p}: {exc}")
                 continue
-            vis.append(model.encode_vision(video_clips(frames, 8.0)).mean(0))
+            vis.append(model.encode_vision(clips).mean(0))
             aud.append(model.encode_audio(audio_clips(waves[p])).mean(0))
     return ib_metric(torch.stack(vis), torch.stack(aud)) if vis else None
 

@@ -184,39 +184,41 @@ def kaldi_fbank(wave: Tensor, sr: int = 16_000, bins: int = 128) -> Tensor:
 
 
 def audio_clips(wave: Tensor, sr: int = 16_000, clips: int = 3, seconds: float = 2.0, frames: int = 204) -> Tensor:
-    """(samples,) at 16 kHz -> (clips, 1, 128, 204): uniformly spaced 2 s clips, normalised fbank."""
+    """(samples,) at 16 kHz -> (clips, 1, 128, 204): ImageBind's ConstantClipsPerVideoSampler (clip k
+    starts at k (duration - 2) / (clips - 1) s), per-clip mean removal, fbank, pad/cut, normalise."""
     n = int(sr * seconds)
     wave = F.pad(wave, (0, max(0, n - wave.numel())))
-    starts = torch.linspace(0, wave.numel() - n, clips).round().long().tolist()
+    duration = wave.numel() / sr
     out = []
-    for s in starts:
-        clip = wave[s : s + n]
+    for k in range(clips):
+        start = k * max(duration - seconds, 0.0) / max(clips - 1, 1)
+        clip = wave[int(start * sr) : int((start + seconds) * sr)]
         fb = kaldi_fbank(clip - clip.mean()).T  # (128, T)
         fb = F.pad(fb, (0, max(0, frames - fb.shape[1])))[:, :frames]
         out.append((fb - AUDIO_MEAN) / AUDIO_STD)
     return torch.stack(out)[:, None]
 
 
-def video_clips(frames: Tensor, fps: float, clips: int = 3, seconds: float = 2.0) -> Tensor:
-    """uint8 (T, 3, H, W) with short side 224 -> (clips * 3 crops, 3, 2, 224, 224), CLIP-normalised:
-    uniformly spaced 2 s clips, 2 frames each, left/centre/right (or top/centre/bottom) crops."""
-    t = frames.shape[0]
-    span = max(1, int(round(seconds * fps)))
-    starts = torch.linspace(0, max(0, t - span), clips).round().long().tolist()
+VIDEO_FPS = 0.5  # av-benchmark samples ImageBind frames at 0.5 fps
+
+
+def video_clips(frames: Tensor) -> Tensor:
+    """uint8 (T, 3, H, W) at 0.5 fps, short side 224 -> (3 (T - 1), 3, 2, 224, 224), CLIP-normalised:
+    every pair of consecutive frames, each in three crops (left/centre/right, or top/centre/bottom)."""
     x = frames.float() / 255.0
     x = (x - torch.tensor(OPENAI_MEAN).view(-1, 1, 1)) / torch.tensor(OPENAI_STD).view(-1, 1, 1)
-    out = []
-    for s in starts:
-        idx = torch.linspace(s, min(t - 1, s + span - 1), 2).round().long()
-        clip = x[idx].transpose(0, 1)  # (3, 2, H, W)
-        h, w = clip.shape[-2:]
-        for k in range(3):
-            if w >= h:
-                left = [0, (w - 224 + 1) // 2, w - 224][k]
-                out.append(clip[..., :224, left : left + 224])
-            else:
-                top = [0, (h - 224 + 1) // 2, h - 224][k]
-                out.append(clip[..., top : top + 224, :224])
+    h, w = x.shape[-2:]
+    crops = []
+    for k in range(3):  # av-benchmark's uniform_crop offsets (ceil for the centre)
+        if w >= h:
+            left = [0, math.ceil((w - 224) / 2), w - 224][k]
+            crops.append(x[..., :224, left : left + 224])
+        else:
+            top = [0, math.ceil((h - 224) / 2), h - 224][k]
+            crops.append(x[..., top : top + 224, :224])
+    out = [crop[i : i + 2].transpose(0, 1) for i in range(x.shape[0] - 1) for crop in crops]
+    if not out:
+        raise ValueError("ImageBind needs at least 2 frames at 0.5 fps (4 s of video)")
     return torch.stack(out)
 
 
