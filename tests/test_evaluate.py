@@ -437,3 +437,22 @@ def test_front_ends_match_torchaudio():
     fbank, expected = kaldi_fbank(wave - wave.mean()), ref["imagebind_fbank"]
     audible = expected > -10  # below that, torchaudio's float32 round-off dominates the log
     assert (fbank - expected)[audible].abs().max() < 1e-3 and (fbank - expected).abs().median() < 1e-5
+
+
+def test_pairing_follows_av_benchmark_names():
+    from soundvcm.evaluation.evaluate import pair
+
+    gt = {"zxpo56cpUBU_000007", "abc", "x-1"}
+    pred = {
+        "zxpo56cpUBU_000007-0": None,
+        "000000014_zxpo56cpUBU_000007-1": None,
+        "abc": None,
+        "x-1": None,
+        "zz-3": None,
+    }
+    pairs, unpaired, missing = pair(pred, gt)
+    assert sorted(pairs) == [
+        ("000000014_zxpo56cpUBU_000007-1", "zxpo56cpUBU_000007"), ("abc", "abc"), ("x-1", "x-1"),
+        ("zxpo56cpUBU_000007-0", "zxpo56cpUBU_000007"),
+    ]  # fmt: skip
+    assert unpaired == ["zz-3"] and missing == []

@@ -1,7 +1,8 @@
 """``soundvcm evaluate``: generated audio against ground truth, av-benchmark style, offline here.
 
-Files are paired by stem, as av-benchmark does (a ``NAME-K`` prediction also pairs with ``NAME``:
-several samples per ground-truth clip). Audio is mixed to mono, resampled for the embedder,
+Files are paired by stem, as av-benchmark does (``NAME-K`` and ``000000014_NAME-K`` predictions
+also pair with ``NAME``: several samples per ground-truth clip, VGGSound's ordered names). Audio
+is mixed to mono, resampled for the embedder,
 DC-removed and truncated to ``audio_length`` seconds. Nothing is dropped silently: unpaired
 files, short or unreadable clips and sample-rate mismatches go into the report (and stderr).
 
@@ -57,6 +58,7 @@ PAPER_KEYS = (
 )
 ONSET_SR = 16_000
 SUFFIX = re.compile(r"-\d+$")
+PREFIX = re.compile(r"^\d{9}_")
 
 
 def audio_files(folder: Path) -> dict[str, Path]:
@@ -69,8 +71,10 @@ def pair(pred: dict[str, Path], gt_names: set[str]) -> tuple[list[tuple[str, str
     """(pred stem, gt stem) pairs, unpaired predictions, ground truth without predictions."""
     pairs, unpaired = [], []
     for stem in pred:
-        target = stem if stem in gt_names else SUFFIX.sub("", stem)
-        (pairs.append((stem, target)) if target in gt_names else unpaired.append(stem))
+        # av-benchmark's clean_sample_name: "NAME-K" (sample K of NAME) and "000000014_NAME-K" (VGGSound order)
+        candidates = (stem, SUFFIX.sub("", stem), PREFIX.sub("", SUFFIX.sub("", stem)))
+        target = next((c for c in candidates if c in gt_names), None)
+        (pairs.append((stem, target)) if target is not None else unpaired.append(stem))
     used = {g for _, g in pairs}
     return pairs, unpaired, sorted(gt_names - used)
 
