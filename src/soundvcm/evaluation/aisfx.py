@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from soundvcm.encoders.base import WeightsError, freeze, load_strict
+from soundvcm.evaluation.layers import ConvBlock
 from soundvcm.media.mel import mel_filterbank
 
 SAMPLE_RATE = 44_100
@@ -33,19 +34,6 @@ SPEC_MAX = 9.457798957824707
 BLOCK, BLOCK_HOP = 100, 50
 HEAD = "soundstormBalanced"
 INSTALL_HINT = "Install it with: pip install --no-deps aisfx==0.1.2 (or `make install`)"
-
-
-class ConvBlock(nn.Module):
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.bn2 = nn.BatchNorm2d(cout)
-
-    def forward(self, x: Tensor, pool: int) -> Tensor:
-        x = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
-        return F.max_pool2d(x, pool) if pool > 1 else x
 
 
 class AisfxNet(nn.Module):
@@ -68,7 +56,7 @@ class AisfxNet(nn.Module):
         """(N, 100, 96) normalised log-mel blocks -> (N, 512)."""
         x = blocks[:, None]
         for i, pool in enumerate((2, 2, 2, 1)):
-            x = getattr(self.embedding_net, f"conv_block{i + 1}")(x, pool)
+            x = getattr(self.embedding_net, f"conv_block{i + 1}")(x, pool, "max")
         return x.mean(dim=3).amax(dim=2)
 
     def logits(self, embedding: Tensor, head: str = HEAD) -> Tensor:

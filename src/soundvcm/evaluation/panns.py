@@ -20,22 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from soundvcm.encoders.base import freeze, load_strict, load_weights
+from soundvcm.evaluation.layers import ConvBlock
 from soundvcm.media.mel import mel_filterbank
 
 SAMPLE_RATE, N_FFT, HOP, MELS, FMIN, FMAX = 16_000, 512, 160, 64, 50.0, 8_000.0
-
-
-class _ConvBlock(nn.Module):
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.bn2 = nn.BatchNorm2d(cout)
-
-    def forward(self, x: Tensor, pool: int) -> Tensor:
-        x = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
-        return F.avg_pool2d(x, pool) if pool > 1 else x
 
 
 def _dft_kernels(n_fft: int) -> tuple[Tensor, Tensor]:
@@ -63,7 +51,7 @@ class Cnn14(nn.Module):
         self.bn0 = nn.BatchNorm2d(MELS)
         chans = [1, 64, 128, 256, 512, 1024, 2048]
         for i in range(6):
-            setattr(self, f"conv_block{i + 1}", _ConvBlock(chans[i], chans[i + 1]))
+            setattr(self, f"conv_block{i + 1}", ConvBlock(chans[i], chans[i + 1]))
         self.fc1 = nn.Linear(2048, 2048)
         self.fc_audioset = nn.Linear(2048, classes)
 
