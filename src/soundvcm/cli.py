@@ -358,28 +358,17 @@ def _train(args: argparse.Namespace) -> int:
 def _ema(args: argparse.Namespace) -> int:
     import json
 
-    from soundvcm.network.checkpoint import save_network
-    from soundvcm.network.mmdit import MMDiT
+    from soundvcm.network.checkpoint import config_from_dict
     from soundvcm.training.checkpoint import latest_checkpoint, load_checkpoint
-    from soundvcm.training.posthoc_ema import synthesize
+    from soundvcm.training.trainer import export_ema_checkpoint
 
     ckpt = latest_checkpoint(args.run / "checkpoints")
     if ckpt is None:
         raise FileNotFoundError(f"{args.run}: no training checkpoint")
     _, _, _, doc = load_checkpoint(ckpt)
-    from soundvcm.network.checkpoint import config_from_dict
-
-    weights, info = synthesize(args.run / "ema", args.sigma_rel, doc["step"])
-    net = MMDiT(config_from_dict(doc["network_config"]))
-    state = net.state_dict()
-    state.update({k: v for k, v in weights.items() if k in state})
-    net.load_state_dict(state)
-    from soundvcm.training.trainer import ema_name
-
-    out = args.out or args.run / ema_name(args.sigma_rel)
-    path, _ = save_network(
-        out, net, preset=doc["config"]["network"], encoder_set=doc["encoder_set"], objective=doc["config"]["objective"],
-        ema_sigma_rel=args.sigma_rel, provenance={"kind": "trained", "step": doc["step"], "ema": info},
+    path, info = export_ema_checkpoint(
+        args.run, args.sigma_rel, doc["step"], config_from_dict(doc["network_config"]), doc["config"]["network"],
+        doc["encoder_set"], doc["config"]["objective"], args.out,
     )  # fmt: skip
     print(f"EMA sigma_rel {args.sigma_rel} at step {doc['step']} from {info['snapshots']} snapshots -> {path}")
     print(json.dumps(info))

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from soundvcm.encoders import encoder_spec, load_encoder_set
-from soundvcm.media.video import VideoClip, load_image, load_video, probe
+from soundvcm.media.video import load_image, load_video, probe
 from soundvcm.network.checkpoint import load_network, read_checkpoint_config
 from soundvcm.sampling import consistency_sample, euler_cfg_sample, initial_noise
 
@@ -171,7 +171,6 @@ class Pipeline:
         prompt: str | None,
         duration: float,
         start: float,
-        clip: VideoClip | None = None,
     ) -> tuple[dict[str, Tensor], float, bool, list[str]]:
         spec, notes = self.spec, []
         specs = {"clip": spec.clip_frames, "sync": spec.sync_frames}
@@ -179,10 +178,9 @@ class Pipeline:
         frames = None
         if video is not None:
             with timer("decode"):
-                if clip is None:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")  # collected in clip.warnings instead
-                        clip = load_video(video, specs, duration=duration, start=start)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # collected in clip.warnings instead
+                    clip = load_video(video, specs, duration=duration, start=start)
                 notes += clip.warnings
                 if clip.truncated:
                     truncated = True
@@ -233,7 +231,6 @@ class Pipeline:
         cfg_scale: float = 4.5,
         negative_scale: float = 1.0,
         timer: StageTimer | None = None,
-        _clip: VideoClip | None = None,
     ) -> GenerationResult:
         """Generate audio for a video (``start`` to ``start + duration``), an image and/or a prompt."""
         if video is None and image is None and prompt is None:
@@ -249,7 +246,7 @@ class Pipeline:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         timer = timer or StageTimer(self.device)
-        cond, duration, truncated, notes = self._encode(timer, video, image, prompt, duration, start, _clip)
+        cond, duration, truncated, notes = self._encode(timer, video, image, prompt, duration, start)
         net = self.net
         negative = None
         if negative_prompt is not None:

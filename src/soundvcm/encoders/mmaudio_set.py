@@ -22,7 +22,16 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from soundvcm.encoders.base import EncoderSetSpec, WeightsError, autocast, chunked, freeze, load_strict, load_weights
+from soundvcm.encoders.base import (
+    EncoderSetSpec,
+    WeightsError,
+    autocast,
+    chunked,
+    freeze,
+    load_strict,
+    load_weights,
+    to_float_frames,
+)
 from soundvcm.encoders.bigvgan import BIGVGAN_CONFIGS, BigVGAN
 from soundvcm.encoders.clip import CLIP, OPENAI_MEAN, OPENAI_STD
 from soundvcm.encoders.clip_tokenizer import CLIPTokenizer
@@ -41,11 +50,6 @@ MMAUDIO_SPECS = {
 }
 MELS = {"16k": MEL_16K, "44k": MEL_44K}
 VOCODER_WEIGHTS = {"16k": "bigvgan_16k", "44k": "bigvgan_v2_44k"}
-
-
-def _normalise(frames: Tensor, mean, std) -> Tensor:
-    x = frames.float() / 255.0
-    return (x - torch.tensor(mean, device=x.device).view(-1, 1, 1)) / torch.tensor(std, device=x.device).view(-1, 1, 1)
 
 
 class MMAudioEncoderSet(nn.Module):
@@ -104,7 +108,7 @@ class MMAudioEncoderSet(nn.Module):
 
         def run(x: Tensor) -> Tensor:
             with autocast(self.device, self.dtype):
-                return self.clip.encode_image(_normalise(x.to(self.device), OPENAI_MEAN, OPENAI_STD)).float()
+                return self.clip.encode_image(to_float_frames(x.to(self.device), OPENAI_MEAN, OPENAI_STD)).float()
 
         return chunked(run, frames.flatten(0, 1), self.chunk).view(b, t, -1)
 
@@ -116,7 +120,7 @@ class MMAudioEncoderSet(nn.Module):
 
         def run(x: Tensor) -> Tensor:
             with autocast(self.device, self.dtype):
-                x = _normalise(x.to(self.device).transpose(1, 2), SYNC_MEAN, SYNC_STD).transpose(1, 2)
+                x = to_float_frames(x.to(self.device).transpose(1, 2), SYNC_MEAN, SYNC_STD).transpose(1, 2)
                 return self.motionformer(x).float()
 
         out = chunked(run, segs.flatten(0, 1), max(1, self.chunk // 8))  # (B*S, 8, D)

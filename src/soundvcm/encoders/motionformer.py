@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from soundvcm.encoders.layers import PackedAttention
+
 SYNC_MEAN = (0.5, 0.5, 0.5)
 SYNC_STD = (0.5, 0.5, 0.5)
 
@@ -104,31 +106,13 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class SelfAttention(nn.Module):
-    """nn.MultiheadAttention's parameter layout."""
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
-        self.out_proj = nn.Linear(dim, dim)
-        nn.init.xavier_uniform_(self.in_proj_weight)
-
-    def forward(self, x: Tensor) -> Tensor:
-        b, n, d = x.shape
-        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(b, n, 3, self.heads, -1).unbind(2)
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        return self.out_proj(y.transpose(1, 2).reshape(b, n, d))
-
-
 class SpatialAggregation(nn.Module):
     """A pre-norm transformer encoder layer over [cls, patches]; returns the class token."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: int):
         super().__init__()
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.self_attn = SelfAttention(dim, heads)
+        self.self_attn = PackedAttention(dim, heads)
         self.linear1 = nn.Linear(dim, dim * mlp_ratio)
         self.linear2 = nn.Linear(dim * mlp_ratio, dim)
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)

@@ -42,7 +42,7 @@ from soundvcm.evaluation.metrics import (
     kl_softmax,
     mean_abs_onset_lag_ms,
 )
-from soundvcm.media.audio import load_audio
+from soundvcm.media.audio import load_audio, resample
 from soundvcm.media.errors import MediaError
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus"}
@@ -177,7 +177,7 @@ def ib_score(
     except WeightsError as exc:
         report["not_computed"]["IB-Score"] = str(exc)
         return None
-    videos = {p.stem: p for p in Path(video_dir).iterdir() if p.is_file()}
+    videos = video_index(video_dir)
     spec = {"ib": FrameSpec(VIDEO_FPS, 224, 224, fit="short")}
     vis, aud = [], []
     with torch.inference_mode():
@@ -203,6 +203,11 @@ def load_passt_file(path):
     return load_passt(path)
 
 
+def video_index(video_dir: Path) -> dict[str, Path]:
+    """Videos by stem (predictions pair with the video of their ground-truth name, or their own)."""
+    return {p.stem: p for p in Path(video_dir).iterdir() if p.is_file()}
+
+
 def desync(
     pairs: list[tuple[str, str]], waves: dict[str, torch.Tensor], video_dir: Path, length: float, report
 ) -> float | None:
@@ -217,7 +222,7 @@ def desync(
     except WeightsError as exc:
         report["not_computed"]["DeSync"] = str(exc)
         return None
-    videos = {p.stem: p for p in Path(video_dir).iterdir() if p.is_file()}
+    videos = video_index(video_dir)
     spec = {"sync": FrameSpec(25.0, 224, 224, fit="crop")}
     scores = []
     for p, g in pairs:
@@ -234,8 +239,6 @@ def desync(
 
 
 def _features(models: dict, wave: torch.Tensor, native: int) -> dict[str, torch.Tensor]:
-    from soundvcm.media.audio import resample
-
     out = {}
     for name, (sr, fn) in models.items():
         for field, value in fn(resample(wave, native, sr) if sr != native else wave).items():
@@ -289,9 +292,8 @@ def evaluate(
                 continue
             cached = cache.get(name, _stamp(path), fields) if side == "gt" else None
             try:
-                native = load_audio(path)[1]
-                wave, _ = load_audio(path, ONSET_SR, duration=audio_length)
-                full, _ = load_audio(path, duration=audio_length)
+                full, native = load_audio(path, duration=audio_length)  # decoded once, resampled below
+                wave = (resample(full, native, ONSET_SR) if native != ONSET_SR else full).clamp(-1, 1)
             except MediaError as exc:
                 report["unreadable"].append(f"{side}/{name}: {exc}")
                 bar.update(1)

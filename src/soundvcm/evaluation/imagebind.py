@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from soundvcm.encoders.base import WeightsError, freeze, load_strict, load_weights
+from soundvcm.encoders.base import WeightsError, freeze, load_strict, load_weights, to_float_frames
+from soundvcm.encoders.clip import OPENAI_MEAN, OPENAI_STD
+from soundvcm.encoders.layers import PackedAttention
 
 AUDIO_MEAN, AUDIO_STD = -4.268, 9.138
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 OTHER_MODALITIES = ("text", "depth", "thermal", "imu")
 
 
@@ -48,38 +48,10 @@ class ImageBindConfig:
     audio_frames: int = 204
 
 
-class Attention(nn.Module):
-    """nn.MultiheadAttention's layout (sequence-first in the original), with optional bias_k/bias_v."""
-
-    def __init__(self, d: int, heads: int, bias_kv: bool):
-        super().__init__()
-        self.heads = heads
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * d, d))
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * d))
-        self.out_proj = nn.Linear(d, d)
-        nn.init.xavier_uniform_(self.in_proj_weight)
-        if bias_kv:
-            self.bias_k = nn.Parameter(torch.zeros(1, 1, d))
-            self.bias_v = nn.Parameter(torch.zeros(1, 1, d))
-
-    def forward(self, x: Tensor) -> Tensor:
-        b, n, d = x.shape
-        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
-        if hasattr(self, "bias_k"):  # one extra learned key/value token
-            k = torch.cat([k, self.bias_k.expand(b, 1, d)], dim=1)
-            v = torch.cat([v, self.bias_v.expand(b, 1, d)], dim=1)
-
-        def split(t: Tensor) -> Tensor:
-            return t.view(b, t.shape[1], self.heads, d // self.heads).transpose(1, 2)
-
-        y = F.scaled_dot_product_attention(split(q), split(k), split(v))
-        return self.out_proj(y.transpose(1, 2).reshape(b, n, d))
-
-
 class Block(nn.Module):
     def __init__(self, d: int, heads: int, bias_kv: bool):
         super().__init__()
-        self.attn = Attention(d, heads, bias_kv)
+        self.attn = PackedAttention(d, heads, bias_kv)
         self.norm_1 = nn.LayerNorm(d, eps=1e-6)
         self.mlp = nn.Module()
         self.mlp.fc1 = nn.Linear(d, 4 * d)
@@ -205,8 +177,7 @@ VIDEO_FPS = 0.5  # av-benchmark samples ImageBind frames at 0.5 fps
 def video_clips(frames: Tensor) -> Tensor:
     """uint8 (T, 3, H, W) at 0.5 fps, short side 224 -> (3 (T - 1), 3, 2, 224, 224), CLIP-normalised:
     every pair of consecutive frames, each in three crops (left/centre/right, or top/centre/bottom)."""
-    x = frames.float() / 255.0
-    x = (x - torch.tensor(OPENAI_MEAN).view(-1, 1, 1)) / torch.tensor(OPENAI_STD).view(-1, 1, 1)
+    x = to_float_frames(frames, OPENAI_MEAN, OPENAI_STD)
     h, w = x.shape[-2:]
     crops = []
     for k in range(3):  # av-benchmark's uniform_crop offsets (ceil for the centre)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from soundvcm.encoders.base import freeze, load_strict, load_weights
+from soundvcm.encoders.base import freeze, load_strict, load_weights, to_float_frames
 from soundvcm.encoders.motionformer import SYNC_MEAN, SYNC_STD, MotionFormer, SpatialAggregation, sync_segments
 from soundvcm.media.mel import mel_filterbank
 
@@ -199,8 +199,7 @@ def audio_segments(wave: Tensor) -> Tensor:
 def desync_seconds(model: Synchformer, frames: Tensor, wave: Tensor) -> float:
     """DeSync of one clip: uint8 (T, 3, 224, 224) frames at 25 fps and (samples,) audio at 16 kHz."""
     device = next(model.parameters()).device
-    x = frames.float().div(255.0)
-    x = (x - torch.tensor(SYNC_MEAN).view(-1, 1, 1)) / torch.tensor(SYNC_STD).view(-1, 1, 1)
+    x = to_float_frames(frames, SYNC_MEAN, SYNC_STD)
     segs = sync_segments(x[None])  # (1, S, C, 16, H, W)
     vis = torch.cat([model.vfeat_extractor(s.to(device)) for s in segs[0].split(4)], 0)[None]
     aud_segs = audio_segments(wave[None].to(device))[0]

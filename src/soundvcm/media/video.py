@@ -250,11 +250,6 @@ def load_video(
     )
 
 
-def trim_clip(clip: VideoClip, specs: dict[str, FrameSpec], duration: float) -> dict[str, Tensor]:
-    """Frames covering exactly ``duration`` seconds for each spec."""
-    return {name: clip.frames[name][: int(round(duration * spec.fps + 1e-6))] for name, spec in specs.items()}
-
-
 def load_image(path: str | Path, specs: dict[str, FrameSpec]) -> dict[str, Tensor]:
     """One still image as a one-frame clip per spec (image-to-audio mode)."""
     path = check_input_path(path)

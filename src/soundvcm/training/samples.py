@@ -19,7 +19,6 @@ import torch  # noqa: E402
 
 from soundvcm.data.mixing import step_generator  # noqa: E402
 from soundvcm.media.audio import write_audio  # noqa: E402
-from soundvcm.network.mmdit import MMDiT  # noqa: E402
 from soundvcm.pipeline import CONSISTENCY_OBJECTIVES  # noqa: E402
 from soundvcm.sampling import consistency_sample, euler_cfg_sample, initial_noise  # noqa: E402
 
@@ -51,10 +50,9 @@ def _png(path: Path, image: torch.Tensor, title: str) -> None:
 @torch.no_grad()
 def write_samples(trainer, folder: Path, rows: int = 2) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    net = MMDiT(trainer.net.config).to(trainer.device).eval()
-    state = net.state_dict()
-    state.update({k: v.to(state[k].dtype) for k, v in trainer.ema.emas[0].items() if k in state})
-    net.load_state_dict(state)
+    from soundvcm.training.trainer import ema_network
+
+    net = ema_network(trainer.net.config, trainer.ema.emas[0]).to(trainer.device).eval()
     g = step_generator(trainer.config.seed, -1, 0, 0, "validation")
     batch = trainer.data.batch(trainer.net, max(rows, trainer.config.val_batch), g, trainer.device)
     conditions = {k: v[:rows].detach() for k, v in batch.conditions.items()}

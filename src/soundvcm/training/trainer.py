@@ -29,11 +29,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
 from tqdm import tqdm
 
 from soundvcm.data.mixing import MixedSource, step_generator
-from soundvcm.network.checkpoint import save_network
+from soundvcm.network.checkpoint import config_to_dict, save_network
 from soundvcm.network.mmdit import MMDiT, preset_for_encoders
 from soundvcm.objectives import OBJECTIVE_PRESETS, build_objective
 from soundvcm.training.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -238,7 +237,7 @@ class Trainer:
         doc = {
             "config": config_dict(self.config),
             "encoder_set": self.encoder_set,
-            "network_config": _config_json(self.net),
+            "network_config": config_to_dict(self.net.config),
             "nonfinite": self.nonfinite,
             "skipped": self.skipped,
             "rng": rng_state(),
@@ -261,22 +260,11 @@ class Trainer:
 
     def export_ema(self, sigma_rel: float | None = None) -> Path:
         """Synthesise the EMA at sigma_rel from the snapshots and save it as a soundvcm checkpoint."""
-        sigma = sigma_rel or self.config.ema_export_sigma_rel
         self.ema.snapshot()
-        weights, info = synthesize(self.out / "ema", sigma, self.step)
-        net = MMDiT(self.net.config)
-        state = net.state_dict()
-        state.update({k: v for k, v in weights.items() if k in state})
-        net.load_state_dict(state)
-        path, _ = save_network(
-            self.out / ema_name(sigma),
-            net,
-            preset=self.config.network,
-            encoder_set=self.encoder_set,
-            objective=self.config.objective,
-            ema_sigma_rel=sigma,
-            provenance={"kind": "trained", "step": self.step, "ema": info},
-        )
+        path, _ = export_ema_checkpoint(
+            self.out, sigma_rel or self.config.ema_export_sigma_rel, self.step, self.net.config,
+            self.config.network, self.encoder_set, self.config.objective,
+        )  # fmt: skip
         return path
 
     # ----- the loop ------------------------------------------------------------------------
@@ -345,7 +333,27 @@ def _summarise(window: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def _config_json(net: nn.Module) -> dict:
-    from soundvcm.network.checkpoint import config_to_dict
+def ema_network(config, weights: dict) -> MMDiT:
+    """A fresh network of ``config`` carrying the given (EMA) weights; non-float buffers stay as built."""
+    net = MMDiT(config)
+    state = net.state_dict()
+    state.update({k: v.to(state[k].dtype) for k, v in weights.items() if k in state})
+    net.load_state_dict(state)
+    return net
 
-    return config_to_dict(net.config)
+
+def export_ema_checkpoint(
+    run: Path, sigma_rel: float, step: int, config, preset: str, encoder_set: str, objective: str, out=None
+) -> tuple[Path, dict]:
+    """Synthesise ``run``'s post-hoc EMA at ``sigma_rel`` and ``step``; save it (default RUN/ema_sigma...)."""
+    weights, info = synthesize(Path(run) / "ema", sigma_rel, step)
+    path, _ = save_network(
+        out or Path(run) / ema_name(sigma_rel),
+        ema_network(config, weights),
+        preset=preset,
+        encoder_set=encoder_set,
+        objective=objective,
+        ema_sigma_rel=sigma_rel,
+        provenance={"kind": "trained", "step": step, "ema": info},
+    )
+    return path, info
