@@ -98,3 +98,82 @@ def corrupt_middle(path: Path, out: Path, fraction: float = 0.5, length: int = 3
     data[at : at + length] = rng.integers(0, 256, size=min(length, len(data) - at), dtype=np.uint8).tobytes()
     out.write_bytes(bytes(data))
     return out
+
+
+# ----- frame-counter clips for sync tests ----------------------------------------------------
+COUNTER_BITS = 10
+
+
+def counter_image(index: int, width: int = 160, height: int = 32) -> np.ndarray:
+    """A frame showing ``index`` as COUNTER_BITS black/white bars (robust to lossy coding)."""
+    img = np.zeros((height, width, 3), np.uint8)
+    bar = width // COUNTER_BITS
+    for b in range(COUNTER_BITS):
+        if index >> b & 1:
+            img[:, b * bar : (b + 1) * bar] = 255
+    return img
+
+
+def read_counter(img: np.ndarray) -> int:
+    """The index a :func:`counter_image` shows (img: (H, W, 3) uint8)."""
+    bar = img.shape[1] // COUNTER_BITS
+    return sum(1 << b for b in range(COUNTER_BITS) if img[:, b * bar + 2 : (b + 1) * bar - 2].mean() > 127)
+
+
+def make_counter_video(
+    path: Path,
+    frame_times: list[float],
+    *,
+    codec: str = "libx264",
+    b_frames: int = 3,
+    gop: int = 12,
+    audio_rate: int | None = 16_000,
+) -> Path:
+    """Frame i (shown at frame_times[i]) displays the number i; H.264 with B-frames by default."""
+    time_base = Fraction(1, 1000)
+    with av.open(str(path), mode="w") as container:
+        vs = container.add_stream(codec, rate=25)
+        vs.width, vs.height, vs.pix_fmt = 160, 32, "yuv420p"
+        vs.time_base = time_base
+        vs.codec_context.time_base = time_base
+        if codec == "libx264":
+            vs.options = {"preset": "medium", "crf": "10", "bf": str(b_frames), "g": str(gop)}
+        as_ = None
+        if audio_rate:
+            as_ = container.add_stream("aac", rate=audio_rate)
+            as_.layout = "mono"
+        for i, t in enumerate(frame_times):
+            frame = av.VideoFrame.from_ndarray(counter_image(i), format="rgb24")
+            frame.pts, frame.time_base = int(round(t / time_base)), time_base
+            for packet in vs.encode(frame):
+                container.mux(packet)
+        for packet in vs.encode(None):
+            container.mux(packet)
+        if as_ is not None:
+            wave = make_tone(audio_rate, frame_times[-1] + 0.2)
+            for i in range(0, len(wave), 1024):
+                af = av.AudioFrame.from_ndarray(wave[None, i : i + 1024], format="fltp", layout="mono")
+                af.sample_rate, af.pts = audio_rate, i
+                for packet in as_.encode(af):
+                    container.mux(packet)
+            for packet in as_.encode(None):
+                container.mux(packet)
+    return path
+
+
+def edit_list_copy(src: Path, dst: Path, cut: float) -> Path:
+    """What ``ffmpeg -ss CUT -i SRC -c copy DST`` writes: packets from the keyframe before ``cut``,
+    timestamps shifted so ``cut`` is 0; the MP4 muxer hides the frames before it with an edit list."""
+    with av.open(str(src)) as source, av.open(str(dst), mode="w", format="mp4") as target:
+        vin = source.streams.video[0]
+        vout = target.add_stream_from_template(vin)
+        shift = int(round(cut / vin.time_base))
+        source.seek(int(cut * av.time_base), backward=True, any_frame=False)
+        for packet in source.demux(vin):
+            if packet.dts is None:
+                continue
+            packet.pts -= shift
+            packet.dts -= shift
+            packet.stream = vout
+            target.mux(packet)
+    return dst

@@ -14,7 +14,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from media_factory import corrupt_middle, frame_value, make_tone, make_video
+from media_factory import (
+    corrupt_middle,
+    edit_list_copy,
+    frame_value,
+    make_counter_video,
+    make_tone,
+    make_video,
+    read_counter,
+)
 from soundvcm.media import (
     MEL_16K,
     MEL_44K,
@@ -297,3 +305,59 @@ def test_mux_keeps_rotation_and_refuses_audio_only(tmp_path):
     with pytest.raises(MediaError, match="no video stream"):
         mux_audio(_audio_only(tmp_path), torch.zeros(16_000), 16_000, tmp_path / "x.mp4")
     assert not (tmp_path / "x.mp4").exists()
+
+
+# ----- mux: picture and sound stay in sync ---------------------------------------------------
+VFR_TIMES = [0, 0.05, 0.3, 0.31, 0.9, 1.2, 1.25, 1.9, 2.3, 2.9]
+SYNC_CASES = {
+    # name: (frame times, codec, edit-list cut or None, mux start)
+    "b_frames": ([i / 25 for i in range(75)], "libx264", None, 0.0),
+    "5fps": ([i / 5 for i in range(15)], "libx264", None, 0.0),
+    "120fps": ([i / 120 for i in range(360)], "libx264", None, 0.0),
+    "vfr": (VFR_TIMES, "libx264", None, 0.0),
+    "edit_list": ([i / 25 for i in range(75)], "libx264", 1.04, 0.0),
+    "start_0.5": ([i / 25 for i in range(75)], "libx264", None, 0.5),
+    "start_vfr": (VFR_TIMES, "libx264", None, 0.6),
+    "vp9_reencoded": ([i / 25 for i in range(75)], "libvpx-vp9", None, 0.0),
+}
+
+
+def _shown(path: Path) -> tuple[float, list[tuple[float, int]]]:
+    """(audio start, [(display time, counter) per displayed video frame]) as a player sees them."""
+    with av.open(str(path)) as c:
+        audio_start = next(c.decode(c.streams.audio[0])).time
+    with av.open(str(path)) as c:
+        frames = [(f.time, read_counter(f.to_ndarray(format="rgb24"))) for f in c.decode(c.streams.video[0])]
+    return audio_start, frames
+
+
+@pytest.mark.parametrize("name", list(SYNC_CASES))
+def test_mux_keeps_picture_and_sound_in_sync(tmp_path, name):
+    times, codec, cut, start = SYNC_CASES[name]
+    suffix = ".webm" if codec == "libvpx-vp9" else ".mp4"
+    src = make_counter_video(tmp_path / f"src{suffix}", times, codec=codec, audio_rate=16_000 if suffix == ".mp4" else None)
+    if cut is not None:  # frames before the cut are in the file but hidden by an edit list
+        src = edit_list_copy(src, tmp_path / "cut.mp4", cut)
+        times = [t - cut for t in times]
+    duration = 1.5
+    out = mux_audio(src, torch.zeros(int(16_000 * duration)), 16_000, tmp_path / "out.mp4", start=start)
+    audio_start, shown = _shown(out)
+    gaps = np.diff(times)
+    half_frame = 0.5 * float(gaps.min())
+    # the frame on screen at `start` is shown first, at time 0
+    on_screen = max(i for i, t in enumerate(times) if t <= start + 1e-9)
+    assert shown[0][1] == on_screen, shown[:3]
+    offsets = [ft - audio_start - max(times[i] - start, 0.0) for ft, i in shown]
+    assert max(abs(o) for o in offsets) <= half_frame, offsets
+    # every frame of [start, start + duration) is shown, and nothing from before
+    expected = [i for i, t in enumerate(times) if start < t < start + duration - 1e-9]
+    assert [i for _, i in shown[1:] if times[i] < start + duration - 1e-9] == expected
+    assert all(times[i] >= start - 1e-9 or i == on_screen for _, i in shown)
+
+
+def test_load_video_starts_at_the_edit_list(tmp_path):
+    src = make_counter_video(tmp_path / "src.mp4", [i / 25 for i in range(75)], audio_rate=None)
+    cut = edit_list_copy(src, tmp_path / "cut.mp4", 1.04)  # frame 26 is the first one shown
+    clip = load_video(cut, {"v": FrameSpec(25, 32, 160)}, duration=1.0)
+    indices = [read_counter(f.permute(1, 2, 0).numpy()) for f in clip.frames["v"]]
+    assert indices == list(range(26, 51))

@@ -1,15 +1,27 @@
-"""Put generated audio into the original video (mp4: video + AAC audio), atomically.
+"""Put generated audio into the original video (mp4: video + AAC audio), atomically and in sync.
 
-The video stream is copied packet by packet when MP4 can carry its codec (H.264, HEVC, MPEG-4,
-AV1), keeping quality and taking milliseconds; anything else (VP8/VP9 in WebM, MJPEG, ...) is
-re-encoded to H.264 yuv420p at the source frame rate. The video is cut to the audio's length
-(packets whose timestamps lie past the end are dropped). A copied stream can only begin at a
-keyframe, so a clip that starts later than 0 s is always re-encoded, to keep picture and sound
-aligned. Rotation metadata is kept.
+Time 0 of the generated audio is the video's first *displayed* frame (what the encoders saw,
+:func:`soundvcm.media.video.load_video`), so the muxed picture must start there too:
+
+* **Copy** (the video stream's codec fits MP4: H.264, HEVC, MPEG-4, AV1, and the clip starts at
+  0 s): packets are copied from the first one in decode order, and every timestamp is shifted by
+  the first displayed frame's pts, not by the first packet's dts. With B-frames the first dts is
+  negative; packets before an edit list's start (FFmpeg flags them *discard*: they are decoded
+  but never shown) keep negative timestamps, and the MP4 muxer writes an edit list that hides
+  them. Packets after the end are dropped unless a frame shown before the end is decoded from
+  them. The result is then *checked*: its first displayed video frame and its audio must both
+  start at 0. When that cannot be proven the clip is re-encoded instead.
+* **Re-encode** (any other codec, any clip starting later than 0 s, or a failed check): frames
+  are decoded and written to H.264 with their own presentation times, relative to ``start``; the
+  frame on screen at ``start`` is shown from 0. Variable frame rates stay variable.
+
+The video is cut to the audio's length. Rotation metadata is kept.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -25,6 +37,14 @@ from soundvcm.media.video import probe
 
 COPYABLE = {"h264", "hevc", "mpeg4", "av1"}
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
+REENCODE_TIME_BASE = Fraction(1, 90_000)  # MPEG's clock: fine enough for any frame rate, VFR included
+
+
+def _open(path: Path):
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"{path}: not a readable media file ({exc})") from exc
 
 
 def _encode_audio(container, wave: np.ndarray, sample_rate: int) -> None:
@@ -45,6 +65,120 @@ def _encode_audio(container, wave: np.ndarray, sample_rate: int) -> None:
         container.mux(packet)
 
 
+@dataclass(frozen=True)
+class CopyPlan:
+    """What a stream copy of [0, duration) keeps: packets ``[0, last]`` in decode order, shifted by
+    ``shift`` ticks (the first displayed frame's pts) so that frame lands on 0."""
+
+    shift: int
+    last: int
+    frame_ticks: float  # one frame period in stream ticks, for the check
+
+
+def plan_copy(video: Path, duration: float) -> CopyPlan | None:
+    """Demux once (no decoding) to find the first displayed frame and the last packet needed."""
+    with _open(video) as source:
+        vin = source.streams.video[0]
+        tb = vin.time_base
+        shown: list[tuple[int, int]] = []  # (decode index, pts) of displayed packets
+        for index, packet in enumerate(source.demux(vin)):
+            if packet.pts is None or packet.dts is None:
+                if packet.size:  # a packet without timestamps: alignment cannot be proven
+                    return None
+                continue
+            if not packet.is_discard:
+                shown.append((index, packet.pts))
+        rate = vin.guessed_rate or vin.average_rate or Fraction(25)
+    if not shown or tb is None:
+        return None
+    first = min(pts for _, pts in shown)
+    end = first + duration / float(tb)
+    needed = [index for index, pts in shown if pts < end - 1e-6]
+    if not needed:
+        return None
+    return CopyPlan(shift=first, last=max(needed), frame_ticks=float(1 / (float(rate) * tb)))
+
+
+def _write_copy(source, target, vin, plan: CopyPlan, rotation: int, audio: np.ndarray, sample_rate: int) -> None:
+    vout = target.add_stream_from_template(vin)
+    if rotation:
+        vout.set_display_rotation(rotation)
+    _encode_audio(target, audio, sample_rate)
+    for index, packet in enumerate(source.demux(vin)):
+        if index > plan.last:
+            break
+        if packet.pts is None or packet.dts is None:
+            continue
+        packet.pts -= plan.shift
+        packet.dts -= plan.shift
+        packet.stream = vout
+        target.mux(packet)
+
+
+def copy_is_aligned(path: Path, frame_ticks: float) -> bool:
+    """True when ``path`` shows its first video frame and starts its audio at 0 (half a frame)."""
+    with _open(path) as c:
+        v = c.streams.video[0]
+        shown = [p.pts for p in c.demux(v) if p.pts is not None and not p.is_discard]
+        if not shown or v.time_base is None:
+            return False
+        video_start = min(shown) * float(v.time_base)
+        a = c.streams.audio[0]
+        audio_start = float(a.start_time * a.time_base) if a.start_time is not None else 0.0
+    half_frame = 0.5 * frame_ticks * float(v.time_base)
+    return abs(video_start) <= half_frame and abs(audio_start) <= half_frame
+
+
+def _write_reencoded(
+    source, target, vin, start: float, duration: float, rotation: int, audio: np.ndarray, sample_rate: int
+) -> None:
+    rate = vin.guessed_rate or vin.average_rate or Fraction(25)
+    vout = target.add_stream("libx264", rate=rate)
+    w, h = vin.codec_context.width, vin.codec_context.height
+    vout.width, vout.height = w - w % 2, h - h % 2
+    vout.pix_fmt = "yuv420p"
+    vout.time_base = REENCODE_TIME_BASE
+    vout.codec_context.time_base = REENCODE_TIME_BASE
+    vout.options = {"crf": "18", "preset": "veryfast"}
+    if rotation:
+        vout.set_display_rotation(rotation)
+    _encode_audio(target, audio, sample_rate)
+    t0 = float(vin.start_time * vin.time_base) if vin.start_time is not None else None
+    if start > 0:
+        source.seek(int(((t0 or 0.0) + start) * av.time_base), any_frame=False, backward=True)
+    last_pts = -1
+    held = None  # the latest frame at or before `start`: on screen at time 0
+
+    def emit(frame, rel: float) -> None:
+        nonlocal last_pts
+        pts = max(int(round(rel / REENCODE_TIME_BASE)), last_pts + 1)
+        img = frame.reformat(width=vout.width, height=vout.height, format="yuv420p")
+        img.pts, img.time_base = pts, REENCODE_TIME_BASE
+        last_pts = pts
+        for packet in vout.encode(img):
+            target.mux(packet)
+
+    for frame in source.decode(vin):
+        if frame.time is None:
+            continue
+        if t0 is None:
+            t0 = frame.time
+        rel = frame.time - t0 - start  # this frame's time on the output's clock
+        if rel <= 1e-6:
+            held = frame
+            continue
+        if held is not None:
+            emit(held, 0.0)
+            held = None
+        if rel >= duration - 1e-6:
+            break
+        emit(frame, rel)
+    if held is not None:
+        emit(held, 0.0)
+    for packet in vout.encode(None):
+        target.mux(packet)
+
+
 def mux_audio(
     video: str | Path,
     wave: Tensor | np.ndarray,
@@ -55,76 +189,39 @@ def mux_audio(
 ) -> Path:
     """Write ``out`` (.mp4): the video from ``start`` for len(wave)/sample_rate seconds + the audio.
 
-    ``reencode=None`` copies the video stream when its codec fits MP4 and re-encodes otherwise.
+    ``reencode=None`` copies the video stream when that keeps it in sync (see the module
+    docstring) and re-encodes otherwise; True/False force one way (False still re-encodes when
+    the copy's alignment cannot be proven).
     """
     video = check_input_path(video)
-    out = Path(out)
+    out = Path(out).with_suffix(".mp4")
     audio = torch.as_tensor(wave).detach().float().cpu().reshape(-1).clamp(-1, 1)
     if sample_rate not in AAC_RATES:
         audio = resample(audio, sample_rate, 48_000)
         sample_rate = 48_000
+    samples = audio.numpy()
     duration = audio.numel() / sample_rate
-    out = out.with_suffix(".mp4")
-    rotation = probe(video).rotation  # also rejects non-media and audio-only files early
+    info = probe(video)  # also rejects non-media and audio-only files early
+    rotation = info.rotation
+    copy = info.codec in COPYABLE and start == 0 and not reencode
+    plan = plan_copy(video, duration) if copy else None
 
-    def write(tmp: Path) -> None:
-        try:
-            source = av.open(str(video), metadata_errors="ignore")
-        except av.error.FFmpegError as exc:
-            raise MediaError(f"{video}: not a readable media file ({exc})") from exc
-        with source, av.open(str(tmp), mode="w", format="mp4") as target:
-            if not source.streams.video:
-                raise MediaError(f"{video}: no video stream to put the audio into")
+    def write(tmp: Path, copy: bool) -> None:
+        with _open(video) as source, av.open(str(tmp), mode="w", format="mp4") as target:
             vin = source.streams.video[0]
-            # a copied stream can only start at a keyframe: cut exactly (re-encode) when start > 0
-            copyable = vin.codec_context.name in COPYABLE and start == 0
-            copy = copyable if reencode is None else not reencode
-            t0 = float(vin.start_time * vin.time_base) if vin.start_time is not None else 0.0
-            if start > 0:
-                source.seek(int((t0 + start) * av.time_base), any_frame=False, backward=True)
-            end = t0 + start + duration
             if copy:
-                vout = target.add_stream_from_template(vin)
-                if rotation:
-                    vout.set_display_rotation(rotation)
-                _encode_audio(target, audio.numpy(), sample_rate)
-                first = None
-                for packet in source.demux(vin):
-                    if packet.dts is None or packet.pts is None:
-                        continue
-                    ts = float(packet.pts * packet.time_base)
-                    if ts >= end - 1e-6:
-                        continue
-                    if first is None:
-                        first = packet.dts
-                    packet.dts -= first
-                    packet.pts -= first
-                    packet.stream = vout
-                    target.mux(packet)
+                _write_copy(source, target, vin, plan, rotation, samples, sample_rate)
             else:
-                rate = vin.guessed_rate or vin.average_rate or Fraction(25)
-                vout = target.add_stream("libx264", rate=rate)
-                w, h = vin.codec_context.width, vin.codec_context.height
-                vout.width, vout.height = w - w % 2, h - h % 2
-                vout.pix_fmt = "yuv420p"
-                vout.options = {"crf": "18", "preset": "veryfast"}
-                if rotation:
-                    vout.set_display_rotation(rotation)
-                _encode_audio(target, audio.numpy(), sample_rate)
-                index = 0
-                for frame in source.decode(vin):
-                    if frame.time is None or frame.time < t0 + start - 1e-6:
-                        continue
-                    if frame.time >= end - 1e-6:
-                        break
-                    img = frame.reformat(width=vout.width, height=vout.height, format="yuv420p")
-                    img.pts = index
-                    img.time_base = Fraction(1, 1) / rate
-                    index += 1
-                    for packet in vout.encode(img):
-                        target.mux(packet)
-                for packet in vout.encode(None):
-                    target.mux(packet)
+                _write_reencoded(source, target, vin, start, duration, rotation, samples, sample_rate)
 
-    atomic_write(out, write)
+    def write_checked(tmp: Path) -> None:
+        if plan is not None:
+            write(tmp, copy=True)
+            if copy_is_aligned(tmp, plan.frame_ticks):
+                return
+        write(tmp, copy=False)
+
+    if not math.isfinite(duration) or duration <= 0:
+        raise ValueError("no audio samples to mux")
+    atomic_write(out, write_checked)
     return out
