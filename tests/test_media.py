@@ -335,7 +335,8 @@ def _shown(path: Path) -> tuple[float, list[tuple[float, int]]]:
 def test_mux_keeps_picture_and_sound_in_sync(tmp_path, name):
     times, codec, cut, start = SYNC_CASES[name]
     suffix = ".webm" if codec == "libvpx-vp9" else ".mp4"
-    src = make_counter_video(tmp_path / f"src{suffix}", times, codec=codec, audio_rate=16_000 if suffix == ".mp4" else None)
+    audio_rate = 16_000 if suffix == ".mp4" else None  # WebM takes no AAC
+    src = make_counter_video(tmp_path / f"src{suffix}", times, codec=codec, audio_rate=audio_rate)
     if cut is not None:  # frames before the cut are in the file but hidden by an edit list
         src = edit_list_copy(src, tmp_path / "cut.mp4", cut)
         times = [t - cut for t in times]
