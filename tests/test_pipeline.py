@@ -148,7 +148,7 @@ def test_cli_batch_folder_and_tsv_continue_past_failures(workdir, tmp_path, caps
     (videos / "c.mp4").write_bytes(b"not a video")
     out = tmp_path / "out"
     code, _, err = _run(["generate", videos, "--model", workdir / "vcm", "--duration", "1", "--out", out], capsys)
-    assert code == 1 and "c: " in err and "1 of 3 job(s) failed" in err
+    assert code == 1 and "c.mp4: not a readable media file" in err and "1 of 3 job(s) failed" in err
     assert sorted(p.name for p in out.iterdir()) == ["a.flac", "a.mp4", "b.flac", "b.mp4"]
     tsv = tmp_path / "jobs.tsv"
     tsv.write_text("video\tprompt\nvideos/a.mp4\tfootsteps\n\tbirds singing\n")
@@ -279,5 +279,115 @@ def test_cli_refuses_to_overwrite_the_input(workdir, tmp_path, capsys):
     video = make_video(tmp_path / "clip.mp4", duration=1.0)
     before = video.read_bytes()
     code, _, err = _run(["generate", video, "--model", workdir / "vcm", "--duration", "1", "--out", tmp_path], capsys)
-    assert code == 2 and "would overwrite the input video" in err
+    assert code == 2 and "would overwrite an input of this batch" in err
     assert video.read_bytes() == before and not (tmp_path / "clip.flac").exists()
+
+
+# ----- batch safety and fail-fast (issue 10) -------------------------------------------------
+def _no_load(monkeypatch):
+    """Make loading a model an error, to prove that checks run before it."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(Pipeline, "load", classmethod(refuse))
+
+
+def test_batch_never_writes_over_an_input(workdir, tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "videos"
+    make_video(folder / "clip.avi", duration=1.0, codec="mpeg4", audio_rate=None)
+    make_video(folder / "clip.mp4", duration=1.0)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    _no_load(monkeypatch)
+    code, _, err = _run(["generate", folder, "--model", workdir / "vcm", "--duration", "1", "--out", folder], capsys)
+    assert code == 2 and "clip.mp4: the output would overwrite an input of this batch" in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_batch_names_are_unique_and_outputs_are_never_replaced_silently(workdir, tmp_path, capsys):
+    folder = tmp_path / "videos"
+    make_video(folder / "a.mp4", duration=1.0)
+    make_video(folder / "a.mov", duration=1.0)
+    out = tmp_path / "out"
+    args = ["generate", folder, "--model", workdir / "vcm", "--duration", "1", "--out", out]
+    code, _, _ = _run(args, capsys)
+    assert code == 0 and sorted(p.name for p in out.iterdir()) == ["a.flac", "a.mp4", "a_2.flac", "a_2.mp4"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    code, _, err = _run(args, capsys)  # a second run refuses to replace them
+    assert code == 2 and "already exist" in err and "--overwrite" in err and "--skip-existing" in err
+    (out / "a_2.mp4").unlink()  # an interrupted batch: a_2 is not complete
+    code, stdout, _ = _run([*args, "--skip-existing"], capsys)
+    assert code == 0 and (out / "a_2.mp4").is_file()
+    assert (out / "a.flac").stat().st_mtime_ns == stamps["a.flac"]  # finished jobs are left alone
+    code, stdout, _ = _run([*args, "--skip-existing"], capsys)
+    assert code == 0 and "nothing to do" in stdout
+    code, _, _ = _run([*args, "--overwrite"], capsys)
+    assert code == 0 and (out / "a.flac").stat().st_mtime_ns != stamps["a.flac"]
+
+
+FAIL_FAST = {
+    "missing": (lambda d: d / "nope.mp4", "nope.mp4: no such file"),
+    "not_media": (lambda d: _write(d / "n.mp4", b"hello\n" * 100), "n.mp4: not a readable media file"),
+    "audio_only": (lambda d: _tone(d / "a.flac"), "a.flac: no video stream"),
+    "too_short": (lambda d: make_video(d / "short.mp4", duration=0.4), "short.mp4: too short: 0.40 s"),
+}
+
+
+@pytest.mark.parametrize("name", list(FAIL_FAST))
+def test_bad_inputs_fail_before_any_model_loads(name, workdir, tmp_path, capsys, monkeypatch):
+    make, message = FAIL_FAST[name]
+    video = make(tmp_path)
+    _no_load(monkeypatch)
+    code, _, err = _run(["generate", video, "--model", workdir / "vcm", "--out", tmp_path / "out"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and message in lines[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_folder_that_is_a_file(workdir, tmp_path, capsys, monkeypatch):
+    (tmp_path / "out").write_text("a file")
+    _no_load(monkeypatch)
+    code, _, err = _run(
+        ["generate", workdir / "clip.mp4", "--model", workdir / "vcm", "--out", tmp_path / "out"], capsys
+    )
+    assert (
+        code == 2
+        and err.strip() == f"soundvcm: error: {tmp_path / 'out'}: the output folder is a file; choose another --out"
+    )
+
+
+def test_a_longer_clip_says_what_was_left_out(workdir, tmp_path, capsys):
+    code, _, err = _run(
+        ["generate", workdir / "clip.mp4", "--model", workdir / "vcm", "--duration", "1", "--out", tmp_path], capsys
+    )
+    assert code == 0 and "only 1 s from 0 s of the 3.00 s video were used; pass --full" in err
+
+
+@pytest.mark.parametrize("steps", ["0", "-1", "two"])
+def test_steps_must_be_positive(workdir, steps, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", str(workdir / "clip.mp4"), "--model", str(workdir / "vcm"), "--steps", steps])
+    assert exc.value.code == 2 and "--steps" in capsys.readouterr().err
+
+
+def test_loud_untrained_model_is_limited_and_flagged(tmp_path, capsys):
+    config, encoder_set = preset_for_encoders("debug", "lite")
+    torch.manual_seed(0)
+    net = MMDiT(config)
+    with torch.no_grad():  # a network whose output is far too loud
+        for p in net.parameters():
+            if p.requires_grad and p.abs().sum() == 0:
+                p.normal_(0, 0.02)
+        net.final_layer.conv.weight.mul_(1000)
+    save_network(tmp_path / "loud", net, preset="debug", encoder_set=encoder_set, objective="vcm",
+                 provenance={"kind": "random-init", "seed": 0})  # fmt: skip
+    video = make_video(tmp_path / "clip.mp4", duration=1.0)
+    out = tmp_path / "out"
+    code, _, err = _run(["generate", video, "--model", tmp_path / "loud", "--duration", "1", "--out", out], capsys)
+    assert code == 0 and err.count("never trained") == 1
+    wave, _ = load_audio(out / "clip.flac")
+    ceiling = 10 ** (-1 / 20)
+    assert 0.5 * ceiling < wave.abs().max() <= ceiling + 1e-4  # limited, not clipped
+    with av.open(str(out / "clip.mp4")) as c:
+        aac = torch.cat([torch.from_numpy(f.to_ndarray()).flatten() for f in c.decode(c.streams.audio[0])])
+    assert aac.abs().max() <= 1.0

@@ -25,6 +25,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
 def _dim(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -112,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument(
         "--steps",
-        type=int,
+        type=_positive_int,
         default=None,
         help="sampling steps (default 1 for consistency models, 25 for flow matching)",
     )
@@ -131,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--cfg", type=float, default=4.5, help="CFG strength of the euler sampler (default 4.5)")
     gen.add_argument("--out", type=Path, default=Path("out/generate"), help="output folder (default out/generate)")
+    existing = gen.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    existing.add_argument(
+        "--skip-existing", action="store_true", help="leave out jobs whose outputs exist (resume a batch)"
+    )
     gen.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda or mps")
     gen.add_argument("--profile", action="store_true", help="print per-stage times")
     gen.set_defaults(func=_generate)
@@ -556,8 +571,9 @@ def _bench_toy(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     import os
 
-    from soundvcm.generate import jobs_from_input, run_generate
-    from soundvcm.pipeline import Pipeline
+    from soundvcm.encoders import encoder_spec
+    from soundvcm.generate import check_inputs, jobs_from_input, plan_jobs, run_generate
+    from soundvcm.pipeline import Pipeline, min_duration
 
     model = args.model or os.environ.get("SOUNDVCM_MODEL")
     if model is None:
@@ -567,7 +583,24 @@ def _generate(args: argparse.Namespace) -> int:
         )
     if args.full and args.overlap < 0:
         raise ValueError("--overlap must be >= 0")
-    jobs = jobs_from_input(args.input, args.prompt, args.image)  # input errors before loading anything
+    # everything that can be checked is checked before the model and encoders load (10-20 s)
+    if args.start < 0:
+        raise ValueError(f"--start must be >= 0, got {args.start}")
+    jobs = plan_jobs(jobs_from_input(args.input, args.prompt, args.image), args.out, args.overwrite, args.skip_existing)
+    if not jobs:
+        print(f"nothing to do: every output exists in {args.out} (--skip-existing)")
+        return 0
+    encoder_set, _ = Pipeline.peek(model)
+    jobs, errors = check_inputs(jobs, min_duration(encoder_spec(encoder_set)), 0.0 if args.full else args.start)
+    if errors and not jobs:
+        if len(errors) == 1:
+            raise ValueError(errors[0])
+        for line in errors:
+            print(f"soundvcm: error: {line}", file=sys.stderr)
+        print(f"soundvcm: {len(errors)} of {len(errors)} job(s) failed", file=sys.stderr)
+        return 2
+    for line in errors:
+        print(f"soundvcm: error: {line}", file=sys.stderr)
     pipe = Pipeline.load(model, device=args.device)
     options = {
         "negative_prompt": args.negative_prompt,
@@ -581,7 +614,7 @@ def _generate(args: argparse.Namespace) -> int:
     }
     if args.full:
         options["overlap"] = args.overlap
-    return run_generate(pipe, jobs, args.out, options, args.full, args.profile)
+    return run_generate(pipe, jobs, args.out, options, args.full, args.profile, failed=len(errors))
 
 
 def _weights_list(args: argparse.Namespace) -> int:

@@ -5,12 +5,19 @@ soundtrack). Files appear only when complete (temporary file, then rename); if m
 job's flac is removed as well. In batch mode a failing job is reported on one line and the
 rest go on; the exit status is 1 if any job failed.
 
+Before any model is loaded the whole batch is checked (:func:`plan_jobs`): output names are made
+unique (``clip.avi`` and ``clip.mp4`` become ``clip`` and ``clip_2``); no output may be an input
+of the batch; existing outputs are refused unless ``--overwrite`` (replace them) or
+``--skip-existing`` (leave those jobs out, to resume a big batch) is given; every input must
+exist, decode as media with a video stream, and be long enough (:func:`check_inputs`).
+
 TSV batches: one job per row, tab-separated ``video<TAB>prompt`` (either may be empty; a header
 row starting with ``video`` is skipped; relative paths are relative to the TSV).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from dataclasses import dataclass
@@ -19,8 +26,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from soundvcm.media.audio import write_audio
-from soundvcm.media.errors import MediaError
+from soundvcm.media.errors import MediaError, check_input_path
 from soundvcm.media.mux import mux_audio
+from soundvcm.media.video import probe
 from soundvcm.pipeline import STAGES, GenerationResult, Pipeline, StageTimer
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts"}
@@ -33,6 +41,23 @@ class Job:
     video: Path | None = None
     image: Path | None = None
     prompt: str | None = None
+    length: float | None = None  # the video's duration in seconds, once checked
+
+    def outputs(self, out_dir: Path) -> list[Path]:
+        return [out_dir / f"{self.name}.flac"] + ([out_dir / f"{self.name}.mp4"] if self.video is not None else [])
+
+    def inputs(self) -> list[Path]:
+        return [p for p in (self.video, self.image) if p is not None]
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``, ... whichever is free; the result is added to ``taken``."""
+    base, k = name, 1
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    taken.add(name)
+    return name
 
 
 def slug(text: str, limit: int = 48) -> str:
@@ -54,7 +79,8 @@ def jobs_from_input(source: Path | None, prompt: str | None, image: Path | None)
         files = sorted(p for p in source.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
         if not files:
             raise MediaError(f"{source}: a directory with no video files ({', '.join(sorted(VIDEO_SUFFIXES))})")
-        return [Job(p.stem, video=p, prompt=prompt) for p in files]
+        taken: set[str] = set()
+        return [Job(unique_name(p.stem, taken), video=p, prompt=prompt) for p in files]
     if source.suffix.lower() == ".tsv":
         return jobs_from_tsv(source, prompt)
     if source.suffix.lower() in IMAGE_SUFFIXES:
@@ -73,12 +99,7 @@ def jobs_from_tsv(path: Path, default_prompt: str | None) -> list[Job]:
         if video is None and prompt is None:
             raise ValueError(f"{path}:{i + 1}: a row needs a video or a prompt")
         vpath = None if video is None else (path.parent / video if not Path(video).is_absolute() else Path(video))
-        name = vpath.stem if vpath is not None else slug(prompt)
-        base, k = name, 1
-        while name in names:  # unique output names
-            k += 1
-            name = f"{base}_{k}"
-        names.add(name)
+        name = unique_name(vpath.stem if vpath is not None else slug(prompt), names)
         if vpath is not None and vpath.suffix.lower() in IMAGE_SUFFIXES:
             jobs.append(Job(name, image=vpath, prompt=prompt))
         else:
@@ -88,12 +109,65 @@ def jobs_from_tsv(path: Path, default_prompt: str | None) -> list[Job]:
     return jobs
 
 
+def plan_jobs(jobs: list[Job], out_dir: Path, overwrite: bool = False, skip_existing: bool = False) -> list[Job]:
+    """Check the batch's outputs before any work; returns the jobs to run (see the module docstring)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: the output folder is a file; choose another --out")
+    inputs = {p.resolve() for job in jobs for p in job.inputs()}
+    for job in jobs:
+        for out in job.outputs(out_dir):
+            if out.resolve() in inputs:
+                raise ValueError(
+                    f"{out}: the output would overwrite an input of this batch; choose another --out folder"
+                )
+    if overwrite:
+        return list(jobs)
+    todo, existing = [], []
+    for job in jobs:
+        present = [p for p in job.outputs(out_dir) if p.exists()]
+        if skip_existing:  # finished jobs are left out; a half-finished one runs again
+            if len(present) < len(job.outputs(out_dir)):
+                todo.append(job)
+            continue
+        existing += present
+        todo.append(job)
+    if existing:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise ValueError(
+            f"{existing[0]}{more} already exist(s); pass --overwrite to replace, or --skip-existing to keep them"
+        )
+    return todo
+
+
+def check_inputs(jobs: list[Job], min_duration: float, start: float = 0.0) -> tuple[list[Job], list[str]]:
+    """Probe every video/image of the batch (cheap: headers and one frame) before loading a model.
+
+    Returns the usable jobs (videos get ``length`` set) and one error line per unusable one.
+    """
+    good, errors = [], []
+    for job in jobs:
+        try:
+            if job.video is not None:
+                info = probe(job.video)
+                job.length = info.duration if math.isfinite(info.duration) else None
+                if job.length is not None and job.length - start < min_duration:
+                    available = max(job.length - start, 0.0)
+                    raise MediaError(
+                        f"{job.video}: too short: {available:.2f} s from {start:g} s, at least {min_duration:.2f} s needed"
+                    )
+            elif job.image is not None:
+                check_input_path(job.image)
+        except (ValueError, OSError) as exc:
+            errors.append(str(exc))
+            continue
+        good.append(job)
+    return good, errors
+
+
 def run_job(
     pipe: Pipeline, job: Job, out_dir: Path, options: dict, full: bool = False
 ) -> tuple[GenerationResult, list[Path]]:
     timer = StageTimer(pipe.device)
-    if job.video is not None and (out_dir / f"{job.name}.mp4").resolve() == job.video.resolve():
-        raise ValueError(f"{job.video}: the output would overwrite the input video; choose another --out folder")
     if full and job.video is not None:
         options = {k: v for k, v in options.items() if k not in ("duration", "start")}
         result = pipe.generate_long(job.video, window=options.pop("window"), prompt=job.prompt, **options)
@@ -102,6 +176,11 @@ def run_job(
         options = {k: v for k, v in options.items() if k != "window"}
         result = pipe.generate(video=job.video, image=job.image, prompt=job.prompt, timer=timer, **options)
         start = options.get("start", 0.0)
+        if job.length is not None and job.length > start + result.duration + 0.05:
+            result.warnings.append(
+                f"only {result.duration:g} s from {start:g} s of the {job.length:.2f} s video were used; "
+                "pass --full for all of it (or --duration/--start)"
+            )
     written = [write_audio(out_dir / f"{job.name}.flac", result.wave, result.sample_rate)]
     if job.video is not None:
         try:
@@ -127,14 +206,22 @@ def profile_table(timings: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def run_generate(pipe: Pipeline, jobs: list[Job], out_dir: Path, options: dict, full: bool, profile: bool) -> int:
-    failed = 0
+def run_generate(
+    pipe: Pipeline, jobs: list[Job], out_dir: Path, options: dict, full: bool, profile: bool, failed: int = 0
+) -> int:
+    """Run the jobs with a progress bar; ``failed`` counts jobs already refused by the checks."""
+    total = len(jobs) + failed
+    if pipe.untrained:
+        tqdm.write(
+            "soundvcm: warning: this checkpoint was never trained (random initialisation): it makes noise",
+            file=sys.stderr,
+        )
     bar = tqdm(jobs, desc="generate", unit="clip", disable=len(jobs) == 1, file=sys.stderr)
     for job in bar:
         try:
             result, written = run_job(pipe, job, out_dir, dict(options), full)
         except (ValueError, OSError) as exc:
-            if len(jobs) == 1:
+            if total == 1:
                 raise
             failed += 1
             tqdm.write(f"soundvcm: error: {job.name}: {exc}", file=sys.stderr)
@@ -145,6 +232,6 @@ def run_generate(pipe: Pipeline, jobs: list[Job], out_dir: Path, options: dict, 
         if profile:
             tqdm.write(profile_table(result.timings))
     if failed:
-        print(f"soundvcm: {failed} of {len(jobs)} job(s) failed", file=sys.stderr)
+        print(f"soundvcm: {failed} of {total} job(s) failed", file=sys.stderr)
         return 1
     return 0

@@ -12,7 +12,9 @@ generate``), benchmarks and evaluation all call this module.
 
 Modalities that are not given use the network's null features (image mode: one frame repeated
 over the clip tokens and null sync, as MMAudio does). A video shorter than the requested
-duration is generated for its real length, with a warning. Long videos: ``generate_long`` cuts
+duration is generated for its real length, with a warning. The waveform's peak is limited to
+-1 dBFS by a plain gain (never clipped; :func:`soundvcm.media.audio.limit_peak`), with a warning
+when the gain was below 1/2 (6 dB). Long videos: ``generate_long`` cuts
 the video into windows of ``duration`` seconds overlapping by ``overlap`` seconds, generates each
 window on its own (seed + window index) and crossfades the overlaps linearly.
 """
@@ -30,12 +32,18 @@ import torch
 from torch import Tensor, nn
 
 from soundvcm.encoders import encoder_spec, load_encoder_set
+from soundvcm.media.audio import limit_peak
 from soundvcm.media.video import load_image, load_video, probe
 from soundvcm.network.checkpoint import load_network, read_checkpoint_config
 from soundvcm.sampling import consistency_sample, euler_cfg_sample, initial_noise
 
 CONSISTENCY_OBJECTIVES = ("vcm", "vcm_sec43", "meanflow")
 STAGES = ("decode", "visual", "sync", "text", "network", "latent_decode", "vocoder", "mux")
+
+
+def min_duration(spec) -> float:
+    """Seconds of video one sync segment needs (16 frames at 25 fps = 0.64 s for both sets)."""
+    return spec.sequence.sync_segment_frames / spec.sequence.sync_fps
 
 
 def select_device(preference: str = "auto") -> torch.device:
@@ -106,14 +114,31 @@ class Pipeline:
         device: torch.device,
         dtype: torch.dtype | None = None,
         model_path: Path | None = None,
+        provenance: dict | None = None,
     ):
         self.net, self.encoders, self.encoder_set = net, encoders, encoder_set
         self.objective = objective
+        self.provenance = provenance or {}
         self.device, self.dtype = device, dtype
         self.model_path = model_path
         self.spec = getattr(encoders, "spec", None) or encoder_spec(encoder_set)
         self.spec.check_network(net.config)
         self.encoders.dtype = dtype
+
+    @staticmethod
+    def peek(model: str | Path) -> tuple[str, dict]:
+        """(encoder set, checkpoint config) of ``model`` without loading any weights: enough to
+        check inputs against the encoder set's rates before the slow part."""
+        from soundvcm.encoders.weights import REGISTRY
+
+        if str(model) in REGISTRY and str(model).startswith("mmaudio_") and not Path(model).exists():
+            return ("mmaudio_16k" if "16k" in str(model) else "mmaudio_44k"), {"objective": "fm"}
+        doc = read_checkpoint_config(model)
+        encoder_set = doc.get("encoder_set") or "lite"
+        if encoder_set == "mmaudio":  # checkpoints converted from MMAudio name the family only
+            encoder_set = "mmaudio_16k" if doc["network"]["latent_dim"] == 20 else "mmaudio_44k"
+        encoder_spec(encoder_set)  # unknown sets fail here
+        return encoder_set, doc
 
     @classmethod
     def load(cls, model: str | Path, device: str = "auto", pretrained_encoders: bool = True) -> Pipeline:
@@ -124,17 +149,14 @@ class Pipeline:
         path = Path(model)
         if str(model) in REGISTRY and str(model).startswith("mmaudio_") and not path.exists():
             return cls._load_mmaudio(str(model), device, pretrained_encoders)
-        doc = read_checkpoint_config(path)
-        encoder_set = doc.get("encoder_set") or "lite"
-        if encoder_set == "mmaudio":  # checkpoints converted from MMAudio name the family only
-            encoder_set = "mmaudio_16k" if doc["network"]["latent_dim"] == 20 else "mmaudio_44k"
+        encoder_set, doc = cls.peek(path)
         spec = encoder_spec(encoder_set)
         dev = select_device(device)
         net = load_network(path, device=dev)
         spec.check_network(net.config)  # before loading any encoder weights
         encoders = load_encoder_set(encoder_set, device=dev, pretrained=pretrained_encoders)
         dtype = torch.bfloat16 if dev.type == "cuda" else None
-        return cls(net, encoders, encoder_set, doc.get("objective"), dev, dtype, path)
+        return cls(net, encoders, encoder_set, doc.get("objective"), dev, dtype, path, doc.get("provenance"))
 
     @classmethod
     def _load_mmaudio(cls, name: str, device: str, pretrained_encoders: bool) -> Pipeline:
@@ -146,21 +168,32 @@ class Pipeline:
         dev = select_device(device)
         encoders = load_encoder_set(encoder_set, device=dev, pretrained=pretrained_encoders)
         dtype = torch.bfloat16 if dev.type == "cuda" else None
-        return cls(net.to(dev).eval(), encoders, encoder_set, "fm", dev, dtype, None)
+        provenance = {"kind": "converted", "source": "MMAudio", "variant": name}
+        return cls(net.to(dev).eval(), encoders, encoder_set, "fm", dev, dtype, None, provenance)
 
     # ----- defaults ----------------------------------------------------------------------
     @property
     def sample_rate(self) -> int:
         return self.spec.sequence.sample_rate
 
+    @property
+    def untrained(self) -> bool:
+        """True when the checkpoint says it was never trained (``soundvcm model init``)."""
+        return self.provenance.get("kind") == "random-init"
+
+    @property
+    def min_duration(self) -> float:
+        """The shortest clip the sync encoder takes (one segment), seconds."""
+        return min_duration(self.spec)
+
     def default_sampler(self) -> str:
         return "consistency" if self.objective in CONSISTENCY_OBJECTIVES else "euler"
 
     # ----- conditions --------------------------------------------------------------------
-    def _set_duration(self, duration: float) -> None:
-        if duration * self.spec.sequence.sync_fps < self.spec.sequence.sync_segment_frames:
-            minimum = self.spec.sequence.sync_segment_frames / self.spec.sequence.sync_fps
-            raise ValueError(f"duration {duration:.2f} s is too short; the minimum is {minimum:.2f} s")
+    def _set_duration(self, duration: float, source: str | Path | None = None) -> None:
+        if duration < self.min_duration - 1e-9:
+            what = f"{source}: " if source is not None else ""
+            raise ValueError(f"{what}{duration:.2f} s is too short; the minimum is {self.min_duration:.2f} s")
         self.net.set_duration(duration)
 
     def _encode(
@@ -187,7 +220,7 @@ class Pipeline:
                     duration = math.floor(clip.duration * 100) / 100  # whole centiseconds
                     notes.append(f"generating {duration:.2f} s (the video's length) instead of the requested length")
                 frames = clip.frames
-        self._set_duration(duration)
+        self._set_duration(duration, video)
         seq = self.net.sequence
         null = self.net.null_conditions(1)
         conditions = {k: v.detach() for k, v in null.items()}
@@ -242,7 +275,8 @@ class Pipeline:
         sampler = sampler or self.default_sampler()
         if sampler not in ("consistency", "euler"):
             raise ValueError(f"sampler must be 'consistency' or 'euler', got {sampler!r}")
-        steps = steps or (1 if sampler == "consistency" else 25)
+        if steps is None:
+            steps = 1 if sampler == "consistency" else 25
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         timer = timer or StageTimer(self.device)
@@ -274,7 +308,9 @@ class Pipeline:
             mel = self.encoders.decode_latent(latent)
         with timer("vocoder"):
             wave = self.encoders.vocode(mel)[0].float().cpu()
-        wave = wave[: int(round(duration * self.sample_rate))].clamp(-1, 1)
+        wave, gain = limit_peak(wave[: int(round(duration * self.sample_rate))])
+        if gain < 0.5:
+            notes.append(f"the output peaked {-20 * math.log10(gain) - 1:.1f} dB over full scale; scaled to -1 dBFS")
         return GenerationResult(wave, self.sample_rate, duration, start, truncated, nfe, dict(timer.times), notes)
 
     def generate_long(
@@ -320,5 +356,5 @@ class Pipeline:
             if progress is not None:
                 progress(i + 1, len(starts))
         covered = int(torch.nonzero(weight > 0).max()) + 1 if (weight > 0).any() else 0
-        wave = (out[:covered] / weight[:covered].clamp(min=1e-6)).clamp(-1, 1)
+        wave, _ = limit_peak(out[:covered] / weight[:covered].clamp(min=1e-6))
         return GenerationResult(wave, sr, covered / sr, 0.0, False, 0, dict(timer.times), notes)

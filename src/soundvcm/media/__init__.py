@@ -4,7 +4,7 @@ No torchvision, torchaudio or system ffmpeg: PyAV bundles FFmpeg. Every writer g
 temporary file and a rename, so a failure never leaves a half-written output.
 """
 
-from soundvcm.media.audio import load_audio, resample, write_audio
+from soundvcm.media.audio import PEAK_DBFS, limit_peak, load_audio, resample, write_audio
 from soundvcm.media.errors import MediaError
 from soundvcm.media.mel import MEL_16K, MEL_44K, MEL_HIFIGAN, MelConfig, mel_spectrogram
 from soundvcm.media.mux import mux_audio
@@ -18,6 +18,8 @@ __all__ = [
     "MediaError",
     "MelConfig",
     "VideoClip",
+    "PEAK_DBFS",
+    "limit_peak",
     "load_audio",
     "load_image",
     "load_video",

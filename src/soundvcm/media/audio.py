@@ -7,6 +7,8 @@ Waveforms are float32 tensors in [-1, 1], mono ``(samples,)`` unless ``mono=Fals
 
 from __future__ import annotations
 
+import math
+
 import warnings
 from pathlib import Path
 
@@ -84,6 +86,26 @@ def load_audio(
         wave = resample(wave, native_sr, sample_rate)
         native_sr = sample_rate
     return wave.clamp(-1, 1), native_sr
+
+
+PEAK_DBFS = -1.0
+"""The loudest sample soundvcm writes: -1 dBFS, headroom that keeps the AAC track below full scale."""
+
+
+def limit_peak(wave: Tensor, peak_dbfs: float = PEAK_DBFS) -> tuple[Tensor, float]:
+    """Scale ``wave`` down so its peak is at most ``peak_dbfs`` (quieter audio is left as it is).
+
+    Returns the limited wave and the gain applied (1.0 when nothing was changed). Clipping would
+    distort, and a clipped track makes the AAC encoder overshoot full scale; a plain gain does not.
+    """
+    ceiling = 10 ** (peak_dbfs / 20)
+    peak = float(wave.abs().max()) if wave.numel() else 0.0
+    if not math.isfinite(peak):
+        raise ValueError("the generated audio contains NaN or inf")
+    if peak <= ceiling:
+        return wave, 1.0
+    gain = ceiling / peak
+    return wave * gain, gain
 
 
 def write_audio(path: str | Path, wave: Tensor | np.ndarray, sample_rate: int) -> Path:

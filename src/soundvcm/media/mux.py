@@ -15,7 +15,10 @@ Time 0 of the generated audio is the video's first *displayed* frame (what the e
   are decoded and written to H.264 with their own presentation times, relative to ``start``; the
   frame on screen at ``start`` is shown from 0. Variable frame rates stay variable.
 
-The video is cut to the audio's length. Rotation metadata is kept.
+The video is cut to the audio's length. Rotation metadata is kept. AAC coding can overshoot the
+input's peak (by ~20 % on the near-square waves a saturated vocoder makes); the written track is
+decoded once and, if it peaks above -0.5 dBFS, encoded again with a gain below 1, so the mp4's
+sound never exceeds full scale.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from soundvcm.media.video import probe
 
 COPYABLE = {"h264", "hevc", "mpeg4", "av1"}
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
+AAC_CEILING = 10 ** (-0.5 / 20)  # the decoded AAC track stays below -0.5 dBFS
 REENCODE_TIME_BASE = Fraction(1, 90_000)  # MPEG's clock: fine enough for any frame rate, VFR included
 
 
@@ -129,6 +133,12 @@ def copy_is_aligned(path: Path, frame_ticks: float) -> bool:
     return abs(video_start) <= half_frame and abs(audio_start) <= half_frame
 
 
+def aac_peak(path: Path) -> float:
+    """The largest decoded sample of ``path``'s audio track."""
+    with _open(path) as c:
+        return max((float(np.abs(f.to_ndarray()).max()) for f in c.decode(c.streams.audio[0])), default=0.0)
+
+
 def _write_reencoded(
     source, target, vin, start: float, duration: float, rotation: int, audio: np.ndarray, sample_rate: int
 ) -> None:
@@ -215,11 +225,18 @@ def mux_audio(
                 _write_reencoded(source, target, vin, start, duration, rotation, samples, sample_rate)
 
     def write_checked(tmp: Path) -> None:
-        if plan is not None:
-            write(tmp, copy=True)
-            if copy_is_aligned(tmp, plan.frame_ticks):
+        nonlocal samples
+        for _ in range(3):
+            if plan is not None:
+                write(tmp, copy=True)
+                if not copy_is_aligned(tmp, plan.frame_ticks):
+                    write(tmp, copy=False)
+            else:
+                write(tmp, copy=False)
+            peak = aac_peak(tmp)
+            if peak <= AAC_CEILING:
                 return
-        write(tmp, copy=False)
+            samples = samples * (0.97 * AAC_CEILING / peak)  # AAC overshoots on near-square waves
 
     if not math.isfinite(duration) or duration <= 0:
         raise ValueError("no audio samples to mux")
