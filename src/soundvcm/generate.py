@@ -152,9 +152,8 @@ def check_inputs(jobs: list[Job], min_duration: float, start: float = 0.0) -> tu
                 job.length = info.duration if math.isfinite(info.duration) else None
                 if job.length is not None and job.length - start < min_duration:
                     available = max(job.length - start, 0.0)
-                    raise MediaError(
-                        f"{job.video}: too short: {available:.2f} s from {start:g} s, at least {min_duration:.2f} s needed"
-                    )
+                    need = f"at least {min_duration:.2f} s needed"
+                    raise MediaError(f"{job.video}: too short: {available:.2f} s from {start:g} s, {need}")
             elif job.image is not None:
                 check_input_path(job.image)
         except (ValueError, OSError) as exc:

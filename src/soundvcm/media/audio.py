@@ -8,7 +8,6 @@ Waveforms are float32 tensors in [-1, 1], mono ``(samples,)`` unless ``mono=Fals
 from __future__ import annotations
 
 import math
-
 import warnings
 from pathlib import Path
 
