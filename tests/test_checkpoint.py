@@ -71,6 +71,8 @@ def test_convert_mmaudio_reproduces_reference(tmp_path, version):
     cond = {"clip": data["input.clip"], "sync": data["input.sync"], "text": data["input.text"]}
     with torch.no_grad():
         v = net(data["input.latent"], t, t, net.prepare(cond))
+    exact = (1 - t) == data["input.t_mmaudio"]  # rows whose time flips exactly: bitwise in fp32
+    assert exact.sum() >= 2 and torch.equal(v[exact], -data["output.flow"][exact])
     torch.testing.assert_close(v, -data["output.flow"], rtol=1e-5, atol=1e-5)
 
 
@@ -93,3 +95,39 @@ def test_convert_refuses_unsafe_and_wrong_files(tmp_path, capsys):
     assert main(["convert", "mmaudio", str(tmp_path / "absent.pth"), str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o.json").exists() and not (tmp_path / "o.safetensors").exists()
     assert checkpoint_paths(tmp_path / "o.json")[0].name == "o.safetensors"
+
+
+def _mmaudio_derived(head_dim, latent_len, clip_len, freq_dim=256, max_period=1e4):
+    """The buffers MMAudio keeps in its state dict, computed the way MMAudio computes them."""
+    freqs = 1.0 / (10000 ** (torch.arange(0, freq_dim, 2, dtype=torch.float32) / freq_dim)) * (10000 / max_period)
+
+    def rot(n, scaling):
+        f = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)) * scaling
+        a = torch.arange(n, dtype=torch.float32)[:, None] * f[None]
+        return torch.stack([a.cos(), -a.sin(), a.sin(), a.cos()], dim=-1).reshape(1, n, head_dim // 2, 2, 2)
+
+    return {
+        "t_embed.freqs": freqs,
+        "latent_rot": rot(latent_len, 1.0),
+        "clip_rot": rot(clip_len, latent_len / clip_len),
+    }
+
+
+def test_convert_accepts_and_checks_mmaudio_derived_buffers(tmp_path, capsys):
+    pth, data = _mmaudio_pth(tmp_path, "v1")
+    state = torch.load(pth, weights_only=True)
+    cfg = network_preset("debug")
+    derived = _mmaudio_derived(cfg.hidden_dim // cfg.num_heads, cfg.sequence.latent_seq_len,
+                               cfg.sequence.clip_seq_len, cfg.t_freq_dim, cfg.t_max_period)  # fmt: skip
+    torch.save({**state, **derived}, pth)
+    assert main(["convert", "mmaudio", str(pth), str(tmp_path / "conv"), "--variant", "debug"]) == 0
+    net = load_network(tmp_path / "conv")
+    t = 1 - data["input.t_mmaudio"]
+    cond = {"clip": data["input.clip"], "sync": data["input.sync"], "text": data["input.text"]}
+    with torch.no_grad():
+        v = net(data["input.latent"], t, t, net.prepare(cond))
+    torch.testing.assert_close(v, -data["output.flow"], rtol=1e-5, atol=1e-5)
+    derived["latent_rot"] = derived["latent_rot"][:, :-1]  # a file made for another duration
+    torch.save({**state, **derived}, pth)
+    assert main(["convert", "mmaudio", str(pth), str(tmp_path / "o2"), "--variant", "debug"]) == 2
+    assert "latent_rot in the file" in capsys.readouterr().err

@@ -26,11 +26,18 @@ def test_parity_with_mmaudio_reference(version):
     cond = {"clip": data["input.clip"], "sync": data["input.sync"], "text": data["input.text"]}
     with torch.no_grad():
         v = net(data["input.latent"], t, t, net.prepare(cond))
-        v_null = net(data["input.latent"], t, t, net.prepare_null(3))
+        v_null = net(data["input.latent"], t, t, net.prepare_null(3))  # one row, broadcast: MMAudio's way
+        v_null_batched = net(data["input.latent"], t, t, net.prepare(net.null_conditions(3)))
     ref, ref_null = -data["output.flow"], -data["output.flow_uncond"]  # v(x, t) = -net_m(x, 1 - t)
     assert (ref - ref_null).abs().max() > 1e-3  # the conditioning paths matter in this fixture
+    # Bitwise equal in fp32 wherever the time survives the convention flip exactly (1 - (1 - t_m)
+    # == t_m; 0.1 does not: 1 - 0.9 rounds in fp32); within float rounding elsewhere.
+    exact = (1 - t) == data["input.t_mmaudio"]
+    assert exact.sum() >= 2
+    assert torch.equal(v[exact], ref[exact]) and torch.equal(v_null[exact], ref_null[exact])
     torch.testing.assert_close(v, ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(v_null, ref_null, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(v_null_batched, ref_null, rtol=1e-5, atol=1e-5)
     with torch.no_grad():  # the raw-feature form of forward prepares on the fly
         raw = net(data["input.latent"], t, t, cond["clip"], cond["sync"], cond["text"])
     torch.testing.assert_close(raw, v)

@@ -177,6 +177,34 @@ def read_mmaudio_state(path: str | Path) -> dict[str, Tensor]:
     return state
 
 
+MMAUDIO_DERIVED_BUFFERS = ("t_embed.freqs", "latent_rot", "clip_rot")
+"""Buffers that released MMAudio files may hold although they follow from the config (MMAudio's own
+``load_weights`` deletes them before its strict load)."""
+
+
+def _mmaudio_layout(rot: Tensor) -> Tensor:
+    """Our RoPE table (1, N, hd/2, 2: cos, sin) in MMAudio's (1, N, hd/2, 2, 2) rotation-matrix layout."""
+    cos, sin = rot[..., 0], rot[..., 1]
+    return torch.stack([cos, -sin, sin, cos], dim=-1).unflatten(-1, (2, 2))
+
+
+def drop_derived_buffers(state: dict[str, Tensor], net: MMDiT) -> dict[str, Tensor]:
+    """``state`` without MMAudio's derived buffers, after checking each equals what ``net`` computes."""
+    ours = {"t_embed.freqs": net.t_embed.freqs, "latent_rot": _mmaudio_layout(net.latent_rot),
+            "clip_rot": _mmaudio_layout(net.clip_rot)}  # fmt: skip
+    kept = dict(state)
+    for key in MMAUDIO_DERIVED_BUFFERS:
+        if key not in kept:
+            continue
+        value, expected = kept.pop(key).float(), ours[key].float()
+        if value.shape != expected.shape or not torch.allclose(value, expected, rtol=1e-5, atol=1e-6):
+            raise ValueError(
+                f"{key} in the file ({tuple(value.shape)}) is not the buffer this network computes "
+                f"({tuple(expected.shape)}): the file belongs to another configuration or duration"
+            )
+    return kept
+
+
 def mmaudio_to_soundvcm(state: dict[str, Tensor], variant: str | None = None) -> MMDiT:
     """An MMDiT carrying MMAudio weights: MMAudio's time convention inside, final layer on the
     global condition (issue #55 as released), plus a zero-initialised offset embedder so it
@@ -185,7 +213,7 @@ def mmaudio_to_soundvcm(state: dict[str, Tensor], variant: str | None = None) ->
     config = replace(NETWORK_PRESETS[variant], mmaudio_time=True, final_uses_extended=False, offset_embedding=True)
     net = MMDiT(config)
     fresh = net.state_dict()
-    merged = {k: v for k, v in state.items()}
+    merged = drop_derived_buffers(state, net)
     for k in fresh:
         if k.startswith("offset_embed.") and k not in merged:
             merged[k] = fresh[k]

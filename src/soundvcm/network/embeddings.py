@@ -8,8 +8,6 @@ With t in [0, 1] and ``max_period = 1e4`` (the paper's choice, B.2) the frequenc
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
@@ -18,9 +16,10 @@ def sinusoidal_frequencies(freq_dim: int, max_period: float) -> Tensor:
     """The F/2 angular frequencies of Eq. 30, MMAudio's parameterisation."""
     if freq_dim % 2:
         raise ValueError(f"freq_dim must be even, got {freq_dim}")
-    half = freq_dim // 2
-    i = torch.arange(half, dtype=torch.float32)
-    return (1e4 / max_period) * torch.exp(-math.log(1e4) * 2 * i / freq_dim)
+    # 1 / 1e4^(2i/F), scaled by 1e4 / max_period: the float32 operations of MMAudio's table, in
+    # its order, so converted networks are bitwise equal to MMAudio's in fp32 (issue 10)
+    freqs = 1.0 / (10000 ** (torch.arange(0, freq_dim, 2, dtype=torch.float32) / freq_dim))
+    return (1e4 / max_period) * freqs
 
 
 def sinusoidal_embedding(t: Tensor, freqs: Tensor) -> Tensor:

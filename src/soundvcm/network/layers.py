@@ -49,7 +49,10 @@ def rope_rotations(length: int, head_dim: int, theta: float = 1e4, freq_scaling:
 
     ``freq_scaling = latent_len / clip_len`` puts CLIP tokens on the latent timeline.
     """
-    freqs = freq_scaling / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    # the same float32 operations, in the same order, as MMAudio's table: converted networks are
+    # bitwise equal to MMAudio's in fp32 (issue 10)
+    freqs = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    freqs = freqs * freq_scaling
     angles = torch.arange(length, dtype=torch.float32)[:, None] * freqs[None]  # (N, hd/2)
     return torch.stack([angles.cos(), angles.sin()], dim=-1)[None]
 

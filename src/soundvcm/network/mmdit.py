@@ -181,7 +181,7 @@ class MMDiT(VelocityNet):
         text = self.text_input_proj(text)  # (B, 77, D)
         sync = F.interpolate(sync.transpose(1, 2), size=seq.latent_seq_len, mode="nearest-exact").transpose(1, 2)
         pooled = self.clip_cond_proj(clip.mean(dim=1)) + self.text_cond_proj(text.mean(dim=1))
-        return {"clip": clip, "sync": sync, "text": text, "global": self.global_cond_mlp(pooled)}
+        return {"clip": clip, "sync": sync, "text": text, "pooled": pooled}
 
     def forward(
         self,
@@ -209,7 +209,9 @@ class MMDiT(VelocityNet):
         time_c = self.t_embed(t_in)
         if self.config.offset_embedding:
             time_c = time_c + self.offset_embed(s - t)  # two-time embedding (§3.5.2)
-        global_c = (time_c + prepared["global"])[:, None]  # (B, 1, D)
+        # the pooled-condition MLP runs per call on the batch, as in MMAudio's predict_flow: on
+        # broadcast null conditions it then gives MMAudio's numbers bit for bit (B.1)
+        global_c = (time_c + self.global_cond_mlp(prepared["pooled"]))[:, None]  # (B, 1, D)
         extended_c = global_c + prepared["sync"]  # (B, N, D), frame-aligned (B.1)
         x = self.audio_input_proj(latent)
         clip, text = prepared["clip"], prepared["text"]
