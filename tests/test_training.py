@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from dataclasses import replace
 from pathlib import Path
@@ -203,7 +204,9 @@ def _ddp_worker(rank: int, world: int, port: int, data: list[str], out: str, res
     trainer = Trainer(_config(steps=2, checkpoint_every=0, val_every=0), data, Path(out), device="cpu")
     trainer.fit(steps=2)
     if rank == 0:
-        torch.save({k: v.clone() for k, v in trainer.net.state_dict().items()}, result)
+        state = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+        state["_logged_loss"] = torch.tensor([h["loss"] for h in trainer.history])
+        torch.save(state, result)
     torch.distributed.destroy_process_group()
 
 
@@ -215,6 +218,9 @@ def test_two_process_gloo_step_equals_gradient_accumulation(tmp_path):
     result = tmp_path / "ddp.pt"
     mp.spawn(_ddp_worker, args=(2, _free_port(), data, str(tmp_path / "ddp"), str(result)), nprocs=2, join=True)
     ddp = torch.load(result, weights_only=True)
+    # the logged loss is the mean over ranks, as the accumulated loss is the mean over micro-batches
+    logged = torch.tensor([h["loss"] for h in single.history])
+    assert torch.allclose(ddp.pop("_logged_loss"), logged, rtol=1e-5), (logged,)
     for k, v in single.net.state_dict().items():
         assert torch.allclose(v, ddp[k], atol=1e-6, rtol=1e-5), k
 
@@ -242,22 +248,31 @@ def test_nonfinite_losses_skip_then_abort(tmp_path, monkeypatch):
             trainer.train_step()
 
 
-def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    data = [str(_synthetic_cache(tmp_path / "a", rows=8))]
-    trainer = Trainer(_config(), data, tmp_path / "run")
-    trainer.fit(steps=3)  # checkpoint at step 3
-    good = latest_checkpoint(tmp_path / "run" / "checkpoints")
-    import soundvcm.training.checkpoint as ckpt
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
+    from safetensors import SafetensorError
 
-    def full_disk(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+    from soundvcm.cli import main
 
-    monkeypatch.setattr(ckpt, "save_file", full_disk)
-    trainer.train_step()
-    with pytest.raises(OSError, match="No space left"):
-        trainer.checkpoint()
-    assert latest_checkpoint(tmp_path / "run" / "checkpoints") == good
-    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [good.name, "latest"]
+    data = str(_synthetic_cache(tmp_path / "a", rows=8))
+    run = tmp_path / "run"
+    args = ["train", "--preset", "tiny_cpu", "--data", data, "--out", str(run), "--steps", "2", "batch_size=4",
+            "checkpoint_every=1", "ema_snapshot_every=1", "val_every=0", "sample_every=0"]  # fmt: skip
+    assert main(args) == 0
+    good = latest_checkpoint(run / "checkpoints")
+    import safetensors.torch
+
+    def full_disk(*args, **kwargs):  # what safetensors raises when the disk fills up
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    capsys.readouterr()
+    code = main(["train", "--out", str(run), "--data", data, "--resume", "--steps", "4", "--allow-changes"])
+    raw = capsys.readouterr().err
+    err = [ln for ln in re.split(r"[\r\n]", raw) if ln.startswith("soundvcm:")]
+    assert code == 2 and len(err) == 1 and "could not be written" in err[0] and "StorageFull" in err[0], raw[-600:]
+    assert latest_checkpoint(run / "checkpoints") == good
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # nothing half-written
+    assert not [p for p in (run / "ema").iterdir() if p.name.startswith(".")]
 
 
 def test_overrides_and_presets():
@@ -286,10 +301,10 @@ def test_end_to_end_from_raw_media(tmp_path, monkeypatch):
     from soundvcm.encoders import ENCODER_SPECS
 
     monkeypatch.setitem(ENCODER_SPECS, "mmaudio_16k", encoders.spec)
-    v = extract(tmp_path / "video.tsv", tmp_path / "cv", "mmaudio_16k", 1.0, 2, encoders=encoders)
-    a = extract(tmp_path / "audio.tsv", tmp_path / "ca", "mmaudio_16k", 1.0, 2, encoders=encoders)
-    assert v.has_video and not a.has_video and len(FeatureCache(tmp_path / "ca")) == 1  # silent row skipped
-    again = extract(tmp_path / "video.tsv", tmp_path / "cv", "mmaudio_16k", 1.0, 2, encoders=encoders)
+    v, _ = extract(tmp_path / "video.tsv", tmp_path / "cv", "mmaudio_16k", 1.0, 2, encoders=encoders)
+    a, usable = extract(tmp_path / "audio.tsv", tmp_path / "ca", "mmaudio_16k", 1.0, 2, encoders=encoders)
+    assert v.has_video and not a.has_video and len(FeatureCache(tmp_path / "ca")) == usable == 1  # silent skipped
+    again, _ = extract(tmp_path / "video.tsv", tmp_path / "cv", "mmaudio_16k", 1.0, 2, encoders=encoders)
     assert again.rows == 3  # resumed: nothing left to do
     cached = FeatureCache(tmp_path / "cv").row(0)
     from soundvcm.media.audio import load_audio
@@ -354,12 +369,21 @@ def test_cli_train_resume_and_ema_export(tmp_path, capsys):
     from soundvcm.cli import main
 
     data = str(_synthetic_cache(tmp_path / "a", rows=8))
-    args = ["train", "--preset", "tiny_cpu", "--data", data, "--out", str(tmp_path / "run"), "--steps", "4",
-            "batch_size=4", "checkpoint_every=2", "ema_snapshot_every=2", "val_every=2", "sample_every=0"]  # fmt: skip
-    assert main(args[:8] + ["2"] + args[9:]) == 0  # 2 steps first
-    assert main(args + ["--resume"]) == 0
+    run = str(tmp_path / "run")
+    args = ["train", "--preset", "tiny_cpu", "--data", data, "--out", run, "--steps", "2", "batch_size=4",
+            "checkpoint_every=2", "ema_snapshot_every=2", "val_every=2", "sample_every=0", "lr=5e-4"]  # fmt: skip
+    assert main(args) == 0
+    assert main(["train", "--out", run, "--data", data, "--resume"]) == 0  # the saved config: nothing left to do
+    # changes given with --resume are listed and need --allow-changes
+    assert main(["train", "--out", run, "--data", data, "--resume", "--steps", "4"]) == 2
+    assert "steps 2 -> 4; pass --allow-changes" in capsys.readouterr().err
+    assert main(["train", "--out", run, "--data", data, "--resume", "--steps", "4", "--allow-changes"]) == 0
+    trainer = Trainer(_config(), [data], tmp_path / "other")
+    doc = json.loads(latest_checkpoint(tmp_path / "run" / "checkpoints").joinpath("state.json").read_text())
+    assert doc["step"] == 4 and doc["config"]["lr"] == 5e-4 and doc["config"]["steps"] == 4  # lr kept, not the preset's
+    del trainer
     assert main(args) == 2 and "already holds a run" in capsys.readouterr().err
-    assert main(["ema", str(tmp_path / "run"), "--sigma-rel", "0.1"]) == 0
+    assert main(["ema", run, "--sigma-rel", "0.1"]) == 0
     assert (tmp_path / "run" / "ema_sigma0p1.safetensors").is_file()
     assert main(["train", "--preset", "nope", "--data", data, "--out", str(tmp_path / "x")]) == 2
     assert (
@@ -405,3 +429,184 @@ def test_extract_splits_shards_across_ranks_and_resumes(tmp_path, monkeypatch):
         assert torch.allclose(split.row(i)["mean"], single.row(i)["mean"], atol=1e-6)
     with pytest.raises(CacheError, match="holds a different extraction"):
         extract(tmp_path / "list.tsv", tmp_path / "split", "mmaudio_16k", 1.0, 3, encoders=encoders)
+
+
+# ----- training faults (issue 10) ----------------------------------------------------------
+def _tiny_cli(data: str, run: Path, steps: int, *extra: str) -> list[str]:
+    return ["train", "--preset", "tiny_cpu", "--data", data, "--out", str(run), "--steps", str(steps), "batch_size=4",
+            "checkpoint_every=100", "ema_snapshot_every=1", "val_every=0", "sample_every=0", *extra]  # fmt: skip
+
+
+def test_ctrl_c_saves_at_a_step_boundary_and_resume_matches(tmp_path, monkeypatch, capsys):
+    """SIGINT arriving right after an optimizer update must not save a half-finished step."""
+    import signal
+
+    from soundvcm.cli import main
+
+    data = str(_synthetic_cache(tmp_path / "a", rows=8))
+    assert main(_tiny_cli(data, tmp_path / "full", 5)) == 0
+    original = torch.optim.AdamW.step
+    calls = {"n": 0}
+
+    def step_then_interrupt(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:  # Ctrl-C lands between the update and the end of the step
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_then_interrupt)
+    assert main(_tiny_cli(data, tmp_path / "part", 5)) == 130
+    assert "interrupted at step 3" in capsys.readouterr().err
+    assert latest_checkpoint(tmp_path / "part" / "checkpoints").name == "ckpt_000000003"
+    monkeypatch.setattr(torch.optim.AdamW, "step", original)
+    assert main(["train", "--out", str(tmp_path / "part"), "--data", data, "--resume"]) == 0
+    full = load_file_state(tmp_path / "full")
+    resumed = load_file_state(tmp_path / "part")
+    assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def load_file_state(run: Path) -> dict:
+    from soundvcm.training.checkpoint import load_checkpoint
+
+    net, _, _, _ = load_checkpoint(latest_checkpoint(run / "checkpoints"))
+    return net
+
+
+def test_resaving_a_step_never_leaves_latest_dangling(tmp_path, monkeypatch, capsys):
+    import soundvcm.training.checkpoint as ckpt
+
+    data = [str(_synthetic_cache(tmp_path / "a", rows=8))]
+    trainer = Trainer(_config(), data, tmp_path / "run")
+    trainer.fit(steps=3)  # checkpoint at step 3
+    root = tmp_path / "run" / "checkpoints"
+    good = latest_checkpoint(root)
+    real_replace = os.replace
+
+    def killed_while_publishing(src, dst):
+        if Path(src).name.startswith(".ckpt_"):
+            raise KeyboardInterrupt  # kill -9 between writing the new copy and publishing it
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(ckpt.os, "replace", killed_while_publishing)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.checkpoint()  # the same step again (what Ctrl-C right after a checkpoint does)
+    assert latest_checkpoint(root) == good and (good / "state.safetensors").is_file()
+    monkeypatch.setattr(ckpt.os, "replace", real_replace)
+    again = trainer.checkpoint()  # a re-save gets a new name; the old copy goes only after the switch
+    assert again.name == "ckpt_000000003_r1" and latest_checkpoint(root) == again and not good.exists()
+    # a broken `latest` falls back to the newest intact checkpoint, and says so
+    trainer.fit(steps=1)
+    newest = latest_checkpoint(root)
+    (newest / "state.safetensors").unlink()
+    capsys.readouterr()
+    resumed = Trainer(_config(), data, tmp_path / "run", resume=True)
+    assert resumed.step == 3 and "using the newest intact one" in capsys.readouterr().err
+
+
+CONFIG_ERRORS = {
+    "objective": (["objective=foo"], "objective='foo' is not one of fm, meanflow, vcm"),
+    "network": (["network=foo"], "network='foo' is not one of"),
+    "betas": (["betas=0.9"], "betas needs two values"),
+    "lr": (["lr=fast"], "lr='fast': expected float"),
+    "steps_type": (["warmup=1.5"], "warmup='1.5': expected a whole number"),
+    "device": (["--device", "cuda"], "no CUDA GPU is available"),
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIG_ERRORS))
+def test_config_errors_are_one_line(name, tmp_path, capsys):
+    from soundvcm.cli import main
+
+    extra, message = CONFIG_ERRORS[name]
+    if name == "device" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    data = str(_synthetic_cache(tmp_path / "a", rows=8))
+    code = main(_tiny_cli(data, tmp_path / "run", 2, *extra))
+    err = [ln for ln in re.split(r"[\r\n]", capsys.readouterr().err) if ln.strip() and not ln.startswith("config:")]
+    assert code == 2 and len(err) == 1 and message in err[0] and "Traceback" not in err[0], err
+
+
+def test_resume_keeps_the_run_identity(tmp_path, capsys):
+    from soundvcm.cli import main
+
+    data = str(_synthetic_cache(tmp_path / "a", rows=8))
+    run = tmp_path / "run"
+    assert main(_tiny_cli(data, run, 2)) == 0
+    capsys.readouterr()
+    code = main(["train", "--out", str(run), "--data", data, "--resume", "ema_sigma_rels=0.07", "--allow-changes"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1 and "keeps its ema_sigma_rels" in err[0]
+
+
+def test_caches_with_other_encoder_weights_are_refused(tmp_path):
+    a = _synthetic_cache(tmp_path / "a", rows=4)
+    b = _synthetic_cache(tmp_path / "b", rows=4, seed=1)
+    for root, md5 in ((a, "aaa"), (b, "bbb")):
+        meta = CacheMeta.load(root)
+        meta.weight_hashes = {"vocoder.pth": md5, "text.safetensors": "same"}
+        meta.save(root)
+    with pytest.raises(CacheError, match=r"different encoder weights \(vocoder.pth\).*--allow-mixed-encoders"):
+        MixedSource.open([str(a), str(b)])
+    assert len(MixedSource.open([str(a), str(b)], allow_mixed_encoders=True).caches) == 2
+
+
+def test_nonfinite_cache_rows_are_found_and_skipped(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    root = _synthetic_cache(tmp_path / "a", rows=8)
+    shard = load_file(str(root / "shard_00001.safetensors"))
+    from safetensors import safe_open
+
+    with safe_open(str(root / "shard_00001.safetensors"), "pt") as h:
+        meta = h.metadata()
+    shard["mean"][2, 5, 1] = float("nan")
+    shard["clip"][0, 0, 0] = float("inf")
+    from soundvcm.atomic import save_tensors
+
+    save_tensors(root / "shard_00001.safetensors", shard, metadata=meta)
+    cache = FeatureCache(root)
+    assert len(cache) == 6 and "2 row(s) hold NaN/inf" in capsys.readouterr().err
+    assert all(all(torch.isfinite(v).all() for v in cache.row(i).values()) for i in range(len(cache)))
+
+
+def test_ema_export_before_any_step_is_a_clear_error(tmp_path, capsys):
+    from soundvcm.cli import main
+
+    data = [str(_synthetic_cache(tmp_path / "a", rows=8))]
+    trainer = Trainer(_config(), data, tmp_path / "run")
+    trainer.checkpoint()  # step 0
+    with pytest.raises(ValueError, match="no EMA updates yet"):
+        trainer.export_ema()
+    assert main(["ema", str(tmp_path / "run")]) == 2
+    assert "has not trained a step yet" in capsys.readouterr().err
+
+
+def test_extract_with_no_usable_row_fails(tmp_path, capsys):
+    from soundvcm.cli import main
+
+    write_audio(tmp_path / "silent.wav", np.zeros(16_000, np.float32), 16_000)
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    (tmp_path / "list.tsv").write_text("silent.wav\tnothing\nbad.wav\tbroken\n")
+    code = main(["extract", "--input", str(tmp_path / "list.tsv"), "--out", str(tmp_path / "cache"), "--duration", "1"])
+    assert code == 2 and "no usable row" in capsys.readouterr().err
+
+
+def test_stale_temporaries_are_cleaned_and_modes_follow_the_umask(tmp_path):
+    data = [str(_synthetic_cache(tmp_path / "a", rows=8))]
+    run = tmp_path / "run"
+    (run / "checkpoints" / ".ckpt_000000007.tmp").mkdir(parents=True)
+    (run / "ema").mkdir(parents=True)
+    (run / "ema" / ".ema_0.050_000000002.x1y2.safetensors.tmp.safetensors").write_bytes(b"half")
+    old = os.umask(0o022)
+    try:
+        trainer = Trainer(_config(), data, run)
+        trainer.fit(steps=3)
+    finally:
+        os.umask(old)
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert not [p for p in (run / "ema").iterdir() if p.name.startswith(".")]
+    files = list((run / "checkpoints").rglob("*")) + list((run / "ema").iterdir())
+    assert files and all((p.stat().st_mode & 0o777) in (0o644, 0o755) for p in files), {
+        p.name: oct(p.stat().st_mode & 0o777) for p in files
+    }

@@ -1,4 +1,4 @@
-"""Write-then-rename: outputs appear complete or not at all."""
+"""Write-then-rename: outputs appear complete or not at all; write errors are ``OSError``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's umask (read without changing it for good)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -24,9 +25,20 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp = Path(name)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """``safetensors.torch.save_file``, with its own error type (a full disk, say) raised as ``OSError``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as exc:
+        raise OSError(f"{path}: could not be written ({exc})") from exc

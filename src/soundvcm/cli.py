@@ -11,6 +11,7 @@ soundvcm bench toy|network|pipeline ...
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -220,11 +221,21 @@ def build_parser() -> argparse.ArgumentParser:
         "Presets: paper, fm_baseline, meanflow_baseline, lite_cpu, tiny_cpu. Caches may be soundvcm caches or "
         "MMAudio's TensorDict folders; each gets equal exposure unless weighted.",
     )
-    tr.add_argument("--preset", default="paper", help="training preset (default paper)")
+    tr.add_argument("--preset", default=None, help="training preset (default paper; with --resume: the run's own)")
     tr.add_argument("--data", nargs="+", required=True, help="cache folders, optionally PATH:WEIGHT")
     tr.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, EMA snapshots, tb, samples)")
     tr.add_argument("--steps", type=int, default=None, help="total steps (overrides the preset)")
-    tr.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    tr.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its latest checkpoint and saved config"
+    )
+    tr.add_argument(
+        "--allow-changes", action="store_true", help="with --resume: apply the given --steps/key=value changes"
+    )
+    tr.add_argument(
+        "--allow-mixed-encoders",
+        action="store_true",
+        help="train on caches whose encoder weight files differ (refused by default)",
+    )
     tr.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available), cpu or cuda")
     tr.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=2e-4 batch_size=64")
     tr.set_defaults(func=_train)
@@ -291,8 +302,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _bench_network(args: argparse.Namespace) -> int:
-    import json
-
     from soundvcm.bench.network import NetworkBenchConfig, run_network_bench, table
 
     cfg = NetworkBenchConfig(
@@ -312,8 +321,6 @@ def _bench_network(args: argparse.Namespace) -> int:
 
 
 def _bench_pipeline(args: argparse.Namespace) -> int:
-    import json
-
     import torch
 
     from soundvcm.bench.pipeline import PipelineBenchConfig, run_pipeline_bench, table
@@ -345,42 +352,57 @@ def _extract(args: argparse.Namespace) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if args.rows_per_shard < 1:
         raise ValueError("--rows-per-shard must be >= 1")
-    meta = extract(args.input, args.out, args.encoders, args.duration, args.rows_per_shard, device=device)
+    meta, usable = extract(args.input, args.out, args.encoders, args.duration, args.rows_per_shard, device=device)
     kind = "video-text-audio" if meta.has_video else "text-audio"
-    print(f"{args.out}: {meta.rows} rows ({kind}), {meta.num_shards} shard(s), encoders {meta.encoder_set}")
+    counted = f"{usable} of {meta.rows} rows usable" if usable is not None else f"{meta.rows} rows"
+    print(f"{args.out}: {counted} ({kind}), {meta.num_shards} shard(s), encoders {meta.encoder_set}")
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from soundvcm.training.config import train_config
-    from soundvcm.training.trainer import Trainer, TrainingAborted
+    from soundvcm.training.checkpoint import latest_checkpoint, read_checkpoint_doc
+    from soundvcm.training.config import config_dict, config_from_dict, resume_config, train_config
+    from soundvcm.training.trainer import Trainer, TrainingAborted, TrainingInterrupted
 
     extra = {"steps": args.steps} if args.steps is not None else {}
-    config = train_config(args.preset, args.overrides, **extra)
-    trainer = Trainer(config, args.data, args.out, device=args.device, resume=args.resume)
+    saved = latest_checkpoint(args.out / "checkpoints") if args.resume else None
+    if saved is not None:  # the run's own config, changed only when asked to
+        config = resume_config(
+            config_from_dict(read_checkpoint_doc(saved)["config"]), args.preset, args.overrides, args.allow_changes,
+            **extra,
+        )  # fmt: skip
+    else:
+        if args.allow_changes and not args.resume:
+            raise ValueError("--allow-changes only goes with --resume")
+        config = train_config(args.preset or "paper", args.overrides, **extra)
+    trainer = Trainer(
+        config, args.data, args.out, device=args.device, resume=args.resume,
+        allow_mixed_encoders=args.allow_mixed_encoders,
+    )  # fmt: skip
+    if trainer.rank == 0:
+        print(f"config: {json.dumps(config_dict(config))}", file=sys.stderr)
     try:
         trainer.fit()
     except TrainingAborted as exc:
         raise ValueError(str(exc)) from exc
-    except KeyboardInterrupt:
+    except TrainingInterrupted as exc:
         if trainer.rank == 0:
-            path = trainer.checkpoint()
-            print(f"interrupted at step {trainer.step}; checkpoint {path} (resume with --resume)", file=sys.stderr)
-        raise
+            print(f"interrupted at step {exc.step}; saved {exc.checkpoint} (continue with --resume)", file=sys.stderr)
+        return 130
     return 0
 
 
 def _ema(args: argparse.Namespace) -> int:
-    import json
-
     from soundvcm.network.checkpoint import config_from_dict
-    from soundvcm.training.checkpoint import latest_checkpoint, load_checkpoint
+    from soundvcm.training.checkpoint import latest_checkpoint, read_checkpoint_doc
     from soundvcm.training.trainer import export_ema_checkpoint
 
     ckpt = latest_checkpoint(args.run / "checkpoints")
     if ckpt is None:
         raise FileNotFoundError(f"{args.run}: no training checkpoint")
-    _, _, _, doc = load_checkpoint(ckpt)
+    doc = read_checkpoint_doc(ckpt)
+    if doc["step"] == 0:
+        raise ValueError(f"{ckpt}: the run has not trained a step yet; there is no EMA to export")
     path, info = export_ema_checkpoint(
         args.run, args.sigma_rel, doc["step"], config_from_dict(doc["network_config"]), doc["config"]["network"],
         doc["encoder_set"], doc["config"]["objective"], args.out,
@@ -391,8 +413,6 @@ def _ema(args: argparse.Namespace) -> int:
 
 
 def _bench_train(args: argparse.Namespace) -> int:
-    import json
-
     from soundvcm.bench.train import TrainBenchConfig, run_train_bench, table
 
     cfg = TrainBenchConfig(
@@ -408,8 +428,6 @@ def _bench_train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import json
-
     from soundvcm.atomic import atomic_write
     from soundvcm.evaluation.evaluate import evaluate
 
@@ -424,7 +442,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _bench_embed(args: argparse.Namespace) -> int:
-    import json
     import time
 
     import torch

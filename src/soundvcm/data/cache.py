@@ -17,14 +17,15 @@ disagree (encoder set, dimensions, rates, duration) are refused together.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
-from soundvcm.atomic import atomic_write
+from soundvcm.atomic import atomic_write, save_tensors
 
 FORMAT = 1
 KEYS_VIDEO = ("mean", "std", "clip", "sync", "text")
@@ -100,7 +101,7 @@ def write_shard(
     path = shard_path(root, index)
     meta = {"ids": json.dumps(ids), "captions": json.dumps(captions), "valid": json.dumps(valid)}
     data = {k: v.contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(data, str(tmp), metadata=meta))
+    atomic_write(path, lambda tmp: save_tensors(tmp, data, metadata=meta))
     return path
 
 
@@ -135,8 +136,20 @@ class FeatureCache:
         return self._handles[shard]
 
     def shard_info(self, shard: int) -> tuple[list[str], list[str], list[bool]]:
-        m = self._open(shard).metadata()
-        return json.loads(m["ids"]), json.loads(m["captions"]), json.loads(m["valid"])
+        """Row ids, captions and usability; rows holding NaN/inf are unusable (with a warning)."""
+        handle = self._open(shard)
+        m = handle.metadata()
+        valid = json.loads(m["valid"])
+        finite = torch.ones(len(valid), dtype=torch.bool)
+        for key in self.keys:
+            finite &= torch.isfinite(handle.get_tensor(key).flatten(1)).all(dim=1)
+        bad = [i for i, (ok, fin) in enumerate(zip(valid, finite.tolist())) if ok and not fin]
+        if bad:
+            print(
+                f"soundvcm: warning: {shard_path(self.root, shard)}: {len(bad)} row(s) hold NaN/inf and are skipped",
+                file=sys.stderr,
+            )
+        return json.loads(m["ids"]), json.loads(m["captions"]), [ok and fin for ok, fin in zip(valid, finite.tolist())]
 
     @property
     def valid_rows(self) -> list[int]:
@@ -164,10 +177,19 @@ class FeatureCache:
             raise CacheError(f"{shard_path(self.root, shard)}: corrupt shard ({exc})") from exc
 
 
-def check_compatible(caches: list) -> None:
-    """Refuse to mix caches whose metadata disagree, naming both and the fields."""
+def check_compatible(caches: list, allow_mixed_encoders: bool = False) -> None:
+    """Refuse to mix caches whose metadata disagree, naming both and the fields. Caches whose
+    encoder weight files differ (md5s recorded at extraction; caches without them are not
+    compared) are refused too, unless ``allow_mixed_encoders``."""
     first = caches[0]
     for other in caches[1:]:
         diff = first.meta.compatible(other.meta)
         if diff:
             raise CacheError(f"caches {first.root} and {other.root} do not match: " + "; ".join(diff))
+        a, b = first.meta.weight_hashes, other.meta.weight_hashes
+        if a and b and a != b and not allow_mixed_encoders:
+            files = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            raise CacheError(
+                f"caches {first.root} and {other.root} were extracted with different encoder weights "
+                f"({', '.join(files)}); re-extract one, or pass --allow-mixed-encoders"
+            )

@@ -93,7 +93,8 @@ def extract(
     device: str = "cpu",
     encoders=None,
 ) -> CacheMeta:
-    """Extract every shard assigned to this rank; returns the cache metadata."""
+    """Extract every shard assigned to this rank; returns the cache metadata and, once every shard
+    exists, the number of usable rows (a cache without one is an error)."""
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world = int(os.environ.get("WORLD_SIZE", 1)) if world is None else world
     rows = read_tsv(Path(tsv))
@@ -147,7 +148,17 @@ def extract(
         stacked = {k: torch.stack(v) for k, v in tensors.items() if v}
         write_shard(out, shard, stacked, ids, captions, valid)
     bar.close()
-    return meta
+    usable = None
+    if all(shard_path(out, s).is_file() for s in range(meta.num_shards)):  # complete (every rank done)
+        from soundvcm.data.cache import FeatureCache
+
+        usable = len(FeatureCache(out))
+        if usable == 0:
+            raise CacheError(
+                f"{out}: no usable row: every file in {tsv} was unreadable, silent, too short or gave NaN/inf "
+                "features (see the messages above)"
+            )
+    return meta, usable
 
 
 def _extract_row(encoders, path: Path, caption: str, seq, specs, has_video: bool, meta: CacheMeta):
@@ -183,4 +194,9 @@ def _extract_row(encoders, path: Path, caption: str, seq, specs, has_video: bool
     mean, std = encoders.encode_audio(wave[None])
     row["mean"], row["std"] = mean[0, : meta.latent_shape[0]].cpu(), std[0, : meta.latent_shape[0]].cpu()
     row["text"] = encoders.encode_text([caption])[0].cpu()
-    return {k: v.float().cpu() for k, v in row.items()}, True
+    row = {k: v.float().cpu() for k, v in row.items()}
+    bad = [k for k, v in row.items() if not torch.isfinite(v).all()]
+    if bad:
+        tqdm.write(f"extract: skipping {path}: NaN/inf in its {', '.join(bad)} features", file=sys.stderr)
+        return zeros, False
+    return row, True

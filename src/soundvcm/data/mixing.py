@@ -36,26 +36,30 @@ def step_generator(seed: int, step: int, micro: int, rank: int, purpose: str = "
 class MixedSource:
     caches: list
     weights: list[float]
+    allow_mixed_encoders: bool = False
 
     def __post_init__(self) -> None:
         if not self.caches:
             raise ValueError("no training data: pass at least one cache")
         if len(self.weights) != len(self.caches) or any(w <= 0 for w in self.weights):
             raise ValueError(f"need one positive weight per cache, got {self.weights}")
-        check_compatible(self.caches)
+        check_compatible(self.caches, self.allow_mixed_encoders)
         for c in self.caches:
             if len(c) == 0:
                 raise CacheError(f"{c.root}: no usable rows")
 
     @classmethod
-    def open(cls, specs: list[str]) -> MixedSource:
+    def open(cls, specs: list[str], allow_mixed_encoders: bool = False) -> MixedSource:
         """``PATH`` or ``PATH:WEIGHT`` per cache."""
         caches, weights = [], []
         for spec in specs:
             path, _, weight = str(spec).partition(":")
             caches.append(open_cache(path))
-            weights.append(float(weight) if weight else 1.0)
-        return cls(caches, weights)
+            try:
+                weights.append(float(weight) if weight else 1.0)
+            except ValueError:
+                raise ValueError(f"{spec}: the weight after ':' must be a number") from None
+        return cls(caches, weights, allow_mixed_encoders)
 
     @property
     def meta(self):
@@ -71,7 +75,12 @@ class MixedSource:
 
     def batch(self, net, batch_size: int, generator: torch.Generator, device=None) -> Batch:
         """Rows drawn with ``generator``; x0 sampled from the posterior and normalised by ``net``."""
-        rows = [self.caches[s].row(i) for s, i in self.draw(batch_size, generator)]
+        picks = self.draw(batch_size, generator)
+        rows = [self.caches[s].row(i) for s, i in picks]
+        for (s, i), row in zip(picks, rows):  # cheap, and a clear message instead of a NaN loss
+            bad = [k for k, v in row.items() if not torch.isfinite(v).all()]
+            if bad:
+                raise CacheError(f"{self.caches[s].root}: row {i} holds NaN/inf in {', '.join(bad)}; re-extract it")
         mean = torch.stack([r["mean"] for r in rows]).float()
         std = torch.stack([r["std"] for r in rows]).float()
         eps = torch.randn(mean.shape, generator=generator)

@@ -30,10 +30,9 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm import tqdm
 
-from soundvcm.atomic import atomic_write
+from soundvcm.atomic import atomic_write, save_tensors
 from soundvcm.evaluation import aisfx
 from soundvcm.evaluation.metrics import (
     MetricError,
@@ -105,7 +104,7 @@ class EmbeddingCache:
 
     def save(self) -> None:
         tensors = {f"{n}/{k}": v for n, e in self.entries.items() for k, v in e.items()}
-        atomic_write(self.path, lambda tmp: save_file(tensors, str(tmp), metadata={"files": json.dumps(self.keys)}))
+        atomic_write(self.path, lambda tmp: save_tensors(tmp, tensors, metadata={"files": json.dumps(self.keys)}))
 
 
 def _stamp(path: Path) -> list:

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from soundvcm.atomic import atomic_write
+from soundvcm.atomic import atomic_write, save_tensors
 from soundvcm.network.mmdit import NETWORK_PRESETS, MMDiT, MMDiTConfig
 from soundvcm.sequence import SequenceConfig
 
@@ -104,7 +104,7 @@ def save_network(
         "provenance": provenance or {},
         **extra,
     }
-    _atomic_write(weights, lambda tmp: save_file(state, tmp, metadata={"format": str(FORMAT_VERSION)}))
+    _atomic_write(weights, lambda tmp: save_tensors(tmp, state, metadata={"format": str(FORMAT_VERSION)}))
     _atomic_write(config, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2, sort_keys=True)))
     return weights, config
 

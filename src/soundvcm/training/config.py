@@ -14,7 +14,7 @@ Presets (``soundvcm train --preset NAME``):
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 
@@ -50,10 +50,23 @@ class TrainConfig:
     latent_stats_rows: int = 1_000  # rows used for the latent mean/std of a fresh run
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.accumulation < 1:
-            raise ValueError("steps, batch_size and accumulation must be >= 1")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        from soundvcm.network.mmdit import NETWORK_PRESETS
+        from soundvcm.objectives import OBJECTIVE_PRESETS
+
+        choices = {"network": NETWORK_PRESETS, "objective": OBJECTIVE_PRESETS, "precision": ("auto", "fp32", "bf16")}
+        for key, valid in choices.items():
+            if getattr(self, key) not in valid:
+                raise ValueError(f"{key}={getattr(self, key)!r} is not one of {', '.join(sorted(valid))}")
+        for key in ("steps", "batch_size", "accumulation"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("lr", "eps", "lr_decay", "grad_clip", "ema_export_sigma_rel"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas needs two values in [0, 1), e.g. betas=0.9,0.95; got {self.betas}")
+        if not self.ema_sigma_rels or not all(0 < s < 0.28 for s in self.ema_sigma_rels):
+            raise ValueError(f"ema_sigma_rels needs values in (0, 0.28), e.g. 0.05,0.1; got {self.ema_sigma_rels}")
 
     def schedule(self, step: int) -> float:
         """LR multiplier at ``step``: linear warm-up (step + 1) / (warmup + 1), then steps at milestones."""
@@ -78,35 +91,79 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 }  # fmt: skip
 
 
-def _parse(value: str, current: Any) -> Any:
+def _parse_one(value: str, current: Any) -> Any:
     if isinstance(current, bool):
         if value.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"expected true/false, got {value!r}")
+            raise ValueError("expected true or false")
         return value.lower() in ("true", "1")
     if isinstance(current, int):
-        return int(float(value)) if "e" in value.lower() else int(value)
+        number = float(value)
+        if number != int(number):
+            raise ValueError("expected a whole number")
+        return int(number)
     if isinstance(current, float):
         return float(value)
     if isinstance(current, tuple):
         items = [v for v in value.strip("()[]").split(",") if v.strip()]
         kind = type(current[0]) if current else float
-        return tuple(kind(float(v)) if kind is int else kind(v) for v in items)
+        return tuple(_parse_one(v.strip(), kind()) for v in items)
     return value
 
 
-def train_config(preset: str, overrides: list[str] | None = None, **kwargs: Any) -> TrainConfig:
-    """A preset with ``key=value`` overrides applied (types follow the field's default)."""
-    if preset not in TRAIN_PRESETS:
-        raise ValueError(f"unknown training preset '{preset}'; choose one of {sorted(TRAIN_PRESETS)}")
-    config = TRAIN_PRESETS[preset]
+def _parse(key: str, value: str, current: Any) -> Any:
+    """``value`` as the type of the field's current value; errors name the key."""
+    try:
+        return _parse_one(value, current)
+    except ValueError as exc:
+        kind = f"a list of {type(current[0]).__name__}" if isinstance(current, tuple) else type(current).__name__
+        raise ValueError(f"{key}={value!r}: {exc if 'expected' in str(exc) else 'expected ' + kind}") from None
+
+
+# The run's identity: a resumed run can never change these.
+FIXED_ON_RESUME = ("network", "objective", "batch_size", "accumulation", "seed", "ema_sigma_rels")
+
+
+def train_config(preset: str, overrides: list[str] | None = None, base: TrainConfig | None = None, **kwargs: Any):
+    """A preset (or ``base``) with ``key=value`` overrides applied (types follow the field's value)."""
+    if base is None:
+        if preset not in TRAIN_PRESETS:
+            raise ValueError(f"unknown training preset '{preset}'; choose one of {', '.join(sorted(TRAIN_PRESETS))}")
+        base = TRAIN_PRESETS[preset]
     names = {f.name for f in fields(TrainConfig)}
     changes = dict(kwargs)
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or key not in names:
-            raise ValueError(f"bad override {item!r}: use key=value with key one of {sorted(names)}")
-        changes[key] = _parse(value, getattr(config, key))
-    return replace(config, **changes)
+            raise ValueError(f"bad override {item!r}: use key=value with key one of {', '.join(sorted(names))}")
+        changes[key] = _parse(key, value, getattr(base, key))
+    return replace(base, **changes)
+
+
+def config_changes(saved: TrainConfig, new: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """Fields where ``new`` differs from ``saved``: key -> (saved, new)."""
+    return {f.name: (getattr(saved, f.name), getattr(new, f.name)) for f in fields(TrainConfig)
+            if getattr(saved, f.name) != getattr(new, f.name)}  # fmt: skip
+
+
+def resume_config(
+    saved: TrainConfig, preset: str | None, overrides: list[str], allow_changes: bool, **kwargs: Any
+) -> TrainConfig:
+    """The config a resumed run continues with: the saved one, unless changes are asked for.
+
+    Changes (a preset, ``--steps`` or ``key=value`` given with ``--resume``) are listed, and
+    refused unless ``allow_changes``; the run's identity (:data:`FIXED_ON_RESUME`) never changes.
+    """
+    new = train_config(preset or "", overrides, base=None if preset else saved, **kwargs)
+    changes = config_changes(saved, new)
+    if not changes:
+        return saved
+    listed = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items())
+    fixed = [k for k in changes if k in FIXED_ON_RESUME]
+    if fixed:
+        raise ValueError(f"a resumed run keeps its {', '.join(fixed)} ({listed}); start a new run in another --out")
+    if not allow_changes:
+        raise ValueError(f"--resume with changes to the saved run: {listed}; pass --allow-changes to apply them")
+    return new
 
 
 def config_dict(config: TrainConfig) -> dict[str, Any]:
@@ -118,4 +175,13 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**data)
 
 
-__all__ = ["TRAIN_PRESETS", "TrainConfig", "config_dict", "config_from_dict", "field", "train_config"]
+__all__ = [
+    "FIXED_ON_RESUME",
+    "TRAIN_PRESETS",
+    "TrainConfig",
+    "config_changes",
+    "config_dict",
+    "config_from_dict",
+    "resume_config",
+    "train_config",
+]

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from soundvcm.atomic import atomic_write
+from soundvcm.atomic import atomic_write, save_tensors
 
 
 def sigma_rel_to_gamma(sigma_rel: float) -> float:
@@ -75,12 +75,14 @@ class PostHocEMA:
             self.snapshot()
 
     def snapshot(self) -> list[Path]:
+        if self.step == 0:
+            raise ValueError("no EMA updates yet (step 0): train at least one step before exporting EMA weights")
         paths = []
         for ema, sigma in zip(self.emas, self.sigma_rels):
             path = self.folder / f"ema_{sigma:.3f}_{self.step:09d}.safetensors"
             data = {k: v.contiguous() for k, v in ema.items()}
             meta = {"step": str(self.step), "sigma_rel": str(sigma)}
-            atomic_write(path, lambda tmp, d=data, m=meta: save_file(d, str(tmp), metadata=m))
+            atomic_write(path, lambda tmp, d=data, m=meta: save_tensors(tmp, d, metadata=m))
             paths.append(path)
         return paths
 
@@ -108,7 +110,9 @@ def synthesize(folder: str | Path, sigma_rel: float, step: int | None = None) ->
     if not found:
         raise FileNotFoundError(f"{folder}: no EMA snapshots (ema_SIGMA_STEP.safetensors)")
     step = step or max(s for _, s, _ in found)
-    found = [f for f in found if f[1] <= step]
+    found = [f for f in found if 0 < f[1] <= step]
+    if not found:
+        raise ValueError(f"{folder}: no EMA snapshot after any training step yet; train at least one step first")
     t = np.array([s for _, s, _ in found], np.float64)
     gammas = np.array([sigma_rel_to_gamma(sig) for sig, _, _ in found])
     weights = solve_weights(t, gammas, step, sigma_rel_to_gamma(sigma_rel))

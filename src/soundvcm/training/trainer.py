@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -35,8 +37,15 @@ from soundvcm.data.mixing import MixedSource, step_generator
 from soundvcm.network.checkpoint import config_to_dict, save_network
 from soundvcm.network.mmdit import MMDiT, preset_for_encoders
 from soundvcm.objectives import OBJECTIVE_PRESETS, build_objective
-from soundvcm.training.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from soundvcm.training.config import TrainConfig, config_dict
+from soundvcm.training.checkpoint import (
+    clean_stale,
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from soundvcm.training.config import FIXED_ON_RESUME, TrainConfig, config_dict
 from soundvcm.training.posthoc_ema import PostHocEMA, synthesize
 
 T_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0001)
@@ -45,6 +54,14 @@ VAL_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 class TrainingAborted(RuntimeError):
     """Too many consecutive non-finite losses."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT): the run stopped at a step boundary and saved ``checkpoint``."""
+
+    def __init__(self, step: int, checkpoint: Path | None):
+        super().__init__(f"interrupted at step {step}")
+        self.step, self.checkpoint = step, checkpoint
 
 
 def dist_info() -> tuple[int, int, int]:
@@ -61,14 +78,21 @@ class Trainer:
         device: str = "auto",
         resume: bool = False,
         decoder=None,
+        allow_mixed_encoders: bool = False,
     ):
-        """``decoder``: the encoder set used to turn EMA samples into audio (default: loaded by name)."""
+        """``decoder``: the encoder set used to turn EMA samples into audio (default: loaded by name).
+        ``allow_mixed_encoders``: train on caches extracted with different encoder weight files."""
         self.config, self.out = config, Path(out)
         self.decoder = decoder
         self.rank, self.world, local = dist_info()
         if device == "auto":
             device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda was given, but no CUDA GPU is available; use --device cpu or auto")
+        if self.rank == 0:  # what a killed run left half-written
+            for folder in (self.out / "checkpoints", self.out / "ema"):
+                clean_stale(folder)
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         per_rank = config.batch_size // (self.world * config.accumulation)
@@ -78,7 +102,7 @@ class Trainer:
                 f"({self.world} x {config.accumulation})"
             )
         self.micro = per_rank
-        self.data = MixedSource.open(data)
+        self.data = MixedSource.open(data, allow_mixed_encoders)
         meta = self.data.meta
         net_config, self.encoder_set = preset_for_encoders(config.network, meta.encoder_set)
         net_config = replace(net_config, sequence=replace(net_config.sequence, duration=meta.duration))
@@ -138,10 +162,12 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         net, optimizer, ema, doc = load_checkpoint(path)
-        saved = doc["config"]
-        for key in ("network", "objective", "batch_size", "seed"):
-            if saved[key] != config_dict(self.config)[key]:
-                raise ValueError(f"{path}: the run used {key}={saved[key]}, not {config_dict(self.config)[key]}")
+        saved, ours = doc["config"], config_dict(self.config)
+        for key in FIXED_ON_RESUME:
+            if _plain(saved[key]) != _plain(ours[key]):
+                raise ValueError(
+                    f"{path}: the run used {key}={saved[key]}, not {ours[key]}; it cannot change on resume"
+                )
         self.net.load_state_dict(net, strict=True)
         self.optimizer.load_state_dict(optimizer)
         self.ema.load_state_dict(ema)
@@ -178,6 +204,11 @@ class Trainer:
             ts.append(out.t.detach().float().cpu())
             mses.append(out.mse.detach().float().cpu())
         flag = torch.tensor([1.0 if finite else 0.0], device=self.device)
+        mean_loss = sum(losses) / len(losses)
+        if self.world > 1:  # the logged loss is the mean over ranks, not rank 0's alone
+            loss_sum = torch.tensor([mean_loss], device=self.device)
+            dist.all_reduce(loss_sum)
+            mean_loss = float(loss_sum) / self.world
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in net.parameters() if p.requires_grad]
         if self.world > 1:
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
@@ -207,7 +238,7 @@ class Trainer:
         self.ema.update(net)
         self.step += 1
         t, mse = torch.cat(ts), torch.cat(mses)
-        record = {"loss": sum(losses) / len(losses), "lr": lr, "grad_norm": float(grad_norm), "skipped": 0}
+        record = {"loss": mean_loss, "lr": lr, "grad_norm": float(grad_norm), "skipped": 0}
         for lo, hi in zip(T_BUCKETS[:-1], T_BUCKETS[1:]):
             mask = (t >= lo) & (t < hi)
             if mask.any():
@@ -269,6 +300,33 @@ class Trainer:
 
     # ----- the loop ------------------------------------------------------------------------
     def fit(self, steps: int | None = None) -> list[dict[str, float]]:
+        """Train to ``config.steps`` (or ``steps`` more). Ctrl-C finishes the current step, saves a
+        checkpoint and raises :class:`TrainingInterrupted`; a second Ctrl-C stops at once."""
+        self._stop_requested = False
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if main_thread else None
+        try:
+            return self._fit(steps)
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGINT, previous)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self._stop_requested:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now; the last checkpoint stays as it was
+        self._stop_requested = True
+        if self.rank == 0:
+            tqdm.write("soundvcm: interrupted: finishing this step, then saving a checkpoint (Ctrl-C again: stop now)")
+
+    def _stop_now(self) -> bool:
+        """True on every rank when any rank was asked to stop (checked at step boundaries only)."""
+        if self.world == 1:
+            return self._stop_requested
+        flag = torch.tensor([1.0 if self._stop_requested else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _fit(self, steps: int | None) -> list[dict[str, float]]:
         cfg = self.config
         end = min(cfg.steps, self.step + steps) if steps is not None else cfg.steps
         main = self.rank == 0
@@ -280,42 +338,57 @@ class Trainer:
         window: list[dict[str, float]] = []
         buckets: dict[str, str] = {}
         start, start_step = time.perf_counter(), self.step
-        while self.step < end:
-            record = self.train_step()
-            record["step"] = self.step
-            self.history.append({"step": self.step, "loss": record["loss"]})
-            window.append(record)
-            if main:
-                rate = (self.step - start_step) / max(time.perf_counter() - start, 1e-9)
-                postfix = {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.1e}", "it/s": f"{rate:.2f}"}
-                if self.step % cfg.log_every == 0 or self.step == end:
-                    summary = _summarise(window)
-                    # loss by t bucket over the last log interval, in bucket order
-                    buckets = {
-                        k.removeprefix("loss_"): f"{summary[k]:.3f}" for k in sorted(summary) if k.startswith("loss_t")
-                    }
-                    for k, v in summary.items():
-                        self.writer.add_scalar(f"train/{k}", v, self.step)
-                    window = []
-                postfix.update(buckets)
-                bar.set_postfix(postfix, refresh=False)
-                bar.update(1)
-            if cfg.val_every and self.step % cfg.val_every == 0 and main:
-                for k, v in self.validation_loss().items():
-                    self.writer.add_scalar(f"val/{k}", v, self.step)
-            if cfg.sample_every and self.step % cfg.sample_every == 0 and main:
-                self.samples()
-            if cfg.checkpoint_every and (self.step % cfg.checkpoint_every == 0 or self.step == end) and main:
-                self.checkpoint()
-            if self.world > 1:
-                dist.barrier()
-        bar.close()
+        try:
+            while self.step < end:
+                record = self.train_step()
+                record["step"] = self.step
+                self.history.append({"step": self.step, "loss": record["loss"]})
+                window.append(record)
+                if main:
+                    rate = (self.step - start_step) / max(time.perf_counter() - start, 1e-9)
+                    postfix = {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.1e}", "it/s": f"{rate:.2f}"}
+                    if self.step % cfg.log_every == 0 or self.step == end:
+                        summary = _summarise(window)
+                        # loss by t bucket over the last log interval, in bucket order
+                        buckets = {
+                            k.removeprefix("loss_"): f"{summary[k]:.3f}"
+                            for k in sorted(summary)
+                            if k.startswith("loss_t")
+                        }
+                        for k, v in summary.items():
+                            self.writer.add_scalar(f"train/{k}", v, self.step)
+                        window = []
+                    postfix.update(buckets)
+                    bar.set_postfix(postfix, refresh=False)
+                    bar.update(1)
+                if cfg.val_every and self.step % cfg.val_every == 0 and main:
+                    for k, v in self.validation_loss().items():
+                        self.writer.add_scalar(f"val/{k}", v, self.step)
+                if cfg.sample_every and self.step % cfg.sample_every == 0 and main:
+                    self.samples()
+                if cfg.checkpoint_every and (self.step % cfg.checkpoint_every == 0 or self.step == end) and main:
+                    self.checkpoint()
+                if self.world > 1:
+                    dist.barrier()
+                if self._stop_now():  # a step boundary: the state is consistent, save and stop
+                    bar.close()
+                    path = self.checkpoint() if main else None
+                    if main:
+                        self.writer.flush()
+                    raise TrainingInterrupted(self.step, path)
+        finally:  # the bar ends its line whatever stops the loop, so messages start on their own
+            bar.close()
         if main:
             self.writer.flush()
             if self.step >= cfg.steps:
                 path = self.export_ema()
                 tqdm.write(f"final EMA weights (sigma_rel {cfg.ema_export_sigma_rel}): {path}")
         return self.history
+
+
+def _plain(value):
+    """Lists (JSON) and tuples (configs) compare equal."""
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def ema_name(sigma_rel: float) -> str:
