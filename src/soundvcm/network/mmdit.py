@@ -267,7 +267,7 @@ NETWORK_PRESETS["debug_v2"] = replace(NETWORK_PRESETS["debug"], v2=True)
 def network_preset(name: str, **overrides) -> MMDiTConfig:
     """A named preset with fields replaced (e.g. feature dimensions of another encoder set)."""
     if name not in NETWORK_PRESETS:
-        raise KeyError(f"unknown network preset {name!r}; choose one of {sorted(NETWORK_PRESETS)}")
+        raise ValueError(f"unknown network preset {name!r}; choose one of {', '.join(NETWORK_PRESETS)}")
     return replace(NETWORK_PRESETS[name], **overrides)
 
 

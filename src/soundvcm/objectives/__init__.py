@@ -51,7 +51,7 @@ OBJECTIVE_PRESETS: dict[str, ObjectivePreset] = {
 def build_objective(name: str, total_steps: int, config: Any | None = None) -> Objective:
     """Build a preset objective; ``config`` replaces the preset's config when given."""
     if name not in OBJECTIVE_PRESETS:
-        raise KeyError(f"unknown objective {name!r}; choose one of {sorted(OBJECTIVE_PRESETS)}")
+        raise ValueError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVE_PRESETS)}")
     preset = OBJECTIVE_PRESETS[name]
     return preset.build(config if config is not None else preset.config, total_steps=total_steps)
 

@@ -1,0 +1,107 @@
+"""The command line as a user meets it: help texts, misspelled options, and user errors across every
+command ending in one line on stderr and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from soundvcm.cli import NETWORK_PRESET_NAMES, main
+from soundvcm.network.mmdit import NETWORK_PRESETS
+
+
+def _run(args, capsys):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _help(args, capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(args + ["--help"])
+    assert exc.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_texts_list_what_exists(capsys):
+    assert set(NETWORK_PRESET_NAMES) == set(NETWORK_PRESETS)
+    assert all(name in " ".join(_help(["model", "init"], capsys).split()) for name in NETWORK_PRESETS)
+    evaluate = _help(["evaluate"], capsys)
+    assert "not available yet" not in evaluate and "IB-Score and DeSync" in " ".join(evaluate.split())
+    verify = " ".join(_help(["weights", "verify"], capsys).split())
+    assert "registry names" in verify and "folder holding the files" in verify
+    generate = " ".join(_help(["generate"], capsys).split())
+    assert "--overwrite" in generate and "--skip-existing" in generate
+
+
+def test_misspelled_option_shows_the_subcommand_usage(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "clip.mp4", "--promt", "rain"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "usage: soundvcm generate" in err and "unrecognized arguments: --promt" in err
+    with pytest.raises(SystemExit):
+        main(["train", "--data", "x", "--out", "y", "--resumee"])
+    assert "usage: soundvcm train" in capsys.readouterr().err
+
+
+def test_benchmark_measurements_keep_native_noise_out(capfd):
+    from soundvcm.bench.measure import peak_memory_mb
+
+    peak_memory_mb(lambda: torch.ones(256, 256) @ torch.ones(256, 256))
+    captured = capfd.readouterr()
+    assert "profiler_start" not in captured.err and "CPUAllocator" not in captured.err
+
+
+def _tsv(d: Path, text: str) -> Path:
+    (d / "list.tsv").write_text(text)
+    return d / "list.tsv"
+
+
+USER_ERRORS = {
+    # name: (argv builder, message on the one stderr line)
+    "model_preset": (
+        lambda d: ["model", "init", "--preset", "lites", "--out", d / "m"],
+        "unknown network preset 'lites'",
+    ),
+    "model_objective": (
+        lambda d: ["model", "init", "--preset", "debug", "--objective", "vmc", "--out", d / "m"],
+        "unknown objective 'vmc'",
+    ),
+    "model_encoders": (
+        lambda d: ["model", "init", "--preset", "lite", "--encoders", "clap", "--out", d / "m"],
+        "unknown encoder set 'clap'",
+    ),
+    "extract_no_tsv": (lambda d: ["extract", "--input", d / "none.tsv", "--out", d / "c"], "no such TSV file"),
+    "extract_empty_tsv": (lambda d: ["extract", "--input", _tsv(d, "\n"), "--out", d / "c"], "no rows"),
+    "extract_encoders": (
+        lambda d: ["extract", "--input", _tsv(d, "a.wav\tx\n"), "--out", d / "c", "--encoders", "clap"],
+        "unknown encoder set 'clap'",
+    ),
+    "extract_shard_size": (
+        lambda d: ["extract", "--input", _tsv(d, "a.wav\tx\n"), "--out", d / "c", "--rows-per-shard", "0"],
+        "--rows-per-shard must be >= 1",
+    ),
+    "train_no_cache": (lambda d: ["train", "--data", d / "none", "--out", d / "run"], "not a feature cache"),
+    "train_weight": (lambda d: ["train", "--data", f"{d}:heavy", "--out", d / "run"], "must be a number"),
+    "train_allow_changes": (
+        lambda d: ["train", "--data", d, "--out", d / "run", "--allow-changes"],
+        "--allow-changes only goes with --resume",
+    ),
+    "ema_no_run": (lambda d: ["ema", d / "none"], "no training checkpoint"),
+    "evaluate_no_pred": (lambda d: ["evaluate", "--pred", d / "none", "--gt", d], "none"),
+    "convert_missing": (lambda d: ["convert", "mmaudio", d / "none.pth", d / "out"], "no such file"),
+    "weights_unknown": (lambda d: ["weights", "download", "clip_vit_b"], "clip_vit_b"),
+    "weights_verify_missing": (lambda d: ["weights", "verify", "vggish", "--dir", d], "not found"),
+}
+
+
+@pytest.mark.parametrize("name", list(USER_ERRORS))
+def test_user_errors_end_in_one_line_and_exit_2(name, tmp_path, capsys):
+    build, message = USER_ERRORS[name]
+    code, _, err = _run(build(tmp_path), capsys)
+    lines = [ln for ln in re.split(r"[\r\n]", err) if ln.strip()]
+    assert code == 2 and "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("soundvcm: error:") and message in lines[0], lines
