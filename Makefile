@@ -51,7 +51,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 bench-toy: $(STAMP)
-	$(BIN)/soundvcm bench toy --json out/bench/toy_d2.json
+	$(BIN)/soundvcm bench toy --seeds 3 --json out/bench/toy_d2.json
 
 bench-toy-quick: $(STAMP)
 	$(BIN)/soundvcm bench toy --quick

@@ -87,3 +87,37 @@ def test_mixture_is_seeded():
     assert torch.equal(a, b)
     x0 = interpolate(a[0, :1], a[0, :1], torch.tensor([0.5]))
     assert x0.shape == (1, 16)
+
+
+# ----- the adaptive weight's fixed point on the t = s rows (issue 11) ------------------------------
+def test_velocity_draws_average_to_the_exact_velocity():
+    from soundvcm.analytic import GaussianMixtureFlow, MixtureSpec
+
+    flow = GaussianMixtureFlow(MixtureSpec(dim=2, seed=0))
+    g = torch.Generator().manual_seed(0)
+    for t, label in ((0.3, 1), (0.7, None), (0.95, 2)):
+        x = torch.tensor([0.2, -0.4], dtype=torch.float64)
+        lab = None if label is None else torch.tensor([label])
+        draws = flow.velocity_draws(x, t, lab, 40_000, g)
+        exact = flow.velocity(x[None], torch.tensor([t]), lab)[0]
+        se = draws.std(0) / 200  # standard error of the mean of 40k draws
+        assert ((draws.mean(0) - exact).abs() < 5 * se + 1e-9).all(), (t, draws.mean(0), exact)
+
+
+def test_irls_fixed_point_is_the_mean_at_p0_and_off_it_at_p1():
+    """At D = 2, the minimiser of the p = 1 adaptive loss is not the velocity (posterior mean); at
+    p = 0 it is. A point between two components of one class, where the posterior is bimodal."""
+    from soundvcm.analytic import GaussianMixtureFlow, MixtureSpec, irls_fixed_point
+
+    flow = GaussianMixtureFlow(MixtureSpec(dim=2, seed=0))
+    t = 0.5
+    mu = flow.means[0]  # class 0's two components
+    x = (1 - t) * (0.6 * mu[0] + 0.4 * mu[1])  # nearer component 0: unequal posterior weights
+    label = torch.tensor([0])
+    draws = flow.velocity_draws(x, t, label, 20_000, torch.Generator().manual_seed(1))
+    exact = flow.velocity(x[None], torch.tensor([t]), label)[0]
+    p0 = irls_fixed_point(draws, p=0.0)
+    p1 = irls_fixed_point(draws, p=1.0)
+    spread = draws.std(0).norm()
+    assert (p0 - exact).norm() < 0.02 * spread  # the mean, up to Monte-Carlo error
+    assert (p1 - exact).norm() > 0.15 * spread  # measurably off: pulled towards a mode

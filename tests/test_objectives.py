@@ -251,3 +251,26 @@ def test_adaptive_weight_shrinks_large_errors():
     torch.testing.assert_close(w, 1 / (mse.detach() + 0.01))
     assert not w.requires_grad  # stop-gradient (Alg. 1 line 9)
     torch.testing.assert_close(adaptive_weight(mse, 0.0, 0.01), torch.ones(3))
+
+
+@pytest.mark.parametrize("name", ["vcm_split_p", "meanflow_split_p"])
+def test_split_p_weights_t_equal_s_rows_without_the_adaptive_weight(name):
+    """vcm_split_p (issue 11): p = 0 on t = s rows, the paper's p = 1 on s < t rows; the paper's own
+    preset keeps one p on every row."""
+    from soundvcm.network.toy import ToyNetConfig, ToyVelocityNet
+    from soundvcm.objectives import Batch
+
+    config = OBJECTIVE_PRESETS[name].config
+    assert config.adaptive_p == 1.0 and config.adaptive_p_equal == 0.0
+    assert OBJECTIVE_PRESETS["vcm"].config.adaptive_p_equal is None  # the paper: Alg. 1 line 9 on all rows
+    torch.manual_seed(0)
+    net = ToyVelocityNet(ToyNetConfig(dim=3, num_classes=2, width=16, depth=1))
+    g = torch.Generator().manual_seed(3)
+    batch = Batch(torch.randn(16, 3, generator=g), net.one_hot(torch.randint(0, 2, (16,), generator=g)))
+    out = build_objective(name, 100).loss(net, batch, 0, torch.Generator().manual_seed(4))
+    equal = out.t == out.s
+    assert 0 < equal.sum() < 16
+    w = torch.where(equal, torch.ones_like(out.mse), 1 / (out.mse + 0.01))
+    torch.testing.assert_close(out.loss, (w * out.mse).mean())
+    paper = build_objective(name.removesuffix("_split_p"), 100).loss(net, batch, 0, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(paper.loss, (paper.mse / (paper.mse + 0.01)).mean())

@@ -155,12 +155,46 @@ class GaussianMixtureFlow:
         safe = torch.where(gap > 0, gap, torch.ones_like(gap))
         return torch.where(gap > 0, (x - end) / safe, inst)
 
+    # ----- exact posteriors ---------------------------------------------------------------
+    def velocity_draws(
+        self, x: Tensor, t: float, labels: Tensor | None, n: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """n draws of the per-sample velocity eps - x0 given x_t = x (one point, (d,)), exactly.
+
+        The posterior over components is ``softmax`` of their likelihoods of x; within component
+        (mu, s^2 I), x0 | x_t is Gaussian with mean mu + a s^2 / (a^2 s^2 + t^2) (x_t - a mu) and
+        variance s^2 t^2 / (a^2 s^2 + t^2), a = 1 - t; and eps - x0 = (x_t - x0) / t. Their mean is
+        :meth:`velocity` (Eq. 1 / Eq. 14).
+        """
+        x = x.double().reshape(1, -1)
+        a, var_x = 1.0 - t, (1.0 - t) ** 2 * self.std**2 + t**2
+        mus = self.means.reshape(-1, self.spec.dim) if labels is None else self.means[labels].reshape(-1, self.spec.dim)
+        logits = -(x - a * mus).square().sum(-1) / (2 * var_x)
+        comp = torch.multinomial(torch.softmax(logits, 0), n, replacement=True, generator=generator)
+        mean_x0 = mus[comp] + (a * self.std**2 / var_x) * (x - a * mus[comp])
+        sd_x0 = math.sqrt(self.std**2 * t**2 / var_x)
+        x0 = mean_x0 + sd_x0 * torch.randn(mean_x0.shape, generator=generator, dtype=torch.float64)
+        return (x - x0) / t
+
     def target_samples(
         self, labels: Tensor, guidance: Guidance | None, generator: torch.Generator | None = None, steps: int = 256
     ) -> Tensor:
         """Exact endpoints X(0) of the (guided) ODE from X(1) ~ N(0, I): the target distribution."""
         noise = torch.randn(labels.shape[0], self.spec.dim, generator=generator, dtype=torch.float64)
         return self.integrate(noise, 1.0, 0.0, labels, guidance, steps)
+
+
+def irls_fixed_point(draws: Tensor, p: float, eps: float = 0.01, iters: int = 200) -> Tensor:
+    """The population minimiser, over a constant u, of E[w(MSE) MSE] with w = sg(1 / (MSE + eps)^p)
+    (Eq. 11) and MSE = ||u - v||^2 / D, for v drawn as ``draws`` (N, D): where gradient descent on the
+    adaptive loss settles, u = sum_i w_i v_i / sum_i w_i with w_i taken at u (iteratively
+    reweighted least squares, started at the mean). p = 0 gives the mean, the flow-matching answer.
+    """
+    u = draws.mean(0)
+    for _ in range(iters):
+        w = (draws - u).square().mean(1).add(eps).pow(-p)
+        u = (w[:, None] * draws).sum(0) / w.sum()
+    return u
 
 
 def sliced_wasserstein2(

@@ -37,7 +37,7 @@ from soundvcm.media.video import load_image, load_video, probe
 from soundvcm.network.checkpoint import load_network, read_checkpoint_config
 from soundvcm.sampling import consistency_sample, euler_cfg_sample, initial_noise
 
-CONSISTENCY_OBJECTIVES = ("vcm", "vcm_sec43", "meanflow")
+CONSISTENCY_OBJECTIVES = ("vcm", "vcm_sec43", "vcm_split_p", "meanflow", "meanflow_split_p")
 STAGES = ("decode", "visual", "sync", "text", "network", "latent_decode", "vocoder", "mux")
 
 

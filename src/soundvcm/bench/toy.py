@@ -1,24 +1,38 @@
 """``soundvcm bench toy``: flow matching, velocity consistency and MeanFlow on exact flows.
 
 The same small network (:class:`~soundvcm.network.toy.ToyVelocityNet`) is trained with each
-objective for the same wall-clock budget on a class-conditional Gaussian mixture whose guided
-flow is known exactly (:mod:`soundvcm.analytic`). All three aim at one target: the endpoint of
+*variant* (an objective preset plus config changes) on class-conditional Gaussian mixtures whose
+guided flow is known exactly (:mod:`soundvcm.analytic`). All aim at one target: the endpoint of
 the exact ODE under the guidance rule the models learn (scale w where t <= 0.8, the conditional
-field above); the flow-matching baseline samples with that same rule.
+field above); flow matching samples with that same rule.
 
-Reported: sliced W2 to exact target samples per sampler setting (EMA and raw weights), the MSE
-of u(x, t, s) against the exact average velocity on held-out (x, t, s), and each objective's
-training step time and peak memory, all measured in the same run.
+**Equal cost, by steps.** VCM trains for a fixed number of steps (``vcm_steps``). Every other
+variant gets the number of steps whose *process CPU time* equals VCM's, from a short calibration
+of each variant's full training step at the start of the run (CPU time, not wall time, so a
+busy machine changes neither the step counts much nor, once they are fixed, the results).
+Step counts and per-step costs are recorded in the JSON; ``--replay`` reuses them and is
+bit-reproducible.
+
+**Several mixtures.** Each variant is trained and evaluated on every seed of ``seeds`` (the seed
+draws the mixture, the initial network and all training noise); tables report the mean and
+standard deviation over seeds of each figure, and the floor (SW2 between two exact sample sets)
+per seed. Jobs (variant, seed) run in ``workers`` processes with one thread each, so the numbers
+do not depend on the number of workers.
+
+Reported: sliced W2 to exact target samples per sampler setting (EMA weights; raw weights too),
+the MSE of u(x, t, s) against the exact average velocity on held-out (x, t, s < t), step counts,
+CPU milliseconds per step and peak memory.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
+import multiprocessing as mp
 import os
+import statistics
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,37 +43,58 @@ from soundvcm.analytic import GaussianMixtureFlow, Guidance, MixtureSpec, classw
 from soundvcm.bench.measure import peak_memory_mb
 from soundvcm.flow import interpolate
 from soundvcm.network.toy import ToyNetConfig, ToyVelocityNet
-from soundvcm.objectives import (
-    OBJECTIVE_PRESETS,
-    Batch,
-    TimeSampling,
-    TrainingGuidance,
-    VelocityConsistencyConfig,
-    build_objective,
-)
+from soundvcm.objectives import OBJECTIVE_PRESETS, Batch, TimeSampling, build_objective
 from soundvcm.sampling import consistency_sample, euler_cfg_sample, initial_noise
 from soundvcm.training.ema import EMA
 
-SAMPLER_SETTINGS: dict[str, tuple[str, int]] = {
-    # key -> (objective, steps); fm@N counts N network evaluations (steps x 2 with CFG)
-    "vcm@1": ("vcm", 1),
-    "vcm@2": ("vcm", 2),
-    "vcm@4": ("vcm", 4),
-    "meanflow@1": ("meanflow", 1),
-    "meanflow@2": ("meanflow", 2),
-    "meanflow@4": ("meanflow", 4),
-    "fm@4": ("fm", 2),
-    "fm@8": ("fm", 4),
-    "fm@50": ("fm", 25),
-}
+CONSISTENCY_STEPS = (1, 2, 4)
+FM_STEPS = (2, 4, 25)  # Euler steps; x2 network evaluations with CFG: 4, 8 and 50 NFE
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An objective preset with changes to its config: ``time.*``, ``guidance.*`` or top-level keys."""
+
+    label: str
+    objective: str
+    changes: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def consistency(self) -> bool:
+        return self.objective != "fm"
+
+    def settings(self) -> dict[str, int]:
+        """Sampler setting name -> sampler steps (fm@N counts N network evaluations)."""
+        if self.consistency:
+            return {f"{self.label}@{n}": n for n in CONSISTENCY_STEPS}
+        return {f"{self.label}@{2 * n}": n for n in FM_STEPS}
+
+
+MAIN_VARIANTS = (
+    Variant("fm", "fm"),
+    Variant("vcm", "vcm"),
+    Variant("vcm_split_p", "vcm_split_p"),
+    Variant("meanflow", "meanflow"),
+    Variant("meanflow_split_p", "meanflow_split_p"),
+)
+ABLATION_VARIANTS = (  # Table 2's rows, one change at a time from the paper's base, plus p on t = s rows
+    Variant("base (r=0.75, p=1, m=0.25, w=4)", "vcm"),
+    Variant("r=0", "vcm", (("time.equal_ratio", 0.0),)),
+    Variant("r=0.25", "vcm", (("time.equal_ratio", 0.25),)),
+    Variant("p=0", "vcm", (("adaptive_p", 0.0),)),
+    Variant("p=1, p(t=s)=0", "vcm", (("adaptive_p_equal", 0.0),)),
+    Variant("m=0.75", "vcm", (("guidance.mix", 0.75),)),
+    Variant("w=2", "vcm", (("guidance.scale", 2.0),)),
+)
 
 
 @dataclass(frozen=True)
 class ToyBenchConfig:
-    """Everything the toy benchmark depends on; one seed makes it reproducible."""
+    """Everything the toy benchmark depends on; seeds make it reproducible."""
 
     dim: int = 2
-    budget_s: float = 150.0
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    vcm_steps: int = 4000
     batch_size: int = 256
     lr: float = 3e-3
     lr_final: float = 1e-4
@@ -74,22 +109,17 @@ class ToyBenchConfig:
     guidance_scale: float = 4.0
     guidance_t_max: float = 0.8
     mix: float = 0.25
-    # p of the adaptive weight (Eq. 11) for VCM and MeanFlow; the paper's 1.0 by default. At very
-    # low D the per-row MSE is a noisy chi-square and 1 / MSE weighting pulls towards the mode of
-    # the target (see BENCHMARKS.md); --adaptive-p 0 compares both methods without it.
-    adaptive_p: float = 1.0
     eval_per_class: int = 1000
     mse_points: int = 2000
     ode_steps: int = 256
-    seed: int = 0
     calibration_steps: int = 30
-    # Fixed step counts per objective label (e.g. (("fm", 3000), ...)) instead of the wall-clock
-    # calibration; with them a run is bit-reproducible (``--replay`` reads them from a JSON).
+    workers: int = 2
+    # Fixed step counts per variant label, e.g. (("fm", 6000), ...): set by --replay; empty means
+    # calibrate (equal CPU cost to vcm_steps of the reference variant).
     steps: tuple[tuple[str, int], ...] = ()
 
-    @property
-    def mixture(self) -> MixtureSpec:
-        return MixtureSpec(self.dim, self.num_classes, self.components_per_class, self.std, seed=self.seed)
+    def mixture(self, seed: int) -> MixtureSpec:
+        return MixtureSpec(self.dim, self.num_classes, self.components_per_class, self.std, seed=seed)
 
     @property
     def guidance(self) -> Guidance:
@@ -99,29 +129,22 @@ class ToyBenchConfig:
     def net(self) -> ToyNetConfig:
         return ToyNetConfig(dim=self.dim, num_classes=self.num_classes, width=self.width, depth=self.depth)
 
-    def objective_config(self, name: str) -> Any:
-        """The preset config with this bench's guidance (scale, window, m)."""
-        base = OBJECTIVE_PRESETS[name].config
-        if not hasattr(base, "guidance"):
-            return base
-        g = TrainingGuidance(scale=self.guidance_scale, t_max=self.guidance_t_max, mix=self.mix)
-        return replace(base, guidance=g, adaptive_p=self.adaptive_p)
+    def objective_config(self, variant: Variant) -> Any:
+        """The preset's config with this bench's guidance (w, window, m) and the variant's changes."""
+        config = OBJECTIVE_PRESETS[variant.objective].config
+        if hasattr(config, "guidance"):
+            g = replace(config.guidance, scale=self.guidance_scale, t_max=self.guidance_t_max, mix=self.mix)
+            config = replace(config, guidance=g)
+        for key, value in variant.changes:
+            head, _, tail = key.partition(".")
+            if tail:
+                config = replace(config, **{head: replace(getattr(config, head), **{tail: value})})
+            else:
+                config = replace(config, **{key: value})
+        return config
 
 
-QUICK = dict(budget_s=6.0, eval_per_class=250, mse_points=400, ode_steps=96, calibration_steps=8)
-
-
-@dataclass
-class TrainedModel:
-    name: str
-    net: ToyVelocityNet
-    ema: ToyVelocityNet
-    steps: int
-    step_time_s: float
-    train_wall_s: float
-    peak_mem_mb: float
-    final_loss: float
-    extras: dict[str, float] = field(default_factory=dict)
+QUICK = dict(seeds=(0,), vcm_steps=300, eval_per_class=250, mse_points=400, ode_steps=96, calibration_steps=8)
 
 
 def _batch(flow: GaussianMixtureFlow, net: ToyVelocityNet, n: int, g: torch.Generator) -> Batch:
@@ -139,8 +162,8 @@ def _lr_at(cfg: ToyBenchConfig, step: int, total: int) -> float:
 
 
 class _Stepper:
-    """One full training step (lr schedule, loss, backward, clipping, AdamW, EMA): the same code
-    is timed for calibration and run for training, so calibrated budgets match wall-clock."""
+    """One full training step (lr schedule, loss, backward, clipping, AdamW, EMA): the same code is
+    timed for calibration and run for training."""
 
     def __init__(self, net: ToyVelocityNet, objective, cfg: ToyBenchConfig, flow: GaussianMixtureFlow, seed: int):
         self.net, self.objective, self.cfg, self.flow = net, objective, cfg, flow
@@ -161,75 +184,64 @@ class _Stepper:
         return out.loss.item()
 
 
-def train_objective(
-    name: str, cfg: ToyBenchConfig, flow: GaussianMixtureFlow, objective_config: Any = None, label: str | None = None
-) -> TrainedModel:
-    """Train one objective for ``cfg.budget_s`` seconds of wall-clock (calibrated step count)."""
-    objective_config = objective_config if objective_config is not None else cfg.objective_config(name)
-    torch.manual_seed(cfg.seed)
+def _stepper(cfg: ToyBenchConfig, variant: Variant, seed: int, total: int) -> _Stepper:
+    flow = GaussianMixtureFlow(cfg.mixture(seed))
+    torch.manual_seed(seed)
     net = ToyVelocityNet(cfg.net)
+    objective = build_objective(variant.objective, total, cfg.objective_config(variant))
+    return _Stepper(net, objective, cfg, flow, seed + 2)
 
-    # Calibrate the full step on a throwaway copy so every objective gets the same wall-clock.
-    probe = _Stepper(copy.deepcopy(net), build_objective(name, 1000, objective_config), cfg, flow, cfg.seed + 1)
-    for i in range(3):
-        probe(i)
-    start = time.perf_counter()
-    for i in range(cfg.calibration_steps):
-        probe(i)
-    calibrated = (time.perf_counter() - start) / cfg.calibration_steps
-    peak = peak_memory_mb(lambda: probe(0))
-    total = dict(cfg.steps).get(label or name) or max(20, int(cfg.budget_s / calibrated))
 
-    stepper = _Stepper(net, build_objective(name, total, objective_config), cfg, flow, cfg.seed + 2)
-    # Long runs step slower than the short calibration, so the step count is re-estimated from
-    # the measured throughput at 10 % and 40 % of training (schedules follow the new total).
-    # With fixed steps (cfg.steps, --replay) nothing is re-estimated and runs are bit-identical.
-    checkpoints = set() if dict(cfg.steps).get(label or name) else {total // 10, (2 * total) // 5}
-    losses: list[float] = []
-    bar = tqdm(total=total, desc=f"train {label or name} (d={cfg.dim})", leave=False, mininterval=1.0)
-    start = time.perf_counter()
-    step = 0
-    while step < stepper.objective.total_steps:
-        losses.append(stepper(step))
-        step += 1
-        bar.update()
-        if step in checkpoints:
-            elapsed = time.perf_counter() - start
-            remaining = max(0.0, cfg.budget_s - elapsed)
-            stepper.objective.total_steps = max(step + 1, step + int(remaining * step / elapsed))
-            bar.total = stepper.objective.total_steps
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
-    bar.close()
-    total = step
-    wall = time.perf_counter() - start
-    tail = losses[-max(1, total // 20) :]
-    return TrainedModel(
-        name=label or name,
-        net=net.eval(),
-        ema=stepper.ema.model.eval(),
-        steps=total,
-        step_time_s=wall / total,
-        train_wall_s=wall,
-        peak_mem_mb=peak,
-        final_loss=sum(tail) / len(tail),
-    )
+def calibrate(cfg: ToyBenchConfig, variant: Variant) -> tuple[float, float]:
+    """(CPU seconds per full training step, peak MB of one step), on a throwaway network, 1 thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        probe = _stepper(cfg, variant, cfg.seeds[0], 1000)
+        for i in range(3):
+            probe(i)
+        start = time.process_time()
+        for i in range(cfg.calibration_steps):
+            probe(i)
+        cost = (time.process_time() - start) / cfg.calibration_steps
+        return cost, peak_memory_mb(lambda: probe(0))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def plan_steps(cfg: ToyBenchConfig, variants: tuple[Variant, ...]) -> tuple[dict[str, int], dict[str, dict]]:
+    """Steps per variant at equal CPU cost to ``vcm_steps`` of the first consistency variant (the
+    reference), rounded to 10; fixed counts from ``cfg.steps`` win. Returns (steps, costs)."""
+    costs = {v.label: dict(zip(("cpu_ms_per_step", "peak_mem_mb"), calibrate(cfg, v))) for v in variants}
+    for c in costs.values():
+        c["cpu_ms_per_step"] *= 1e3
+    reference = next(v for v in variants if v.consistency)
+    ref_cost = costs[reference.label]["cpu_ms_per_step"]
+    fixed = dict(cfg.steps)
+    steps = {}
+    for v in variants:
+        equal = cfg.vcm_steps * ref_cost / costs[v.label]["cpu_ms_per_step"]
+        steps[v.label] = fixed.get(v.label) or max(10, int(round(equal / 10)) * 10)
+    return steps, costs
+
+
+def train_variant(
+    cfg: ToyBenchConfig, variant: Variant, seed: int, total: int
+) -> tuple[ToyVelocityNet, ToyVelocityNet]:
+    """(raw, EMA) networks after ``total`` steps on mixture ``seed``."""
+    stepper = _stepper(cfg, variant, seed, total)
+    for step in range(total):
+        stepper(step)
+    return stepper.net.eval(), stepper.ema.model.eval()
 
 
 @torch.no_grad()
-def sample_setting(
-    model: ToyVelocityNet, kind: str, steps: int, labels: torch.Tensor, noise: torch.Tensor, cfg
-) -> torch.Tensor:
+def sample_setting(model: ToyVelocityNet, variant: Variant, steps: int, labels, noise, cfg: ToyBenchConfig):
     prepared = model.prepare(model.one_hot(labels))
-    if kind == "fm":
+    if not variant.consistency:
+        null = model.prepare_null(labels.shape[0])
         return euler_cfg_sample(
-            model,
-            noise,
-            prepared,
-            model.prepare_null(labels.shape[0]),
-            steps=steps,
-            cfg_scale=cfg.guidance_scale,
-            guidance_t_max=cfg.guidance_t_max,
+            model, noise, prepared, null, steps=steps, cfg_scale=cfg.guidance_scale, guidance_t_max=cfg.guidance_t_max
         )
     return consistency_sample(model, noise, prepared, steps=steps)
 
@@ -237,18 +249,14 @@ def sample_setting(
 @torch.no_grad()
 def average_velocity_mse(model: ToyVelocityNet, held_out: dict[str, torch.Tensor]) -> float:
     """MSE of u_theta(x, t, s) against the exact guided average velocity (mean over rows and D)."""
-    pred = model(
-        held_out["x"].float(),
-        held_out["t"].float(),
-        held_out["s"].float(),
-        model.prepare(model.one_hot(held_out["labels"])),
-    )
+    prepared = model.prepare(model.one_hot(held_out["labels"]))
+    pred = model(held_out["x"].float(), held_out["t"].float(), held_out["s"].float(), prepared)
     return (pred.double() - held_out["u"]).square().mean().item()
 
 
-def held_out_points(cfg: ToyBenchConfig, flow: GaussianMixtureFlow) -> dict[str, torch.Tensor]:
+def held_out_points(cfg: ToyBenchConfig, flow: GaussianMixtureFlow, seed: int) -> dict[str, torch.Tensor]:
     """(x_t, t, s, c) with s < t drawn as in training, and the exact guided u(x_t, t, s | c)."""
-    g = torch.Generator().manual_seed(cfg.seed + 100)
+    g = torch.Generator().manual_seed(seed + 100)
     n = cfg.mse_points
     labels = torch.randint(0, cfg.num_classes, (n,), generator=g)
     t, s = TimeSampling(equal_ratio=0.0).sample(n, g)
@@ -258,148 +266,205 @@ def held_out_points(cfg: ToyBenchConfig, flow: GaussianMixtureFlow) -> dict[str,
     return {"x": x, "t": t, "s": s, "labels": labels, "u": u}
 
 
-def evaluate(
-    models: dict[str, TrainedModel], cfg: ToyBenchConfig, flow: GaussianMixtureFlow, settings=SAMPLER_SETTINGS
-) -> dict[str, Any]:
-    """SW2 per sampler setting (EMA and raw weights), floor, and average-velocity MSE."""
+def evaluation_set(cfg: ToyBenchConfig, seed: int) -> dict[str, Any]:
+    """Exact target samples, a second exact set (the floor), noise and labels for mixture ``seed``."""
+    flow = GaussianMixtureFlow(cfg.mixture(seed))
     labels = flow.balanced_labels(cfg.eval_per_class)
-    g = torch.Generator().manual_seed(cfg.seed + 10)
+    g = torch.Generator().manual_seed(seed + 10)
     target = flow.target_samples(labels, cfg.guidance, g, cfg.ode_steps).float()
     second = flow.target_samples(labels, cfg.guidance, g, cfg.ode_steps).float()
-    noise = initial_noise((labels.shape[0], cfg.dim), seed=cfg.seed + 20)
-    sw2: dict[str, float] = {}
-    sw2_raw: dict[str, float] = {}
-    samples: dict[str, torch.Tensor] = {}
-    for key, (kind, steps) in settings.items():
-        if kind not in models:
-            continue
-        m = models[kind]
-        samples[key] = sample_setting(m.ema, kind, steps, labels, noise, cfg)
-        sw2[key] = classwise_sw2(samples[key], target, labels, seed=cfg.seed)
-        raw = sample_setting(m.net, kind, steps, labels, noise, cfg)
-        sw2_raw[key] = classwise_sw2(raw, target, labels, seed=cfg.seed)
-    held = held_out_points(cfg, flow)
-    mse = {k: average_velocity_mse(m.ema, held) for k, m in models.items()}
-    return {
-        "sw2": sw2,
-        "sw2_raw": sw2_raw,
-        "sw2_floor": classwise_sw2(second, target, labels, seed=cfg.seed),
-        "avg_velocity_mse": mse,
-        "_samples": samples,
-        "_target": target,
-        "_labels": labels,
-    }
+    noise = initial_noise((labels.shape[0], cfg.dim), seed=seed + 20)
+    return {"flow": flow, "labels": labels, "target": target, "noise": noise,
+            "floor": classwise_sw2(second, target, labels, seed=seed)}  # fmt: skip
 
 
-def scatter_plot(path: Path, flow: GaussianMixtureFlow, result: dict[str, Any], cfg: ToyBenchConfig) -> None:
-    """PNG grid: class data, exact guided target, and each sampler's samples (d = 2 only)."""
+def run_job(cfg: ToyBenchConfig, variant: Variant, seed: int, total: int, keep_samples: bool = False) -> dict:
+    """Train one variant on one mixture and score it: one unit of work for a worker process."""
+    torch.set_num_threads(1)  # the same arithmetic whatever the number of workers
+    start = time.process_time()
+    raw, ema = train_variant(cfg, variant, seed, total)
+    train_cpu = time.process_time() - start
+    ev = evaluation_set(cfg, seed)
+    out: dict[str, Any] = {"label": variant.label, "seed": seed, "steps": total, "train_cpu_s": train_cpu,
+                           "floor": ev["floor"], "sw2": {}, "sw2_raw": {}, "samples": {}}  # fmt: skip
+    for key, n in variant.settings().items():
+        x = sample_setting(ema, variant, n, ev["labels"], ev["noise"], cfg)
+        out["sw2"][key] = classwise_sw2(x, ev["target"], ev["labels"], seed=seed)
+        raw_x = sample_setting(raw, variant, n, ev["labels"], ev["noise"], cfg)
+        out["sw2_raw"][key] = classwise_sw2(raw_x, ev["target"], ev["labels"], seed=seed)
+        if keep_samples:
+            out["samples"][key] = x
+    if variant.consistency:
+        out["avg_velocity_mse"] = average_velocity_mse(ema, held_out_points(cfg, ev["flow"], seed))
+    return out
+
+
+def _star(args):
+    return run_job(*args)
+
+
+def run_variants(cfg: ToyBenchConfig, variants: tuple[Variant, ...], desc: str = "toy") -> dict[str, Any]:
+    """Calibrate, train every (variant, seed) in worker processes, and aggregate over seeds."""
+    steps, costs = plan_steps(cfg, variants)
+    jobs = [
+        (cfg, v, seed, steps[v.label], seed == cfg.seeds[0] and cfg.dim == 2) for v in variants for seed in cfg.seeds
+    ]
+    results: list[dict] = []
+    bar = tqdm(total=len(jobs), desc=f"{desc} (d={cfg.dim}, {len(cfg.seeds)} seeds)", unit="job", leave=False)
+    start = time.perf_counter()
+    if cfg.workers > 1 and len(jobs) > 1:
+        with mp.get_context("spawn").Pool(min(cfg.workers, len(jobs))) as pool:
+            for r in pool.imap_unordered(_star, jobs):
+                results.append(r)
+                bar.update()
+    else:
+        for job in jobs:
+            results.append(run_job(*job))
+            bar.update()
+    bar.close()
+    order = {(v.label, s): i for i, (_, v, s, _, _) in enumerate(jobs)}
+    results.sort(key=lambda r: order[(r["label"], r["seed"])])
+    return {"config": asdict(cfg), "variants": [asdict(v) for v in variants], "steps": steps, "costs": costs,
+            "jobs": results, "summary": summarise(results), "wall_s": time.perf_counter() - start,
+            "workers": cfg.workers}  # fmt: skip
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}  # fmt: skip
+
+
+def summarise(results: list[dict]) -> dict[str, Any]:
+    """Mean and std over seeds of every SW2 figure and average-velocity MSE; the floor per seed."""
+    out: dict[str, Any] = {"sw2": {}, "sw2_raw": {}, "avg_velocity_mse": {}, "floor": {}}
+    for kind in ("sw2", "sw2_raw"):
+        keys = [k for r in results for k in r[kind]]
+        for key in dict.fromkeys(keys):
+            out[kind][key] = _mean_std([r[kind][key] for r in results if key in r[kind]])
+    for label in dict.fromkeys(r["label"] for r in results):
+        mses = [r["avg_velocity_mse"] for r in results if r["label"] == label and "avg_velocity_mse" in r]
+        if mses:
+            out["avg_velocity_mse"][label] = _mean_std(mses)
+    for r in results:
+        out["floor"][str(r["seed"])] = r["floor"]
+    return out
+
+
+def _fmt(stat: dict[str, float]) -> str:
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
+def markdown_tables(result: dict[str, Any]) -> str:
+    summary, steps, costs = result["summary"], result["steps"], result["costs"]
+    lines = ["| sampler | NFE | SW2 (EMA), mean ± std | per seed | SW2 (raw) |", "|---|---|---|---|---|"]
+    for v in (Variant(**{**d, "changes": tuple(tuple(c) for c in d["changes"])}) for d in result["variants"]):
+        for key, n in v.settings().items():
+            if key in summary["sw2"]:
+                nfe = f"{n}x2" if not v.consistency else str(n)
+                per_seed = " ".join(f"{x:.3f}" for x in summary["sw2"][key]["values"])
+                lines.append(
+                    f"| {key} | {nfe} | {_fmt(summary['sw2'][key])} | {per_seed} | {_fmt(summary['sw2_raw'][key])} |"
+                )
+    floors = list(summary["floor"].values())
+    lines.append(
+        f"| two exact sample sets (floor) | - | {_fmt(_mean_std(floors))} | {' '.join(f'{x:.3f}' for x in floors)} | |"
+    )
+    ref = next(iter(costs.values()))["cpu_ms_per_step"]
+    lines += ["", "| variant | steps | CPU ms / step | cost vs first | peak mem (MB) | avg-velocity MSE (EMA) |"]
+    lines.append("|---|---|---|---|---|---|")
+    for label, c in costs.items():
+        mse = summary["avg_velocity_mse"].get(label)
+        lines.append(
+            f"| {label} | {steps[label]} | {c['cpu_ms_per_step']:.2f} | {c['cpu_ms_per_step'] / ref:.2f}x | "
+            f"{c['peak_mem_mb']:.2f} | {_fmt(mse) if mse else '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def goals_table(result: dict[str, Any]) -> str:
+    """Issue 11's goals, as ratios of seed means (equal cost, EMA weights)."""
+    sw2 = {k: v["mean"] for k, v in result["summary"]["sw2"].items()}
+    if "fm@50" not in sw2:
+        return ""
+    lines = ["| goal | variant | value | met |", "|---|---|---|---|"]
+    for label in ("vcm", "vcm_split_p"):
+        if f"{label}@1" in sw2:
+            r1 = sw2[f"{label}@1"] / sw2["fm@50"]
+            lines.append(f"| 1-step SW2 <= 1.5x FM 25x2 | {label} | {r1:.2f}x | {'yes' if r1 <= 1.5 else 'no'} |")
+            r4 = sw2[f"{label}@4"] / sw2["fm@50"]
+            lines.append(f"| 4-step SW2 <= FM 25x2 | {label} | {r4:.2f}x | {'yes' if r4 <= 1.0 else 'no'} |")
+    for vcm, mf in (("vcm", "meanflow"), ("vcm_split_p", "meanflow_split_p")):
+        if f"{vcm}@1" in sw2 and f"{mf}@1" in sw2:
+            a, b = sw2[f"{vcm}@1"], sw2[f"{mf}@1"]
+            lines.append(f"| 1-step VCM < MeanFlow | {vcm} vs {mf} | {a:.3f} vs {b:.3f} | {'yes' if a < b else 'no'} |")
+    return "\n".join(lines)
+
+
+def scatter_plot(path: Path, result: dict[str, Any], cfg: ToyBenchConfig) -> Path | None:
+    """PNG grid for the first seed (d = 2): class data, exact guided target, each sampler's samples."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = result["_labels"]
-    data = flow.sample_data(labels, torch.Generator().manual_seed(cfg.seed + 30)).float()
-    panels = [("data x0 (unguided)", data), ("exact guided target", result["_target"])]
-    panels += [(f"{k}  SW2={result['sw2'][k]:.3f}", v) for k, v in result["_samples"].items()]
-    cols = 4
+    seed = cfg.seeds[0]
+    jobs = [r for r in result["jobs"] if r["seed"] == seed and r.get("samples")]
+    if not jobs or cfg.dim != 2:
+        return None
+    ev = evaluation_set(cfg, seed)
+    labels = ev["labels"]
+    data = ev["flow"].sample_data(labels, torch.Generator().manual_seed(seed + 30)).float()
+    panels = [("data x0 (unguided)", data), ("exact guided target", ev["target"])]
+    panels += [(f"{k}  SW2={r['sw2'][k]:.3f}", x) for r in jobs for k, x in r["samples"].items()]
+    cols = 6
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), squeeze=False)
-    lim = float(result["_target"].abs().max()) * 1.15
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    lim = float(ev["target"].abs().max()) * 1.15
     for ax, (title, pts) in zip(axes.flat, panels):
-        ax.scatter(pts[:, 0], pts[:, 1], c=labels, cmap="tab10", s=2, vmin=0, vmax=9)
-        ax.set_title(title, fontsize=10)
+        ax.scatter(pts[:, 0], pts[:, 1], c=labels, cmap="tab10", s=1, vmin=0, vmax=9)
+        ax.set_title(title, fontsize=8)
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=80)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(tmp, dpi=70)
     plt.close(fig)
     os.replace(tmp, path)
+    return path
 
 
-def markdown_tables(result: dict[str, Any], models: dict[str, TrainedModel]) -> str:
-    lines = ["| sampler | NFE | SW2 (EMA) | SW2 (raw) |", "|---|---|---|---|"]
-    for key, (kind, steps) in SAMPLER_SETTINGS.items():
-        if key in result["sw2"]:
-            nfe = f"{steps}x2" if kind == "fm" else str(steps)
-            lines.append(f"| {key} | {nfe} | {result['sw2'][key]:.3f} | {result['sw2_raw'][key]:.3f} |")
-    lines.append(f"| two exact sample sets (floor) | - | {result['sw2_floor']:.3f} | |")
-    lines += ["", "| objective | steps | step time (ms) | vs fm | peak mem (MB) | avg-velocity MSE (EMA) |"]
-    lines.append("|---|---|---|---|---|---|")
-    fm_time = models["fm"].step_time_s if "fm" in models else float("nan")
-    for k, m in models.items():
-        lines.append(
-            f"| {k} | {m.steps} | {1e3 * m.step_time_s:.2f} | {m.step_time_s / fm_time:.2f}x | "
-            f"{m.peak_mem_mb:.2f} | {result['avg_velocity_mse'][k]:.4f} |"
-        )
-    return "\n".join(lines)
-
-
-ABLATIONS: dict[str, dict[str, float]] = {
-    "base (r=0.75, p=1, m=0.25)": {"adaptive_p": 1.0},
-    "r=0": {"equal_ratio": 0.0, "adaptive_p": 1.0},
-    "p=0": {"adaptive_p": 0.0},
-    "m=0.75": {"mix": 0.75, "adaptive_p": 1.0},
-}
-
-
-def _ablation_config(cfg: ToyBenchConfig, change: dict[str, float]) -> VelocityConsistencyConfig:
-    base: VelocityConsistencyConfig = cfg.objective_config("vcm")
-    if "equal_ratio" in change:
-        base = replace(base, time=replace(base.time, equal_ratio=change["equal_ratio"]))
-    if "adaptive_p" in change:
-        base = replace(base, adaptive_p=change["adaptive_p"])
-    if "mix" in change:
-        base = replace(base, guidance=replace(base.guidance, mix=change["mix"]))
-    return base
+def run_toy_bench(cfg: ToyBenchConfig, out_dir: Path | None = None, variants=MAIN_VARIANTS) -> dict[str, Any]:
+    """FM, VCM and MeanFlow (and their split-p variants) at equal cost over ``cfg.seeds``."""
+    result = run_variants(cfg, variants)
+    if out_dir is not None:
+        plot = scatter_plot(Path(out_dir) / f"toy_d{cfg.dim}_samples.png", result, cfg)
+        if plot is not None:
+            result["plot"] = str(plot)
+    result["table"] = markdown_tables(result)
+    result["goals"] = goals_table(result)
+    result["torch_threads_per_job"] = 1
+    return result
 
 
 def run_ablation(cfg: ToyBenchConfig) -> dict[str, Any]:
-    """VCM with r in {0, 0.75}, p in {0, 1}, m in {0.25, 0.75}, one change at a time (Table 2)."""
-    flow = GaussianMixtureFlow(cfg.mixture)
-    rows: dict[str, Any] = {}
-    settings = {k: v for k, v in SAMPLER_SETTINGS.items() if v[0] == "vcm"}
-    for label, change in ABLATIONS.items():
-        model = train_objective("vcm", cfg, flow, _ablation_config(cfg, change), label=label)
-        res = evaluate({"vcm": model}, cfg, flow, settings)
-        rows[label] = {"sw2": res["sw2"], "avg_velocity_mse": res["avg_velocity_mse"]["vcm"], "steps": model.steps}
-    # the JSON keeps the config so --replay can rerun it
-    lines = ["| variant | vcm@1 | vcm@2 | vcm@4 | avg-velocity MSE | steps |", "|---|---|---|---|---|---|"]
-    for label, r in rows.items():
-        s = r["sw2"]
-        lines.append(
-            f"| {label} | {s['vcm@1']:.3f} | {s['vcm@2']:.3f} | {s['vcm@4']:.3f} | "
-            f"{r['avg_velocity_mse']:.4f} | {r['steps']} |"
-        )
-    return {"ablation": rows, "table": "\n".join(lines), "config": asdict(cfg)}
-
-
-def run_toy_bench(cfg: ToyBenchConfig, out_dir: Path | None = None) -> dict[str, Any]:
-    """Train fm, vcm and meanflow for equal wall-clock and evaluate them against exact flows."""
-    flow = GaussianMixtureFlow(cfg.mixture)
-    models = {name: train_objective(name, cfg, flow) for name in ("fm", "vcm", "meanflow")}
-    result = evaluate(models, cfg, flow)
-    if out_dir is not None and cfg.dim == 2:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        scatter_plot(out_dir / "toy_d2_samples.png", flow, result, cfg)
-        result["plot"] = str(out_dir / "toy_d2_samples.png")
-    result["table"] = markdown_tables(result, models)
-    result["step_time_s"] = {k: m.step_time_s for k, m in models.items()}
-    result["peak_mem_mb"] = {k: m.peak_mem_mb for k, m in models.items()}
-    result["train_steps"] = {k: m.steps for k, m in models.items()}
-    result["train_wall_s"] = {k: m.train_wall_s for k, m in models.items()}
-    result["config"] = asdict(cfg)
-    result["torch_threads"] = torch.get_num_threads()
+    """Table 2's r, p, m and w for VCM (plus p on the t = s rows), one change at a time."""
+    result = run_variants(cfg, ABLATION_VARIANTS, desc="ablation")
+    result["table"] = markdown_tables(result)
+    result["ablation"] = True
     return result
 
 
 def public(result: dict[str, Any]) -> dict[str, Any]:
     """The JSON-serialisable part of a result (drops sample tensors)."""
-    return {k: v for k, v in result.items() if not k.startswith("_")}
+    out = dict(result)
+    out["jobs"] = [{k: v for k, v in r.items() if k != "samples"} for r in result.get("jobs", [])]
+    return out
 
 
 def write_json(path: Path, result: dict[str, Any]) -> None:
@@ -409,14 +474,29 @@ def write_json(path: Path, result: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def config_from_json(path: Path) -> ToyBenchConfig:
-    """The config of an earlier ``--json`` result, with its trained step counts fixed."""
+def config_from_json(path: Path) -> tuple[ToyBenchConfig, bool]:
+    """The config of an earlier ``--json`` result with its step counts fixed, and whether it was an ablation."""
     try:
         data = json.loads(Path(path).read_text())
         raw = dict(data["config"])
+        steps = dict(data["steps"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a toy-benchmark JSON result ({exc})") from exc
-    steps = data.get("train_steps") or {k: v["steps"] for k, v in data.get("ablation", {}).items()}
     raw["steps"] = tuple(sorted(steps.items()))
+    raw["seeds"] = tuple(raw["seeds"])
     known = {f for f in ToyBenchConfig.__dataclass_fields__}
-    return ToyBenchConfig(**{k: v for k, v in raw.items() if k in known})
+    return ToyBenchConfig(**{k: v for k, v in raw.items() if k in known}), bool(data.get("ablation"))
+
+
+__all__ = [
+    "ABLATION_VARIANTS",
+    "MAIN_VARIANTS",
+    "QUICK",
+    "ToyBenchConfig",
+    "Variant",
+    "config_from_json",
+    "run_ablation",
+    "run_toy_bench",
+    "run_variants",
+    "write_json",
+]

@@ -10,7 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from soundvcm.objectives.base import Batch, LossOutput, Objective, adaptive_weight, per_row_mse
+from soundvcm.objectives.base import (
+    Batch,
+    LossOutput,
+    Objective,
+    adaptive_weight,
+    per_row_mse,
+    row_adaptive_weight,
+)
 from soundvcm.objectives.flow_matching import FlowMatching, FlowMatchingConfig
 from soundvcm.objectives.guidance import TrainingGuidance
 from soundvcm.objectives.mean_flow import MeanFlow, MeanFlowConfig
@@ -45,6 +52,15 @@ OBJECTIVE_PRESETS: dict[str, ObjectivePreset] = {
         "velocity consistency, m = 0.75 as written in §4.3",
     ),
     "meanflow": ObjectivePreset(MeanFlow, MeanFlowConfig(), "MeanFlow (JVP target), same guidance and weighting"),
+    # Deviation (issue 11): plain MSE (p = 0) on the t = s rows, the paper's p = 1 on s < t rows.
+    "vcm_split_p": ObjectivePreset(
+        VelocityConsistency,
+        VelocityConsistencyConfig(adaptive_p_equal=0.0),
+        "velocity consistency with p = 0 on the t = s rows (unbiased velocity rows; not the paper's)",
+    ),
+    "meanflow_split_p": ObjectivePreset(
+        MeanFlow, MeanFlowConfig(adaptive_p_equal=0.0), "MeanFlow with p = 0 on the t = s rows, like vcm_split_p"
+    ),
 }
 
 
@@ -72,6 +88,7 @@ __all__ = [
     "TimeSampling",
     "TrainingGuidance",
     "adaptive_weight",
+    "row_adaptive_weight",
     "per_row_mse",
     "lambda_schedule",
     "intermediate_time",

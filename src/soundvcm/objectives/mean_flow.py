@@ -20,7 +20,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from soundvcm.flow import interpolate, path_velocity
 from soundvcm.network.protocol import VelocityNet, call_network
-from soundvcm.objectives.base import Batch, LossOutput, adaptive_weight, per_row_mse
+from soundvcm.objectives.base import Batch, LossOutput, per_row_mse, row_adaptive_weight
 from soundvcm.objectives.guidance import TrainingGuidance, prepare_with_null
 from soundvcm.objectives.time_sampling import TimeSampling
 
@@ -31,6 +31,8 @@ class MeanFlowConfig:
     guidance: TrainingGuidance = field(default_factory=TrainingGuidance)
     adaptive_p: float = 1.0
     adaptive_eps: float = 0.01
+    adaptive_p_equal: float | None = None  # as in VelocityConsistencyConfig
+    adaptive_eps_equal: float | None = None
     autocast_dtype: torch.dtype | None = None
 
 
@@ -63,5 +65,7 @@ class MeanFlow:
         gap = (t - s).reshape((-1,) + (1,) * (x0.ndim - 1))
         target = (v_mix - gap * dudt).detach()  # the MeanFlow identity, stop-gradient target
         mse = per_row_mse(u, target)
-        w = adaptive_weight(mse, cfg.adaptive_p, cfg.adaptive_eps)
+        w = row_adaptive_weight(
+            mse, t, s, cfg.adaptive_p, cfg.adaptive_eps, cfg.adaptive_p_equal, cfg.adaptive_eps_equal
+        )
         return LossOutput(loss=(w * mse).mean(), t=t, s=s, mse=mse.detach())

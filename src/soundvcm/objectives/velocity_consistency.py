@@ -7,7 +7,8 @@ For a row with s < t the network regresses onto
 with l = t + (s - t) lambda (Eq. 13) and lambda decaying exponentially over training (Eq. 12).
 A fraction r of rows has t = s and gets lambda = 1, the flow-matching target. Guidance is
 baked in through the mixed velocity v_mix (Eq. 16, see :mod:`soundvcm.objectives.guidance`),
-and each row's loss is scaled by the adaptive weight sg(1 / (MSE + eps)^p) (Eq. 11).
+and each row's loss is scaled by the adaptive weight sg(1 / (MSE + eps)^p) (Eq. 11); the
+``vcm_split_p`` preset gives the t = s rows their own p = 0 (a documented deviation, issue 11).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import Tensor
 from soundvcm.conditions import select_rows
 from soundvcm.flow import interpolate, jump, path_velocity
 from soundvcm.network.protocol import VelocityNet, call_network
-from soundvcm.objectives.base import Batch, LossOutput, adaptive_weight, per_row_mse
+from soundvcm.objectives.base import Batch, LossOutput, per_row_mse, row_adaptive_weight
 from soundvcm.objectives.guidance import TrainingGuidance, prepare_with_null
 from soundvcm.objectives.time_sampling import TimeSampling
 
@@ -54,9 +55,16 @@ class VelocityConsistencyConfig:
     lambda_end: float = 1 / 500
     adaptive_p: float = 1.0
     adaptive_eps: float = 0.01
+    # p and eps of Eq. 11 on the t = s rows only; None: the same as above (Alg. 1, one p for all rows).
+    # A deviation from the paper, off by default; see objectives.base.row_adaptive_weight.
+    adaptive_p_equal: float | None = None
+    adaptive_eps_equal: float | None = None
     autocast_dtype: torch.dtype | None = None
 
     def __post_init__(self) -> None:
+        for name in ("adaptive_p", "adaptive_p_equal"):
+            if (getattr(self, name) or 0.0) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 < self.lambda_end <= self.lambda_init <= 1.0:
             raise ValueError(f"need 0 < lambda_end <= lambda_init <= 1, got {self.lambda_init}, {self.lambda_end}")
 
@@ -112,5 +120,7 @@ class VelocityConsistency:
         target = self.targets(net, x_t, t, s, v_mix, prepared, lam)  # Alg. 1 l.6-7
         u = call_network(net, x_t, t, s, prepared, cfg.autocast_dtype)  # u_ts, Alg. 1 l.7
         mse = per_row_mse(u, target)  # Alg. 1 l.8
-        w = adaptive_weight(mse, cfg.adaptive_p, cfg.adaptive_eps)  # Alg. 1 l.9
+        w = row_adaptive_weight(  # Alg. 1 l.9 (Eq. 11), optionally with its own p on t = s rows
+            mse, t, s, cfg.adaptive_p, cfg.adaptive_eps, cfg.adaptive_p_equal, cfg.adaptive_eps_equal
+        )
         return LossOutput(loss=(w * mse).mean(), t=t, s=s, mse=mse.detach(), extras={"lambda": lam})
