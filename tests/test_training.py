@@ -551,23 +551,28 @@ def test_caches_with_other_encoder_weights_are_refused(tmp_path):
     assert len(MixedSource.open([str(a), str(b)], allow_mixed_encoders=True).caches) == 2
 
 
-def test_nonfinite_cache_rows_are_found_and_skipped(tmp_path, capsys):
+def test_nonfinite_cache_rows_are_refused_naming_the_row(tmp_path, capsys):
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
-    root = _synthetic_cache(tmp_path / "a", rows=8)
-    shard = load_file(str(root / "shard_00001.safetensors"))
-    from safetensors import safe_open
+    from soundvcm.atomic import save_tensors
+    from soundvcm.cli import main
 
-    with safe_open(str(root / "shard_00001.safetensors"), "pt") as h:
+    root = _synthetic_cache(tmp_path / "a", rows=8)
+    path = root / "shard_00001.safetensors"
+    shard = load_file(str(path))
+    with safe_open(str(path), "pt") as h:
         meta = h.metadata()
     shard["mean"][2, 5, 1] = float("nan")
-    shard["clip"][0, 0, 0] = float("inf")
-    from soundvcm.atomic import save_tensors
-
-    save_tensors(root / "shard_00001.safetensors", shard, metadata=meta)
+    save_tensors(path, shard, metadata=meta)
     cache = FeatureCache(root)
-    assert len(cache) == 6 and "2 row(s) hold NaN/inf" in capsys.readouterr().err
-    assert all(all(torch.isfinite(v).all() for v in cache.row(i).values()) for i in range(len(cache)))
+    assert all(torch.isfinite(cache.row(i)["mean"]).all() for i in (0, 1, 2, 3, 4, 5, 7))
+    with pytest.raises(CacheError, match=r"shard_00001.safetensors: row 2 \(r6\) holds NaN/inf in mean"):
+        cache.row(6)
+    code = main(["train", "--preset", "tiny_cpu", "--data", str(root), "--out", str(tmp_path / "run"), "--steps",
+                 "2", "batch_size=4", "latent_stats_rows=8", "sample_every=0", "val_every=0"])  # fmt: skip
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("soundvcm:")]
+    assert code == 2 and len(err) == 1 and "holds NaN/inf in mean" in err[0]  # before the latent statistics
 
 
 def test_ema_export_before_any_step_is_a_clear_error(tmp_path, capsys):

@@ -17,7 +17,7 @@ disagree (encoder set, dimensions, rates, duration) are refused together.
 from __future__ import annotations
 
 import json
-import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -136,20 +136,8 @@ class FeatureCache:
         return self._handles[shard]
 
     def shard_info(self, shard: int) -> tuple[list[str], list[str], list[bool]]:
-        """Row ids, captions and usability; rows holding NaN/inf are unusable (with a warning)."""
-        handle = self._open(shard)
-        m = handle.metadata()
-        valid = json.loads(m["valid"])
-        finite = torch.ones(len(valid), dtype=torch.bool)
-        for key in self.keys:
-            finite &= torch.isfinite(handle.get_tensor(key).flatten(1)).all(dim=1)
-        bad = [i for i, (ok, fin) in enumerate(zip(valid, finite.tolist())) if ok and not fin]
-        if bad:
-            print(
-                f"soundvcm: warning: {shard_path(self.root, shard)}: {len(bad)} row(s) hold NaN/inf and are skipped",
-                file=sys.stderr,
-            )
-        return json.loads(m["ids"]), json.loads(m["captions"]), [ok and fin for ok, fin in zip(valid, finite.tolist())]
+        m = self._open(shard).metadata()
+        return json.loads(m["ids"]), json.loads(m["captions"]), json.loads(m["valid"])
 
     @property
     def valid_rows(self) -> list[int]:
@@ -172,9 +160,21 @@ class FeatureCache:
         shard, offset = divmod(global_index, self.meta.rows_per_shard)
         handle = self._open(shard)
         try:
-            return {k: handle.get_slice(k)[offset : offset + 1][0] for k in self.keys}
+            row = {k: handle.get_slice(k)[offset : offset + 1][0] for k in self.keys}
         except Exception as exc:
             raise CacheError(f"{shard_path(self.root, shard)}: corrupt shard ({exc})") from exc
+        check_finite(row, lambda: f"{shard_path(self.root, shard)}: row {offset} ({self.shard_info(shard)[0][offset]})")
+        return row
+
+
+def check_finite(row: dict[str, Tensor], where: str | Callable[[], str]) -> None:
+    """Refuse a cache row holding NaN/inf, naming it. Extraction never writes one (such rows are
+    marked invalid), so this finds damaged or foreign caches when a row is read: cheap, unlike
+    scanning a whole cache at start-up."""
+    bad = [k for k, v in row.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        where = where() if callable(where) else where
+        raise CacheError(f"{where} holds NaN/inf in {', '.join(bad)}; re-extract it (delete its shard, rerun extract)")
 
 
 def check_compatible(caches: list, allow_mixed_encoders: bool = False) -> None:
