@@ -251,6 +251,22 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=2e-4 batch_size=64")
     tr.set_defaults(func=_train)
 
+    data = commands.add_parser("data", help="build open training and test data")
+    datas = data.add_subparsers(dest="data", required=True, metavar="SOURCE")
+    foley = datas.add_parser(
+        "foley",
+        help="the synthetic Foley world: bouncing objects whose sounds occur at exactly known times",
+        description="Write OUT/SPLIT/*.mp4 (+ .flac, .events.json) and OUT/SPLIT.tsv manifests (path<TAB>caption) "
+        "for train, val and test, with disjoint seeds. Rerun to resume: finished clips are skipped.",
+    )
+    foley.add_argument("out", type=Path, help="output folder")
+    foley.add_argument("--train", type=int, default=1000, help="training clips (default 1000)")
+    foley.add_argument("--val", type=int, default=50, help="validation clips (default 50)")
+    foley.add_argument("--test", type=int, default=300, help="test clips (default 300)")
+    foley.add_argument("--duration", type=_positive_float, default=4.0, help="seconds per clip (default 4)")
+    foley.add_argument("--seed", type=int, default=0, help="base seed of every split (default 0)")
+    foley.set_defaults(func=_data_foley)
+
     ema = commands.add_parser("ema", help="synthesise post-hoc EMA weights from a run's snapshots")
     ema.add_argument("run", type=Path, help="run folder given to `soundvcm train --out`")
     ema.add_argument("--sigma-rel", type=_positive_float, default=0.05, help="EMA width (default 0.05)")
@@ -408,6 +424,22 @@ def _train(args: argparse.Namespace) -> int:
         if trainer.rank == 0:
             print(f"interrupted at step {exc.step}; saved {exc.checkpoint} (continue with --resume)", file=sys.stderr)
         return 130
+    return 0
+
+
+def _data_foley(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from soundvcm.data.foley import FoleyConfig, make_split
+
+    cfg = FoleyConfig(duration=args.duration)
+    for split, count in (("train", args.train), ("val", args.val), ("test", args.test)):
+        if count < 0:
+            raise ValueError(f"--{split} must be >= 0, got {count}")
+        if count:
+            with tqdm(total=count, desc=f"foley {split}", unit="clip", file=sys.stderr) as bar:
+                manifest = make_split(args.out, split, count, cfg, base_seed=args.seed, progress=bar.update)
+            print(f"{manifest}: {count} clips")
     return 0
 
 

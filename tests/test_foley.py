@@ -1,0 +1,100 @@
+"""The synthetic Foley world: reproducible scenes, sounds exactly at the contact times, materials that
+sound different, pictures that show the contact, and resumable splits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from soundvcm.data.foley import MATERIALS, FoleyConfig, ModalBank, clip_seed, make_split, mix_events, simulate
+from soundvcm.media.audio import load_audio
+from soundvcm.media.video import probe
+
+CFG = FoleyConfig(duration=3.0, ambient_db=None)
+
+
+def test_scenes_are_a_function_of_the_seed():
+    a, b, c = simulate(CFG, 5), simulate(CFG, 5), simulate(CFG, 6)
+    assert [e.__dict__ for e in a.events] == [e.__dict__ for e in b.events] and a.objects == b.objects
+    assert [e.time for e in a.events] != [e.time for e in c.events]
+    assert a.events == sorted(a.events, key=lambda e: e.time) and all(0 <= e.time < CFG.duration for e in a.events)
+    assert {e.material for e in a.events} <= {o["material"] for o in a.objects}
+
+
+def test_each_contact_sounds_from_its_exact_sample():
+    """Adding event k to the mix changes nothing before sample round(t_k * sr), and changes that sample."""
+    bank = ModalBank(CFG.sample_rate)
+    sr, total = bank.sample_rate, int(CFG.duration * bank.sample_rate)
+    checked = 0
+    for seed in range(3):
+        events = simulate(CFG, seed).events
+        for k, event in enumerate(events):
+            without = mix_events(events[:k], bank, total, np.random.default_rng(seed))
+            with_k = mix_events(events[: k + 1], bank, total, np.random.default_rng(seed))
+            changed = np.flatnonzero(with_k != without)
+            assert changed[0] == int(round(event.time * sr)), (seed, k, event)
+            checked += 1
+    assert checked >= 20
+
+
+def _centroid(x: np.ndarray, sr: int) -> float:
+    spec = np.abs(np.fft.rfft(x))
+    freqs = np.fft.rfftfreq(x.size, 1 / sr)
+    return float((spec * freqs).sum() / spec.sum())
+
+
+def test_materials_sound_different():
+    bank = ModalBank(22_050)
+    rng = np.random.default_rng(0)
+    centroid = {m: np.mean([_centroid(bank.oneshot(m, 1.0, rng), 22_050) for _ in range(8)]) for m in MATERIALS}
+    assert centroid["rubber"] < centroid["wood"] < centroid["metal"] < centroid["glass"], centroid
+
+
+def test_the_picture_shows_each_floor_contact():
+    scene = simulate(CFG, 11)
+    for e in [e for e in scene.events if e.surface == "floor"]:
+        frame = int(round(e.time * CFG.fps))
+        if frame >= scene.track.shape[0]:
+            continue
+        y = scene.track[frame, e.obj, 1]
+        # within one frame of motion from the floor contact (height = radius)
+        assert abs(y - CFG.radius) <= e.speed / CFG.fps + 0.01, (e, y)
+
+
+def test_split_files_manifest_and_resume(tmp_path):
+    cfg = FoleyConfig(duration=2.0, size=64)
+    manifest = make_split(tmp_path, "test", 3, cfg)
+    rows = manifest.read_text().splitlines()
+    assert rows[0] == "path\tcaption" and len(rows) == 4
+    path, caption = rows[1].split("\t")
+    clip = tmp_path / path
+    doc = json.loads(clip.with_name(clip.stem + ".events.json").read_text())
+    assert doc["caption"] == caption and doc["seed"] == clip_seed("test", 0)
+    info = probe(clip)
+    assert info.has_audio and info.width == 64 and abs(info.duration - 2.0) < 0.1
+    wave, sr = load_audio(clip.with_suffix(".flac"))
+    assert sr == cfg.sample_rate and wave.numel() == 2 * sr
+    stamp = clip.stat().st_mtime_ns
+    make_split(tmp_path, "test", 3, cfg)  # a rerun skips finished clips
+    assert clip.stat().st_mtime_ns == stamp
+    assert len({clip_seed(s, i) for s in ("train", "val", "test") for i in range(200)}) == 600
+
+
+@pytest.mark.parametrize("material", list(MATERIALS))
+def test_every_material_has_a_look_and_a_sound(material):
+    m = MATERIALS[material]
+    assert m.shape in ("square", "circle", "triangle", "diamond") and 0 < m.restitution < 1
+    shot = ModalBank().oneshot(material, 0.5, np.random.default_rng(1))
+    assert 0.49 < np.abs(shot).max() <= 0.5 + 1e-6
+
+
+def test_cli_writes_all_splits(tmp_path, capsys):
+    from soundvcm.cli import main
+
+    code = main(["data", "foley", str(tmp_path), "--train", "2", "--val", "1", "--test", "1", "--duration", "1.5"])
+    assert code == 0
+    for split, n in (("train", 2), ("val", 1), ("test", 1)):
+        assert len((tmp_path / f"{split}.tsv").read_text().splitlines()) == n + 1
+        assert len(list((tmp_path / split).glob("*.mp4"))) == n
