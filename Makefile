@@ -19,7 +19,7 @@ else
 $(error TORCH must be cpu or cuda, got '$(TORCH)')
 endif
 
-.PHONY: install test lint format bench-toy bench-toy-quick demo clean
+.PHONY: install test test-fast lint format bench-toy bench-toy-quick demo clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ format: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# the edit loop: everything but the tests marked slow (make test, and CI, run them all)
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow"
 
 bench-toy: $(STAMP)
 	$(BIN)/soundvcm bench toy --seeds 3 --json out/bench/toy_d2.json

@@ -164,6 +164,7 @@ def test_cli_corrupt_middle_warns_and_works(workdir, tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = _run(["generate", bad, "--model", workdir / "vcm", "--duration", "3", "--out", out], capsys)
     assert code == 0 and (out / "bad.mp4").is_file()
+    assert re.search(r"warning: bad: skipped \d+ corrupt packet", err), err  # and it says so
 
 
 def _bad_weights(d: Path, workdir: Path) -> Path:
