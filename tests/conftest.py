@@ -32,3 +32,15 @@ def exact(flow, guidance) -> ExactAverageVelocity:
 @pytest.fixture
 def tiny_net() -> ToyVelocityNet:
     return ToyVelocityNet(ToyNetConfig(dim=3, num_classes=3, width=32, depth=2, freq_dim=16))
+
+
+@pytest.fixture
+def fixture_threads():
+    """Run at the thread count the MMAudio fixtures were made with (2): float sums in the BLAS kernels
+    depend on it, and the parity checks are bitwise."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)

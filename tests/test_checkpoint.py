@@ -62,7 +62,7 @@ def _mmaudio_pth(tmp_path, version):
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_convert_mmaudio_reproduces_reference(tmp_path, version):
+def test_convert_mmaudio_reproduces_reference(tmp_path, version, fixture_threads):
     pth, data = _mmaudio_pth(tmp_path, version)
     variant = "debug" if version == "v1" else "debug_v2"
     assert main(["convert", "mmaudio", str(pth), str(tmp_path / "conv"), "--variant", variant]) == 0

@@ -12,7 +12,7 @@ from soundvcm.network.mmdit import MMDiT, network_preset
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_parity_with_mmaudio_reference(version):
+def test_parity_with_mmaudio_reference(version, fixture_threads):
     meta, data = load_fixture(f"mmaudio_tiny_{version}.safetensors")
     keys = json.loads(meta["keys"])
     cfg = network_preset(

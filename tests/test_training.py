@@ -505,7 +505,7 @@ def test_resaving_a_step_never_leaves_latest_dangling(tmp_path, monkeypatch, cap
 
 
 CONFIG_ERRORS = {
-    "objective": (["objective=foo"], "objective='foo' is not one of fm, meanflow, vcm"),
+    "objective": (["objective=foo"], "objective='foo' is not one of fm, meanflow, meanflow_split_p, vcm"),
     "network": (["network=foo"], "network='foo' is not one of"),
     "betas": (["betas=0.9"], "betas needs two values"),
     "lr": (["lr=fast"], "lr='fast': expected float"),

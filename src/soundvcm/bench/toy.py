@@ -280,7 +280,15 @@ def evaluation_set(cfg: ToyBenchConfig, seed: int) -> dict[str, Any]:
 
 def run_job(cfg: ToyBenchConfig, variant: Variant, seed: int, total: int, keep_samples: bool = False) -> dict:
     """Train one variant on one mixture and score it: one unit of work for a worker process."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same arithmetic whatever the number of workers
+    try:
+        return _run_job(cfg, variant, seed, total, keep_samples)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_job(cfg: ToyBenchConfig, variant: Variant, seed: int, total: int, keep_samples: bool) -> dict:
     start = time.process_time()
     raw, ema = train_variant(cfg, variant, seed, total)
     train_cpu = time.process_time() - start
