@@ -98,3 +98,66 @@ def test_cli_writes_all_splits(tmp_path, capsys):
     for split, n in (("train", 2), ("val", 1), ("test", 1)):
         assert len((tmp_path / f"{split}.tsv").read_text().splitlines()) == n + 1
         assert len(list((tmp_path / split).glob("*.mp4"))) == n
+
+
+# ----- event onset F1 against the exact event list: known answers ------------------------------------
+def _clip(seed: int):
+    from soundvcm.data.foley import render_audio
+
+    cfg = FoleyConfig(duration=3.0)
+    scene = simulate(cfg, seed)
+    return render_audio(cfg, scene, ModalBank(cfg.sample_rate)), [e.time for e in scene.events], cfg.sample_rate
+
+
+def test_onsets_of_the_exact_soundtrack_score_near_one():
+    from soundvcm.evaluation.events import detect_onsets, onset_f1
+
+    scores = []
+    for seed in range(6):
+        audio, events, sr = _clip(seed)
+        scores.append(onset_f1(detect_onsets(torch_wave(audio), sr), events).f1)
+    assert np.mean(scores) >= 0.95 and min(scores) >= 0.85, scores
+
+
+def test_silence_scores_zero_and_a_100ms_shift_misses_every_event():
+    from soundvcm.data.foley import Event
+    from soundvcm.evaluation.events import detect_onsets, onset_f1
+
+    sr = 22_050
+    assert detect_onsets(torch_wave(np.zeros(3 * sr)), sr) == [] and onset_f1([], [0.5]).f1 == 0.0
+    quiet_bed = 10 ** (-45 / 20) * np.random.default_rng(0).standard_normal(3 * sr)
+    assert detect_onsets(torch_wave(quiet_bed), sr) == []  # a noise bed is not an event
+    times = [0.3, 0.75, 1.2, 1.5, 2.1, 2.6]  # well apart: a 100 ms shift cannot meet another event
+    events = [Event(t, m, 0, 3.0, "floor") for t, m in zip(times, ["wood", "metal", "glass", "rubber"] * 2)]
+    audio = mix_events(events, ModalBank(sr), 3 * sr, np.random.default_rng(0))
+    assert onset_f1(detect_onsets(torch_wave(audio), sr), times).f1 == 1.0
+    late = np.concatenate([np.zeros(int(0.1 * sr)), audio[: -int(0.1 * sr)]])
+    detected = detect_onsets(torch_wave(late), sr)
+    assert onset_f1(detected, times, tolerance=0.05).f1 == 0.0
+    assert onset_f1(detected, [t + 0.1 for t in times], tolerance=0.05).f1 == 1.0
+
+
+def test_a_shift_scores_far_below_the_exact_soundtrack_on_real_scenes():
+    from soundvcm.evaluation.events import detect_onsets, onset_f1
+
+    exact, shifted = [], []
+    for seed in range(6):
+        audio, events, sr = _clip(seed)
+        exact.append(onset_f1(detect_onsets(torch_wave(audio), sr), events).f1)
+        late = np.concatenate([np.zeros(int(0.1 * sr), np.float32), audio[: -int(0.1 * sr)]])
+        shifted.append(onset_f1(detect_onsets(torch_wave(late), sr), events).f1)  # chance coincidences only
+    assert np.mean(shifted) < 0.35 < 0.9 < np.mean(exact), (shifted, exact)
+
+
+def test_onset_f1_matching_known_answers():
+    from soundvcm.evaluation.events import onset_f1
+
+    s = onset_f1([0.10, 0.52, 0.90], [0.12, 0.50, 0.51, 2.0])  # 0.50/0.51 merge into one event
+    assert (s.precision, s.recall) == (2 / 3, 2 / 3) and s.matches == [(0, 0), (1, 1)]
+    assert onset_f1([], []).f1 == 1.0 and onset_f1([1.0], []).f1 == 0.0
+
+
+def torch_wave(x):
+    import torch
+
+    return torch.as_tensor(np.asarray(x, dtype=np.float32))
