@@ -27,7 +27,6 @@ $(STAMP): pyproject.toml Makefile
 	# torch first, pinned to the build TORCH names, so nothing later pulls another one
 	$(BIN)/python -m pip install -q $(TORCH_PIP)
 	$(BIN)/python -m pip install -q -e '.[dev,lite]'
-	$(BIN)/python -m pip check
 	$(BIN)/python -c "import sys, torch; cuda = torch.version.cuda; \
 		print(f'installed torch {torch.__version__} ({\"CUDA \" + cuda if cuda else \"CPU only\"})'); \
 		sys.exit('TORCH=cpu installed a CUDA build of torch; remove $(VENV) and retry' if '$(TORCH)' == 'cpu' and cuda else 0)"
