@@ -8,8 +8,9 @@ field above); flow matching samples with that same rule.
 
 **Equal cost, by steps.** VCM trains for a fixed number of steps (``vcm_steps``). Every other
 variant gets the number of steps whose *process CPU time* equals VCM's, from a short calibration
-of each variant's full training step at the start of the run (CPU time, not wall time, so a
-busy machine changes neither the step counts much nor, once they are fixed, the results).
+of every variant's full training step at the start of the run, timed in interleaved rounds (CPU
+time, not wall time, and load that comes and goes falls on all variants alike, so a busy machine
+moves the step counts little and, once they are fixed, the results not at all).
 Step counts and per-step costs are recorded in the JSON; ``--replay`` reuses them and is
 bit-reproducible.
 
@@ -192,19 +193,26 @@ def _stepper(cfg: ToyBenchConfig, variant: Variant, seed: int, total: int) -> _S
     return _Stepper(net, objective, cfg, flow, seed + 2)
 
 
-def calibrate(cfg: ToyBenchConfig, variant: Variant) -> tuple[float, float]:
-    """(CPU seconds per full training step, peak MB of one step), on a throwaway network, 1 thread."""
+def calibrate(cfg: ToyBenchConfig, variants: tuple[Variant, ...]) -> dict[str, dict[str, float]]:
+    """CPU ms per full training step and peak MB of one step, per variant, on throwaway networks with
+    one thread. Variants are timed in interleaved rounds (one step of each per round), so load that
+    comes and goes while calibrating falls on all of them alike and cancels in their ratios."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        probe = _stepper(cfg, variant, cfg.seeds[0], 1000)
-        for i in range(3):
-            probe(i)
-        start = time.process_time()
+        probes = {v.label: _stepper(cfg, v, cfg.seeds[0], 1000) for v in variants}
+        for probe in probes.values():
+            for i in range(3):
+                probe(i)
+        spent = dict.fromkeys(probes, 0.0)
         for i in range(cfg.calibration_steps):
-            probe(i)
-        cost = (time.process_time() - start) / cfg.calibration_steps
-        return cost, peak_memory_mb(lambda: probe(0))
+            for label, probe in probes.items():
+                start = time.process_time()
+                probe(i)
+                spent[label] += time.process_time() - start
+        return {label: {"cpu_ms_per_step": 1e3 * spent[label] / cfg.calibration_steps,
+                        "peak_mem_mb": peak_memory_mb(lambda p=probe: p(0))}
+                for label, probe in probes.items()}  # fmt: skip
     finally:
         torch.set_num_threads(threads)
 
@@ -212,9 +220,7 @@ def calibrate(cfg: ToyBenchConfig, variant: Variant) -> tuple[float, float]:
 def plan_steps(cfg: ToyBenchConfig, variants: tuple[Variant, ...]) -> tuple[dict[str, int], dict[str, dict]]:
     """Steps per variant at equal CPU cost to ``vcm_steps`` of the first consistency variant (the
     reference), rounded to 10; fixed counts from ``cfg.steps`` win. Returns (steps, costs)."""
-    costs = {v.label: dict(zip(("cpu_ms_per_step", "peak_mem_mb"), calibrate(cfg, v))) for v in variants}
-    for c in costs.values():
-        c["cpu_ms_per_step"] *= 1e3
+    costs = calibrate(cfg, variants)
     reference = next(v for v in variants if v.consistency)
     ref_cost = costs[reference.label]["cpu_ms_per_step"]
     fixed = dict(cfg.steps)
