@@ -112,3 +112,12 @@ def test_replay_of_a_bad_file_fails_clearly(tmp_path, capsys):
     assert main(["bench", "toy", "--replay", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "not a toy-benchmark JSON result" in err and "Traceback" not in err
+
+
+def test_a_guidance_variant_is_scored_against_its_own_exact_target():
+    from soundvcm.bench.toy import evaluation_set, run_job
+
+    cfg = _tiny(seeds=(0,))
+    w2 = run_job(cfg, Variant("w=2", "vcm", (("guidance.scale", 2.0),)), 0, 5)
+    assert w2["floor"] == evaluation_set(replace(cfg, guidance_scale=2.0), 0)["floor"]
+    assert w2["floor"] != evaluation_set(cfg, 0)["floor"]

@@ -298,6 +298,10 @@ def _run_job(cfg: ToyBenchConfig, variant: Variant, seed: int, total: int, keep_
     start = time.process_time()
     raw, ema = train_variant(cfg, variant, seed, total)
     train_cpu = time.process_time() - start
+    # a variant with another guidance scale learns another field: score it against that field's
+    # exact endpoints (and average velocities), not the base scale's
+    scale = dict(variant.changes).get("guidance.scale")
+    cfg = cfg if scale is None else replace(cfg, guidance_scale=scale)
     ev = evaluation_set(cfg, seed)
     out: dict[str, Any] = {"label": variant.label, "seed": seed, "steps": total, "train_cpu_s": train_cpu,
                            "floor": ev["floor"], "sw2": {}, "sw2_raw": {}, "samples": {}}  # fmt: skip
