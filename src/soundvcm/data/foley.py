@@ -30,6 +30,7 @@ import numpy as np
 
 from soundvcm.atomic import atomic_write
 from soundvcm.media.audio import write_audio
+from soundvcm.media.mux import encode_aac
 
 
 @dataclass(frozen=True)
@@ -246,21 +247,13 @@ def write_clip(path_stem: Path, cfg: FoleyConfig, scene: Scene, bank: SoundBank)
             vs.width = vs.height = cfg.size
             vs.pix_fmt = "yuv420p"
             vs.options = {"crf": "20", "preset": "veryfast", "bf": "0"}
-            a = c.add_stream("aac", rate=sr)
-            a.layout = "mono"
+            encode_aac(c, audio, sr)
             for i, img in enumerate(frames):
                 frame = av.VideoFrame.from_ndarray(img, format="rgb24")
                 frame.pts, frame.time_base = i, Fraction(1, cfg.fps)
                 for packet in vs.encode(frame):
                     c.mux(packet)
             for packet in vs.encode(None):
-                c.mux(packet)
-            for i in range(0, audio.size, 1024):
-                af = av.AudioFrame.from_ndarray(audio[None, i : i + 1024], format="fltp", layout="mono")
-                af.sample_rate, af.pts = sr, i
-                for packet in a.encode(af):
-                    c.mux(packet)
-            for packet in a.encode(None):
                 c.mux(packet)
 
     stem = Path(path_stem)

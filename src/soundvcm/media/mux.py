@@ -51,7 +51,10 @@ def _open(path: Path):
         raise MediaError(f"{path}: not a readable media file ({exc})") from exc
 
 
-def _encode_audio(container, wave: np.ndarray, sample_rate: int) -> None:
+def encode_aac(container, wave: np.ndarray, sample_rate: int) -> None:
+    """Add a mono AAC stream to an output container and mux all of ``wave`` (float32, [-1, 1]) into it.
+
+    Add every other stream first: the container's header is written at the first packet."""
     stream = container.add_stream("aac", rate=sample_rate)
     stream.layout = "mono"
     stream.bit_rate = 128_000
@@ -107,7 +110,7 @@ def _write_copy(source, target, vin, plan: CopyPlan, rotation: int, audio: np.nd
     vout = target.add_stream_from_template(vin)
     if rotation:
         vout.set_display_rotation(rotation)
-    _encode_audio(target, audio, sample_rate)
+    encode_aac(target, audio, sample_rate)
     for index, packet in enumerate(source.demux(vin)):
         if index > plan.last:
             break
@@ -152,7 +155,7 @@ def _write_reencoded(
     vout.options = {"crf": "18", "preset": "veryfast"}
     if rotation:
         vout.set_display_rotation(rotation)
-    _encode_audio(target, audio, sample_rate)
+    encode_aac(target, audio, sample_rate)
     t0 = float(vin.start_time * vin.time_base) if vin.start_time is not None else None
     if start > 0:
         source.seek(int(((t0 or 0.0) + start) * av.time_base), any_frame=False, backward=True)
