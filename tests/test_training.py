@@ -615,3 +615,25 @@ def test_stale_temporaries_are_cleaned_and_modes_follow_the_umask(tmp_path):
     assert files and all((p.stat().st_mode & 0o777) in (0o644, 0o755) for p in files), {
         p.name: oct(p.stat().st_mode & 0o777) for p in files
     }
+
+
+def test_ctrl_c_right_after_a_checkpoint_does_not_write_it_again(tmp_path, monkeypatch, capsys):
+    import signal
+
+    from soundvcm.cli import main
+
+    data = str(_synthetic_cache(tmp_path / "a", rows=8))
+    original = torch.optim.AdamW.step
+    calls = {"n": 0}
+
+    def step_then_interrupt(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_then_interrupt)
+    assert main(_tiny_cli(data, tmp_path / "run", 5, "checkpoint_every=1")) == 130
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("ckpt_*"))
+    assert names == ["ckpt_000000002", "ckpt_000000003"]  # step 3 saved once, by the periodic save

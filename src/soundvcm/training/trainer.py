@@ -42,6 +42,7 @@ from soundvcm.training.checkpoint import (
     clean_stale,
     latest_checkpoint,
     load_checkpoint,
+    read_checkpoint_doc,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -375,8 +376,11 @@ class Trainer:
                 if self.world > 1:
                     dist.barrier()
                 if self._stop_now():  # a step boundary: the state is consistent, save and stop
-                    bar.close()
-                    path = self.checkpoint() if main else None
+                    path = None
+                    if main:  # reuse this step's periodic checkpoint rather than write it again
+                        saved = latest_checkpoint(self.out / "checkpoints")
+                        same = saved is not None and read_checkpoint_doc(saved)["step"] == self.step
+                        path = saved if same else self.checkpoint()
                     if main:
                         self.writer.flush()
                     raise TrainingInterrupted(self.step, path)
