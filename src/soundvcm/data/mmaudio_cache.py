@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from soundvcm.data.cache import KEYS_AUDIO, KEYS_VIDEO, CacheError, CacheMeta
+from soundvcm.data.cache import KEYS_AUDIO, KEYS_VIDEO, CacheError, CacheMeta, check_finite
 
 KEY_MAP = {"mean": "mean", "std": "std", "clip": "clip_features", "sync": "sync_features", "text": "text_features"}
 DTYPES = {"torch.float32": np.float32, "torch.float16": np.float16, "torch.bfloat16": np.int16}
@@ -89,4 +89,5 @@ class MMAudioCache:
         for key in self.keys:
             t = torch.from_numpy(np.array(self.arrays[key][index]))
             out[key] = t.view(torch.bfloat16).float() if key in self.bf16 else t.float()
+        check_finite(out, lambda: f"{self.root}: row {index}")
         return out
