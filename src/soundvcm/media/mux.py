@@ -35,20 +35,13 @@ from torch import Tensor
 
 from soundvcm.atomic import atomic_write
 from soundvcm.media.audio import resample
-from soundvcm.media.errors import MediaError, check_input_path
-from soundvcm.media.video import probe
+from soundvcm.media.errors import check_input_path
+from soundvcm.media.video import open_media, probe
 
 COPYABLE = {"h264", "hevc", "mpeg4", "av1"}
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 AAC_CEILING = 10 ** (-0.5 / 20)  # the decoded AAC track stays below -0.5 dBFS
 REENCODE_TIME_BASE = Fraction(1, 90_000)  # MPEG's clock: fine enough for any frame rate, VFR included
-
-
-def _open(path: Path):
-    try:
-        return av.open(str(path), metadata_errors="ignore")
-    except av.error.FFmpegError as exc:
-        raise MediaError(f"{path}: not a readable media file ({exc})") from exc
 
 
 def encode_aac(container, wave: np.ndarray, sample_rate: int) -> None:
@@ -84,7 +77,7 @@ class CopyPlan:
 
 def plan_copy(video: Path, duration: float) -> CopyPlan | None:
     """Demux once (no decoding) to find the first displayed frame and the last packet needed."""
-    with _open(video) as source:
+    with open_media(video) as source:
         vin = source.streams.video[0]
         tb = vin.time_base
         shown: list[tuple[int, int]] = []  # (decode index, pts) of displayed packets
@@ -124,7 +117,7 @@ def _write_copy(source, target, vin, plan: CopyPlan, rotation: int, audio: np.nd
 
 def copy_is_aligned(path: Path, frame_ticks: float) -> bool:
     """True when ``path`` shows its first video frame and starts its audio at 0 (half a frame)."""
-    with _open(path) as c:
+    with open_media(path) as c:
         v = c.streams.video[0]
         shown = [p.pts for p in c.demux(v) if p.pts is not None and not p.is_discard]
         if not shown or v.time_base is None:
@@ -138,7 +131,7 @@ def copy_is_aligned(path: Path, frame_ticks: float) -> bool:
 
 def aac_peak(path: Path) -> float:
     """The largest decoded sample of ``path``'s audio track."""
-    with _open(path) as c:
+    with open_media(path) as c:
         return max((float(np.abs(f.to_ndarray()).max()) for f in c.decode(c.streams.audio[0])), default=0.0)
 
 
@@ -220,7 +213,7 @@ def mux_audio(
     plan = plan_copy(video, duration) if copy else None
 
     def write(tmp: Path, copy: bool) -> None:
-        with _open(video) as source, av.open(str(tmp), mode="w", format="mp4") as target:
+        with open_media(video) as source, av.open(str(tmp), mode="w", format="mp4") as target:
             vin = source.streams.video[0]
             if copy:
                 _write_copy(source, target, vin, plan, rotation, samples, sample_rate)

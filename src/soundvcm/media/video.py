@@ -77,7 +77,8 @@ class VideoClip:
     warnings: list[str] = field(default_factory=list)
 
 
-def _open(path: Path) -> av.container.InputContainer:
+def open_media(path: Path) -> av.container.InputContainer:
+    """Open a media file for reading, or raise a MediaError naming it."""
     try:
         return av.open(str(path), metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
@@ -95,7 +96,7 @@ def _stream_duration(container, stream) -> float:
 def probe(path: str | Path) -> VideoInfo:
     """Duration, frame rate, displayed size, rotation and whether there is audio."""
     path = check_input_path(path)
-    with _open(path) as container:
+    with open_media(path) as container:
         if not container.streams.video:
             raise MediaError(f"{path}: no video stream (an audio-only or image file was given where a video is needed)")
         stream = container.streams.video[0]
@@ -198,7 +199,7 @@ def load_video(
                 out[name].append(_convert(frame, spec))
                 targets[name] += 1
 
-    with _open(path) as container:
+    with open_media(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         if start > 0:
@@ -253,7 +254,7 @@ def load_video(
 def load_image(path: str | Path, specs: dict[str, FrameSpec]) -> dict[str, Tensor]:
     """One still image as a one-frame clip per spec (image-to-audio mode)."""
     path = check_input_path(path)
-    with _open(path) as container:
+    with open_media(path) as container:
         if not container.streams.video:
             raise MediaError(f"{path}: not an image")
         for frame in _decode_frames(container, container.streams.video[0], path, max_frames=1):
