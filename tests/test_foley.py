@@ -146,7 +146,9 @@ def test_a_shift_scores_far_below_the_exact_soundtrack_on_real_scenes():
         exact.append(onset_f1(detect_onsets(torch_wave(audio), sr), events).f1)
         late = np.concatenate([np.zeros(int(0.1 * sr), np.float32), audio[: -int(0.1 * sr)]])
         shifted.append(onset_f1(detect_onsets(torch_wave(late), sr), events).f1)  # chance coincidences only
-    assert np.mean(shifted) < 0.35 < 0.9 < np.mean(exact), (shifted, exact)
+    # with object-object collisions a 4 s scene has ~12 events, so a shifted onset often lands within
+    # 50 ms of *another* event: chance level is ~0.2-0.45 (the bench reports it as a row), not 0
+    assert np.mean(shifted) < 0.5 < 0.9 < np.mean(exact), (shifted, exact)
 
 
 def test_onset_f1_matching_known_answers():
@@ -172,10 +174,15 @@ def test_material_accuracy_known_answers():
     from soundvcm.evaluation.events import MaterialClassifier, detect_onsets, material_accuracy, onset_f1
 
     bank = ModalBank(22_050)
-    classifier = MaterialClassifier.fit(bank, list(MATERIALS))
+    cfg = FoleyConfig(duration=4.0)
+    train = [simulate(cfg, 1000 + seed) for seed in range(24)]  # references from other scenes
+    classifier = MaterialClassifier.fit_clips(
+        ((torch.from_numpy(render_audio(cfg, sc, bank)), [(e.time, e.material) for e in sc.events]) for sc in train),
+        bank.sample_rate,
+    )
     swap = dict(zip(MATERIALS, list(MATERIALS)[1:] + list(MATERIALS)[:1]))  # every material -> another
     right = wrong = scored = 0
-    for seed in range(8):
+    for seed in range(16):
         scene = simulate(FoleyConfig(duration=4.0), seed)
         events = [(e.time, e.material) for e in scene.events]
         for swapped in (False, True):

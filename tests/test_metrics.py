@@ -107,3 +107,25 @@ def test_mean_abs_onset_lag():
     assert mean_abs_onset_lag_ms(pairs, sr) == pytest.approx((40 + 20) / 2, abs=5.0)
     with pytest.raises(MetricError):
         mean_abs_onset_lag_ms([], sr)
+
+
+def test_kid_is_unbiased_and_grows_with_a_shift():
+    """Two samples of one distribution average to KID ~ 0 (the biased V-statistic would be > 0),
+    a shifted sample gives a clearly positive value; fewer rows than dimensions are fine."""
+    from soundvcm.evaluation.metrics import MetricError, kernel_inception_distance
+
+    g = torch.Generator().manual_seed(0)
+    same = [kernel_inception_distance(torch.randn(20, 64, generator=g), torch.randn(20, 64, generator=g))
+            for _ in range(200)]  # fmt: skip
+    shifted = kernel_inception_distance(torch.randn(20, 64, generator=g), torch.randn(20, 64, generator=g) + 0.5)
+    spread = float(torch.tensor(same).std())
+    assert abs(float(torch.tensor(same).mean())) < 3 * spread / 200**0.5 + 1e-3
+    assert shifted > 10 * spread
+    x = torch.randn(5, 3, generator=g)
+    k = (x @ x.T / 3 + 1) ** 3
+    y = torch.randn(4, 3, generator=g)
+    ky, kxy = (y @ y.T / 3 + 1) ** 3, (x @ y.T / 3 + 1) ** 3
+    manual = (k.sum() - k.trace()) / 20 + (ky.sum() - ky.trace()) / 12 - 2 * kxy.mean()
+    assert kernel_inception_distance(x, y) == pytest.approx(float(manual), rel=1e-5)  # manual: float32
+    with pytest.raises(MetricError, match="at least 2 rows"):
+        kernel_inception_distance(x[:1], y)

@@ -128,7 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--negative-prompt", default=None, help="what to steer away from (e.g. 'music')")
     gen.add_argument("--image", type=Path, default=None, help="an image as the visual condition")
     gen.add_argument(
-        "--model", default=None, help="checkpoint path (NAME, NAME.json or NAME.safetensors); default: $SOUNDVCM_MODEL"
+        "--model",
+        default=None,
+        help="a shipped model's name (default, default-fm: `soundvcm model list`) or a checkpoint path (NAME, "
+        "NAME.json or NAME.safetensors); default: $SOUNDVCM_MODEL, else the shipped default",
     )
     gen.add_argument(
         "--steps",
@@ -158,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda or mps")
     gen.add_argument("--profile", action="store_true", help="print per-stage times")
+    gen.add_argument(
+        "--plot", action="store_true", help="also write OUT/NAME.png: the spectrogram, with a video's frames above it"
+    )
     gen.set_defaults(func=_generate)
 
     wts = commands.add_parser("weights", help="list, download and verify the paper's weight files")
@@ -209,6 +215,32 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--clips", type=int, default=16, help="8 s clips to embed (default 16)")
     be.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
     be.set_defaults(func=_bench_embed)
+
+    bq = benches.add_parser(
+        "quality",
+        help="score models against reference rows on the open test sets (FD/KID/KL, onset F1, material accuracy)",
+        description="Generates for every held-out clip of `soundvcm data open`'s test splits with each --row, adds the "
+        "reference rows (silence, a random training clip, the ceiling: ground truth through the latent and vocoder, "
+        "and the ground truth delayed by 100 ms), scores each with `evaluate` plus event metrics on the Foley world, "
+        "and writes OUT/quality.json, a table per test set, spectrogram grids and a sync plot. Rerun to resume.",
+    )
+    bq.add_argument("--data", required=True, type=Path, help="folder written by `soundvcm data open`")
+    bq.add_argument(
+        "--row",
+        action="append",
+        default=None,
+        metavar="NAME=MODEL[:SAMPLER[:STEPS[:CFG]]]",
+        help="a model row (repeatable), e.g. vcm@1=default:consistency:1 fm@25=default-fm:euler:25; "
+        "default: the shipped model at 1, 2 and 4 steps",
+    )
+    bq.add_argument("--sets", default="foley,bbb,sfx", help="comma-separated test sets (default foley,bbb,sfx)")
+    bq.add_argument("--limit", type=_positive_int, default=None, help="first N clips of each test set (default all)")
+    bq.add_argument("--duration", type=_positive_float, default=4.0, help="seconds per clip (default 4)")
+    bq.add_argument("--seed", type=int, default=0, help="noise and random-clip seed (default 0)")
+    bq.add_argument("--no-reference", action="store_true", help="skip the reference rows")
+    bq.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    bq.add_argument("--out", type=Path, default=Path("out/bench/quality"), help="output folder")
+    bq.set_defaults(func=_bench_quality)
 
     ext = commands.add_parser(
         "extract",
@@ -267,6 +299,22 @@ def build_parser() -> argparse.ArgumentParser:
     foley.add_argument("--seed", type=int, default=0, help="base seed of every split (default 0)")
     foley.set_defaults(func=_data_foley)
 
+    op = datas.add_parser(
+        "open",
+        help="the open data recipe: Foley world with recorded one-shots, Big Buck Bunny windows, SFX text-audio sets",
+        description="Downloads pinned Debian packages and moviepy's source distribution (checked by size and SHA-256, "
+        "kept in OUT/downloads), then writes OUT/{foley,bbb,sfx}/SPLIT.tsv manifests (path<TAB>caption), the media, "
+        "and OUT/ATTRIBUTION.md. Rerun to resume: verified downloads and finished files are skipped.",
+    )
+    op.add_argument("out", type=Path, help="output folder")
+    op.add_argument("--parts", default="foley,bbb,sfx", help="comma-separated parts (default foley,bbb,sfx)")
+    op.add_argument("--foley-train", type=int, default=2000, help="Foley training clips (default 2000)")
+    op.add_argument("--foley-val", type=int, default=64, help="Foley validation clips (default 64)")
+    op.add_argument("--foley-test", type=int, default=300, help="Foley test clips (default 300)")
+    op.add_argument("--duration", type=_positive_float, default=4.0, help="seconds per clip or window (default 4)")
+    op.add_argument("--seed", type=int, default=0, help="base seed of the Foley splits (default 0)")
+    op.set_defaults(func=_data_open)
+
     ema = commands.add_parser("ema", help="synthesise post-hoc EMA weights from a run's snapshots")
     ema.add_argument("run", type=Path, help="run folder given to `soundvcm train --out`")
     ema.add_argument("--sigma-rel", type=_positive_float, default=0.05, help="EMA width (default 0.05)")
@@ -294,8 +342,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", type=Path, default=None, help="JSON output (default PRED/output_metrics.json)")
     ev.set_defaults(func=_evaluate)
 
-    model = commands.add_parser("model", help="create network checkpoints")
+    model = commands.add_parser("model", help="list shipped models, ship one, or create network checkpoints")
     models = model.add_subparsers(dest="model", required=True, metavar="ACTION")
+    ml = models.add_parser("list", help="the models that ship with this install, checked by md5")
+    ml.set_defaults(func=_model_list)
+    sh = models.add_parser(
+        "ship",
+        help="copy a checkpoint into the package as a shipped model (fp16 weights, md5 manifest)",
+        description="For maintainers: writes src/soundvcm/models/NAME.{safetensors,json} and records their md5s.",
+    )
+    sh.add_argument("checkpoint", type=Path, help="a soundvcm checkpoint (e.g. RUN/ema_sigma0p05)")
+    sh.add_argument("--name", required=True, help="shipped name (default, default-fm, ...)")
+    sh.add_argument("--description", default="", help="one line for `soundvcm model list`")
+    sh.set_defaults(func=_model_ship)
     init = models.add_parser(
         "init",
         help="write a random-initialised network checkpoint (for tests and smoke runs)",
@@ -427,6 +486,29 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_open(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from soundvcm.data.open import OpenConfig, build_open
+
+    for key in ("foley_train", "foley_val", "foley_test"):
+        if getattr(args, key) < 0:
+            raise ValueError(f"--{key.replace('_', '-')} must be >= 0, got {getattr(args, key)}")
+    cfg = OpenConfig(args.duration, args.foley_train, args.foley_val, args.foley_test, args.seed)
+    parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+
+    def progress(total: int, desc: str):
+        return tqdm(total=total, desc=desc, unit="file", file=sys.stderr)
+
+    built = build_open(args.out, cfg, parts, progress)
+    for manifests in built.values():
+        for m in manifests:
+            rows = max(0, len(m.read_text().splitlines()) - 1)
+            print(f"{m}: {rows} rows")
+    print(f"{args.out / 'ATTRIBUTION.md'}: sources and licences")
+    return 0
+
+
 def _data_foley(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -492,6 +574,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_quality(args: argparse.Namespace) -> int:
+    from soundvcm.bench.quality import QualityConfig, Row, run_quality
+
+    texts = args.row or ["vcm@1=default:consistency:1", "vcm@2=default:consistency:2", "vcm@4=default:consistency:4"]
+    rows = tuple(Row.parse(t) for t in texts)
+    if len({r.name for r in rows}) != len(rows):
+        raise ValueError("--row names must be unique")
+    sets = tuple(x.strip() for x in args.sets.split(",") if x.strip())
+    cfg = QualityConfig(
+        args.data, args.out, rows, sets, args.duration, args.limit, args.seed, not args.no_reference, args.device
+    )
+    doc = run_quality(cfg)
+    print(doc["table"])
+    print(f"\n{args.out / 'quality.json'}; figures in {args.out}")
+    return 0
+
+
 def _bench_embed(args: argparse.Namespace) -> int:
     import time
 
@@ -550,6 +649,34 @@ def _bench_embed(args: argparse.Namespace) -> int:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def _model_list(args: argparse.Namespace) -> int:
+    from soundvcm import models
+
+    entries = models.manifest()
+    if not entries:
+        print(f"no models ship with this install; {models.RESTORE}")
+        return 0
+    for name, entry in entries.items():
+        try:
+            models.resolve_shipped(name)
+            state = "ok"
+        except (OSError, ValueError) as exc:
+            state = f"DAMAGED: {exc}"
+        print(f"{name:12s} {entry['parameters'] / 1e6:5.1f}M  {entry['description']}  [{state}]")
+    return 0
+
+
+def _model_ship(args: argparse.Namespace) -> int:
+    from soundvcm import models
+
+    if not args.name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"--name {args.name!r}: use letters, digits, '-' and '_'")
+    path = models.ship(args.checkpoint, args.name, args.description)
+    size = sum(f.stat().st_size for f in path.parent.glob(f"{args.name}.*")) / 1e6
+    print(f"shipped {args.name}: {path}.safetensors + .json ({size:.1f} MB)")
     return 0
 
 
@@ -638,16 +765,19 @@ def _bench_toy(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     import os
 
+    from soundvcm import models
     from soundvcm.encoders import encoder_spec
     from soundvcm.generate import check_inputs, jobs_from_input, plan_jobs, run_generate
     from soundvcm.pipeline import Pipeline, min_duration
 
     model = args.model or os.environ.get("SOUNDVCM_MODEL")
     if model is None:
-        raise ValueError(
-            "no model given: pass --model PATH or set SOUNDVCM_MODEL (no trained model ships yet; "
-            "`soundvcm model init --preset lite --out models/lite` makes a random-initialised one for smoke runs)"
-        )
+        if models.DEFAULT not in models.manifest():
+            raise ValueError(
+                "no model given and none ships with this install: pass --model PATH or set SOUNDVCM_MODEL; "
+                + models.RESTORE
+            )
+        model = models.DEFAULT
     if args.full and args.overlap < 0:
         raise ValueError("--overlap must be >= 0")
     # everything that can be checked is checked before the model and encoders load (10-20 s)
@@ -678,6 +808,7 @@ def _generate(args: argparse.Namespace) -> int:
         "sampler": args.sampler,
         "cfg_scale": args.cfg,
         "window": args.duration,
+        "plot": args.plot,
     }
     if args.full:
         options["overlap"] = args.overlap

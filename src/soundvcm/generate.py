@@ -167,6 +167,8 @@ def run_job(
     pipe: Pipeline, job: Job, out_dir: Path, options: dict, full: bool = False
 ) -> tuple[GenerationResult, list[Path]]:
     timer = StageTimer(pipe.device)
+    options = dict(options)
+    plot = options.pop("plot", False)
     if full and job.video is not None:
         options = {k: v for k, v in options.items() if k not in ("duration", "start")}
         result = pipe.generate_long(job.video, window=options.pop("window"), prompt=job.prompt, **options)
@@ -192,6 +194,14 @@ def run_job(
                 p.unlink(missing_ok=True)
             raise
         result.timings["mux"] = timer.times.get("mux", 0.0)
+    if plot:
+        from soundvcm.media.figure import soundtrack_figure
+
+        written.append(
+            soundtrack_figure(
+                out_dir / f"{job.name}.png", result.wave, result.sample_rate, job.video, start, title=job.name
+            )
+        )
     return result, written
 
 

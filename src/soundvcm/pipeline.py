@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from soundvcm import models
 from soundvcm.encoders import encoder_spec, load_encoder_set
 from soundvcm.media.audio import limit_peak
 from soundvcm.media.video import load_image, load_video, probe
@@ -92,6 +93,18 @@ class GenerationResult:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Encoded:
+    """What the encoders made of one input: conditions on the pipeline's device, plus notes."""
+
+    conditions: dict[str, Tensor]
+    duration: float
+    start: float = 0.0
+    truncated: bool = False
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
 class NegativeGuided(nn.Module):
     """u = (1 + g) u(x, t, s | c) - g u(x, t, s | negative): a negative prompt on top of a
     consistency model's baked-in guidance (two network evaluations per step)."""
@@ -133,6 +146,8 @@ class Pipeline:
 
         if str(model) in REGISTRY and str(model).startswith("mmaudio_") and not Path(model).exists():
             return ("mmaudio_16k" if "16k" in str(model) else "mmaudio_44k"), {"objective": "fm"}
+        if models.is_shipped(model):
+            model = models.resolve_shipped(str(model), check=False)
         doc = read_checkpoint_config(model)
         encoder_set = doc.get("encoder_set") or "lite"
         if encoder_set == "mmaudio":  # checkpoints converted from MMAudio name the family only
@@ -142,11 +157,12 @@ class Pipeline:
 
     @classmethod
     def load(cls, model: str | Path, device: str = "auto", pretrained_encoders: bool = True) -> Pipeline:
-        """Load a checkpoint (NAME, NAME.json or NAME.safetensors) and its encoder set, or a
-        registered MMAudio network by name (e.g. ``mmaudio_small_16k``), converted on the fly."""
+        """Load a checkpoint (NAME, NAME.json or NAME.safetensors) and its encoder set, a model that
+        ships with the package by name (``default``, see :mod:`soundvcm.models`), or a registered
+        MMAudio network by name (e.g. ``mmaudio_small_16k``), converted on the fly."""
         from soundvcm.encoders.weights import REGISTRY
 
-        path = Path(model)
+        path = models.resolve_shipped(str(model)) if models.is_shipped(model) else Path(model)
         if str(model) in REGISTRY and str(model).startswith("mmaudio_") and not path.exists():
             return cls._load_mmaudio(str(model), device, pretrained_encoders)
         encoder_set, doc = cls.peek(path)
@@ -250,28 +266,40 @@ class Pipeline:
 
     # ----- generation --------------------------------------------------------------------
     @torch.inference_mode()
-    def generate(
+    def encode(
         self,
         video: str | Path | None = None,
         prompt: str | None = None,
-        negative_prompt: str | None = None,
         image: str | Path | None = None,
         duration: float = 8.0,
         start: float = 0.0,
-        steps: int | None = None,
-        seed: int = 42,
-        sampler: str | None = None,
-        cfg_scale: float = 4.5,
-        negative_scale: float = 1.0,
         timer: StageTimer | None = None,
-    ) -> GenerationResult:
-        """Generate audio for a video (``start`` to ``start + duration``), an image and/or a prompt."""
+    ) -> Encoded:
+        """The conditions of one generation (decode + encoders), reusable by several
+        :meth:`synthesize` calls (other seeds, samplers or step counts)."""
         if video is None and image is None and prompt is None:
             raise ValueError("nothing to condition on: give a video, an image or a prompt")
         if video is not None and image is not None:
             raise ValueError("give either a video or an image, not both")
         if duration <= 0:
             raise ValueError(f"duration must be positive, got {duration}")
+        timer = timer or StageTimer(self.device)
+        cond, duration, truncated, notes = self._encode(timer, video, image, prompt, duration, start)
+        return Encoded(cond, duration, start, truncated, notes, dict(timer.times))
+
+    @torch.inference_mode()
+    def synthesize(
+        self,
+        encoded: Encoded,
+        steps: int | None = None,
+        seed: int = 42,
+        sampler: str | None = None,
+        cfg_scale: float = 4.5,
+        negative_prompt: str | None = None,
+        negative_scale: float = 1.0,
+        timer: StageTimer | None = None,
+    ) -> GenerationResult:
+        """Sample a latent for ``encoded``'s conditions, decode it and vocode it."""
         sampler = sampler or self.default_sampler()
         if sampler not in ("consistency", "euler"):
             raise ValueError(f"sampler must be 'consistency' or 'euler', got {sampler!r}")
@@ -280,15 +308,15 @@ class Pipeline:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         timer = timer or StageTimer(self.device)
-        cond, duration, truncated, notes = self._encode(timer, video, image, prompt, duration, start)
-        net = self.net
+        self._set_duration(encoded.duration)
+        net, notes = self.net, list(encoded.warnings)
         negative = None
         if negative_prompt is not None:
             with timer("text"):
                 neg = {k: v.to(self.device) for k, v in net.null_conditions(1).items()}
                 neg["text"] = self.encoders.encode_text([negative_prompt]).to(self.device)
         with timer("network"):
-            prepared = net.prepare(cond)
+            prepared = net.prepare(encoded.conditions)
             if negative_prompt is not None:
                 negative = net.prepare(neg)
             shape = (1, net.sequence.latent_seq_len, net.config.latent_dim)
@@ -308,10 +336,41 @@ class Pipeline:
             mel = self.encoders.decode_latent(latent)
         with timer("vocoder"):
             wave = self.encoders.vocode(mel)[0].float().cpu()
+        duration = encoded.duration
         wave, gain = limit_peak(wave[: int(round(duration * self.sample_rate))])
         if gain < 0.5:
             notes.append(f"the output peaked {-20 * math.log10(gain) - 1:.1f} dB over full scale; scaled to -1 dBFS")
-        return GenerationResult(wave, self.sample_rate, duration, start, truncated, nfe, dict(timer.times), notes)
+        times = {**encoded.timings}
+        for k, v in timer.times.items():
+            times[k] = times.get(k, 0.0) + v
+        return GenerationResult(wave, self.sample_rate, duration, encoded.start, encoded.truncated, nfe, times, notes)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        video: str | Path | None = None,
+        prompt: str | None = None,
+        negative_prompt: str | None = None,
+        image: str | Path | None = None,
+        duration: float = 8.0,
+        start: float = 0.0,
+        steps: int | None = None,
+        seed: int = 42,
+        sampler: str | None = None,
+        cfg_scale: float = 4.5,
+        negative_scale: float = 1.0,
+        timer: StageTimer | None = None,
+    ) -> GenerationResult:
+        """Generate audio for a video (``start`` to ``start + duration``), an image and/or a prompt."""
+        sampler = sampler or self.default_sampler()
+        if sampler not in ("consistency", "euler"):
+            raise ValueError(f"sampler must be 'consistency' or 'euler', got {sampler!r}")
+        if steps is not None and steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        timer = timer or StageTimer(self.device)
+        encoded = self.encode(video, prompt, image, duration, start, timer)
+        encoded.timings = {}  # already in the shared timer
+        return self.synthesize(encoded, steps, seed, sampler, cfg_scale, negative_prompt, negative_scale, timer)
 
     def generate_long(
         self,

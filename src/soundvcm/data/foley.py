@@ -1,19 +1,19 @@
 """A synthetic Foley world with exact ground truth: objects fall, bounce and sound at known times.
 
 Each clip is a small 2-D box seen from the side. One to three objects, each of a *material* that
-its look stands for (shape and colour), fall under gravity and bounce off the floor and the walls
-with the material's restitution. Every contact plays a one-shot of that material, exactly at the
-contact time (physics at 1 kHz, contact times interpolated within the step), as loud as the impact
-speed. The clip's event list (time, material, object, speed, surface) is written beside it, so a
-benchmark can score *which* sound and *when* exactly, which no public V2A dataset allows.
+its look stands for (shape and colour), fall under gravity, bounce off the floor and the walls with
+the material's restitution, and collide with each other (both materials sound). Every contact plays
+a one-shot of that material, exactly at the contact time (physics at 1 kHz, contact times
+interpolated within the step), as loud as the impact speed. The clip's event list (time, material,
+object, speed, surface) is written beside it, so a benchmark can score *which* sound and *when*
+exactly, which no public V2A dataset allows.
 
 Outputs per clip ``NAME``: ``NAME.mp4`` (H.264 video + AAC audio), ``NAME.flac`` (the exact,
 lossless soundtrack) and ``NAME.events.json``. Everything is a pure function of the clip's seed.
 
 Sounds come from a :class:`SoundBank`. :class:`ModalBank` synthesises one-shots (damped modes per
 material plus a contact click: no files, unlimited, reproducible); recorded one-shots (e.g. the
-Debian sound libraries in the data recipe) plug in through the same interface.
-"""
+Debian sound libraries in the data recipe) plug in through the same interface."""
 
 from __future__ import annotations
 
@@ -21,16 +21,14 @@ import json
 import math
 import zlib
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
 
-import av
 import numpy as np
 
 from soundvcm.atomic import atomic_write
 from soundvcm.media.audio import write_audio
-from soundvcm.media.mux import encode_aac
+from soundvcm.media.mux import write_mp4
 
 
 @dataclass(frozen=True)
@@ -173,9 +171,38 @@ def simulate(cfg: FoleyConfig, seed: int) -> Scene:
                 o["vel"][axis] = -e * o["vel"][axis]
                 new[axis] = wall + (wall - new[axis]) * e
             o["pos"] = new
-    events.sort(key=lambda ev: ev.time)
+        _collide(objects, now, r, cfg, events)
+    events.sort(key=lambda ev: (ev.time, ev.obj))
     plain = [{"id": o["id"], "material": o["material"], "start": o["start"]} for o in objects]
     return Scene(seed, plain, events, track)
+
+
+def _collide(objects: list[dict], now: float, r: float, cfg: FoleyConfig, events: list[Event]) -> None:
+    """Object-object contacts: equal masses, an impulse along the line of centres with the lower
+    restitution of the two, the overlap resolved; an audible contact sounds *both* materials."""
+    live = [o for o in objects if now >= o["start"]]
+    for a in range(len(live)):
+        for b in range(a + 1, len(live)):
+            p, q = live[a], live[b]
+            d = q["pos"] - p["pos"]
+            dist = float(np.hypot(*d))
+            if dist >= 2 * r or dist == 0.0:
+                continue
+            n = d / dist
+            approach = float(np.dot(p["vel"] - q["vel"], n))
+            if approach > 0:  # moving towards each other
+                e = min(MATERIALS[p["material"]].restitution, MATERIALS[q["material"]].restitution)
+                impulse = 0.5 * (1 + e) * approach
+                p["vel"] = p["vel"] - impulse * n
+                q["vel"] = q["vel"] + impulse * n
+                if approach >= cfg.min_speed and now < cfg.duration:
+                    for o, other in ((p, q), (q, p)):
+                        events.append(
+                            Event(round(now, 6), o["material"], o["id"], round(approach, 4), f"object {other['id']}")
+                        )
+            push = 0.5 * (2 * r - dist) * n  # separate, so one contact is one event
+            p["pos"] = p["pos"] - push
+            q["pos"] = q["pos"] + push
 
 
 def mix_events(events: list[Event], bank: SoundBank, total: int, rng: np.random.Generator) -> np.ndarray:
@@ -241,27 +268,12 @@ def write_clip(path_stem: Path, cfg: FoleyConfig, scene: Scene, bank: SoundBank)
     frames = render_frames(cfg, scene)
     sr = bank.sample_rate
 
-    def mp4(tmp: Path) -> None:
-        with av.open(str(tmp), mode="w", format="mp4") as c:
-            vs = c.add_stream("libx264", rate=cfg.fps)
-            vs.width = vs.height = cfg.size
-            vs.pix_fmt = "yuv420p"
-            vs.options = {"crf": "20", "preset": "veryfast", "bf": "0"}
-            encode_aac(c, audio, sr)
-            for i, img in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-                frame.pts, frame.time_base = i, Fraction(1, cfg.fps)
-                for packet in vs.encode(frame):
-                    c.mux(packet)
-            for packet in vs.encode(None):
-                c.mux(packet)
-
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     doc = {"seed": scene.seed, "caption": caption(scene), "duration": cfg.duration, "fps": cfg.fps,
            "sample_rate": sr, "objects": scene.objects, "events": [asdict(e) for e in scene.events],
            "config": asdict(cfg)}  # fmt: skip
-    atomic_write(stem.with_suffix(".mp4"), mp4)
+    write_mp4(stem.with_suffix(".mp4"), frames, cfg.fps, audio, sr)
     write_audio(stem.with_suffix(".flac"), audio, sr)
     atomic_write(stem.parent / f"{stem.name}.events.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1)))
     return doc

@@ -7,7 +7,8 @@ DC-removed and truncated to ``audio_length`` seconds. Nothing is dropped silentl
 files, short or unreadable clips and sample-rate mismatches go into the report (and stderr).
 
 Metrics whose models are available are computed and written with av-benchmark's key names; our
-offline ones are ``FD-AISFX`` (Fréchet distance of aisfx block embeddings), ``KL-AISFX``
+offline ones are ``FD-AISFX`` (Fréchet distance of aisfx block embeddings), ``KID-AISFX`` (the
+unbiased polynomial-kernel MMD^2 of the same embeddings, defined for small sets), ``KL-AISFX``
 (KL(gt || pred) on the soundstorm head, paired), ``ISC-AISFX`` (inception score, mean and std)
 and ``Onset-Lag-ms`` (mean |lag| of onset envelopes, paired). With their weight files present
 (``soundvcm weights download panns_cnn14_16k vggish``) FD-PANN, KL-PANNS-softmax, ISC-PANNS-mean
@@ -38,6 +39,7 @@ from soundvcm.evaluation.metrics import (
     MetricError,
     frechet_distance_embeddings,
     inception_score,
+    kernel_inception_distance,
     kl_softmax,
     mean_abs_onset_lag_ms,
 )
@@ -330,6 +332,13 @@ def evaluate(
         if model not in models:
             continue
         fd(f"FD-{prefix}", f"{model}.emb", cat=model == "aisfx")
+        if model == "aisfx":
+            try:
+                metrics["KID-AISFX"] = kernel_inception_distance(
+                    stacked("pred", "aisfx.emb", cat=True), stacked("gt", "aisfx.emb", cat=True)
+                )
+            except MetricError as exc:
+                report["KID-AISFX"] = f"not computed: {exc}"
         kl_key = {"aisfx": "KL-AISFX", "panns": "KL-PANNS-softmax", "passt": "KL-PASST-softmax"}[model]
         if valid:
             metrics[kl_key] = kl_softmax(

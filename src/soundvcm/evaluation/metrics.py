@@ -71,6 +71,25 @@ def frechet_distance_embeddings(pred: Tensor, gt: Tensor) -> float:
     return frechet_distance(mu_p, s_p, mu_g, s_g)
 
 
+def kernel_inception_distance(pred: Tensor, gt: Tensor, degree: int = 3) -> float:
+    """KID: the unbiased MMD^2 between two embedding sets with the polynomial kernel
+    k(x, y) = (x.y / d + 1)^degree (Binkowski et al. 2018). Unlike FD it needs no covariance
+    estimate, so it stays unbiased when a set has fewer rows than dimensions. Needs >= 2 rows each."""
+    x, y = pred.double(), gt.double()
+    m, n = x.shape[0], y.shape[0]
+    if m < 2 or n < 2:
+        raise MetricError(f"KID needs at least 2 rows per set, got {m} and {n}")
+    if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+        raise MetricError("KID: non-finite embeddings")
+    d = x.shape[1]
+    kxx = (x @ x.T / d + 1) ** degree
+    kyy = (y @ y.T / d + 1) ** degree
+    kxy = (x @ y.T / d + 1) ** degree
+    xx = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
+    yy = (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
+    return float(xx + yy - 2 * kxy.mean())
+
+
 def kl_softmax(pred_logits: Tensor, gt_logits: Tensor) -> float:
     """sum_i KL(softmax(gt_i) || softmax(pred_i)) / N over paired rows."""
     pred = torch.as_tensor(pred_logits, dtype=torch.float64)

@@ -75,6 +75,29 @@ class CopyPlan:
     frame_ticks: float  # one frame period in stream ticks, for the check
 
 
+def write_mp4(path: Path, frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate: int, crf: int = 20) -> Path:
+    """Write uint8 RGB ``frames`` (T, H, W, 3) at ``fps`` as H.264 (no B-frames) plus ``audio`` as
+    mono AAC, atomically; frame i is shown at i / fps, audio sample 0 at time 0."""
+    rate = Fraction(fps).limit_denominator(1001)
+
+    def write(tmp: Path) -> None:
+        with av.open(str(tmp), mode="w", format="mp4") as c:
+            vs = c.add_stream("libx264", rate=rate)
+            vs.height, vs.width = frames.shape[1:3]
+            vs.pix_fmt = "yuv420p"
+            vs.options = {"crf": str(crf), "preset": "veryfast", "bf": "0"}
+            encode_aac(c, audio, sample_rate)
+            for i, img in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+                frame.pts, frame.time_base = i, 1 / rate
+                for packet in vs.encode(frame):
+                    c.mux(packet)
+            for packet in vs.encode(None):
+                c.mux(packet)
+
+    return atomic_write(path, write)
+
+
 def plan_copy(video: Path, duration: float) -> CopyPlan | None:
     """Demux once (no decoding) to find the first displayed frame and the last packet needed."""
     with open_media(video) as source:

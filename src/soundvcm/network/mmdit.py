@@ -247,6 +247,18 @@ NETWORK_PRESETS: dict[str, MMDiTConfig] = {
         fused_depth=3,
         sequence=SEQUENCE_LITE,
     ),
+    # the shipped default (lite encoders, 4 s clips): 8.2M parameters, hidden 128, 2 joint + 2
+    # audio-only blocks; sized by measurement to train on 2 CPU cores (docs/MODEL_CARD.md)
+    "lite_small": MMDiTConfig(
+        latent_dim=160,
+        clip_dim=1280,
+        sync_dim=128,
+        text_dim=384,
+        num_heads=2,
+        depth=4,
+        fused_depth=2,
+        sequence=replace(SEQUENCE_LITE, duration=4.0),
+    ),
     # tiny presets for tests and CPU smoke runs: every code path, seconds on a CPU
     "debug": MMDiTConfig(
         latent_dim=8,
@@ -281,7 +293,7 @@ def preset_for_encoders(name: str, encoder_set: str | None = None) -> tuple[MMDi
     from soundvcm.encoders import encoder_spec
 
     config = network_preset(name)
-    own = "lite" if name == "lite" else ("mmaudio_16k" if config.latent_dim == 20 else "mmaudio_44k")
+    own = "lite" if name.startswith("lite") else ("mmaudio_16k" if config.latent_dim == 20 else "mmaudio_44k")
     if encoder_set is None:
         return config, ("debug" if name.startswith("debug") else own)
     spec = encoder_spec(encoder_set)

@@ -1,0 +1,421 @@
+"""``soundvcm bench quality``: every held-out test set of the open data, every model row and the
+reference rows, scored by the project's ``evaluate`` plus event metrics, one table per test set.
+
+Test sets (written by ``soundvcm data open OUT``):
+
+* ``foley``: video-to-audio on the synthetic Foley world. Besides FD/KID/KL, its exact event lists
+  give **onset F1** (one-to-one matches within +-50 ms, pooled over clips), the signed and absolute
+  **event timing error** of matched onsets, and **material accuracy** of matched isolated events
+  (k-NN over impact profiles fitted on the *training* split's exact soundtracks, see
+  :class:`soundvcm.evaluation.events.MaterialClassifier`).
+* ``bbb``: video-to-audio on the held-out last 15 % of Big Buck Bunny.
+* ``sfx``: text-to-audio on the held-out 15 % of each sound-effect class (the caption is the prompt).
+
+Rows: ``NAME=MODEL[:SAMPLER[:STEPS[:CFG]]]`` (a model name or checkpoint path; sampler
+``consistency`` or ``euler``), plus reference rows that need no model: ``silence``, ``random
+train clip`` (a seeded draw from the training split), ``ceiling`` (the ground truth through the
+lite latent and the HiFi-GAN vocoder: what a perfect network could reach) and ``gt +100 ms`` (the
+ground truth delayed by 100 ms: the chance level of onset F1 at +-50 ms on dense scenes).
+
+The ground truth is compared at the generator's rate (22.05 kHz for the lite set), so that the
+rows differ by what they generate, not by bandwidth. Each model row's conditions are encoded
+once per clip and shared by the rows of that model; "s/clip" is decode + encoders + sampling +
+vocoder for one clip (the shared encoding counted in full for every row). Outputs: ``OUT/SET/ROW/
+*.flac``, ``OUT/quality.json``, ``OUT/SET_spectrograms.png`` and ``OUT/foley_sync.png``. A rerun
+skips rows whose folder is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from soundvcm.atomic import atomic_write
+from soundvcm.media.audio import load_audio, write_audio
+
+SETS = ("foley", "bbb", "sfx")
+SAMPLE_RATE = 22_050
+REFERENCES = ("silence", "random train clip", "ceiling", "gt +100 ms")
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    model: str | None = None  # None: a reference row
+    sampler: str | None = None
+    steps: int | None = None
+    cfg: float = 4.5
+
+    @classmethod
+    def parse(cls, text: str) -> Row:
+        """``NAME=MODEL[:SAMPLER[:STEPS[:CFG]]]``."""
+        name, sep, spec = text.partition("=")
+        if not sep or not name or not spec:
+            raise ValueError(
+                f"bad --row {text!r}: use NAME=MODEL[:SAMPLER[:STEPS[:CFG]]], e.g. vcm@1=default:consistency:1"
+            )
+        parts = spec.split(":")
+        model, sampler = parts[0], (parts[1] if len(parts) > 1 and parts[1] else None)
+        if sampler not in (None, "consistency", "euler"):
+            raise ValueError(f"bad --row {text!r}: sampler must be consistency or euler, got {sampler!r}")
+        try:
+            steps = int(parts[2]) if len(parts) > 2 and parts[2] else None
+            cfg = float(parts[3]) if len(parts) > 3 and parts[3] else 4.5
+        except ValueError:
+            raise ValueError(f"bad --row {text!r}: STEPS is a whole number and CFG a number") from None
+        if steps is not None and steps < 1:
+            raise ValueError(f"bad --row {text!r}: STEPS must be >= 1")
+        if name in REFERENCES or "/" in name:
+            raise ValueError(f"bad --row {text!r}: the name may not contain '/' or be a reference row's name")
+        return cls(name, model, sampler, steps, cfg)
+
+
+@dataclass
+class Item:
+    name: str
+    gt: Path
+    media: Path | None = None  # the video (None: text-to-audio)
+    caption: str = ""
+    events: list[tuple[float, str]] | None = None
+
+
+@dataclass
+class TestSet:
+    name: str
+    items: list[Item]
+    train_audio: list[Path] = field(default_factory=list)
+    train_events: list[tuple[Path, list[tuple[float, str]]]] = field(default_factory=list)
+
+    @property
+    def events_known(self) -> bool:
+        return self.name == "foley"
+
+
+def _manifest(path: Path) -> list[tuple[Path, str]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: build the open data first with `soundvcm data open DIR`")
+    rows = []
+    for line in path.read_text().splitlines()[1:]:
+        if line.strip():
+            rel, _, caption = line.partition("\t")
+            rows.append((path.parent / rel, caption))
+    return rows
+
+
+def _events(stem: Path, duration: float) -> list[tuple[float, str]]:
+    doc = json.loads((stem.parent / f"{stem.name}.events.json").read_text())
+    return [(e["time"], e["material"]) for e in doc["events"] if e["time"] < duration]
+
+
+def load_sets(data: Path, names: tuple[str, ...], duration: float, limit: int | None = None) -> list[TestSet]:
+    """The test splits (and what the references need of the training splits) of ``data``."""
+    sets = []
+    for name in names:
+        if name not in SETS:
+            raise ValueError(f"unknown test set {name!r}; choose from {', '.join(SETS)}")
+        test = _manifest(data / name / "test.tsv")[:limit]
+        train = _manifest(data / name / "train.tsv")
+        video = name != "sfx"
+        items = [
+            Item(p.stem, p.with_suffix(".flac"), p if video else None, caption,
+                 _events(p.with_suffix(""), duration) if name == "foley" else None)
+            for p, caption in test
+        ]  # fmt: skip
+        train_audio = [p.with_suffix(".flac") for p, _ in train]
+        train_events = (
+            [(p.with_suffix(".flac"), _events(p.with_suffix(""), duration)) for p, _ in train[:300]]
+            if name == "foley"
+            else []
+        )
+        sets.append(TestSet(name, items, train_audio, train_events))
+    return sets
+
+
+def _fit(wave: torch.Tensor, n: int) -> torch.Tensor:
+    wave = wave.flatten()[:n]
+    return torch.nn.functional.pad(wave, (0, n - wave.numel()))
+
+
+def write_ground_truth(ts: TestSet, out: Path, duration: float) -> Path:
+    folder = out / ts.name / "gt"
+    n = int(round(duration * SAMPLE_RATE))
+    for item in ts.items:
+        target = folder / f"{item.name}.flac"
+        if not target.is_file():
+            wave, _ = load_audio(item.gt, SAMPLE_RATE, duration=duration)
+            write_audio(target, _fit(wave, n), SAMPLE_RATE)
+    return folder
+
+
+def reference_audio(row: str, ts: TestSet, item: Item, index: int, duration: float, seed: int, encoders=None):
+    n = int(round(duration * SAMPLE_RATE))
+    if row == "silence":
+        return torch.zeros(n)
+    if row == "random train clip":
+        rng = np.random.default_rng([seed, index])
+        wave, _ = load_audio(ts.train_audio[int(rng.integers(len(ts.train_audio)))], SAMPLE_RATE, duration=duration)
+        return _fit(wave, n)
+    wave, _ = load_audio(item.gt, SAMPLE_RATE, duration=duration)
+    wave = _fit(wave, n)
+    if row == "gt +100 ms":
+        shift = int(round(0.1 * SAMPLE_RATE))
+        return torch.cat([torch.zeros(shift), wave[: n - shift]])
+    if row == "ceiling":
+        mean, _ = encoders.encode_audio(wave[None])
+        return _fit(encoders.decode_audio(mean)[0].float().cpu().clamp(-1, 1), n)
+    raise ValueError(f"unknown reference row {row!r}")
+
+
+def _complete(folder: Path, ts: TestSet) -> bool:
+    return (folder / "timings.json").is_file() and all((folder / f"{i.name}.flac").is_file() for i in ts.items)
+
+
+def run_references(ts: TestSet, out: Path, duration: float, seed: int, progress) -> None:
+    from soundvcm.encoders import load_encoder_set
+
+    encoders = None
+    for row in REFERENCES:
+        folder = out / ts.name / row.replace(" ", "_")
+        if _complete(folder, ts):
+            continue
+        if row == "ceiling" and encoders is None:
+            encoders = load_encoder_set("lite", device="cpu")
+        start = time.perf_counter()
+        for index, item in enumerate(ts.items):
+            wave = reference_audio(row, ts, item, index, duration, seed, encoders)
+            write_audio(folder / f"{item.name}.flac", wave, SAMPLE_RATE)
+            progress(1)
+        per_clip = (time.perf_counter() - start) / max(1, len(ts.items))
+        atomic_write(folder / "timings.json", lambda tmp, p=per_clip: tmp.write_text(json.dumps({"s_per_clip": p})))
+
+
+def run_model(rows: list[Row], ts: TestSet, out: Path, duration: float, seed: int, device: str, progress) -> None:
+    """All rows of one model: each clip encoded once, then sampled per row."""
+    from soundvcm.pipeline import Pipeline, StageTimer
+
+    todo = [r for r in rows if not _complete(out / ts.name / r.name, ts)]
+    if not todo:
+        return
+    pipe = Pipeline.load(todo[0].model, device=device)
+    if abs(pipe.sample_rate - SAMPLE_RATE) > 0:
+        raise ValueError(
+            f"{todo[0].model}: generates at {pipe.sample_rate} Hz; the quality bench compares at {SAMPLE_RATE} Hz"
+        )
+    times: dict[str, list[dict]] = {r.name: [] for r in todo}
+    for item in ts.items:
+        timer = StageTimer(pipe.device)
+        if item.media is not None:
+            encoded = pipe.encode(video=item.media, duration=duration, timer=timer)
+        else:
+            encoded = pipe.encode(prompt=item.caption, duration=duration, timer=timer)
+        for r in todo:
+            t = StageTimer(pipe.device)
+            result = pipe.synthesize(encoded, r.steps, seed, r.sampler, r.cfg, timer=t)
+            write_audio(
+                out / ts.name / r.name / f"{item.name}.flac",
+                _fit(result.wave, int(round(duration * SAMPLE_RATE))),
+                SAMPLE_RATE,
+            )
+            times[r.name].append({**result.timings, "nfe": result.nfe})
+            progress(1)
+    for r in todo:
+        stages = {k: float(np.mean([t.get(k, 0.0) for t in times[r.name]])) for k in times[r.name][0]}
+        doc = {"s_per_clip": sum(v for k, v in stages.items() if k != "nfe"), "stages": stages,
+               "model": r.model, "sampler": r.sampler or pipe.default_sampler(), "steps": r.steps}  # fmt: skip
+        atomic_write(out / ts.name / r.name / "timings.json", lambda tmp, d=doc: tmp.write_text(json.dumps(d)))
+
+
+# ----- scoring ------------------------------------------------------------------------------------
+def event_scores(folder: Path, ts: TestSet, classifier) -> dict[str, float]:
+    """Onset F1 (pooled), timing error of matched onsets, material accuracy of isolated matches."""
+    from soundvcm.evaluation.events import detect_onsets, material_accuracy, onset_f1
+
+    tp = fp = fn = correct = scored = 0
+    errors: list[float] = []
+    for item in ts.items:
+        wave, _ = load_audio(folder / f"{item.name}.flac", SAMPLE_RATE)
+        detected = detect_onsets(wave, SAMPLE_RATE)
+        score = onset_f1(detected, [t for t, _ in item.events])
+        tp += len(score.matches)
+        fp += len(detected) - len(score.matches)
+        fn += len(score.reference) - len(score.matches)
+        errors += [detected[i] - score.reference[j] for i, j in score.matches]
+        c, s = material_accuracy(wave, item.events, score, detected, classifier)
+        correct, scored = correct + c, scored + s
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+    return {
+        "Onset-F1": f1,
+        "Onset-precision": tp / (tp + fp) if tp + fp else 0.0,
+        "Onset-recall": tp / (tp + fn) if tp + fn else 0.0,
+        "Event-error-ms": 1000 * float(np.mean(errors)) if errors else math.nan,
+        "Event-abs-error-ms": 1000 * float(np.mean(np.abs(errors))) if errors else math.nan,
+        "Material-accuracy": correct / scored if scored else math.nan,
+        "Material-scored": scored,
+    }
+
+
+def material_classifier(ts: TestSet):
+    from soundvcm.evaluation.events import MaterialClassifier
+
+    clips = ((load_audio(p, SAMPLE_RATE)[0], events) for p, events in ts.train_events)
+    return MaterialClassifier.fit_clips(clips, SAMPLE_RATE)
+
+
+def score_row(folder: Path, gt: Path, ts: TestSet, duration: float, classifier) -> dict[str, float]:
+    from soundvcm.evaluation.evaluate import evaluate
+
+    result = evaluate(folder, gt, audio_length=duration, progress=False)
+    keep = ("FD-AISFX", "KID-AISFX", "KL-AISFX", "ISC-AISFX", "Onset-Lag-ms")
+    metrics = {k: float(result[k]) for k in keep if k in result}
+    if ts.events_known:
+        metrics.update(event_scores(folder, ts, classifier))
+    timings = json.loads((folder / "timings.json").read_text())
+    metrics["s/clip"] = timings["s_per_clip"]
+    if "stages" in timings:
+        metrics["network s/clip"] = timings["stages"].get("network", math.nan)
+        metrics["NFE"] = timings["stages"].get("nfe", math.nan)
+    return metrics
+
+
+COLUMNS = ("FD-AISFX", "KID-AISFX", "KL-AISFX", "Onset-Lag-ms", "Onset-F1", "Event-abs-error-ms",
+           "Material-accuracy", "NFE", "network s/clip", "s/clip")  # fmt: skip
+
+
+def table(results: dict[str, dict[str, dict[str, float]]], sets: list[TestSet]) -> str:
+    lines = []
+    for ts in sets:
+        rows = results.get(ts.name, {})
+        cols = [c for c in COLUMNS if any(c in m for m in rows.values())]
+        lines += [f"\n### {ts.name} ({len(ts.items)} test clips)\n", "| row | " + " | ".join(cols) + " |",
+                  "|---" * (len(cols) + 1) + "|"]  # fmt: skip
+        for name, m in rows.items():
+            cells = []
+            for c in cols:
+                v = m.get(c)
+                cells.append("-" if v is None or (isinstance(v, float) and math.isnan(v)) else
+                             f"{v:.0f}" if c == "NFE" else f"{v:.3g}" if abs(v) < 100 else f"{v:.1f}")  # fmt: skip
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ----- figures --------------------------------------------------------------------------------------
+def _logmel(path: Path) -> np.ndarray:
+    from soundvcm.media.mel import MEL_HIFIGAN, mel_spectrogram
+
+    wave, _ = load_audio(path, SAMPLE_RATE)
+    return mel_spectrogram(wave[None], MEL_HIFIGAN)[0].clamp(min=math.log(1e-5)).numpy()
+
+
+def spectrogram_grid(out: Path, ts: TestSet, rows: list[str], clips: int = 3) -> Path:
+    """Ground truth and every row (lines) for the first ``clips`` test clips (columns)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    items = ts.items[:clips]
+    names = ["gt", *rows]
+    fig, axes = plt.subplots(len(names), len(items), figsize=(3.2 * len(items), 1.25 * len(names)), squeeze=False)
+    for c, item in enumerate(items):
+        for r, row in enumerate(names):
+            ax = axes[r][c]
+            ax.imshow(_logmel(out / ts.name / row.replace(" ", "_") / f"{item.name}.flac"), origin="lower",
+                      aspect="auto", cmap="magma", vmin=math.log(1e-5), vmax=2.0)  # fmt: skip
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(row, rotation=0, ha="right", va="center", fontsize=8)
+            if r == 0:
+                ax.set_title(item.name, fontsize=8)
+    fig.suptitle(f"{ts.name}: log-mel spectrograms (22.05 kHz, 80 bands), ground truth first", fontsize=9)
+    fig.tight_layout()
+    path = out / f"{ts.name}_spectrograms.png"
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    plt.close(fig)
+    return path
+
+
+def sync_plot(out: Path, ts: TestSet, rows: list[str], clips: int = 3) -> Path:
+    """Per clip: the exact event times (lines, coloured by material) against the onsets detected
+    in the ground truth and in every row (markers, one line per row)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from soundvcm.evaluation.events import detect_onsets
+
+    colours = {"wood": "tab:brown", "metal": "tab:gray", "glass": "tab:cyan", "rubber": "tab:red"}
+    items = ts.items[:clips]
+    names = ["gt", *rows]
+    fig, axes = plt.subplots(len(items), 1, figsize=(9, 0.45 * len(names) * len(items) + 1), squeeze=False)
+    for ax, item in zip(axes[:, 0], items):
+        for t, m in item.events:
+            ax.axvline(t, color=colours.get(m, "k"), alpha=0.6, lw=1.5)
+        for y, row in enumerate(names):
+            wave, _ = load_audio(out / ts.name / row.replace(" ", "_") / f"{item.name}.flac", SAMPLE_RATE)
+            onsets = detect_onsets(wave, SAMPLE_RATE)
+            ax.plot(onsets, [y] * len(onsets), "k|", ms=10, mew=2)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_ylim(-0.7, len(names) - 0.3)
+        ax.set_title(f"{item.name}: event times (lines: " + ", ".join(colours) + ") vs detected onsets (|)", fontsize=8)
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    path = out / f"{ts.name}_sync.png"
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    plt.close(fig)
+    return path
+
+
+# ----- the whole bench ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class QualityConfig:
+    data: Path
+    out: Path
+    rows: tuple[Row, ...] = ()
+    sets: tuple[str, ...] = SETS
+    duration: float = 4.0
+    limit: int | None = None
+    seed: int = 0
+    references: bool = True
+    device: str = "cpu"
+
+
+def run_quality(cfg: QualityConfig) -> dict:
+    from tqdm import tqdm
+
+    sets = load_sets(Path(cfg.data), cfg.sets, cfg.duration, cfg.limit)
+    out = Path(cfg.out)
+    models: dict[str, list[Row]] = {}
+    for r in cfg.rows:
+        models.setdefault(r.model, []).append(r)
+    row_names = [r.name for r in cfg.rows] + ([x for x in REFERENCES] if cfg.references else [])
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for ts in sets:
+        gt = write_ground_truth(ts, out, cfg.duration)
+        total = len(ts.items) * (len(cfg.rows) + (len(REFERENCES) if cfg.references else 0))
+        with tqdm(total=total, desc=f"quality {ts.name}", unit="clip", file=sys.stderr) as bar:
+            for rows in models.values():
+                run_model(rows, ts, out, cfg.duration, cfg.seed, cfg.device, bar.update)
+            if cfg.references:
+                run_references(ts, out, cfg.duration, cfg.seed, bar.update)
+        classifier = material_classifier(ts) if ts.events_known else None
+        results[ts.name] = {
+            name: score_row(out / ts.name / name.replace(" ", "_"), gt, ts, cfg.duration, classifier)
+            for name in row_names
+        }
+        spectrogram_grid(out, ts, row_names)
+        if ts.events_known:
+            sync_plot(out, ts, row_names)
+    doc = {"config": {**asdict(cfg), "data": str(cfg.data), "out": str(cfg.out)}, "results": results,
+           "clips": {ts.name: len(ts.items) for ts in sets}}  # fmt: skip
+    atomic_write(out / "quality.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1, default=str)))
+    doc["table"] = table(results, sets)
+    return doc
