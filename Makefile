@@ -1,5 +1,6 @@
 # soundvcm: everything a newcomer needs. Each target installs what it uses first.
-#   make bench-toy   the main job for now: the toy benchmark (<= 10 min on 2 CPU cores)
+#   make demo        the main job: a new soundtrack for a real clip (examples/bbb_398s.mp4) with the
+#                    shipped model, offline, on the CPU; writes out/demo/ (flac, mp4, png)
 #   make test        ruff (lint + format check) and the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -19,7 +20,7 @@ else
 $(error TORCH must be cpu or cuda, got '$(TORCH)')
 endif
 
-.PHONY: install test test-fast lint format bench-toy bench-toy-quick demo clean
+.PHONY: install test test-fast lint format bench-toy bench-toy-quick demo data-open bench-quality clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -59,15 +60,23 @@ bench-toy: $(STAMP)
 bench-toy-quick: $(STAMP)
 	$(BIN)/soundvcm bench toy --quick
 
-# generate a soundtrack end to end with the lite encoders: VIDEO=clip.mp4 (default: a synthesised
-# 8 s 720p clip) and MODEL=path (default: a random-initialised lite network, until one is trained)
-VIDEO ?= out/demo/clip.mp4
-MODEL ?= models/lite
+# the main job: the shipped default model on a real, CC-BY clip (8 s of Big Buck Bunny), offline.
+# VIDEO=clip.mp4 and MODEL=name-or-path to try others (`soundvcm model list`).
+VIDEO ?= examples/bbb_398s.mp4
+MODEL ?= default
 demo: $(STAMP)
-	test -f $(MODEL).json || $(BIN)/soundvcm model init --preset lite --out $(MODEL)
-	test -f $(VIDEO) || $(BIN)/python -c "from pathlib import Path; from soundvcm.bench.pipeline import synthetic_clip; \
-		Path('$(VIDEO)').parent.mkdir(parents=True, exist_ok=True); synthetic_clip(Path('$(VIDEO)'))"
-	$(BIN)/soundvcm generate $(VIDEO) --model $(MODEL) --prompt "footsteps and a door" --profile --out out/demo/result
+	$(BIN)/soundvcm generate $(VIDEO) --model $(MODEL) --full --plot --profile --overwrite --out out/demo
+
+# the open data (downloads ~580 MB of pinned Debian packages and moviepy's sdist; ~1 GB on disk)
+DATA ?= out/open
+data-open: $(STAMP)
+	$(BIN)/soundvcm data open $(DATA)
+
+# the quality bench on the open test sets: the shipped VCM at 1/2/4 steps, its FM twin, references
+bench-quality: $(STAMP) data-open
+	$(BIN)/soundvcm bench quality --data $(DATA) --out out/bench/quality \
+		--row vcm@1=default:consistency:1 --row vcm@2=default:consistency:2 --row vcm@4=default:consistency:4 \
+		--row fm@25x2=default-fm:euler:25
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

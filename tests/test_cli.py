@@ -95,6 +95,12 @@ USER_ERRORS = {
     "convert_missing": (lambda d: ["convert", "mmaudio", d / "none.pth", d / "out"], "no such file"),
     "weights_unknown": (lambda d: ["weights", "download", "clip_vit_b"], "clip_vit_b"),
     "weights_verify_missing": (lambda d: ["weights", "verify", "vggish", "--dir", d], "not found"),
+    "data_open_part": (lambda d: ["data", "open", d / "o", "--parts", "foley,vggsound"], "unknown part(s) vggsound"),
+    "data_open_count": (lambda d: ["data", "open", d / "o", "--foley-test", "-1"], "--foley-test must be >= 0"),
+    "quality_no_data": (lambda d: ["bench", "quality", "--data", d / "none"], "soundvcm data open"),
+    "quality_bad_row": (lambda d: ["bench", "quality", "--data", d, "--row", "x=m:heun"], "sampler must be"),
+    "quality_set": (lambda d: ["bench", "quality", "--data", d, "--sets", "audiocaps"], "unknown test set"),
+    "model_ship_missing": (lambda d: ["model", "ship", d / "none", "--name", "x"], "not found"),
 }
 
 

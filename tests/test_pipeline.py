@@ -460,3 +460,11 @@ def test_edge_media_corpus(name, workdir, tmp_path, capsys):
 
 def test_corpus_is_large_enough():
     assert len(CORPUS) >= 30
+
+
+def test_the_default_duration_is_the_length_the_model_was_trained_on(workdir, tmp_path, capsys):
+    import soundfile as sf
+
+    code, _, err = _run(["generate", workdir / "clip.mp4", "--model", workdir / "vcm", "--out", tmp_path], capsys)
+    assert code == 0 and "only 1 s from 0 s of the 3.00 s video were used" in err  # the debug net's 1 s
+    assert sf.info(str(tmp_path / "clip.flac")).duration == pytest.approx(1.0, abs=0.01)

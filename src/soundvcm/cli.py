@@ -140,7 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="sampling steps (default 1 for consistency models, 25 for flow matching)",
     )
     gen.add_argument("--seed", type=int, default=42, help="noise seed (default 42)")
-    gen.add_argument("--duration", type=_positive_float, default=8.0, help="seconds to generate (default 8)")
+    gen.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=None,
+        help="seconds to generate (with --full: the window); default: the length the model was trained on "
+        "(4 s for the shipped models, 8 s for MMAudio's)",
+    )
     gen.add_argument("--start", type=float, default=0.0, help="where in the video to start, seconds (default 0)")
     gen.add_argument(
         "--full", action="store_true", help="the whole video, in --duration windows crossfaded over --overlap seconds"
@@ -787,7 +793,9 @@ def _generate(args: argparse.Namespace) -> int:
     if not jobs:
         print(f"nothing to do: every output exists in {args.out} (--skip-existing)")
         return 0
-    encoder_set, _ = Pipeline.peek(model)
+    encoder_set, doc = Pipeline.peek(model)
+    if args.duration is None:
+        args.duration = float(doc.get("network", {}).get("sequence", {}).get("duration", 8.0))
     jobs, errors = check_inputs(jobs, min_duration(encoder_spec(encoder_set)), 0.0 if args.full else args.start)
     if errors and not jobs:
         if len(errors) == 1:

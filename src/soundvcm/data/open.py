@@ -6,8 +6,10 @@ fixed train/val/test splits:
 * ``foley/``: the synthetic Foley world (:mod:`soundvcm.data.foley`) voiced with *recorded*
   one-shots from Debian's hydrogen-drumkits (:mod:`soundvcm.data.oneshots`); exact event lists.
 * ``bbb/``: Big Buck Bunny (CC-BY 3.0, from moviepy 2.2.1's source distribution) cut into
-  windows; split by time (train = first 75 %, val = next 10 %, test = the last 15 %), one window
-  left out at each boundary so that no shot straddles two splits.
+  windows; split by time (train = first 75 %, val = next 10 %, test = the last 15 % of the
+  story), one window left out at each boundary so that no shot straddles two splits. The end
+  credits (490 s to 596 s: text over music, nothing to hear that is seen) are left out: split
+  over the whole film, the test set would have been credits only.
 * ``sfx/``: sound-effect libraries as text-audio pairs (Scratch, Tux Paint stamps, Wesnoth,
   LinCity-NG, Hydrogen drum kits, LMMS); captions from file names, folders and Tux Paint's
   ``.txt`` files; ~15 % of every class held out for test (by a hash of the path, so stable).
@@ -86,12 +88,13 @@ def build_foley(out: Path, sources: Path, cfg: OpenConfig, progress: Callable | 
 # -- Big Buck Bunny ------------------------------------------------------------------------------
 
 BBB_SPLITS = (("train", 0.0, 0.75), ("val", 0.75, 0.85), ("test", 0.85, 1.0))
+BBB_STORY_END = 490.0  # the picture fades to black at 489.75 s; the end credits follow
 BBB_CAPTION = "a scene of the animated film Big Buck Bunny"
 
 
 def bbb_windows(film_seconds: float, duration: float) -> list[tuple[str, int, float]]:
-    """(split, index, start) of every window: split by time, no window crossing a split boundary,
-    and the first window after each boundary dropped (a gap of at least one window)."""
+    """(split, index, start) of every window of the first ``film_seconds``: split by time, no window
+    crossing a split boundary, and the first window after each boundary dropped (a gap)."""
     rows = []
     for split, lo, hi in BBB_SPLITS:
         start = lo * film_seconds + (duration if lo > 0 else 0.0)
@@ -122,7 +125,7 @@ def build_bbb(out: Path, sources: Path, cfg: OpenConfig, progress: Callable | No
         stream = c.streams.video[0]
         seconds = float(stream.duration * stream.time_base) if stream.duration else float(c.duration / 1e6)
         fps = float(stream.average_rate)
-    windows = bbb_windows(seconds, cfg.duration)
+    windows = bbb_windows(min(seconds, BBB_STORY_END), cfg.duration)
     stems = {w: out / "bbb" / w[0] / f"bbb_{w[0]}_{w[1]:03d}" for w in windows}
     todo = [
         w for w in windows if not (stems[w].with_suffix(".mp4").is_file() and stems[w].with_suffix(".flac").is_file())
