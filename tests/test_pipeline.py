@@ -182,6 +182,10 @@ BAD = {
     "md5": (lambda d, w: ["weights", "verify", "vae_16k", "--dir", _md5_bad(d)], "does not match the expected"),
     "dims": (lambda d, w: ["generate", w / "clip.mp4", "--model", _mismatched_model(d)], "does not fit the 'lite'"),
     "no_encoders": (lambda d, w: ["generate", w / "clip.mp4", "--model", _debug_model(d)], "unknown encoder set"),
+    "cfg_consistency": (
+        lambda d, w: ["generate", w / "clip.mp4", "--model", w / "vcm", "--cfg", "3"],
+        "guidance is baked in by training",
+    ),
 }
 
 

@@ -637,3 +637,78 @@ def test_ctrl_c_right_after_a_checkpoint_does_not_write_it_again(tmp_path, monke
     assert main(_tiny_cli(data, tmp_path / "run", 5, "checkpoint_every=1")) == 130
     names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("ckpt_*"))
     assert names == ["ckpt_000000002", "ckpt_000000003"]  # step 3 saved once, by the periodic save
+
+
+def test_curves_plot_the_runs_scalars(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from soundvcm.training.curves import plot_curves, read_scalars
+
+    for name, scale in (("a", 1.0), ("b", 2.0)):
+        with SummaryWriter(str(tmp_path / name / "tb")) as w:
+            for step in range(0, 100, 10):
+                w.add_scalar("train/loss", scale / (1 + step), step)
+                w.add_scalar("val/val", scale / (2 + step), step)
+    steps, values = read_scalars(tmp_path / "a")["train/loss"]
+    assert steps == list(range(0, 100, 10)) and values[0] == pytest.approx(1.0)
+    out = plot_curves({"vcm": tmp_path / "a", "fm": tmp_path / "b"}, tmp_path / "c.png")
+    assert out.stat().st_size > 5000
+    with pytest.raises(FileNotFoundError, match="no TensorBoard log"):
+        read_scalars(tmp_path / "none")
+
+
+# every Alg. 1 hyperparameter, reachable as a dotted override: key -> (value, how to read it back)
+DOTTED = {
+    "guidance.scale": ("3", lambda c: c.guidance.scale, 3.0),
+    "guidance.mix": ("0.75", lambda c: c.guidance.mix, 0.75),
+    "guidance.t_max": ("0.6", lambda c: c.guidance.t_max, 0.6),
+    "guidance.dropout.row_prob": ("0.2", lambda c: c.guidance.dropout.row_prob, 0.2),
+    "lambda_init": ("0.2", lambda c: c.lambda_init, 0.2),
+    "lambda_end": ("0.001", lambda c: c.lambda_end, 0.001),
+    "time.equal_ratio": ("0", lambda c: c.time.equal_ratio, 0.0),
+    "time.mean": ("0.1", lambda c: c.time.mean, 0.1),
+    "adaptive_p": ("0", lambda c: c.adaptive_p, 0.0),
+    "adaptive_eps": ("0.1", lambda c: c.adaptive_eps, 0.1),
+    "adaptive_p_equal": ("0.5", lambda c: c.adaptive_p_equal, 0.5),
+}
+
+
+@pytest.mark.parametrize("key", list(DOTTED))
+def test_each_dotted_objective_override_reaches_the_objective(key, tmp_path, monkeypatch):
+    from soundvcm.training import trainer as trainer_module
+
+    value, read, expected = DOTTED[key]
+    data = str(_synthetic_cache(tmp_path / "a", rows=8))
+    seen = {}
+    original = trainer_module.Trainer.fit
+
+    def fit(self):
+        seen["config"] = self.objective.config
+        return original(self)
+
+    monkeypatch.setattr(trainer_module.Trainer, "fit", fit)
+    from soundvcm.cli import main
+
+    args = ["train", "--preset", "tiny_cpu", "--data", data, "--out", str(tmp_path / "run"), "--steps", "2",
+            "batch_size=4", "val_every=0", "sample_every=0", f"{key}={value}"]  # fmt: skip
+    assert main(args) == 0
+    assert read(seen["config"]) == pytest.approx(expected)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert [key, value] in saved["train"]["objective_overrides"]
+
+
+def test_dotted_overrides_are_checked_and_fixed_on_resume():
+    from soundvcm.training.config import resume_config, train_config
+
+    with pytest.raises(ValueError, match="not a training key .* nor a key of objective 'vcm' .*guidance.scale"):
+        train_config("paper", ["guidance.scael=3"])
+    with pytest.raises(ValueError, match="guidance.scale='big': expected a number"):
+        train_config("paper", ["guidance.scale=big"])
+    with pytest.raises(ValueError, match="lambda_end"):
+        train_config("paper", ["lambda_end=0.5"])  # above lambda_init: the dataclass's own check
+    with pytest.raises(ValueError, match="objective 'fm'"):
+        train_config("fm_baseline", ["guidance.scale=3"])  # flow matching has no training guidance
+    cfg = train_config("paper", ["guidance.scale=3", "adaptive_p_equal=none"])
+    assert cfg.objective_config().guidance.scale == 3.0 and cfg.objective_config().adaptive_p_equal is None
+    with pytest.raises(ValueError, match="keeps its objective_overrides"):
+        resume_config(cfg, None, ["guidance.scale=2"], allow_changes=True)

@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("input", nargs="?", type=Path, default=None, metavar="VIDEO", help="video file, folder or .tsv")
     gen.add_argument("--prompt", default=None, help="text condition (optional with a video)")
     gen.add_argument("--negative-prompt", default=None, help="what to steer away from (e.g. 'music')")
+    gen.add_argument(
+        "--negative-scale",
+        type=float,
+        default=1.0,
+        help="how hard a consistency model steers away from --negative-prompt (default 1; for flow matching the "
+        "negative prompt replaces the null condition and --cfg sets the strength)",
+    )
     gen.add_argument("--image", type=Path, default=None, help="an image as the visual condition")
     gen.add_argument(
         "--model",
@@ -158,7 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="default: consistency for VCM/MeanFlow checkpoints, euler + CFG for flow matching",
     )
-    gen.add_argument("--cfg", type=float, default=4.5, help="CFG strength of the euler sampler (default 4.5)")
+    gen.add_argument(
+        "--cfg",
+        type=float,
+        default=None,
+        help="CFG strength of the euler sampler (flow matching; default 4.5); a consistency model has its "
+        "guidance baked in by training, so --cfg with the consistency sampler is an error",
+    )
     gen.add_argument("--out", type=Path, default=Path("out/generate"), help="output folder (default out/generate)")
     existing = gen.add_mutually_exclusive_group()
     existing.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
@@ -288,6 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available), cpu or cuda")
     tr.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=2e-4 batch_size=64")
     tr.set_defaults(func=_train)
+
+    cu = commands.add_parser("curves", help="plot training and validation curves of runs into one PNG")
+    cu.add_argument(
+        "runs", nargs="+", metavar="[NAME=]RUN", help="run folders (`soundvcm train --out`), optionally named"
+    )
+    cu.add_argument("--out", type=Path, default=Path("out/curves.png"), help="PNG path (default out/curves.png)")
+    cu.set_defaults(func=_curves)
 
     data = commands.add_parser("data", help="build open training and test data")
     datas = data.add_subparsers(dest="data", required=True, metavar="SOURCE")
@@ -480,7 +500,14 @@ def _train(args: argparse.Namespace) -> int:
         allow_mixed_encoders=args.allow_mixed_encoders,
     )  # fmt: skip
     if trainer.rank == 0:
-        print(f"config: {json.dumps(config_dict(config))}", file=sys.stderr)
+        import dataclasses
+
+        from soundvcm.atomic import atomic_write
+
+        resolved = {"train": config_dict(config), "objective": dataclasses.asdict(trainer.objective.config)}
+        text = json.dumps(resolved, default=str)
+        print(f"config: {text}", file=sys.stderr)
+        atomic_write(Path(args.out) / "config.json", lambda tmp: tmp.write_text(json.dumps(json.loads(text), indent=1)))
     try:
         trainer.fit()
     except TrainingAborted as exc:
@@ -489,6 +516,17 @@ def _train(args: argparse.Namespace) -> int:
         if trainer.rank == 0:
             print(f"interrupted at step {exc.step}; saved {exc.checkpoint} (continue with --resume)", file=sys.stderr)
         return 130
+    return 0
+
+
+def _curves(args: argparse.Namespace) -> int:
+    from soundvcm.training.curves import plot_curves
+
+    runs = {}
+    for item in args.runs:
+        name, sep, path = item.partition("=")
+        runs[name if sep else Path(item).name] = Path(path if sep else item)
+    print(plot_curves(runs, args.out))
     return 0
 
 
@@ -774,7 +812,7 @@ def _generate(args: argparse.Namespace) -> int:
     from soundvcm import models
     from soundvcm.encoders import encoder_spec
     from soundvcm.generate import check_inputs, jobs_from_input, plan_jobs, run_generate
-    from soundvcm.pipeline import Pipeline, min_duration
+    from soundvcm.pipeline import CONSISTENCY_OBJECTIVES, Pipeline, min_duration
 
     model = args.model or os.environ.get("SOUNDVCM_MODEL")
     if model is None:
@@ -796,6 +834,12 @@ def _generate(args: argparse.Namespace) -> int:
     encoder_set, doc = Pipeline.peek(model)
     if args.duration is None:
         args.duration = float(doc.get("network", {}).get("sequence", {}).get("duration", 8.0))
+    sampler = args.sampler or ("consistency" if doc.get("objective") in CONSISTENCY_OBJECTIVES else "euler")
+    if args.cfg is not None and sampler == "consistency":
+        raise ValueError(
+            "--cfg sets the euler sampler's guidance; this model samples with the consistency sampler, whose "
+            "guidance is baked in by training (use --sampler euler to apply CFG, or leave --cfg out)"
+        )
     jobs, errors = check_inputs(jobs, min_duration(encoder_spec(encoder_set)), 0.0 if args.full else args.start)
     if errors and not jobs:
         if len(errors) == 1:
@@ -809,12 +853,13 @@ def _generate(args: argparse.Namespace) -> int:
     pipe = Pipeline.load(model, device=args.device)
     options = {
         "negative_prompt": args.negative_prompt,
+        "negative_scale": args.negative_scale,
         "duration": args.duration,
         "start": args.start,
         "steps": args.steps,
         "seed": args.seed,
         "sampler": args.sampler,
-        "cfg_scale": args.cfg,
+        "cfg_scale": 4.5 if args.cfg is None else args.cfg,
         "window": args.duration,
         "plot": args.plot,
     }

@@ -74,6 +74,9 @@ class LiteEncoderSet(nn.Module):
         # 224 px (32 frames: 0.58 s vs 1.68 s), per-frame cosine 0.998 to fp32 features; caches and
         # generation use the same path, so a model sees at inference the features it trained on
         self.visual_dtype: torch.dtype = torch.bfloat16
+        # the vocoder too: 2.2x faster on a CPU core (4 s of audio: 2.5 s vs 5.5 s under load), log-mel
+        # L1 of the resynthesis to the input 0.270 vs 0.269 in fp32 (BENCHMARKS.md)
+        self.vocoder_dtype: torch.dtype = torch.bfloat16
         self.visual.to(memory_format=torch.channels_last)  # about 1.8x faster on CPU
         freeze(self)
 
@@ -119,7 +122,8 @@ class LiteEncoderSet(nn.Module):
     @torch.inference_mode()
     def vocode(self, mel: Tensor) -> Tensor:
         """(B, 80, F) log-mel -> (B, F * 256) waveform at 22.05 kHz."""
-        return self.vocoder(mel)
+        with autocast(self.device, self.vocoder_dtype):
+            return self.vocoder(mel).float()
 
     def decode_audio(self, latent: Tensor) -> Tensor:
         """(B, L, 160) -> (B, L * 512) waveform at 22.05 kHz."""

@@ -52,6 +52,8 @@ class TrainConfig:
     seed: int = 14159265
     max_nonfinite: int = 10  # consecutive skipped (NaN/inf) steps before aborting
     latent_stats_rows: int = 1_000  # rows used for the latent mean/std of a fresh run
+    # dotted overrides of the objective's config, e.g. (("guidance.scale", "3"), ("lambda_end", "0.001"))
+    objective_overrides: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         from soundvcm.network.mmdit import NETWORK_PRESETS
@@ -71,6 +73,14 @@ class TrainConfig:
             raise ValueError(f"betas needs two values in [0, 1), e.g. betas=0.9,0.95; got {self.betas}")
         if not self.ema_sigma_rels or not all(0 < s < 0.28 for s in self.ema_sigma_rels):
             raise ValueError(f"ema_sigma_rels needs values in (0, 0.28), e.g. 0.05,0.1; got {self.ema_sigma_rels}")
+        self.objective_config()  # unknown keys and bad values fail here, naming the key
+
+    def objective_config(self) -> Any:
+        """The objective's preset config with :attr:`objective_overrides` applied."""
+        from soundvcm.objectives import OBJECTIVE_PRESETS
+        from soundvcm.objectives.overrides import apply_overrides
+
+        return apply_overrides(OBJECTIVE_PRESETS[self.objective].config, self.objective_overrides, self.objective)
 
     def schedule(self, step: int) -> float:
         """LR multiplier at ``step``: linear warm-up (step + 1) / (warmup + 1), then steps at milestones."""
@@ -131,7 +141,9 @@ def _parse(key: str, value: str, current: Any) -> Any:
 
 
 # The run's identity: a resumed run can never change these.
-FIXED_ON_RESUME = ("network", "objective", "batch_size", "accumulation", "seed", "ema_sigma_rels")
+FIXED_ON_RESUME = (
+    "network", "objective", "objective_overrides", "batch_size", "accumulation", "seed", "ema_sigma_rels"
+)  # fmt: skip
 
 
 def train_config(preset: str, overrides: list[str] | None = None, base: TrainConfig | None = None, **kwargs: Any):
@@ -140,13 +152,32 @@ def train_config(preset: str, overrides: list[str] | None = None, base: TrainCon
         if preset not in TRAIN_PRESETS:
             raise ValueError(f"unknown training preset '{preset}'; choose one of {', '.join(sorted(TRAIN_PRESETS))}")
         base = TRAIN_PRESETS[preset]
-    names = {f.name for f in fields(TrainConfig)}
+    names = {f.name for f in fields(TrainConfig)} - {"objective_overrides"}
     changes = dict(kwargs)
+    dotted: list[tuple[str, str]] = []
     for item in overrides or []:
         key, sep, value = item.partition("=")
-        if not sep or key not in names:
-            raise ValueError(f"bad override {item!r}: use key=value with key one of {', '.join(sorted(names))}")
-        changes[key] = _parse(key, value, getattr(base, key))
+        if not sep:
+            raise ValueError(f"bad override {item!r}: use key=value")
+        if key in names:
+            changes[key] = _parse(key, value, getattr(base, key))
+        else:
+            dotted.append((key, value))
+    if dotted:
+        from soundvcm.objectives import OBJECTIVE_PRESETS
+        from soundvcm.objectives.overrides import objective_keys
+
+        objective = changes.get("objective", base.objective)
+        valid = objective_keys(OBJECTIVE_PRESETS[objective].config) if objective in OBJECTIVE_PRESETS else {}
+        unknown = [k for k, _ in dotted if k not in valid]
+        if unknown:
+            raise ValueError(
+                f"bad override {unknown[0]!r}: not a training key ({', '.join(sorted(names))}) nor a key of "
+                f"objective {objective!r} ({', '.join(sorted(valid))})"
+            )
+        merged = dict(base.objective_overrides)
+        merged.update(dotted)
+        changes["objective_overrides"] = tuple(merged.items())
     return replace(base, **changes)
 
 
@@ -183,6 +214,7 @@ def config_dict(config: TrainConfig) -> dict[str, Any]:
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    data["objective_overrides"] = tuple(tuple(pair) for pair in data.get("objective_overrides", ()))
     return TrainConfig(**data)
 
 

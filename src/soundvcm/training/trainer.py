@@ -36,7 +36,7 @@ from tqdm import tqdm
 from soundvcm.data.mixing import MixedSource, step_generator
 from soundvcm.network.checkpoint import config_to_dict, save_network
 from soundvcm.network.mmdit import MMDiT, preset_for_encoders
-from soundvcm.objectives import OBJECTIVE_PRESETS, build_objective
+from soundvcm.objectives import build_objective
 from soundvcm.training.checkpoint import (
     clean_stale,
     latest_checkpoint,
@@ -119,9 +119,8 @@ class Trainer:
         self.net = MMDiT(net_config).to(self.device)
         bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
         self.autocast = torch.bfloat16 if bf16 else None
-        preset = OBJECTIVE_PRESETS[config.objective]
         self.objective = build_objective(
-            config.objective, config.steps, replace(preset.config, autocast_dtype=self.autocast)
+            config.objective, config.steps, replace(config.objective_config(), autocast_dtype=self.autocast)
         )
         # the compiled module proxies prepare/null_conditions/normalize to the network
         self.model = torch.compile(self.net) if config.compile else self.net
