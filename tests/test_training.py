@@ -712,3 +712,28 @@ def test_dotted_overrides_are_checked_and_fixed_on_resume():
     assert cfg.objective_config().guidance.scale == 3.0 and cfg.objective_config().adaptive_p_equal is None
     with pytest.raises(ValueError, match="keeps its objective_overrides"):
         resume_config(cfg, None, ["guidance.scale=2"], allow_changes=True)
+
+
+def test_init_starts_a_new_run_from_a_checkpoints_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    from soundvcm.cli import main
+    from soundvcm.training.trainer import Trainer
+
+    data = str(_synthetic_cache(tmp_path / "a", rows=8))
+    args = ["train", "--preset", "tiny_cpu", "--data", data, "--out", str(tmp_path / "fm"), "--steps", "2",
+            "batch_size=4", "val_every=0", "sample_every=0", "objective=fm", "ema_snapshot_every=1"]  # fmt: skip
+    assert main(args) == 0
+    source = tmp_path / "fm" / "ema_sigma0p05"
+    trainer = Trainer(_config(objective="vcm"), [data], tmp_path / "vcm", init=source)
+    loaded = load_file(str(source.with_suffix(".safetensors")))
+    for k, v in trainer.net.state_dict().items():  # latent statistics included
+        assert torch.equal(v, loaded[k].to(v.dtype)), k
+    trainer.fit()  # an FM checkpoint continues as a VCM
+    bad = tmp_path / "bad"
+    from soundvcm.network.checkpoint import save_network
+    from soundvcm.network.mmdit import MMDiT, network_preset
+
+    save_network(bad, MMDiT(network_preset("debug")), preset="debug", encoder_set="debug")
+    with pytest.raises(ValueError, match="does not take this cache's latents|does not fit the network"):
+        Trainer(_config(), [data], tmp_path / "x", init=bad)

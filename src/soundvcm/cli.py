@@ -299,6 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on caches whose encoder weight files differ (refused by default)",
     )
     tr.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available), cpu or cuda")
+    tr.add_argument(
+        "--init",
+        default=None,
+        metavar="CKPT",
+        help="start a new run from these weights (a soundvcm checkpoint or a shipped model's name, e.g. default); "
+        "its network preset is used, and any objective can continue it",
+    )
     tr.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=2e-4 batch_size=64")
     tr.set_defaults(func=_train)
 
@@ -480,6 +487,8 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from soundvcm.training.checkpoint import latest_checkpoint, read_checkpoint_doc
     from soundvcm.training.config import config_dict, config_from_dict, resume_config, train_config
     from soundvcm.training.trainer import Trainer, TrainingAborted, TrainingInterrupted
@@ -495,16 +504,25 @@ def _train(args: argparse.Namespace) -> int:
         if args.allow_changes and not args.resume:
             raise ValueError("--allow-changes only goes with --resume")
         config = train_config(args.preset or "paper", args.overrides, **extra)
+    if args.init is not None and saved is None:  # the network preset comes from the checkpoint
+        from soundvcm import models
+        from soundvcm.network.checkpoint import read_checkpoint_config
+        from soundvcm.network.mmdit import NETWORK_PRESETS
+
+        source = models.resolve_shipped(args.init) if models.is_shipped(args.init) else Path(args.init)
+        preset = read_checkpoint_config(source).get("preset")
+        if preset not in NETWORK_PRESETS:
+            raise ValueError(f"--init {args.init}: its network preset {preset!r} is not one of this version's")
+        config = dataclasses.replace(config, network=preset)
     trainer = Trainer(
         config, args.data, args.out, device=args.device, resume=args.resume,
-        allow_mixed_encoders=args.allow_mixed_encoders,
+        allow_mixed_encoders=args.allow_mixed_encoders, init=args.init if saved is None else None,
     )  # fmt: skip
     if trainer.rank == 0:
-        import dataclasses
-
         from soundvcm.atomic import atomic_write
 
-        resolved = {"train": config_dict(config), "objective": dataclasses.asdict(trainer.objective.config)}
+        resolved = {"train": config_dict(config), "objective": dataclasses.asdict(trainer.objective.config),
+                    "init": args.init if saved is None else None}  # fmt: skip
         text = json.dumps(resolved, default=str)
         print(f"config: {text}", file=sys.stderr)
         atomic_write(Path(args.out) / "config.json", lambda tmp: tmp.write_text(json.dumps(json.loads(text), indent=1)))

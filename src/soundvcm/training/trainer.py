@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from soundvcm.data.mixing import MixedSource, step_generator
@@ -80,9 +81,12 @@ class Trainer:
         resume: bool = False,
         decoder=None,
         allow_mixed_encoders: bool = False,
+        init: str | Path | None = None,
     ):
         """``decoder``: the encoder set used to turn EMA samples into audio (default: loaded by name).
-        ``allow_mixed_encoders``: train on caches extracted with different encoder weight files."""
+        ``allow_mixed_encoders``: train on caches extracted with different encoder weight files.
+        ``init``: a soundvcm checkpoint (or a shipped model's name) whose weights a *new* run starts
+        from, latent statistics included; any objective can continue it (fine-tuning)."""
         self.config, self.out = config, Path(out)
         self.decoder = decoder
         self.rank, self.world, local = dist_info()
@@ -117,6 +121,9 @@ class Trainer:
             )
         torch.manual_seed(config.seed)
         self.net = MMDiT(net_config).to(self.device)
+        self.init = init
+        if init is not None:
+            self._load_init(init)
         bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
         self.autocast = torch.bfloat16 if bf16 else None
         self.objective = build_objective(
@@ -145,9 +152,21 @@ class Trainer:
             self._restore(checkpoint)
         elif (self.out / "checkpoints" / "latest").exists():
             raise ValueError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
-        else:
+        elif init is None:
             self._set_latent_stats()
         self.writer = None
+
+    def _load_init(self, init: str | Path) -> None:
+        from soundvcm import models
+        from soundvcm.network.checkpoint import checkpoint_paths, load_state_dict_strict, read_checkpoint_config
+
+        path = models.resolve_shipped(str(init)) if models.is_shipped(init) else Path(init)
+        doc = read_checkpoint_config(path)
+        if doc.get("network", {}).get("latent_dim") != self.net.config.latent_dim:
+            raise ValueError(f"--init {init}: its network does not take this cache's latents ({doc.get('preset')})")
+        weights, _ = checkpoint_paths(path)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+        load_state_dict_strict(self.net, state, source=f"--init {init}")
 
     # ----- setup ---------------------------------------------------------------------------
     @torch.no_grad()
