@@ -67,7 +67,9 @@ def ship(checkpoint: str | Path, name: str, description: str = "", folder: Path 
     folder = folder or SHIPPED_DIR
     weights, config = checkpoint_paths(checkpoint)
     if not (weights.is_file() and config.is_file()):
-        raise FileNotFoundError(f"{checkpoint}: checkpoint not found (a soundvcm checkpoint is NAME.json + NAME.safetensors)")
+        raise FileNotFoundError(
+            f"{checkpoint}: checkpoint not found (a soundvcm checkpoint is NAME.json + NAME.safetensors)"
+        )
     state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in load_file(str(weights)).items()}
     doc = json.loads(config.read_text())
     doc["shipped"] = {"name": name, "dtype": "float16", "description": description, "from": str(weights.name)}
