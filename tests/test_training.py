@@ -168,6 +168,11 @@ def test_posthoc_ema_known_answers(tmp_path):
     assert abs(float(ema.emas[0]["weight"]) - expected) < 1e-3
     synth, info = synthesize(tmp_path, 0.05, 40)
     assert abs(float(synth["weight"]) - expected) < 0.05 and info["snapshots"] == 8
+    # a run stopped after its last snapshot (Ctrl-C at step 47): the export lands on that snapshot,
+    # with weights summing to 1, instead of a scaled-down network (the weights once summed to 0.45)
+    late, info = synthesize(tmp_path, 0.05, 47)
+    assert info["step"] == 40 and abs(sum(json.loads(info["weights"])) - 1) < 0.02
+    assert float(late["weight"]) == pytest.approx(float(synth["weight"]), rel=1e-6)
 
 
 # ----- the trainer -------------------------------------------------------------------------

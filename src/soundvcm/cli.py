@@ -602,7 +602,7 @@ def _ema(args: argparse.Namespace) -> int:
         args.run, args.sigma_rel, doc["step"], config_from_dict(doc["network_config"]), doc["config"]["network"],
         doc["encoder_set"], doc["config"]["objective"], args.out,
     )  # fmt: skip
-    print(f"EMA sigma_rel {args.sigma_rel} at step {doc['step']} from {info['snapshots']} snapshots -> {path}")
+    print(f"EMA sigma_rel {args.sigma_rel} at step {info['step']} from {info['snapshots']} snapshots -> {path}")
     print(json.dumps(info))
     return 0
 

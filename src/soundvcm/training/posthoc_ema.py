@@ -109,13 +109,22 @@ def synthesize(folder: str | Path, sigma_rel: float, step: int | None = None) ->
     )
     if not found:
         raise FileNotFoundError(f"{folder}: no EMA snapshots (ema_SIGMA_STEP.safetensors)")
-    step = step or max(s for _, s, _ in found)
+    last = max(s for _, s, _ in found)
+    # a target after the last snapshot is not representable (its profile weighs steps no snapshot
+    # saw): the least-squares weights then sum to < 1 and scale the network down (seen: 0.45 for a
+    # run stopped 182 steps after its last snapshot). Synthesise at the last snapshot instead.
+    step = min(step or last, last)
     found = [f for f in found if 0 < f[1] <= step]
     if not found:
         raise ValueError(f"{folder}: no EMA snapshot after any training step yet; train at least one step first")
     t = np.array([s for _, s, _ in found], np.float64)
     gammas = np.array([sigma_rel_to_gamma(sig) for sig, _, _ in found])
     weights = solve_weights(t, gammas, step, sigma_rel_to_gamma(sigma_rel))
+    if abs(float(weights.sum()) - 1.0) > 0.02:
+        raise ValueError(
+            f"{folder}: the snapshots cannot express the EMA at sigma_rel {sigma_rel}, step {step} "
+            f"(weights sum to {float(weights.sum()):.3f}, not 1); choose a sigma_rel within the tracked ones"
+        )
     out: dict[str, Tensor] = {}
     for w, (_, _, path) in zip(weights, found):
         for k, v in load_file(str(path)).items():

@@ -450,6 +450,6 @@ def export_ema_checkpoint(
         encoder_set=encoder_set,
         objective=objective,
         ema_sigma_rel=sigma_rel,
-        provenance={"kind": "trained", "step": step, "ema": info},
+        provenance={"kind": "trained", "step": info["step"], "ema": info},
     )
     return path, info
