@@ -204,7 +204,7 @@ def run_model(rows: list[Row], ts: TestSet, out: Path, duration: float, seed: in
     if not todo:
         return
     pipe = Pipeline.load(todo[0].model, device=device)
-    if abs(pipe.sample_rate - SAMPLE_RATE) > 0:
+    if pipe.sample_rate != SAMPLE_RATE:
         raise ValueError(
             f"{todo[0].model}: generates at {pipe.sample_rate} Hz; the quality bench compares at {SAMPLE_RATE} Hz"
         )
