@@ -1,7 +1,8 @@
 # soundvcm: everything a newcomer needs. Each target installs what it uses first.
 #   make demo        the main job: a new soundtrack for a real clip (examples/bbb_398s.mp4) with the
 #                    shipped model, offline, on the CPU; writes out/demo/ (flac, mp4, png)
-#   make test        ruff (lint + format check) and the test suite
+#   make test        ruff (lint + format check), mypy on src/ and the whole test suite
+#   make test-fast   the same without the tests marked slow (the edit loop)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -20,7 +21,7 @@ else
 $(error TORCH must be cpu or cuda, got '$(TORCH)')
 endif
 
-.PHONY: install test test-fast lint format bench-toy bench-toy-quick demo data-open bench-quality clean
+.PHONY: install test test-fast lint typecheck format bench-toy bench-toy-quick demo data-open bench-quality clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -47,11 +48,15 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
 
-test: lint
+# the type checker on src/ (mypy; settings in pyproject.toml)
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: lint typecheck
 	$(BIN)/python -m pytest
 
 # the edit loop: everything but the tests marked slow (make test, and CI, run them all)
-test-fast: lint
+test-fast: lint typecheck
 	$(BIN)/python -m pytest -m "not slow"
 
 bench-toy: $(STAMP)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from soundvcm.analytic import ExactAverageVelocity, GaussianMixtureFlow, Guidance, MixtureSpec
+from soundvcm.exact_flow import ExactAverageVelocity, GaussianMixtureFlow, Guidance, MixtureSpec
 from soundvcm.network.toy import ToyNetConfig, ToyVelocityNet
 
 

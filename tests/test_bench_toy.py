@@ -121,3 +121,17 @@ def test_a_guidance_variant_is_scored_against_its_own_exact_target():
     w2 = run_job(cfg, Variant("w=2", "vcm", (("guidance.scale", 2.0),)), 0, 5)
     assert w2["floor"] == evaluation_set(replace(cfg, guidance_scale=2.0), 0)["floor"]
     assert w2["floor"] != evaluation_set(cfg, 0)["floor"]
+
+
+def test_finetune_from_flow_matching_starts_where_fm_left_off(tmp_path):
+    from soundvcm.bench.toy_finetune import FinetuneConfig, run_finetune
+
+    cfg = _tiny(seeds=(0,), width=32)
+    result = run_finetune(cfg, FinetuneConfig(fm_steps=300, vcm_steps=20, every=10), out=tmp_path)
+    r = result["results"][0]
+    assert [s for s, _ in r["scratch"]] == [s for s, _ in r["finetuned"]] == [10, 20]
+    # 20 VCM steps from scratch are far from the target; from a trained FM network they are not
+    assert r["finetuned"][0][1] < r["scratch"][0][1]
+    assert r["scratch_final"] == r["scratch"][-1][1] and (r["reach_step"] is None or r["reach_step"] <= 20)
+    assert "| seed | scratch final SW2@1 |" in result["table"]
+    assert (tmp_path / "toy_d2_finetune.png").read_bytes()[:4] == b"\x89PNG"

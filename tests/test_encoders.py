@@ -11,16 +11,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from soundvcm import registry
 from soundvcm.encoders import ENCODER_SPECS, WeightsError, encoder_spec, load_encoder_set
-from soundvcm.encoders import weights as registry
-from soundvcm.encoders.base import fold_weight_norm
 from soundvcm.encoders.efficientnet_lite import EfficientNetLite0
 from soundvcm.encoders.hifigan import HiFiGAN
 from soundvcm.encoders.lite import latent_to_mel, mel_to_latent
 from soundvcm.encoders.minilm import MiniLMText
 from soundvcm.encoders.motion_sync import MotionSync
 from soundvcm.media.mel import MEL_HIFIGAN, mel_spectrogram
-from soundvcm.network.mmdit import MMDiT, preset_for_encoders
+from soundvcm.network.mmdit import MMDiT
+from soundvcm.spec import preset_for_encoders
+from soundvcm.weights import fold_weight_norm
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -106,7 +107,7 @@ def test_strict_loading_names_the_problem():
     model = EfficientNetLite0()
     state = model.state_dict()
     state.pop("_fc.bias")
-    from soundvcm.encoders.base import load_strict
+    from soundvcm.weights import load_strict
 
     with pytest.raises(WeightsError, match="missing 1.*_fc.bias"):
         load_strict(model, state, "EfficientNet-Lite0")

@@ -99,6 +99,12 @@ def test_onset_lag_through_evaluate(tmp_path):
     assert abs(result["Onset-Lag-ms"] - 60.0) <= 10.0
     same = evaluate(gt, gt, audio_length=3.0, progress=False)
     assert same["Onset-Lag-ms"] <= 5.0 and same["KL-AISFX"] == pytest.approx(0.0, abs=1e-6)
+    # files left by another run (a late, unrelated clip) are scored only when asked for
+    write_audio(gt / "stale.wav", _clicks(16_000, 3.0, freq=900), 16_000)
+    write_audio(pred / "stale.wav", _clicks(16_000, 3.0, 400.0, freq=900), 16_000)
+    assert evaluate(pred, gt, audio_length=3.0, progress=False)["report"]["pairs"] == 3
+    only = evaluate(pred, gt, audio_length=3.0, progress=False, only={"c0", "c1"})
+    assert only["report"]["pairs"] == 2 and only["Onset-Lag-ms"] == pytest.approx(result["Onset-Lag-ms"])
 
 
 def test_evaluate_bad_inputs(tmp_path, capsys):
@@ -141,8 +147,8 @@ def _avb_reference():
 
 @pytest.mark.slow
 def test_panns_cnn14_matches_av_benchmark():
-    from soundvcm.encoders.base import load_strict
     from soundvcm.evaluation.panns import Cnn14
+    from soundvcm.weights import load_strict
 
     ref, keys, _ = _avb_reference()
     net = Cnn14().eval()
@@ -161,8 +167,8 @@ def test_panns_cnn14_matches_av_benchmark():
 
 
 def test_vggish_matches_av_benchmark():
-    from soundvcm.encoders.base import load_strict
     from soundvcm.evaluation.vggish import VGGish, examples
+    from soundvcm.weights import load_strict
 
     ref, _, keys = _avb_reference()
     ex = examples(_avb_signal())
@@ -180,7 +186,7 @@ def test_evaluate_adds_paper_metrics_when_weights_are_present(tmp_path, monkeypa
     """With (here: random-initialised) PANNs and VGGish files in the weights folder, their keys appear."""
     from dataclasses import replace
 
-    from soundvcm.encoders import weights as registry
+    from soundvcm import registry
     from soundvcm.evaluation.evaluate import evaluate
     from soundvcm.evaluation.panns import Cnn14
     from soundvcm.evaluation.vggish import VGGish
@@ -190,7 +196,9 @@ def test_evaluate_adds_paper_metrics_when_weights_are_present(tmp_path, monkeypa
     torch.save({"model": Cnn14().state_dict()}, store / registry.REGISTRY["panns_cnn14_16k"].filename)
     torch.save(VGGish().state_dict(), store / registry.REGISTRY["vggish"].filename)
     monkeypatch.setenv("SOUNDVCM_WEIGHTS", str(store))
-    monkeypatch.setitem(registry.REGISTRY, "vggish", replace(registry.REGISTRY["vggish"], sha256_prefix=None))
+    from soundvcm.evaluation import vggish
+
+    monkeypatch.setattr(vggish, "VGGISH_WEIGHTS", replace(vggish.VGGISH_WEIGHTS, sha256_prefix=None))
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     for i in range(3):
         write_audio(gt / f"c{i}.wav", _clicks(16_000, 2.0, freq=500 + 150 * i), 16_000)
@@ -238,8 +246,8 @@ def test_synchformer_full_keys_match_av_benchmark():
 
 @pytest.mark.slow
 def test_synchformer_audio_branch_and_fusion_match_av_benchmark():
-    from soundvcm.encoders.base import load_strict
     from soundvcm.evaluation.synchformer import Synchformer
+    from soundvcm.weights import load_strict
 
     ref, keys = _sync_reference()
     net = Synchformer().eval()
@@ -268,7 +276,7 @@ def test_sync_audio_front_end():
 def test_desync_through_evaluate_with_a_synchformer_file(tmp_path, monkeypatch):
     """DeSync with (here: random-initialised) Synchformer weights: one score per clip on the offset grid."""
     from media_factory import make_video
-    from soundvcm.encoders import weights as registry
+    from soundvcm import registry
     from soundvcm.evaluation.evaluate import evaluate
     from soundvcm.evaluation.synchformer import GRID, Synchformer
 
@@ -279,7 +287,9 @@ def test_desync_through_evaluate_with_a_synchformer_file(tmp_path, monkeypatch):
     monkeypatch.setenv("SOUNDVCM_WEIGHTS", str(store))
     from dataclasses import replace
 
-    monkeypatch.setitem(registry.REGISTRY, "synchformer", replace(registry.REGISTRY["synchformer"], md5=None))
+    from soundvcm.evaluation import synchformer
+
+    monkeypatch.setattr(synchformer, "SYNCHFORMER_WEIGHTS", replace(synchformer.SYNCHFORMER_WEIGHTS, md5=None))
     gt, pred, videos = tmp_path / "gt", tmp_path / "pred", tmp_path / "videos"
     write_audio(gt / "c0.wav", _clicks(16_000, 5.0), 16_000)
     write_audio(pred / "c0.wav", _clicks(16_000, 5.0, 100.0), 16_000)
@@ -303,8 +313,8 @@ def _passt_rule(key: str, shape, seed: int = 17) -> torch.Tensor:
 def test_passt_matches_hear21passt():
     from safetensors import safe_open
 
-    from soundvcm.encoders.base import load_strict
     from soundvcm.evaluation.passt import PaSST
+    from soundvcm.weights import load_strict
 
     path = Path(__file__).parent / "fixtures" / "passt_reference.safetensors"
     with safe_open(path, "pt") as f:
@@ -320,7 +330,8 @@ def test_passt_matches_hear21passt():
 
 
 def test_passt_front_end():
-    from soundvcm.evaluation.passt import kaldi_mel_banks, log_mel
+    from soundvcm.evaluation.passt import log_mel
+    from soundvcm.media.mel import kaldi_mel_banks
 
     banks = kaldi_mel_banks()
     assert banks.shape == (128, 513) and banks[:, -1].abs().max() == 0  # zero Nyquist column
@@ -351,8 +362,8 @@ def test_imagebind_full_keys_cover_vision_and_audio():
 
 
 def test_imagebind_matches_the_original():
-    from soundvcm.encoders.base import load_strict
     from soundvcm.evaluation.imagebind import ImageBind, ImageBindConfig
+    from soundvcm.weights import load_strict
 
     ref, _, tiny_keys = _ib_reference()
 
@@ -377,7 +388,8 @@ def test_imagebind_matches_the_original():
 
 
 def test_imagebind_input_pipelines():
-    from soundvcm.evaluation.imagebind import audio_clips, kaldi_fbank, video_clips
+    from soundvcm.evaluation.imagebind import audio_clips, video_clips
+    from soundvcm.media.mel import kaldi_fbank
 
     tone = torch.sin(2 * math.pi * 1000 * torch.arange(16_000) / 16_000)
     fb = kaldi_fbank(tone)
@@ -397,7 +409,7 @@ def test_ib_score_through_evaluate(tmp_path, monkeypatch):
     """IB-Score plumbing with a tiny ImageBind standing in for the 1.2B-parameter file."""
     import soundvcm.evaluation.imagebind as ib
     from media_factory import make_video
-    from soundvcm.encoders import weights as registry
+    from soundvcm import registry
     from soundvcm.evaluation.evaluate import evaluate
 
     store = tmp_path / "weights"
@@ -419,9 +431,9 @@ def test_ib_score_through_evaluate(tmp_path, monkeypatch):
 
 def test_front_ends_match_torchaudio():
     """The Synchformer, PaSST and ImageBind audio front ends against torchaudio's own (fixture)."""
-    from soundvcm.evaluation.imagebind import kaldi_fbank
     from soundvcm.evaluation.passt import log_mel
     from soundvcm.evaluation.synchformer import audio_segments
+    from soundvcm.media.mel import kaldi_fbank
 
     ref = load_file(Path(__file__).parent / "fixtures" / "torchaudio_frontends_reference.safetensors")
 

@@ -13,9 +13,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from soundvcm.encoders.base import WeightsError, fold_weight_norm
 from soundvcm.encoders.bigvgan import BIGVGAN_CONFIGS, BigVGAN, kaiser_sinc
 from soundvcm.encoders.mel_vae import MelVAE
+from soundvcm.weights import WeightsError, fold_weight_norm
 
 FIXTURE = Path(__file__).parent / "fixtures" / "audio_codec_reference.safetensors"
 

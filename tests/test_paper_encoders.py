@@ -14,10 +14,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from soundvcm.encoders.base import load_strict
 from soundvcm.encoders.clip import CLIP, DFN5B_VIT_H_14_384, CLIPConfig
 from soundvcm.encoders.clip_tokenizer import CLIPTokenizer
 from soundvcm.encoders.motionformer import MotionFormer, MotionFormerConfig, sync_segments
+from soundvcm.weights import load_strict
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PREFIX = "vfeat_extractor."
@@ -125,7 +125,11 @@ def test_tiny_paper_set_runs_through_the_pipeline(tmp_path):
         text_seq_len=77,
         sequence=replace(spec.sequence, duration=1.0),
     )  # fmt: skip
-    pipe = Pipeline(MMDiT(config).eval(), encoders, "mmaudio_16k", "vcm", torch.device("cpu"))
+    from soundvcm.spec import ModelSpec
+
+    pipe = Pipeline(
+        MMDiT(config).eval(), encoders, ModelSpec.create("debug", "mmaudio_16k", "vcm"), torch.device("cpu")
+    )
     video = make_video(tmp_path / "v.mp4", duration=1.5, size=(80, 60))
     result = pipe.generate(video=video, prompt="a bell", duration=1.28)
     assert result.sample_rate == 16_000 and result.wave.numel() == int(round(1.28 * 16_000))

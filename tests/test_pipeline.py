@@ -17,8 +17,9 @@ from media_factory import corrupt_middle, make_tone, make_video
 from soundvcm.cli import main
 from soundvcm.media import load_audio, probe, write_audio
 from soundvcm.network.checkpoint import save_network
-from soundvcm.network.mmdit import MMDiT, preset_for_encoders
+from soundvcm.network.mmdit import MMDiT
 from soundvcm.pipeline import Pipeline
+from soundvcm.spec import preset_for_encoders
 
 SR = 22_050
 
@@ -185,6 +186,14 @@ BAD = {
     "cfg_consistency": (
         lambda d, w: ["generate", w / "clip.mp4", "--model", w / "vcm", "--cfg", "3"],
         "guidance is baked in by training",
+    ),
+    "cfg_t_max_consistency": (
+        lambda d, w: ["generate", w / "clip.mp4", "--model", w / "vcm", "--cfg-t-max", "0.5"],
+        "guidance is baked in by training",
+    ),
+    "negative_scale_euler": (
+        lambda d, w: ["generate", w / "clip.mp4", "--model", w / "fm", "--negative-scale", "2"],
+        "--negative-scale applies to the consistency sampler",
     ),
 }
 

@@ -62,7 +62,8 @@ def test_reference_rows_give_the_known_answers(tmp_path):
 @pytest.mark.slow
 def test_model_rows_share_the_encoding_and_a_rerun_resumes(tmp_path):
     from soundvcm.network.checkpoint import save_network
-    from soundvcm.network.mmdit import MMDiT, preset_for_encoders
+    from soundvcm.network.mmdit import MMDiT
+    from soundvcm.spec import preset_for_encoders
 
     data = _mini_open(tmp_path / "open")
     config, _ = preset_for_encoders("lite_small")

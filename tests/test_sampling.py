@@ -56,7 +56,7 @@ def test_seeded_noise_reproduces():
 
 def test_euler_converges_to_exact_endpoint(flow, guidance):
     """Euler + CFG on the exact conditional field reaches the exact guided endpoint."""
-    from soundvcm.analytic import ExactAverageVelocity
+    from soundvcm.exact_flow import ExactAverageVelocity
 
     exact = ExactAverageVelocity(flow, guidance=None)  # a flow-matching model: the conditional field
     labels = torch.tensor([0, 1, 2, 0])

@@ -139,7 +139,8 @@ def test_mixing_weights_are_honoured(tmp_path):
 
 
 def test_text_audio_rows_get_null_visual_features(tmp_path):
-    from soundvcm.network.mmdit import MMDiT, preset_for_encoders
+    from soundvcm.network.mmdit import MMDiT
+    from soundvcm.spec import preset_for_encoders
 
     b = _synthetic_cache(tmp_path / "b", rows=4, has_video=False)
     net = MMDiT(replace(preset_for_encoders("debug", "test")[0]))
@@ -328,9 +329,12 @@ def test_end_to_end_from_raw_media(tmp_path, monkeypatch):
 
     exported = tmp_path / "run" / "ema_sigma0p05"
     from soundvcm.network.checkpoint import load_network
+    from soundvcm.spec import read_spec
 
     net = load_network(exported)
-    pipe = Pipeline(net, encoders, "mmaudio_16k", "vcm", torch.device("cpu"))
+    spec = read_spec(exported)  # the run's spec travels with the exported weights
+    assert spec == trainer.spec and spec.encoder_set == "mmaudio_16k" and spec.sampler.kind == "consistency"
+    pipe = Pipeline(net, encoders, spec, torch.device("cpu"))
     result = pipe.generate(video=media / "v1.mp4", prompt="a tone", duration=1.0)
     assert result.wave.numel() == 16_000 and torch.isfinite(result.wave).all()
 
@@ -740,5 +744,5 @@ def test_init_starts_a_new_run_from_a_checkpoints_weights(tmp_path):
     from soundvcm.network.mmdit import MMDiT, network_preset
 
     save_network(bad, MMDiT(network_preset("debug")), preset="debug", encoder_set="debug")
-    with pytest.raises(ValueError, match="does not take this cache's latents|does not fit the network"):
+    with pytest.raises(ValueError, match="does not fit the .test. encoder set: .*latent_dim 8 .encoders: 4."):
         Trainer(_config(), [data], tmp_path / "x", init=bad)

@@ -15,7 +15,7 @@ def umask() -> int:
     return mask
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a temporary file next to ``path`` (same suffix), then rename it over
     ``path`` with the usual permissions; on any failure the temporary file is removed."""
     path = Path(path)

@@ -65,6 +65,15 @@ def replace_rows(tree: Mapping[str, Tensor], other: Mapping[str, Tensor], mask: 
     return out
 
 
+@dataclass
+class Batch:
+    """Clean data x0 (B, ...) in the paper's convention (t = 0) and its conditions: what the
+    data layer draws and every objective trains on."""
+
+    x0: Tensor
+    conditions: Conditions
+
+
 @dataclass(frozen=True)
 class ConditionDropout:
     """Replace conditions by their null features during training (classifier-free guidance).

@@ -89,7 +89,8 @@ def jobs_from_input(source: Path | None, prompt: str | None, image: Path | None)
 
 
 def jobs_from_tsv(path: Path, default_prompt: str | None) -> list[Job]:
-    jobs, names = [], set()
+    jobs: list[Job] = []
+    names: set[str] = set()
     for i, line in enumerate(path.read_text().splitlines()):
         if not line.strip() or (i == 0 and line.lower().startswith("video")):
             continue
@@ -99,7 +100,7 @@ def jobs_from_tsv(path: Path, default_prompt: str | None) -> list[Job]:
         if video is None and prompt is None:
             raise ValueError(f"{path}:{i + 1}: a row needs a video or a prompt")
         vpath = None if video is None else (path.parent / video if not Path(video).is_absolute() else Path(video))
-        name = unique_name(vpath.stem if vpath is not None else slug(prompt), names)
+        name = unique_name(vpath.stem if vpath is not None else slug(prompt or ""), names)
         if vpath is not None and vpath.suffix.lower() in IMAGE_SUFFIXES:
             jobs.append(Job(name, image=vpath, prompt=prompt))
         else:

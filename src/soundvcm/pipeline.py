@@ -22,63 +22,30 @@ window on its own (seed + window index) and crossfades the overlaps linearly.
 from __future__ import annotations
 
 import math
-import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from soundvcm import models
+from soundvcm.device import StageTimer, select_device
 from soundvcm.encoders import encoder_spec, load_encoder_set
+from soundvcm.hub import is_hub_id, resolve_hub, resolve_model
 from soundvcm.media.audio import limit_peak
 from soundvcm.media.video import load_image, load_video, probe
-from soundvcm.network.checkpoint import load_network, read_checkpoint_config
-from soundvcm.sampling import consistency_sample, euler_cfg_sample, initial_noise
+from soundvcm.network.checkpoint import MMAUDIO_NETWORKS, load_network, read_checkpoint_config
+from soundvcm.sampling import SamplerOptions, initial_noise, sample
+from soundvcm.spec import ModelSpec, legacy_spec, read_spec
+from soundvcm.weights import resolve
 
-CONSISTENCY_OBJECTIVES = ("vcm", "vcm_sec43", "vcm_split_p", "meanflow", "meanflow_split_p")
 STAGES = ("decode", "visual", "sync", "text", "network", "latent_decode", "vocoder", "mux")
 
 
 def min_duration(spec) -> float:
     """Seconds of video one sync segment needs (16 frames at 25 fps = 0.64 s for both sets)."""
     return spec.sequence.sync_segment_frames / spec.sequence.sync_fps
-
-
-def select_device(preference: str = "auto") -> torch.device:
-    """``auto``: cuda, then mps, then cpu."""
-    if preference != "auto":
-        device = torch.device(preference)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for but no CUDA GPU is available")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-class StageTimer:
-    """Wall-clock seconds per named stage (synchronising the GPU at stage edges)."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.times: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
 
 
 @dataclass
@@ -105,87 +72,74 @@ class Encoded:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class NegativeGuided(nn.Module):
-    """u = (1 + g) u(x, t, s | c) - g u(x, t, s | negative): a negative prompt on top of a
-    consistency model's baked-in guidance (two network evaluations per step)."""
-
-    def __init__(self, net: nn.Module, negative: dict[str, Tensor], scale: float):
-        super().__init__()
-        self.net, self.negative, self.scale = net, negative, scale
-
-    def forward(self, x: Tensor, t: Tensor, s: Tensor, prepared: dict[str, Tensor]) -> Tensor:
-        return (1 + self.scale) * self.net(x, t, s, prepared) - self.scale * self.net(x, t, s, self.negative)
-
-
 class Pipeline:
     def __init__(
         self,
         net,
         encoders,
-        encoder_set: str,
-        objective: str | None,
+        model_spec: ModelSpec,
         device: torch.device,
         dtype: torch.dtype | None = None,
         model_path: Path | None = None,
         provenance: dict | None = None,
     ):
-        self.net, self.encoders, self.encoder_set = net, encoders, encoder_set
-        self.objective = objective
+        self.net, self.encoders, self.model_spec = net, encoders, model_spec
+        self.encoder_set = model_spec.encoder_set
         self.provenance = provenance or {}
         self.device, self.dtype = device, dtype
         self.model_path = model_path
-        self.spec = getattr(encoders, "spec", None) or encoder_spec(encoder_set)
+        self.spec = getattr(encoders, "spec", None) or encoder_spec(self.encoder_set)
         self.spec.check_network(net.config)
         self.encoders.dtype = dtype
 
-    @staticmethod
-    def peek(model: str | Path) -> tuple[str, dict]:
-        """(encoder set, checkpoint config) of ``model`` without loading any weights: enough to
-        check inputs against the encoder set's rates before the slow part."""
-        from soundvcm.encoders.weights import REGISTRY
+    @property
+    def objective(self) -> str | None:
+        return self.model_spec.objective
 
-        if str(model) in REGISTRY and str(model).startswith("mmaudio_") and not Path(model).exists():
-            return ("mmaudio_16k" if "16k" in str(model) else "mmaudio_44k"), {"objective": "fm"}
+    @staticmethod
+    def peek(model: str | Path) -> tuple[ModelSpec, dict]:
+        """(spec, checkpoint config) of ``model`` without loading any weights: enough to check
+        inputs against the encoder set's rates before the slow part."""
+        if str(model) in MMAUDIO_NETWORKS and not Path(model).exists():
+            return legacy_spec({"encoder_set": "mmaudio", "preset": str(model).removeprefix("mmaudio_"),
+                                "objective": "fm"}), {"objective": "fm"}  # fmt: skip
         if models.is_shipped(model):
             model = models.resolve_shipped(str(model), check=False)
+        elif is_hub_id(model):
+            model = resolve_hub(str(model))
         doc = read_checkpoint_config(model)
-        encoder_set = doc.get("encoder_set") or "lite"
-        if encoder_set == "mmaudio":  # checkpoints converted from MMAudio name the family only
-            encoder_set = "mmaudio_16k" if doc["network"]["latent_dim"] == 20 else "mmaudio_44k"
-        encoder_spec(encoder_set)  # unknown sets fail here
-        return encoder_set, doc
+        spec = read_spec(doc)
+        encoder_spec(spec.encoder_set)  # unknown sets fail here
+        return spec, doc
 
     @classmethod
     def load(cls, model: str | Path, device: str = "auto", pretrained_encoders: bool = True) -> Pipeline:
         """Load a checkpoint (NAME, NAME.json or NAME.safetensors) and its encoder set, a model that
-        ships with the package by name (``default``, see :mod:`soundvcm.models`), or a registered
+        ships with the package by name (``default``, see :mod:`soundvcm.models`), a hub id
+        ``org/name[@revision]`` from huggingface_hub's cache (:mod:`soundvcm.hub`), or a registered
         MMAudio network by name (e.g. ``mmaudio_small_16k``), converted on the fly."""
-        from soundvcm.encoders.weights import REGISTRY
-
-        path = models.resolve_shipped(str(model)) if models.is_shipped(model) else Path(model)
-        if str(model) in REGISTRY and str(model).startswith("mmaudio_") and not path.exists():
+        if str(model) in MMAUDIO_NETWORKS and not Path(model).exists():
             return cls._load_mmaudio(str(model), device, pretrained_encoders)
-        encoder_set, doc = cls.peek(path)
-        spec = encoder_spec(encoder_set)
+        path = resolve_model(model)
+        spec, doc = cls.peek(path)
         dev = select_device(device)
         net = load_network(path, device=dev)
-        spec.check_network(net.config)  # before loading any encoder weights
-        encoders = load_encoder_set(encoder_set, device=dev, pretrained=pretrained_encoders)
+        encoder_spec(spec.encoder_set).check_network(net.config)  # before loading any encoder weights
+        encoders = load_encoder_set(spec.encoder_set, device=dev, pretrained=pretrained_encoders)
         dtype = torch.bfloat16 if dev.type == "cuda" else None
-        return cls(net, encoders, encoder_set, doc.get("objective"), dev, dtype, path, doc.get("provenance"))
+        return cls(net, encoders, spec, dev, dtype, path, doc.get("provenance"))
 
     @classmethod
     def _load_mmaudio(cls, name: str, device: str, pretrained_encoders: bool) -> Pipeline:
-        from soundvcm.encoders.weights import resolve
         from soundvcm.network.checkpoint import mmaudio_to_soundvcm, read_mmaudio_state
 
-        net = mmaudio_to_soundvcm(read_mmaudio_state(resolve(name)), name.removeprefix("mmaudio_"))
-        encoder_set = "mmaudio_16k" if net.config.latent_dim == 20 else "mmaudio_44k"
+        spec, _ = cls.peek(name)
+        net = mmaudio_to_soundvcm(read_mmaudio_state(resolve(MMAUDIO_NETWORKS[name])), name.removeprefix("mmaudio_"))
         dev = select_device(device)
-        encoders = load_encoder_set(encoder_set, device=dev, pretrained=pretrained_encoders)
+        encoders = load_encoder_set(spec.encoder_set, device=dev, pretrained=pretrained_encoders)
         dtype = torch.bfloat16 if dev.type == "cuda" else None
         provenance = {"kind": "converted", "source": "MMAudio", "variant": name}
-        return cls(net.to(dev).eval(), encoders, encoder_set, "fm", dev, dtype, None, provenance)
+        return cls(net.to(dev).eval(), encoders, spec, dev, dtype, None, provenance)
 
     # ----- defaults ----------------------------------------------------------------------
     @property
@@ -203,7 +157,28 @@ class Pipeline:
         return min_duration(self.spec)
 
     def default_sampler(self) -> str:
-        return "consistency" if self.objective in CONSISTENCY_OBJECTIVES else "euler"
+        return self.model_spec.sampler.kind
+
+    def sampler_options(
+        self,
+        sampler: str | None = None,
+        steps: int | None = None,
+        cfg_scale: float | None = None,
+        negative_scale: float | None = None,
+        guidance_t_max: float | None = None,
+    ) -> SamplerOptions:
+        """The spec's default sampler with the given settings replaced; another kind of sampler
+        starts from that kind's defaults (Alg. 2 in 1 step, or Euler 25 x CFG 4.5)."""
+        base = self.model_spec.sampler
+        if sampler is not None and sampler != base.kind:
+            base = SamplerOptions(sampler, steps=1) if sampler == "consistency" else SamplerOptions(sampler, 25)
+        return SamplerOptions(
+            base.kind,
+            steps if steps is not None else base.steps,
+            cfg_scale if cfg_scale is not None else base.cfg_scale,
+            guidance_t_max if guidance_t_max is not None else base.guidance_t_max,
+            negative_scale if negative_scale is not None else base.negative_scale,
+        )
 
     # ----- conditions --------------------------------------------------------------------
     def _set_duration(self, duration: float, source: str | Path | None = None) -> None:
@@ -294,23 +269,18 @@ class Pipeline:
         steps: int | None = None,
         seed: int = 42,
         sampler: str | None = None,
-        cfg_scale: float = 4.5,
+        cfg_scale: float | None = None,
         negative_prompt: str | None = None,
-        negative_scale: float = 1.0,
+        negative_scale: float | None = None,
         timer: StageTimer | None = None,
+        guidance_t_max: float | None = None,
     ) -> GenerationResult:
-        """Sample a latent for ``encoded``'s conditions, decode it and vocode it."""
-        sampler = sampler or self.default_sampler()
-        if sampler not in ("consistency", "euler"):
-            raise ValueError(f"sampler must be 'consistency' or 'euler', got {sampler!r}")
-        if steps is None:
-            steps = 1 if sampler == "consistency" else 25
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        """Sample a latent for ``encoded``'s conditions, decode it and vocode it. ``cfg_scale``
+        applies to the Euler sampler; a negative prompt to both (see :func:`soundvcm.sampling.sample`)."""
+        options = self.sampler_options(sampler, steps, cfg_scale, negative_scale, guidance_t_max)
         timer = timer or StageTimer(self.device)
         self._set_duration(encoded.duration)
         net, notes = self.net, list(encoded.warnings)
-        negative = None
         if negative_prompt is not None:
             with timer("text"):
                 neg = {k: v.to(self.device) for k, v in net.null_conditions(1).items()}
@@ -318,19 +288,15 @@ class Pipeline:
         with timer("network"):
             prepared = net.prepare(encoded.conditions)
             if negative_prompt is not None:
-                negative = net.prepare(neg)
+                null = net.prepare(neg)
+            elif options.kind == "euler" and options.cfg_scale != 1.0:
+                null = net.prepare_null(1)
+            else:
+                null = None
             shape = (1, net.sequence.latent_seq_len, net.config.latent_dim)
             noise = initial_noise(shape, seed=seed).to(self.device)
-            if sampler == "consistency":
-                model = NegativeGuided(net, negative, negative_scale) if negative is not None else net
-                x = consistency_sample(model, noise, prepared, steps=steps, autocast_dtype=self.dtype)
-                nfe = steps * (2 if negative is not None else 1)
-            else:
-                null = negative if negative is not None else net.prepare_null(1)
-                x = euler_cfg_sample(
-                    net, noise, prepared, null, steps=steps, cfg_scale=cfg_scale, autocast_dtype=self.dtype
-                )
-                nfe = steps * (2 if cfg_scale != 1.0 else 1)
+            x = sample(net, noise, prepared, null, options, autocast_dtype=self.dtype)
+            nfe = options.nfe(negative=negative_prompt is not None)
             latent = net.unnormalize(x)
         with timer("latent_decode"):
             mel = self.encoders.decode_latent(latent)
@@ -357,20 +323,19 @@ class Pipeline:
         steps: int | None = None,
         seed: int = 42,
         sampler: str | None = None,
-        cfg_scale: float = 4.5,
-        negative_scale: float = 1.0,
+        cfg_scale: float | None = None,
+        negative_scale: float | None = None,
         timer: StageTimer | None = None,
+        guidance_t_max: float | None = None,
     ) -> GenerationResult:
         """Generate audio for a video (``start`` to ``start + duration``), an image and/or a prompt."""
-        sampler = sampler or self.default_sampler()
-        if sampler not in ("consistency", "euler"):
-            raise ValueError(f"sampler must be 'consistency' or 'euler', got {sampler!r}")
-        if steps is not None and steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.sampler_options(sampler, steps, cfg_scale, negative_scale, guidance_t_max)  # fail before decoding
         timer = timer or StageTimer(self.device)
         encoded = self.encode(video, prompt, image, duration, start, timer)
         encoded.timings = {}  # already in the shared timer
-        return self.synthesize(encoded, steps, seed, sampler, cfg_scale, negative_prompt, negative_scale, timer)
+        return self.synthesize(
+            encoded, steps, seed, sampler, cfg_scale, negative_prompt, negative_scale, timer, guidance_t_max
+        )
 
     def generate_long(
         self,

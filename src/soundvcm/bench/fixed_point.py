@@ -7,7 +7,7 @@ On a t = s row VCM regresses u(x_t, t, t) onto the mixed velocity (Eq. 16)
 whose expectation given x_t is the guided velocity v_guided (Eq. 15). With the adaptive weight
 w(MSE) = sg(1 / (MSE + eps)^p) (Eq. 11) the population optimum is no longer that expectation but
 the fixed point of iteratively reweighted least squares over the posterior of v_mix
-(:func:`soundvcm.analytic.irls_fixed_point`): at p = 1 it is pulled towards a mode of the
+(:func:`soundvcm.exact_flow.irls_fixed_point`): at p = 1 it is pulled towards a mode of the
 posterior. This module measures it without any network:
 
 * **the field** for one mixture at d = 2: the exact v_guided against the p = 1 fixed point at
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from soundvcm.analytic import GaussianMixtureFlow, Guidance, MixtureSpec, irls_fixed_point
+from soundvcm.exact_flow import GaussianMixtureFlow, Guidance, MixtureSpec, irls_fixed_point
 
 
 def mixed_velocity_draws(

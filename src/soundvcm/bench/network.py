@@ -17,7 +17,10 @@ import torch
 
 from soundvcm.bench.measure import peak_memory_mb, time_call
 from soundvcm.network.mmdit import MMDiT, network_preset
-from soundvcm.sampling import consistency_sample, euler_cfg_sample, initial_noise
+from soundvcm.sampling import SamplerOptions, initial_noise, sample
+
+VCM1, VCM4 = SamplerOptions("consistency", 1), SamplerOptions("consistency", 4)
+FM25 = SamplerOptions("euler", 25, cfg_scale=4.5)
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ def _conditions(net: MMDiT, b: int, device) -> dict[str, torch.Tensor]:
 def _reference(net: MMDiT, src: str, device):
     """MMAudio's own network (imported from a checkout outside this repo) with our weights."""
     sys.path.insert(0, str(Path(src).resolve()))
-    from mmaudio.model.networks import get_my_mmaudio  # type: ignore[import-not-found]
+    from mmaudio.model.networks import get_my_mmaudio
 
     from soundvcm.network.checkpoint import detect_mmaudio_variant
 
@@ -70,13 +73,9 @@ def _bench_batch(net: MMDiT, fn, b: int, cfg: NetworkBenchConfig, ref, autocast)
     one_nfe()  # warm-up (and compilation)
     rows = {
         f"nfe_s@b{b}": time_call(one_nfe, cfg.repeats, device),
-        f"vcm@1_s@b{b}": time_call(
-            lambda: consistency_sample(fn, x, prepared, steps=1, autocast_dtype=autocast), cfg.repeats, device
-        ),
-        f"vcm@4_s@b{b}": time_call(lambda: consistency_sample(fn, x, prepared, steps=4, autocast_dtype=autocast)),
-        f"fm@50_s@b{b}": time_call(
-            lambda: euler_cfg_sample(fn, x, prepared, null, steps=25, cfg_scale=4.5, autocast_dtype=autocast)
-        ),
+        f"vcm@1_s@b{b}": time_call(lambda: sample(fn, x, prepared, None, VCM1, autocast), cfg.repeats, device),
+        f"vcm@4_s@b{b}": time_call(lambda: sample(fn, x, prepared, None, VCM4, autocast)),
+        f"fm@50_s@b{b}": time_call(lambda: sample(fn, x, prepared, null, FM25, autocast)),
     }
     if ref is not None:
         c = _conditions(net, b, device)

@@ -14,18 +14,17 @@ import statistics
 import sys
 import tempfile
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
-import numpy as np
 import torch
 
+from soundvcm.data.demo import synthetic_clip
 from soundvcm.media.mux import mux_audio
 from soundvcm.network.checkpoint import save_network
-from soundvcm.network.mmdit import MMDiT, preset_for_encoders
+from soundvcm.network.mmdit import MMDiT
 from soundvcm.pipeline import STAGES, Pipeline, StageTimer
+from soundvcm.spec import ModelSpec, preset_for_encoders
 
 
 @dataclass(frozen=True)
@@ -38,43 +37,6 @@ class PipelineBenchConfig:
     prompt: str | None = "footsteps on gravel"
 
 
-def synthetic_clip(path: Path, duration: float = 8.0, size: tuple[int, int] = (1280, 720), fps: int = 24) -> Path:
-    """Moving squares over a gradient, with a click track in AAC: a stand-in for a real clip."""
-    w, h = size
-    rng = np.random.default_rng(0)
-    ys, xs = np.mgrid[0:h, 0:w]
-    background = ((xs / w * 120) + (ys / h * 60)).astype(np.uint8)
-    with av.open(str(path), "w") as c:
-        vs = c.add_stream("libx264", rate=fps)
-        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-        vs.options = {"preset": "veryfast", "crf": "23"}
-        aus = c.add_stream("aac", rate=44_100)
-        aus.layout = "mono"
-        for i in range(int(duration * fps)):
-            img = np.repeat(background[:, :, None], 3, axis=2)
-            for k in range(3):
-                x = int((w - 100) * (0.5 + 0.5 * np.sin(i / fps * (1 + k) + k)))
-                y = int((h - 100) * (0.5 + 0.5 * np.cos(i / fps * (0.7 + k))))
-                img[y : y + 100, x : x + 100] = (80 * k, 200, 255 - 60 * k)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, fps)
-            for p in vs.encode(frame):
-                c.mux(p)
-        for p in vs.encode(None):
-            c.mux(p)
-        n = int(duration * 44_100)
-        audio = (rng.standard_normal(n) * 0.01).astype(np.float32)
-        audio[:: 44_100 // 2] = 0.8
-        for i in range(0, n, 1024):
-            af = av.AudioFrame.from_ndarray(audio[None, i : i + 1024], format="fltp", layout="mono")
-            af.sample_rate, af.pts = 44_100, i
-            for p in aus.encode(af):
-                c.mux(p)
-        for p in aus.encode(None):
-            c.mux(p)
-    return path
-
-
 def run_pipeline_bench(cfg: PipelineBenchConfig, progress=None) -> list[dict[str, Any]]:
     if progress is None:
 
@@ -82,15 +44,16 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, progress=None) -> list[dict[str
             print(line, file=sys.stderr)
 
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         video = Path(cfg.video) if cfg.video else synthetic_clip(tmp / "clip.mp4", cfg.duration)
         for name in cfg.networks:
             config, encoder_set = preset_for_encoders(name, "lite")
             torch.manual_seed(0)
             net = MMDiT(config)
             params = sum(p.numel() for p in net.parameters())
-            save_network(tmp / name, net, preset=name, encoder_set=encoder_set, objective="vcm")
+            spec = ModelSpec.create(name, encoder_set, "vcm").to_dict()
+            save_network(tmp / name, net, preset=name, encoder_set=encoder_set, objective="vcm", spec=spec)
             pipe = Pipeline.load(tmp / name, device="cpu")
             for label, sampler, steps in cfg.settings:
                 runs = []

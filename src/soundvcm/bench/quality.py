@@ -33,11 +33,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from soundvcm.atomic import atomic_write
+from soundvcm.bench.quality_figures import spectrogram_grid, sync_plot
 from soundvcm.media.audio import load_audio, write_audio
 
 SETS = ("foley", "bbb", "sfx")
@@ -193,7 +195,7 @@ def run_references(ts: TestSet, out: Path, duration: float, seed: int, progress)
             write_audio(folder / f"{item.name}.flac", wave, SAMPLE_RATE)
             progress(1)
         per_clip = (time.perf_counter() - start) / max(1, len(ts.items))
-        atomic_write(folder / "timings.json", lambda tmp, p=per_clip: tmp.write_text(json.dumps({"s_per_clip": p})))
+        _write_json(folder / "timings.json", {"s_per_clip": per_clip})
 
 
 def run_model(rows: list[Row], ts: TestSet, out: Path, duration: float, seed: int, device: str, progress) -> None:
@@ -203,7 +205,10 @@ def run_model(rows: list[Row], ts: TestSet, out: Path, duration: float, seed: in
     todo = [r for r in rows if not _complete(out / ts.name / r.name, ts)]
     if not todo:
         return
-    pipe = Pipeline.load(todo[0].model, device=device)
+    model = todo[0].model
+    if model is None:
+        raise ValueError(f"row {todo[0].name} names no model")
+    pipe = Pipeline.load(model, device=device)
     if pipe.sample_rate != SAMPLE_RATE:
         raise ValueError(
             f"{todo[0].model}: generates at {pipe.sample_rate} Hz; the quality bench compares at {SAMPLE_RATE} Hz"
@@ -229,7 +234,11 @@ def run_model(rows: list[Row], ts: TestSet, out: Path, duration: float, seed: in
         stages = {k: float(np.mean([t.get(k, 0.0) for t in times[r.name]])) for k in times[r.name][0]}
         doc = {"s_per_clip": sum(v for k, v in stages.items() if k != "nfe"), "stages": stages,
                "model": r.model, "sampler": r.sampler or pipe.default_sampler(), "steps": r.steps}  # fmt: skip
-        atomic_write(out / ts.name / r.name / "timings.json", lambda tmp, d=doc: tmp.write_text(json.dumps(d)))
+        _write_json(out / ts.name / r.name / "timings.json", doc)
+
+
+def _write_json(path: Path, doc: dict, indent: int | None = None) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(doc, indent=indent, default=str)))
 
 
 # ----- scoring ------------------------------------------------------------------------------------
@@ -242,12 +251,13 @@ def event_scores(folder: Path, ts: TestSet, classifier) -> dict[str, float]:
     for item in ts.items:
         wave, _ = load_audio(folder / f"{item.name}.flac", SAMPLE_RATE)
         detected = detect_onsets(wave, SAMPLE_RATE)
-        score = onset_f1(detected, [t for t, _ in item.events])
+        events = item.events or []
+        score = onset_f1(detected, [t for t, _ in events])
         tp += len(score.matches)
         fp += len(detected) - len(score.matches)
         fn += len(score.reference) - len(score.matches)
         errors += [detected[i] - score.reference[j] for i, j in score.matches]
-        c, s = material_accuracy(wave, item.events, score, detected, classifier)
+        c, s = material_accuracy(wave, events, score, detected, classifier)
         correct, scored = correct + c, scored + s
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
     return {
@@ -271,7 +281,8 @@ def material_classifier(ts: TestSet):
 def score_row(folder: Path, gt: Path, ts: TestSet, duration: float, classifier) -> dict[str, float]:
     from soundvcm.evaluation.evaluate import evaluate
 
-    result = evaluate(folder, gt, audio_length=duration, progress=False)
+    # only this run's clips: a folder may hold more from an earlier run with a larger --limit
+    result = evaluate(folder, gt, audio_length=duration, progress=False, only={item.name for item in ts.items})
     keep = ("FD-AISFX", "KID-AISFX", "KL-AISFX", "ISC-AISFX", "Onset-Lag-ms")
     metrics = {k: float(result[k]) for k in keep if k in result}
     if ts.events_known:
@@ -305,75 +316,6 @@ def table(results: dict[str, dict[str, dict[str, float]]], sets: list[TestSet]) 
     return "\n".join(lines)
 
 
-# ----- figures --------------------------------------------------------------------------------------
-def _logmel(path: Path) -> np.ndarray:
-    from soundvcm.media.mel import MEL_HIFIGAN, mel_spectrogram
-
-    wave, _ = load_audio(path, SAMPLE_RATE)
-    return mel_spectrogram(wave[None], MEL_HIFIGAN)[0].clamp(min=math.log(1e-5)).numpy()
-
-
-def spectrogram_grid(out: Path, ts: TestSet, rows: list[str], clips: int = 3) -> Path:
-    """Ground truth and every row (lines) for the first ``clips`` test clips (columns)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    items = ts.items[:clips]
-    names = ["gt", *rows]
-    fig, axes = plt.subplots(len(names), len(items), figsize=(3.2 * len(items), 1.25 * len(names)), squeeze=False)
-    for c, item in enumerate(items):
-        for r, row in enumerate(names):
-            ax = axes[r][c]
-            ax.imshow(_logmel(out / ts.name / row.replace(" ", "_") / f"{item.name}.flac"), origin="lower",
-                      aspect="auto", cmap="magma", vmin=math.log(1e-5), vmax=2.0)  # fmt: skip
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(row, rotation=0, ha="right", va="center", fontsize=8)
-            if r == 0:
-                ax.set_title(item.name, fontsize=8)
-    fig.suptitle(f"{ts.name}: log-mel spectrograms (22.05 kHz, 80 bands), ground truth first", fontsize=9)
-    fig.tight_layout()
-    path = out / f"{ts.name}_spectrograms.png"
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
-    plt.close(fig)
-    return path
-
-
-def sync_plot(out: Path, ts: TestSet, rows: list[str], clips: int = 3) -> Path:
-    """Per clip: the exact event times (lines, coloured by material) against the onsets detected
-    in the ground truth and in every row (markers, one line per row)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from soundvcm.evaluation.events import detect_onsets
-
-    colours = {"wood": "tab:brown", "metal": "tab:gray", "glass": "tab:cyan", "rubber": "tab:red"}
-    items = ts.items[:clips]
-    names = ["gt", *rows]
-    fig, axes = plt.subplots(len(items), 1, figsize=(9, 0.45 * len(names) * len(items) + 1), squeeze=False)
-    for ax, item in zip(axes[:, 0], items):
-        for t, m in item.events:
-            ax.axvline(t, color=colours.get(m, "k"), alpha=0.6, lw=1.5)
-        for y, row in enumerate(names):
-            wave, _ = load_audio(out / ts.name / row.replace(" ", "_") / f"{item.name}.flac", SAMPLE_RATE)
-            onsets = detect_onsets(wave, SAMPLE_RATE)
-            ax.plot(onsets, [y] * len(onsets), "k|", ms=10, mew=2)
-        ax.set_yticks(range(len(names)), names, fontsize=7)
-        ax.set_ylim(-0.7, len(names) - 0.3)
-        ax.set_title(f"{item.name}: event times (lines: " + ", ".join(colours) + ") vs detected onsets (|)", fontsize=8)
-    axes[-1, 0].set_xlabel("time (s)")
-    fig.tight_layout()
-    path = out / f"{ts.name}_sync.png"
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
-    plt.close(fig)
-    return path
-
-
 # ----- the whole bench ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class QualityConfig:
@@ -395,7 +337,7 @@ def run_quality(cfg: QualityConfig) -> dict:
     out = Path(cfg.out)
     models: dict[str, list[Row]] = {}
     for r in cfg.rows:
-        models.setdefault(r.model, []).append(r)
+        models.setdefault(r.model or "", []).append(r)
     row_names = [r.name for r in cfg.rows] + ([x for x in REFERENCES] if cfg.references else [])
     results: dict[str, dict[str, dict[str, float]]] = {}
     for ts in sets:
@@ -411,11 +353,11 @@ def run_quality(cfg: QualityConfig) -> dict:
             name: score_row(out / ts.name / name.replace(" ", "_"), gt, ts, cfg.duration, classifier)
             for name in row_names
         }
-        spectrogram_grid(out, ts, row_names)
+        spectrogram_grid(out, ts, row_names, SAMPLE_RATE)
         if ts.events_known:
-            sync_plot(out, ts, row_names)
-    doc = {"config": {**asdict(cfg), "data": str(cfg.data), "out": str(cfg.out)}, "results": results,
-           "clips": {ts.name: len(ts.items) for ts in sets}}  # fmt: skip
-    atomic_write(out / "quality.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1, default=str)))
+            sync_plot(out, ts, row_names, SAMPLE_RATE)
+    doc: dict[str, Any] = {"config": {**asdict(cfg), "data": str(cfg.data), "out": str(cfg.out)},
+                           "results": results, "clips": {ts.name: len(ts.items) for ts in sets}}  # fmt: skip
+    _write_json(out / "quality.json", doc, indent=1)
     doc["table"] = table(results, sets)
     return doc

@@ -2,7 +2,7 @@
 
 The same small network (:class:`~soundvcm.network.toy.ToyVelocityNet`) is trained with each
 *variant* (an objective preset plus config changes) on class-conditional Gaussian mixtures whose
-guided flow is known exactly (:mod:`soundvcm.analytic`). All aim at one target: the endpoint of
+guided flow is known exactly (:mod:`soundvcm.exact_flow`). All aim at one target: the endpoint of
 the exact ODE under the guidance rule the models learn (scale w where t <= 0.8, the conditional
 field above); flow matching samples with that same rule.
 
@@ -31,121 +31,34 @@ import json
 import math
 import multiprocessing as mp
 import os
-import statistics
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tqdm.auto import tqdm
 
-from soundvcm.analytic import GaussianMixtureFlow, Guidance, MixtureSpec, classwise_sw2
 from soundvcm.bench.measure import peak_memory_mb
+from soundvcm.bench.toy_config import (  # noqa: F401  (re-exported: the bench's public names)
+    ABLATION_VARIANTS,
+    CONSISTENCY_STEPS,
+    FM_STEPS,
+    MAIN_VARIANTS,
+    QUICK,
+    ToyBenchConfig,
+    Variant,
+)
+from soundvcm.bench.toy_report import goals_table, markdown_tables, summarise
+from soundvcm.conditions import Batch
+from soundvcm.exact_flow import GaussianMixtureFlow, classwise_sw2
 from soundvcm.flow import interpolate
-from soundvcm.network.toy import ToyNetConfig, ToyVelocityNet
-from soundvcm.objectives import OBJECTIVE_PRESETS, Batch, TimeSampling, build_objective
-from soundvcm.sampling import consistency_sample, euler_cfg_sample, initial_noise
+from soundvcm.network.toy import ToyVelocityNet
+from soundvcm.objectives import TimeSampling, build_objective
+from soundvcm.sampling import SamplerOptions, initial_noise, sample
 from soundvcm.training.ema import EMA
-
-CONSISTENCY_STEPS = (1, 2, 4)
-FM_STEPS = (2, 4, 25)  # Euler steps; x2 network evaluations with CFG: 4, 8 and 50 NFE
-
-
-@dataclass(frozen=True)
-class Variant:
-    """An objective preset with changes to its config: ``time.*``, ``guidance.*`` or top-level keys."""
-
-    label: str
-    objective: str
-    changes: tuple[tuple[str, float], ...] = ()
-
-    @property
-    def consistency(self) -> bool:
-        return self.objective != "fm"
-
-    def settings(self) -> dict[str, int]:
-        """Sampler setting name -> sampler steps (fm@N counts N network evaluations)."""
-        if self.consistency:
-            return {f"{self.label}@{n}": n for n in CONSISTENCY_STEPS}
-        return {f"{self.label}@{2 * n}": n for n in FM_STEPS}
-
-
-MAIN_VARIANTS = (
-    Variant("fm", "fm"),
-    Variant("vcm", "vcm"),
-    Variant("vcm_split_p", "vcm_split_p"),
-    Variant("meanflow", "meanflow"),
-    Variant("meanflow_split_p", "meanflow_split_p"),
-)
-ABLATION_VARIANTS = (  # Table 2's rows, one change at a time from the paper's base, plus p on t = s rows
-    Variant("base (r=0.75, p=1, m=0.25, w=4)", "vcm"),
-    Variant("r=0", "vcm", (("time.equal_ratio", 0.0),)),
-    Variant("r=0.25", "vcm", (("time.equal_ratio", 0.25),)),
-    Variant("p=0", "vcm", (("adaptive_p", 0.0),)),
-    Variant("p=1, p(t=s)=0", "vcm", (("adaptive_p_equal", 0.0),)),
-    Variant("m=0.75", "vcm", (("guidance.mix", 0.75),)),
-    Variant("w=2", "vcm", (("guidance.scale", 2.0),)),
-)
-
-
-@dataclass(frozen=True)
-class ToyBenchConfig:
-    """Everything the toy benchmark depends on; seeds make it reproducible."""
-
-    dim: int = 2
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    vcm_steps: int = 4000
-    batch_size: int = 256
-    lr: float = 3e-3
-    lr_final: float = 1e-4
-    warmup_frac: float = 0.02
-    ema_decay: float = 0.999
-    grad_clip: float = 1.0
-    width: int = 64
-    depth: int = 4
-    num_classes: int = 4
-    components_per_class: int = 2
-    std: float = 0.15
-    guidance_scale: float = 4.0
-    guidance_t_max: float = 0.8
-    mix: float = 0.25
-    eval_per_class: int = 1000
-    mse_points: int = 2000
-    ode_steps: int = 256
-    calibration_steps: int = 30
-    workers: int = 2
-    # Fixed step counts per variant label, e.g. (("fm", 6000), ...): set by --replay; empty means
-    # calibrate (equal CPU cost to vcm_steps of the reference variant).
-    steps: tuple[tuple[str, int], ...] = ()
-
-    def mixture(self, seed: int) -> MixtureSpec:
-        return MixtureSpec(self.dim, self.num_classes, self.components_per_class, self.std, seed=seed)
-
-    @property
-    def guidance(self) -> Guidance:
-        return Guidance(self.guidance_scale, self.guidance_t_max)
-
-    @property
-    def net(self) -> ToyNetConfig:
-        return ToyNetConfig(dim=self.dim, num_classes=self.num_classes, width=self.width, depth=self.depth)
-
-    def objective_config(self, variant: Variant) -> Any:
-        """The preset's config with this bench's guidance (w, window, m) and the variant's changes."""
-        config = OBJECTIVE_PRESETS[variant.objective].config
-        if hasattr(config, "guidance"):
-            g = replace(config.guidance, scale=self.guidance_scale, t_max=self.guidance_t_max, mix=self.mix)
-            config = replace(config, guidance=g)
-        for key, value in variant.changes:
-            head, _, tail = key.partition(".")
-            if tail:
-                config = replace(config, **{head: replace(getattr(config, head), **{tail: value})})
-            else:
-                config = replace(config, **{key: value})
-        return config
-
-
-QUICK = dict(seeds=(0,), vcm_steps=300, eval_per_class=250, mse_points=400, ode_steps=96, calibration_steps=8)
+from soundvcm.training.step import optimization_step
 
 
 def _batch(flow: GaussianMixtureFlow, net: ToyVelocityNet, n: int, g: torch.Generator) -> Batch:
@@ -163,8 +76,8 @@ def _lr_at(cfg: ToyBenchConfig, step: int, total: int) -> float:
 
 
 class _Stepper:
-    """One full training step (lr schedule, loss, backward, clipping, AdamW, EMA): the same code is
-    timed for calibration and run for training."""
+    """One full training step (lr schedule, then the trainer's :func:`optimization_step`, then the
+    EMA): the same code is timed for calibration and run for training."""
 
     def __init__(self, net: ToyVelocityNet, objective, cfg: ToyBenchConfig, flow: GaussianMixtureFlow, seed: int):
         self.net, self.objective, self.cfg, self.flow = net, objective, cfg, flow
@@ -174,15 +87,13 @@ class _Stepper:
 
     def __call__(self, step: int) -> float:
         cfg = self.cfg
-        for group in self.opt.param_groups:
-            group["lr"] = _lr_at(cfg, step, self.objective.total_steps)
-        out = self.objective.loss(self.net, _batch(self.flow, self.net, cfg.batch_size, self.g), step, self.g)
-        self.opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
-        self.opt.step()
+        batches = ((_batch(self.flow, self.net, cfg.batch_size, self.g), self.g) for _ in range(1))
+        out = optimization_step(
+            self.net, self.objective, batches, self.opt, step,
+            lr=_lr_at(cfg, step, self.objective.total_steps), grad_clip=cfg.grad_clip,
+        )  # fmt: skip
         self.ema.update(self.net)
-        return out.loss.item()
+        return out.loss
 
 
 def _stepper(cfg: ToyBenchConfig, variant: Variant, seed: int, total: int) -> _Stepper:
@@ -211,7 +122,7 @@ def calibrate(cfg: ToyBenchConfig, variants: tuple[Variant, ...]) -> dict[str, d
                 probe(i)
                 spent[label] += time.process_time() - start
         return {label: {"cpu_ms_per_step": 1e3 * spent[label] / cfg.calibration_steps,
-                        "peak_mem_mb": peak_memory_mb(lambda p=probe: p(0))}
+                        "peak_mem_mb": peak_memory_mb(partial(probe, 0))}
                 for label, probe in probes.items()}  # fmt: skip
     finally:
         torch.set_num_threads(threads)
@@ -238,18 +149,16 @@ def train_variant(
     stepper = _stepper(cfg, variant, seed, total)
     for step in range(total):
         stepper(step)
-    return stepper.net.eval(), stepper.ema.model.eval()
+    return stepper.net.eval(), cast(ToyVelocityNet, stepper.ema.model.eval())
 
 
 @torch.no_grad()
 def sample_setting(model: ToyVelocityNet, variant: Variant, steps: int, labels, noise, cfg: ToyBenchConfig):
     prepared = model.prepare(model.one_hot(labels))
     if not variant.consistency:
-        null = model.prepare_null(labels.shape[0])
-        return euler_cfg_sample(
-            model, noise, prepared, null, steps=steps, cfg_scale=cfg.guidance_scale, guidance_t_max=cfg.guidance_t_max
-        )
-    return consistency_sample(model, noise, prepared, steps=steps)
+        options = SamplerOptions("euler", steps, cfg_scale=cfg.guidance_scale, guidance_t_max=cfg.guidance_t_max)
+        return sample(model, noise, prepared, model.prepare_null(labels.shape[0]), options)
+    return sample(model, noise, prepared, None, SamplerOptions("consistency", steps))
 
 
 @torch.no_grad()
@@ -345,77 +254,6 @@ def run_variants(cfg: ToyBenchConfig, variants: tuple[Variant, ...], desc: str =
     return {"config": asdict(cfg), "variants": [asdict(v) for v in variants], "steps": steps, "costs": costs,
             "jobs": results, "summary": summarise(results), "wall_s": time.perf_counter() - start,
             "workers": cfg.workers}  # fmt: skip
-
-
-def _mean_std(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "values": values}  # fmt: skip
-
-
-def summarise(results: list[dict]) -> dict[str, Any]:
-    """Mean and std over seeds of every SW2 figure and average-velocity MSE; the floor per seed."""
-    out: dict[str, Any] = {"sw2": {}, "sw2_raw": {}, "avg_velocity_mse": {}, "floor": {}}
-    for kind in ("sw2", "sw2_raw"):
-        keys = [k for r in results for k in r[kind]]
-        for key in dict.fromkeys(keys):
-            out[kind][key] = _mean_std([r[kind][key] for r in results if key in r[kind]])
-    for label in dict.fromkeys(r["label"] for r in results):
-        mses = [r["avg_velocity_mse"] for r in results if r["label"] == label and "avg_velocity_mse" in r]
-        if mses:
-            out["avg_velocity_mse"][label] = _mean_std(mses)
-    for r in results:
-        out["floor"][str(r["seed"])] = r["floor"]
-    return out
-
-
-def _fmt(stat: dict[str, float]) -> str:
-    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
-
-
-def markdown_tables(result: dict[str, Any]) -> str:
-    summary, steps, costs = result["summary"], result["steps"], result["costs"]
-    lines = ["| sampler | NFE | SW2 (EMA), mean ± std | per seed | SW2 (raw) |", "|---|---|---|---|---|"]
-    for v in (Variant(**{**d, "changes": tuple(tuple(c) for c in d["changes"])}) for d in result["variants"]):
-        for key, n in v.settings().items():
-            if key in summary["sw2"]:
-                nfe = f"{n}x2" if not v.consistency else str(n)
-                per_seed = " ".join(f"{x:.3f}" for x in summary["sw2"][key]["values"])
-                lines.append(
-                    f"| {key} | {nfe} | {_fmt(summary['sw2'][key])} | {per_seed} | {_fmt(summary['sw2_raw'][key])} |"
-                )
-    floors = list(summary["floor"].values())
-    lines.append(
-        f"| two exact sample sets (floor) | - | {_fmt(_mean_std(floors))} | {' '.join(f'{x:.3f}' for x in floors)} | |"
-    )
-    ref = next(iter(costs.values()))["cpu_ms_per_step"]
-    lines += ["", "| variant | steps | CPU ms / step | cost vs first | peak mem (MB) | avg-velocity MSE (EMA) |"]
-    lines.append("|---|---|---|---|---|---|")
-    for label, c in costs.items():
-        mse = summary["avg_velocity_mse"].get(label)
-        lines.append(
-            f"| {label} | {steps[label]} | {c['cpu_ms_per_step']:.2f} | {c['cpu_ms_per_step'] / ref:.2f}x | "
-            f"{c['peak_mem_mb']:.2f} | {_fmt(mse) if mse else '-'} |"
-        )
-    return "\n".join(lines)
-
-
-def goals_table(result: dict[str, Any]) -> str:
-    """Issue 11's goals, as ratios of seed means (equal cost, EMA weights)."""
-    sw2 = {k: v["mean"] for k, v in result["summary"]["sw2"].items()}
-    if "fm@50" not in sw2:
-        return ""
-    lines = ["| goal | variant | value | met |", "|---|---|---|---|"]
-    for label in ("vcm", "vcm_split_p"):
-        if f"{label}@1" in sw2:
-            r1 = sw2[f"{label}@1"] / sw2["fm@50"]
-            lines.append(f"| 1-step SW2 <= 1.5x FM 25x2 | {label} | {r1:.2f}x | {'yes' if r1 <= 1.5 else 'no'} |")
-            r4 = sw2[f"{label}@4"] / sw2["fm@50"]
-            lines.append(f"| 4-step SW2 <= FM 25x2 | {label} | {r4:.2f}x | {'yes' if r4 <= 1.0 else 'no'} |")
-    for vcm, mf in (("vcm", "meanflow"), ("vcm_split_p", "meanflow_split_p")):
-        if f"{vcm}@1" in sw2 and f"{mf}@1" in sw2:
-            a, b = sw2[f"{vcm}@1"], sw2[f"{mf}@1"]
-            lines.append(f"| 1-step VCM < MeanFlow | {vcm} vs {mf} | {a:.3f} vs {b:.3f} | {'yes' if a < b else 'no'} |")
-    return "\n".join(lines)
 
 
 def scatter_plot(path: Path, result: dict[str, Any], cfg: ToyBenchConfig) -> Path | None:

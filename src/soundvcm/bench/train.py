@@ -1,7 +1,8 @@
 """``soundvcm bench train``: one optimizer step of each objective on the same network and data.
 
-A training step is the objective's loss (its extra no-grad or JVP evaluations included),
-backward, gradient clipping and AdamW, on random features of the preset's shapes. Each
+A training step is the trainer's own :func:`~soundvcm.training.step.optimization_step`: the
+objective's loss (its extra no-grad or JVP evaluations included), backward, gradient clipping
+and AdamW, on random features of the preset's shapes. Each
 objective gets one warm-up step and ``steps`` timed steps; peak memory is measured on one more
 step (CUDA allocator peak, or torch's CPU allocations replayed from the profiler). Ratios are
 taken within the run.
@@ -17,8 +18,10 @@ from typing import Any
 import torch
 
 from soundvcm.bench.measure import peak_memory_mb
+from soundvcm.conditions import Batch
 from soundvcm.network.mmdit import MMDiT, network_preset
-from soundvcm.objectives import OBJECTIVE_PRESETS, Batch, build_objective
+from soundvcm.objectives import OBJECTIVE_PRESETS, build_objective
+from soundvcm.training.step import optimization_step
 
 
 @dataclass(frozen=True)
@@ -58,11 +61,8 @@ def run_train_bench(cfg: TrainBenchConfig) -> list[dict[str, Any]]:
         batch = _batch(net, cfg.batch, device)
         gen = torch.Generator(device=device).manual_seed(1)
 
-        def step(model=model, objective=objective, optimizer=optimizer, batch=batch, gen=gen, net=net):
-            optimizer.zero_grad(set_to_none=True)
-            objective.loss(model, batch, 1_000, generator=gen).loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            optimizer.step()
+        def step(model=model, objective=objective, optimizer=optimizer, batch=batch, gen=gen):
+            optimization_step(model, objective, [(batch, gen)], optimizer, 1_000, lr=1e-4, grad_clip=1.0)
 
         step()  # warm-up (and compilation)
         times = []

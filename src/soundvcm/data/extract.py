@@ -58,20 +58,20 @@ def weight_hashes(encoder_set: str) -> dict[str, str]:
     """md5 of every weight file the encoder set reads (recorded so caches never mix encoders)."""
     if encoder_set == "lite":
         from soundvcm.encoders import efficientnet_lite, hifigan, minilm
+        from soundvcm.weights import package_dir
 
         files = {
-            "minilm": minilm.package_dir(minilm.PACKAGE, "") / "model" / "model.safetensors",
-            "efficientnet_lite0": efficientnet_lite.package_dir(efficientnet_lite.PACKAGE, "")
+            "minilm": package_dir(minilm.PACKAGE, "") / "model" / "model.safetensors",
+            "efficientnet_lite0": package_dir(efficientnet_lite.PACKAGE, "")
             / "models"
             / "efficientnet-lite0-57934424.pth",
-            "hifigan": hifigan.package_dir(hifigan.PACKAGE, "") / "data" / "generator_universal.pth.tar",
+            "hifigan": package_dir(hifigan.PACKAGE, "") / "data" / "generator_universal.pth.tar",
         }
         return {k: _md5(v) for k, v in files.items()}
-    from soundvcm.encoders.weights import REGISTRY
+    from soundvcm.encoders.mmaudio_set import set_files
 
-    mode = encoder_set.split("_")[1]
-    names = ["clip_dfn5b", "synchformer", f"vae_{mode}"]
-    return {n: REGISTRY[n].md5 or "unpublished" for n in names}
+    declared = set_files(encoder_set.split("_")[1])
+    return {w.name: w.md5 or "unpublished" for w in (declared["clip"], declared["sync"], declared["vae"])}
 
 
 def _has_video(path: Path) -> bool:
@@ -82,26 +82,9 @@ def _has_video(path: Path) -> bool:
         return False
 
 
-def extract(
-    tsv: Path,
-    out: Path,
-    encoder_set: str = "lite",
-    duration: float = 8.0,
-    rows_per_shard: int = 64,
-    rank: int | None = None,
-    world: int | None = None,
-    device: str = "cpu",
-    encoders=None,
-) -> CacheMeta:
-    """Extract every shard assigned to this rank; returns the cache metadata and, once every shard
-    exists, the number of usable rows (a cache without one is an error)."""
-    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
-    world = int(os.environ.get("WORLD_SIZE", 1)) if world is None else world
-    rows = read_tsv(Path(tsv))
-    spec = encoder_spec(encoder_set)
-    seq = spec.sequence.with_duration(duration)
+def _meta(rows, spec, seq, encoder_set: str, duration: float, rows_per_shard: int, custom: bool) -> CacheMeta:
     has_video = next((_has_video(p) for p, _ in rows if p.is_file()), False)
-    meta = CacheMeta(
+    return CacheMeta(
         encoder_set=encoder_set,
         sample_rate=seq.sample_rate,
         clip_fps=seq.clip_fps,
@@ -114,9 +97,12 @@ def extract(
         has_video=has_video,
         rows=len(rows),
         rows_per_shard=rows_per_shard,
-        weight_hashes=weight_hashes(encoder_set) if encoders is None else {"custom": "test"},
+        weight_hashes={"custom": "test"} if custom else weight_hashes(encoder_set),
     )
-    out = Path(out)
+
+
+def _check_or_save_meta(out: Path, meta: CacheMeta, rank: int) -> None:
+    """A rerun must be the same extraction (it resumes); rank 0 writes a new cache's meta.json."""
     if (out / "meta.json").is_file():
         old = CacheMeta.load(out)
         diff = old.compatible(meta) + [
@@ -128,25 +114,52 @@ def extract(
             raise CacheError(f"{out} holds a different extraction ({'; '.join(diff)}); use another --out")
     elif rank == 0:
         meta.save(out)
+
+
+def _extract_shard(out: Path, shard: int, chunk, encoders, seq, specs, meta: CacheMeta, bar) -> None:
+    tensors: dict[str, list[torch.Tensor]] = {k: [] for k in ("mean", "std", "clip", "sync", "text")}
+    ids, captions, valid = [], [], []
+    for path, caption in chunk:
+        row, ok = _extract_row(encoders, path, caption, seq, specs, meta.has_video, meta)
+        for k, v in row.items():
+            tensors[k].append(v)
+        ids.append(path.stem)
+        captions.append(caption)
+        valid.append(ok)
+        bar.update(1)
+    stacked = {k: torch.stack(v) for k, v in tensors.items() if v}
+    write_shard(out, shard, stacked, ids, captions, valid)
+
+
+def extract(
+    tsv: Path,
+    out: Path,
+    encoder_set: str = "lite",
+    duration: float = 8.0,
+    rows_per_shard: int = 64,
+    rank: int | None = None,
+    world: int | None = None,
+    device: str = "cpu",
+    encoders=None,
+) -> tuple[CacheMeta, int | None]:
+    """Extract every shard assigned to this rank; returns the cache metadata and, once every shard
+    exists, the number of usable rows (a cache without one is an error)."""
+    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+    world = int(os.environ.get("WORLD_SIZE", 1)) if world is None else world
+    rows = read_tsv(Path(tsv))
+    spec = encoder_spec(encoder_set)
+    seq = spec.sequence.with_duration(duration)
+    meta = _meta(rows, spec, seq, encoder_set, duration, rows_per_shard, custom=encoders is not None)
+    out = Path(out)
+    _check_or_save_meta(out, meta, rank)
     encoders = encoders or load_encoder_set(encoder_set, device=device)
     specs = {"clip": spec.clip_frames, "sync": spec.sync_frames}
     mine = [s for s in range(meta.num_shards) if s % world == rank and not shard_path(out, s).is_file()]
     todo = sum(min(rows_per_shard, len(rows) - s * rows_per_shard) for s in mine)
     bar = tqdm(total=todo, desc=f"extract (rank {rank}/{world})", unit="clip", file=sys.stderr, disable=todo == 0)
     for shard in mine:
-        chunk = rows[shard * rows_per_shard : (shard + 1) * rows_per_shard]
-        tensors: dict[str, list[torch.Tensor]] = {k: [] for k in ("mean", "std", "clip", "sync", "text")}
-        ids, captions, valid = [], [], []
-        for path, caption in chunk:
-            row, ok = _extract_row(encoders, path, caption, seq, specs, has_video, meta)
-            for k, v in row.items():
-                tensors[k].append(v)
-            ids.append(path.stem)
-            captions.append(caption)
-            valid.append(ok)
-            bar.update(1)
-        stacked = {k: torch.stack(v) for k, v in tensors.items() if v}
-        write_shard(out, shard, stacked, ids, captions, valid)
+        _extract_shard(out, shard, rows[shard * rows_per_shard : (shard + 1) * rows_per_shard], encoders, seq, specs,
+                       meta, bar)  # fmt: skip
     bar.close()
     usable = None
     if all(shard_path(out, s).is_file() for s in range(meta.num_shards)):  # complete (every rank done)

@@ -22,7 +22,7 @@ import math
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -133,7 +133,7 @@ def simulate(cfg: FoleyConfig, seed: int) -> Scene:
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, cfg.max_objects + 1))
     r = cfg.radius
-    objects = []
+    objects: list[dict[str, Any]] = []
     for i in range(n):
         material = cfg.materials[int(rng.integers(len(cfg.materials)))]
         pos = np.array([rng.uniform(r, 1 - r), rng.uniform(0.45, 1 - r)])
@@ -241,14 +241,17 @@ def _mask(shape: str, size: int, cx: float, cy: float, r: float) -> np.ndarray:
 
 def render_frames(cfg: FoleyConfig, scene: Scene) -> np.ndarray:
     """(frames, size, size, 3) uint8: a floor band, walls, and each object drawn in its material's look."""
+    if scene.track is None:
+        raise ValueError("the scene has no object track (simulate it first)")
+    track = scene.track
     s = cfg.size
     base = np.full((s, s, 3), 38, np.uint8)
     floor = int(round((1 - cfg.radius * 0.6) * s))
     base[floor:] = (70, 62, 55)
-    frames = np.repeat(base[None], scene.track.shape[0], axis=0)
-    for f in range(scene.track.shape[0]):
+    frames = np.repeat(base[None], track.shape[0], axis=0)
+    for f in range(track.shape[0]):
         for obj in scene.objects:
-            x, y = scene.track[f, obj["id"]]
+            x, y = track[f, obj["id"]]
             if np.isnan(x):
                 continue
             m = MATERIALS[obj["material"]]

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from soundvcm.conditions import Batch
 from soundvcm.data.cache import CacheError, FeatureCache, check_compatible
 from soundvcm.data.mmaudio_cache import MMAudioCache, is_mmaudio_cache
-from soundvcm.objectives.base import Batch
 
 
 def open_cache(path) -> FeatureCache | MMAudioCache:

@@ -131,12 +131,13 @@ def build_bbb(out: Path, sources: Path, cfg: OpenConfig, progress: Callable | No
         w for w in windows if not (stems[w].with_suffix(".mp4").is_file() and stems[w].with_suffix(".flac").is_file())
     ]
     if todo:
-        wave, sr = load_audio(film, 44_100)
-        wave = wave.numpy()
+        film_audio, sr = load_audio(film, 44_100)
+        wave = film_audio.numpy()
         by_start = {round(w[2] * fps): w for w in todo}  # first frame index of each window
         frames_per = round(cfg.duration * fps)
         bar = progress(len(todo), "bbb windows") if progress else None
-        current, frames = None, []
+        current: tuple | None = None
+        frames: list[np.ndarray] = []
         with av.open(str(film)) as c:
             stream = c.streams.video[0]
             stream.thread_type = "AUTO"
@@ -187,6 +188,10 @@ class Library:
     prefix: str
     keep: Callable[[str], bool]
     label: Callable[[Path, Path], tuple[str, str]]  # (root, file) -> (class, caption)
+
+    def wanted(self, path: str) -> bool:
+        """Package members to unpack: the library's folder, filtered by ``keep``."""
+        return path.startswith(self.prefix) and self.keep(path)
 
 
 def _tux_keep(path: str) -> bool:
@@ -253,24 +258,24 @@ def build_sfx(out: Path, sources: Path, cfg: OpenConfig, progress: Callable | No
         src = SOURCES[lib.source]
         deb = fetch(src, out / "downloads")
         root = sources / lib.source
-        extract_deb(deb, root, lambda p, lib=lib: p.startswith(lib.prefix) and lib.keep(p))
+        extract_deb(deb, root, lib.wanted)
         base = root / lib.prefix
-        keep = _tux_keep if lib.source.startswith("tuxpaint") else (lambda p, lib=lib: lib.keep(p))
+        keep: Callable[[str], bool] = _tux_keep if lib.source.startswith("tuxpaint") else lib.keep
         for f in sorted(base.rglob("*")):
             rel = str(f.relative_to(root))
             if f.is_file() and f.suffix.lower() in AUDIO and keep(rel):
                 klass, cap = lib.label(base, f)
                 items.append((lib.source, klass, f, cap))
     classes: dict[tuple[str, str], list[str]] = {}
-    for lib, klass, f, _ in items:
-        classes.setdefault((lib, klass), []).append(str(f.relative_to(sources)))
+    for source, klass, f, _ in items:
+        classes.setdefault((source, klass), []).append(str(f.relative_to(sources)))
     rows: dict[str, list[tuple[str, str]]] = {"train": [], "test": []}
     bar = progress(len(items), "sfx") if progress else None
     skipped = 0
-    for lib, klass, f, cap in items:
+    for source, klass, f, cap in items:
         rel = str(f.relative_to(sources))
-        split = sfx_split(rel, classes[(lib, klass)], cfg.sfx_test_fraction)
-        name = f"{lib.split('-')[0]}_{zlib.crc32(rel.encode()):08x}_{re.sub(r'[^A-Za-z0-9]+', '_', f.stem)[:40]}"
+        split = sfx_split(rel, classes[(source, klass)], cfg.sfx_test_fraction)
+        name = f"{source.split('-')[0]}_{zlib.crc32(rel.encode()):08x}_{re.sub(r'[^A-Za-z0-9]+', '_', f.stem)[:40]}"
         target = out / "sfx" / split / f"{name}.flac"
         if not target.is_file():
             try:

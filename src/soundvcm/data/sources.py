@@ -197,7 +197,7 @@ def extract_deb(deb: Path, dest: Path, keep: Callable[[str], bool]) -> list[Path
     else:
         mode = {"xz": "r:xz", "gz": "r:gz", "bz2": "r:bz2"}.get(name.rsplit(".", 1)[-1], "r:")
     written = []
-    with tarfile.open(fileobj=io.BytesIO(blob), mode=mode) as tar:
+    with tarfile.open(fileobj=io.BytesIO(blob), mode=mode) as tar:  # type: ignore[call-overload]
         for member in tar:
             path = member.name.removeprefix("./")
             if not member.isfile() or not keep(path) or ".." in Path(path).parts:
@@ -206,7 +206,9 @@ def extract_deb(deb: Path, dest: Path, keep: Callable[[str], bool]) -> list[Path
             if not target.is_file() or target.stat().st_size != member.size:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 tmp = target.with_name(target.name + ".tmp")
-                with tar.extractfile(member) as src, open(tmp, "wb") as out:
+                source = tar.extractfile(member)
+                assert source is not None  # a regular file member always has data
+                with source as src, open(tmp, "wb") as out:
                     shutil.copyfileobj(src, out)
                 os.replace(tmp, target)
             written.append(target)
@@ -222,7 +224,9 @@ def extract_tar_member(archive: Path, member_suffix: str, dest: Path) -> Path:
             if member.isfile() and member.name.endswith(member_suffix):
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 tmp = dest.with_name(dest.name + ".tmp")
-                with tar.extractfile(member) as src, open(tmp, "wb") as out:
+                source = tar.extractfile(member)
+                assert source is not None  # a regular file member always has data
+                with source as src, open(tmp, "wb") as out:
                     shutil.copyfileobj(src, out)
                 os.replace(tmp, dest)
                 return dest

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import torch
 
-from soundvcm.encoders.base import EncoderSetSpec, WeightsError
+from soundvcm.encoders.base import EncoderSetSpec
 from soundvcm.encoders.lite import LITE_SPEC, LiteEncoderSet
 from soundvcm.encoders.mmaudio_set import MMAUDIO_SPECS, MMAudioEncoderSet, missing_weights_hint
+from soundvcm.weights import WeightsError
 
 ENCODER_SPECS: dict[str, EncoderSetSpec] = {
     "lite": LITE_SPEC,

@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TypeVar
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from soundvcm.media.video import FrameSpec
 from soundvcm.sequence import SequenceConfig
-
-
-class WeightsError(ValueError):
-    """Weights that are missing, unreadable, fail their checksum, or don't fit the module."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +49,10 @@ class EncoderSetSpec:
             raise ValueError(f"the model does not fit the '{self.name}' encoder set: " + "; ".join(bad))
 
 
-def freeze(module: nn.Module) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def freeze(module: M) -> M:
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
@@ -75,55 +73,6 @@ def to_float_frames(frames: Tensor, mean: tuple[float, ...], std: tuple[float, .
     return (x - m) / s
 
 
-def load_weights(path: str | Path, what: str, fetch_hint: str = "") -> dict[str, Tensor]:
-    """A state dict from safetensors or a weights-only torch file, with errors that say what to do."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{what}: weights file {path} not found. {fetch_hint}".strip())
-    try:
-        if path.suffix == ".safetensors":
-            return load_file(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"{what}: {path} is not a readable weights file ({exc.__class__.__name__})") from exc
-
-
-def load_strict(module: nn.Module, state: dict[str, Tensor], what: str) -> None:
-    """Strict load with the first mismatches named (shared with network checkpoints)."""
-    from soundvcm.network.checkpoint import load_state_dict_strict
-
-    try:
-        load_state_dict_strict(module, state, source=what)
-    except ValueError as exc:
-        raise WeightsError(str(exc)) from exc
-
-
 def chunked(fn, x: Tensor, chunk: int) -> Tensor:
     """Apply ``fn`` over the first dimension in chunks (bounded memory for long clips)."""
     return torch.cat([fn(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)], dim=0)
-
-
-WEIGHT_NORM_SUFFIXES = (
-    (".weight_g", ".weight_v"),  # torch.nn.utils.weight_norm
-    (".parametrizations.weight.original0", ".parametrizations.weight.original1"),  # parametrizations.weight_norm
-)
-
-
-def fold_weight_norm(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """weight = g v / ||v|| for ``weight_g``/``weight_v`` and for parametrizations' ``original0/1``."""
-    out: dict[str, Tensor] = {}
-    pairs = {}
-    for k, v in state.items():
-        for g_suffix, v_suffix in WEIGHT_NORM_SUFFIXES:
-            if k.endswith(g_suffix) or k.endswith(v_suffix):
-                base = k[: -len(g_suffix)] if k.endswith(g_suffix) else k[: -len(v_suffix)]
-                pairs.setdefault(base, {})["g" if k.endswith(g_suffix) else "v"] = v
-                break
-        else:
-            out[k] = v
-    for base, gv in pairs.items():
-        if set(gv) != {"g", "v"}:
-            raise WeightsError(f"weight-norm entry {base} has only its {''.join(gv)} part")
-        v = gv["v"]
-        out[base + ".weight"] = gv["g"] * v / v.norm(dim=tuple(range(1, v.dim())), keepdim=True)
-    return out

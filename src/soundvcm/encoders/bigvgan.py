@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from soundvcm.encoders.base import fold_weight_norm
+from soundvcm.weights import RELEASES, WeightFile, fold_weight_norm, module_shapes
 
 
 @dataclass(frozen=True)
@@ -176,6 +176,17 @@ class BigVGAN(nn.Module):
 
     def load_official(self, state: dict[str, Tensor], what: str = "BigVGAN") -> None:
         """Strictly load a generator state dict in either weight-norm format."""
-        from soundvcm.encoders.base import load_strict
+        from soundvcm.weights import load_strict
 
         load_strict(self, fold_weight_norm(state), what)
+
+
+BIGVGAN_WEIGHTS = {
+    "16k": WeightFile("bigvgan_16k", "best_netG.pt", f"{RELEASES}/best_netG.pt", "eeaf372a38a9c31c362120aba2dde292",
+                      "BigVGAN vocoder, 16 kHz (Make-An-Audio 2)",
+                      shapes=lambda: module_shapes(BigVGAN(BIGVGAN_CONFIGS["16k"]))),
+    "44k": WeightFile("bigvgan_v2_44k", "bigvgan_v2_44khz_128band_512x.pt",
+                      "https://huggingface.co/nvidia/bigvgan_v2_44khz_128band_512x/resolve/main/bigvgan_generator.pt",
+                      None, "BigVGAN v2 vocoder, 44.1 kHz, 128 bands",
+                      shapes=lambda: module_shapes(BigVGAN(BIGVGAN_CONFIGS["44k"]))),
+}  # fmt: skip

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from soundvcm.encoders.layers import PackedAttention
+from soundvcm.weights import WeightFile, module_shapes
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -121,3 +122,10 @@ class CLIP(nn.Module):
         x = self.token_embedding(tokens) + self.positional_embedding
         x = self.ln_final(self.transformer(x, causal=True))
         return F.normalize(x, dim=-1)
+
+
+CLIP_WEIGHTS = WeightFile(
+    "clip_dfn5b", "DFN5B-CLIP-ViT-H-14-384.bin",
+    "https://huggingface.co/apple/DFN5B-CLIP-ViT-H-14-384/resolve/main/open_clip_pytorch_model.bin",
+    None, "CLIP DFN5B ViT-H-14 at 384 px (image and text)", shapes=lambda: module_shapes(CLIP()),
+)  # fmt: skip

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from soundvcm.weights import WeightFile
+
 PATTERN = re.compile(
     r"<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w]|_)+", re.IGNORECASE
 )
@@ -79,7 +81,7 @@ class CLIPTokenizer:
     def encode(self, text: str) -> list[int]:
         text = html.unescape(html.unescape(text)).strip()
         text = re.sub(r"\s+", " ", text).strip().lower()
-        ids = []
+        ids: list[int] = []
         for piece in PATTERN.findall(text):
             piece = "".join(self.byte_encoder[b] for b in piece.encode("utf-8"))
             ids.extend(self.encoder[t] for t in self.bpe(piece))
@@ -92,3 +94,10 @@ class CLIPTokenizer:
             ids[-1] = self.eot
             out[i, : len(ids)] = torch.tensor(ids)
         return out
+
+
+CLIP_BPE = WeightFile(
+    "clip_bpe", "bpe_simple_vocab_16e6.txt.gz",
+    "https://github.com/mlfoundations/open_clip/raw/v3.3.0/src/open_clip/bpe_simple_vocab_16e6.txt.gz",
+    "933b7abbbbde62c36f02f0e6ccde464f", "CLIP's BPE merges (text tokenizer)",
+)  # fmt: skip

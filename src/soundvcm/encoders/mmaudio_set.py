@@ -22,25 +22,16 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from soundvcm.encoders.base import (
-    EncoderSetSpec,
-    WeightsError,
-    autocast,
-    chunked,
-    freeze,
-    load_strict,
-    load_weights,
-    to_float_frames,
-)
-from soundvcm.encoders.bigvgan import BIGVGAN_CONFIGS, BigVGAN
-from soundvcm.encoders.clip import CLIP, OPENAI_MEAN, OPENAI_STD
-from soundvcm.encoders.clip_tokenizer import CLIPTokenizer
-from soundvcm.encoders.mel_vae import MelVAE
-from soundvcm.encoders.motionformer import SYNC_MEAN, SYNC_STD, MotionFormer, sync_segments
-from soundvcm.encoders.weights import resolve
+from soundvcm.encoders.base import EncoderSetSpec, autocast, chunked, freeze, to_float_frames
+from soundvcm.encoders.bigvgan import BIGVGAN_CONFIGS, BIGVGAN_WEIGHTS, BigVGAN
+from soundvcm.encoders.clip import CLIP, CLIP_WEIGHTS, OPENAI_MEAN, OPENAI_STD
+from soundvcm.encoders.clip_tokenizer import CLIP_BPE, CLIPTokenizer
+from soundvcm.encoders.mel_vae import VAE_WEIGHTS, MelVAE
+from soundvcm.encoders.motionformer import SYNC_MEAN, SYNC_STD, SYNCHFORMER_FILE, MotionFormer, sync_segments
 from soundvcm.media.mel import MEL_16K, MEL_44K, MelConfig, mel_spectrogram
 from soundvcm.media.video import FrameSpec
 from soundvcm.sequence import SEQUENCE_16K, SEQUENCE_44K
+from soundvcm.weights import RELEASES, WeightFile, WeightsError, load_strict, load_weights, resolve
 
 CLIP_FRAMES = FrameSpec(fps=8.0, height=384, width=384, fit="squash")
 SYNC_FRAMES = FrameSpec(fps=25.0, height=224, width=224, fit="crop")
@@ -49,7 +40,16 @@ MMAUDIO_SPECS = {
     "44k": EncoderSetSpec("mmaudio_44k", 1024, 768, 1024, 77, 40, SEQUENCE_44K, CLIP_FRAMES, SYNC_FRAMES),
 }
 MELS = {"16k": MEL_16K, "44k": MEL_44K}
-VOCODER_WEIGHTS = {"16k": "bigvgan_16k", "44k": "bigvgan_v2_44k"}
+EMPTY_STRING = WeightFile(
+    "empty_string", "empty_string.pth", f"{RELEASES}/empty_string.pth",
+    None, "CLIP text features of the empty string (MMAudio's frozen null text)",
+)  # fmt: skip
+
+
+def set_files(mode: str) -> dict[str, WeightFile]:
+    """The official files of the 16k or 44k set, by role."""
+    return {"clip": CLIP_WEIGHTS, "bpe": CLIP_BPE, "sync": SYNCHFORMER_FILE, "vae": VAE_WEIGHTS[mode],
+            "vocoder": BIGVGAN_WEIGHTS[mode]}  # fmt: skip
 
 
 class MMAudioEncoderSet(nn.Module):
@@ -58,7 +58,7 @@ class MMAudioEncoderSet(nn.Module):
         spec: EncoderSetSpec,
         mel: MelConfig,
         clip: CLIP,
-        tokenizer: CLIPTokenizer,
+        tokenizer: CLIPTokenizer | _ByteTokenizer,
         motionformer: MotionFormer,
         vae: MelVAE,
         vocoder: BigVGAN,
@@ -75,13 +75,10 @@ class MMAudioEncoderSet(nn.Module):
     @classmethod
     def pretrained(cls, mode: str = "16k", directory: Path | None = None) -> MMAudioEncoderSet:
         """Load every official file (md5-checked where upstream publishes one) strictly."""
-        paths = {
-            name: resolve(name, directory)
-            for name in ("clip_dfn5b", "clip_bpe", "synchformer", f"vae_{mode}", VOCODER_WEIGHTS[mode])
-        }
+        paths = {role: resolve(w, directory) for role, w in set_files(mode).items()}
         clip = CLIP()
-        load_strict(clip, load_weights(paths["clip_dfn5b"], "CLIP DFN5B"), "CLIP DFN5B")
-        sync_state = load_weights(paths["synchformer"], "Synchformer")
+        load_strict(clip, load_weights(paths["clip"], "CLIP DFN5B"), "CLIP DFN5B")
+        sync_state = load_weights(paths["sync"], "Synchformer")
         prefix = "vfeat_extractor."
         motionformer = MotionFormer()
         load_strict(
@@ -89,13 +86,13 @@ class MMAudioEncoderSet(nn.Module):
             {k[len(prefix) :]: v for k, v in sync_state.items() if k.startswith(prefix)},
             "Synchformer (vfeat_extractor)",
         )
-        vae = MelVAE.from_config(mode).load_official(load_weights(paths[f"vae_{mode}"], "mel VAE"))
-        voc_state = load_weights(paths[VOCODER_WEIGHTS[mode]], "BigVGAN")
+        vae = MelVAE.from_config(mode).load_official(load_weights(paths["vae"], "mel VAE"))
+        voc_state: dict = load_weights(paths["vocoder"], "BigVGAN")
         if isinstance(voc_state, dict) and "generator" in voc_state:
             voc_state = voc_state["generator"]
         vocoder = BigVGAN(BIGVGAN_CONFIGS[mode])
         vocoder.load_official(voc_state)
-        return cls(MMAUDIO_SPECS[mode], MELS[mode], clip, CLIPTokenizer(paths["clip_bpe"]), motionformer, vae, vocoder)
+        return cls(MMAUDIO_SPECS[mode], MELS[mode], clip, CLIPTokenizer(paths["bpe"]), motionformer, vae, vocoder)
 
     @property
     def device(self) -> torch.device:
@@ -188,8 +185,7 @@ class _ByteTokenizer:
 
 
 def missing_weights_hint(mode: str) -> str:
-    names = ["clip_dfn5b", "clip_bpe", "synchformer", f"vae_{mode}", VOCODER_WEIGHTS[mode]]
-    return "soundvcm weights download " + " ".join(names)
+    return "soundvcm weights download " + " ".join(w.name for w in set_files(mode).values())
 
 
 __all__ = ["MMAUDIO_SPECS", "MMAudioEncoderSet", "WeightsError", "missing_weights_hint", "tiny_mmaudio_set"]

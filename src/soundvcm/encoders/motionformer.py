@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from soundvcm.encoders.layers import PackedAttention
+from soundvcm.weights import RELEASES, WeightFile
 
 SYNC_MEAN = (0.5, 0.5, 0.5)
 SYNC_STD = (0.5, 0.5, 0.5)
@@ -164,3 +165,11 @@ def sync_segments(frames: Tensor, segment: int = 16, step: int = 8) -> Tensor:
         raise ValueError(f"sync features need at least {segment} frames, got {t}")
     segs = torch.stack([frames[:, i * step : i * step + segment] for i in range(count)], dim=1)
     return segs.transpose(2, 3)
+
+
+SYNCHFORMER_FILE = WeightFile(
+    "synchformer", "synchformer_state_dict.pth", f"{RELEASES}/synchformer_state_dict.pth",
+    "5b2f5594b0730f70e41e549b7c94390c", "Synchformer (its MotionFormer visual extractor is used)",
+)  # fmt: skip
+"""The whole Synchformer's file; its expected keys are declared with the model in
+:mod:`soundvcm.evaluation.synchformer` (the encoder set uses only ``vfeat_extractor.``)."""

@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from soundvcm.encoders.base import WeightsError, freeze, load_strict
+from soundvcm.encoders.base import freeze
 from soundvcm.evaluation.layers import ConvBlock
 from soundvcm.media.mel import mel_filterbank
+from soundvcm.weights import WeightsError, load_strict
 
 SAMPLE_RATE = 44_100
 N_FFT, HOP, MELS = 2048, 1024, 96
@@ -74,7 +75,7 @@ def load_aisfx(path: Path | None = None) -> AisfxNet:
     path = path or checkpoint_path()
     if not path.is_file():
         raise WeightsError(f"aisfx: {path} not found. {INSTALL_HINT}")
-    scalar = (np._core.multiarray.scalar, "numpy.core.multiarray.scalar")
+    scalar = (np._core.multiarray.scalar, "numpy.core.multiarray.scalar")  # type: ignore[attr-defined]
     allowed = [scalar, np.dtype, type(np.dtype("int64")), type(np.dtype("float64"))]
     try:
         with torch.serialization.safe_globals(allowed):

@@ -26,6 +26,8 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -116,8 +118,7 @@ def _stamp(path: Path) -> list:
 
 def extractors() -> tuple[dict[str, tuple[int, Any]], dict[str, str]]:
     """Available embedders: name -> (sample rate, clip -> features); and why others are missing."""
-    from soundvcm.encoders.base import WeightsError
-    from soundvcm.encoders.weights import resolve
+    from soundvcm.weights import WeightsError, resolve
 
     net = aisfx.load_aisfx()
     available: dict[str, tuple[int, Any]] = {
@@ -125,10 +126,10 @@ def extractors() -> tuple[dict[str, tuple[int, Any]], dict[str, str]]:
     }
     missing: dict[str, str] = {}
     try:
+        from soundvcm.evaluation.panns import PANNS_WEIGHTS, load_panns
         from soundvcm.evaluation.panns import SAMPLE_RATE as PANNS_SR
-        from soundvcm.evaluation.panns import load_panns
 
-        panns = load_panns(resolve("panns_cnn14_16k"))
+        panns = load_panns(resolve(PANNS_WEIGHTS))
 
         def run_panns(w: torch.Tensor) -> dict[str, torch.Tensor]:
             with torch.inference_mode():
@@ -141,9 +142,9 @@ def extractors() -> tuple[dict[str, tuple[int, Any]], dict[str, str]]:
             missing[key] = str(exc)
     try:
         from soundvcm.evaluation.vggish import SAMPLE_RATE as VGG_SR
-        from soundvcm.evaluation.vggish import load_vggish
+        from soundvcm.evaluation.vggish import VGGISH_WEIGHTS, load_vggish
 
-        vgg = load_vggish(resolve("vggish"))
+        vgg = load_vggish(resolve(VGGISH_WEIGHTS))
 
         def run_vggish(w: torch.Tensor) -> dict[str, torch.Tensor]:
             with torch.inference_mode():
@@ -155,7 +156,7 @@ def extractors() -> tuple[dict[str, tuple[int, Any]], dict[str, str]]:
     try:
         from soundvcm.evaluation import passt
 
-        passt_net = load_passt_file(resolve("passt"))
+        passt_net = load_passt_file(resolve(passt.PASST_WEIGHTS))
         available["passt"] = (passt.SAMPLE_RATE, lambda w: dict(zip(("emb", "logits"), passt.embed_clip(passt_net, w))))
     except WeightsError as exc:
         for key in ("FD-PASST", "KL-PASST-softmax", "ISC-PASST-mean"):
@@ -167,14 +168,13 @@ def ib_score(
     pairs: list[tuple[str, str]], waves: dict[str, torch.Tensor], video_dir: Path, length: float, report
 ) -> float | None:
     """IB-Score: 100 x mean cosine between ImageBind embeddings of each video and its prediction."""
-    from soundvcm.encoders.base import WeightsError
-    from soundvcm.encoders.weights import resolve
-    from soundvcm.evaluation.imagebind import VIDEO_FPS, audio_clips, load_imagebind, video_clips
+    from soundvcm.evaluation.imagebind import IMAGEBIND_WEIGHTS, VIDEO_FPS, audio_clips, load_imagebind, video_clips
     from soundvcm.evaluation.metrics import ib_score as ib_metric
     from soundvcm.media.video import FrameSpec, load_video
+    from soundvcm.weights import WeightsError, resolve
 
     try:
-        model = load_imagebind(resolve("imagebind_huge"))
+        model = load_imagebind(resolve(IMAGEBIND_WEIGHTS))
     except WeightsError as exc:
         report["not_computed"]["IB-Score"] = str(exc)
         return None
@@ -213,13 +213,12 @@ def desync(
     pairs: list[tuple[str, str]], waves: dict[str, torch.Tensor], video_dir: Path, length: float, report
 ) -> float | None:
     """Mean DeSync (s) of predictions against their videos, with the full Synchformer."""
-    from soundvcm.encoders.base import WeightsError
-    from soundvcm.encoders.weights import resolve
-    from soundvcm.evaluation.synchformer import desync_seconds, load_synchformer
+    from soundvcm.evaluation.synchformer import SYNCHFORMER_WEIGHTS, desync_seconds, load_synchformer
     from soundvcm.media.video import FrameSpec, load_video
+    from soundvcm.weights import WeightsError, resolve
 
     try:
-        model = load_synchformer(resolve("synchformer"))
+        model = load_synchformer(resolve(SYNCHFORMER_WEIGHTS))
     except WeightsError as exc:
         report["not_computed"]["DeSync"] = str(exc)
         return None
@@ -242,19 +241,16 @@ def desync(
 def _features(models: dict, wave: torch.Tensor, native: int) -> dict[str, torch.Tensor]:
     out = {}
     for name, (sr, fn) in models.items():
-        for field, value in fn(resample(wave, native, sr) if sr != native else wave).items():
-            out[f"{name}.{field}"] = value.float().cpu()
+        for kind, value in fn(resample(wave, native, sr) if sr != native else wave).items():
+            out[f"{name}.{kind}"] = value.float().cpu()
     return out
 
 
-def evaluate(
-    pred_dir: Path,
-    gt: Path,
-    audio_length: float = 8.0,
-    video_dir: Path | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
+def _sources(pred_dir: Path, gt: Path, only) -> tuple[dict, dict, EmbeddingCache, set[str]]:
+    """(pred files, gt files, gt embedding cache, gt names), restricted to the stems in ``only``."""
     pred_files = audio_files(Path(pred_dir))
+    if only is not None:
+        pred_files = {k: v for k, v in pred_files.items() if k in only}
     if not pred_files:
         raise FileNotFoundError(f"{pred_dir}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
     gt = Path(gt)
@@ -265,80 +261,69 @@ def evaluate(
         gt_files = audio_files(gt)
         cache = EmbeddingCache(gt / ".soundvcm_eval" / "features.safetensors")
         gt_names = set(gt_files)
+    if only is not None:
+        gt_files = {k: v for k, v in gt_files.items() if k in only}
+        gt_names = {n for n in gt_names if n in only}
     if not gt_names:
         raise FileNotFoundError(f"{gt}: no ground-truth audio or embeddings")
-    pairs, unpaired_pred, unpaired_gt = pair(pred_files, gt_names)
-    report: dict[str, Any] = {
-        "pairs": len(pairs),
-        "unpaired_pred": unpaired_pred,
-        "unpaired_gt": unpaired_gt,
-        "short": [],
-        "unreadable": [],
-        "sample_rate_mismatch": [],
-    }
-    models, missing = extractors()
-    fields = tuple(f"{m}.{f}" for m in models for f in (("emb", "logits") if m != "vggish" else ("emb",)))
-    bar = tqdm(
-        total=len(pred_files) + len(gt_files), desc="evaluate", unit="clip", disable=not progress, file=sys.stderr
-    )
-    feats: dict[str, dict[str, dict[str, torch.Tensor]]] = {"gt": {}, "pred": {}}
-    waves: dict[str, dict[str, torch.Tensor]] = {"gt": {}, "pred": {}}
-    rates: dict[str, dict[str, int]] = {"gt": {}, "pred": {}}
-    for side, names, files in (("gt", sorted(gt_names), gt_files), ("pred", sorted(pred_files), pred_files)):
-        for name in names:
-            path = files.get(name)
-            if path is None:  # ground truth from an embedding cache only
-                cached = cache.get(name, None, ())
-                feats[side][name] = {k: v for k, v in cached.items() if k in fields}
-                continue
-            cached = cache.get(name, _stamp(path), fields) if side == "gt" else None
-            try:
-                full, native = load_audio(path, duration=audio_length)  # decoded once, resampled below
-                wave = (resample(full, native, ONSET_SR) if native != ONSET_SR else full).clamp(-1, 1)
-            except MediaError as exc:
-                report["unreadable"].append(f"{side}/{name}: {exc}")
-                bar.update(1)
-                continue
-            rates[side][name] = native
-            if wave.numel() < int(audio_length * ONSET_SR * 0.99):
-                report["short"].append(f"{side}/{name}")
-            waves[side][name] = wave - wave.mean()
-            if cached is None:
-                cached = _features(models, full - full.mean(), native)
-                if side == "gt":
-                    cache.put(name, _stamp(path), cached)
-            feats[side][name] = cached
+    return pred_files, gt_files, cache, gt_names
+
+
+@dataclass
+class _Embedded:
+    feats: dict[str, dict[str, dict[str, torch.Tensor]]] = field(default_factory=lambda: {"gt": {}, "pred": {}})
+    waves: dict[str, dict[str, torch.Tensor]] = field(default_factory=lambda: {"gt": {}, "pred": {}})
+    rates: dict[str, dict[str, int]] = field(default_factory=lambda: {"gt": {}, "pred": {}})
+
+
+def _embed_side(out: _Embedded, side, names, files, cache, models, fields, audio_length, report, bar) -> None:
+    """Decode each clip once: its embeddings (cached for ground truth) and its wave at the onset rate."""
+    for name in names:
+        path = files.get(name)
+        if path is None:  # ground truth from an embedding cache only
+            cached = cache.get(name, None, ())
+            out.feats[side][name] = {k: v for k, v in cached.items() if k in fields}
+            continue
+        cached = cache.get(name, _stamp(path), fields) if side == "gt" else None
+        try:
+            full, native = load_audio(path, duration=audio_length)  # decoded once, resampled below
+            wave = (resample(full, native, ONSET_SR) if native != ONSET_SR else full).clamp(-1, 1)
+        except MediaError as exc:
+            report["unreadable"].append(f"{side}/{name}: {exc}")
             bar.update(1)
-    bar.close()
-    if gt_files:
-        cache.save()
-    for p, g in pairs:
-        if p in rates["pred"] and g in rates["gt"] and rates["pred"][p] != rates["gt"][g]:
-            report["sample_rate_mismatch"].append(f"{p}: pred {rates['pred'][p]} Hz vs gt {rates['gt'][g]} Hz")
-    valid = [(p, g) for p, g in pairs if p in feats["pred"] and g in feats["gt"]]
+            continue
+        out.rates[side][name] = native
+        if wave.numel() < int(audio_length * ONSET_SR * 0.99):
+            report["short"].append(f"{side}/{name}")
+        out.waves[side][name] = wave - wave.mean()
+        if cached is None:
+            cached = _features(models, full - full.mean(), native)
+            if side == "gt":
+                cache.put(name, _stamp(path), cached)
+        out.feats[side][name] = cached
+        bar.update(1)
+
+
+def _distribution_metrics(feats, valid, models, report) -> dict[str, float]:
+    """FD, KID, KL and IS per embedder (av-benchmark's definitions)."""
     metrics: dict[str, float] = {}
 
     def stacked(side: str, key: str, names=None, cat: bool = False) -> torch.Tensor:
         items = [feats[side][n][key] for n in (names if names is not None else feats[side]) if key in feats[side][n]]
         return torch.cat(items) if cat else torch.stack(items)
 
-    def fd(name: str, key: str, cat: bool) -> None:
+    def guarded(name: str, metric, key: str, cat: bool) -> None:
         try:
-            metrics[name] = frechet_distance_embeddings(stacked("pred", key, cat=cat), stacked("gt", key, cat=cat))
+            metrics[name] = metric(stacked("pred", key, cat=cat), stacked("gt", key, cat=cat))
         except (MetricError, RuntimeError) as exc:
             report[name] = f"not computed: {exc}"
 
     for model, prefix in (("aisfx", "AISFX"), ("panns", "PANN"), ("passt", "PASST")):
         if model not in models:
             continue
-        fd(f"FD-{prefix}", f"{model}.emb", cat=model == "aisfx")
+        guarded(f"FD-{prefix}", frechet_distance_embeddings, f"{model}.emb", cat=model == "aisfx")
         if model == "aisfx":
-            try:
-                metrics["KID-AISFX"] = kernel_inception_distance(
-                    stacked("pred", "aisfx.emb", cat=True), stacked("gt", "aisfx.emb", cat=True)
-                )
-            except MetricError as exc:
-                report["KID-AISFX"] = f"not computed: {exc}"
+            guarded("KID-AISFX", kernel_inception_distance, "aisfx.emb", cat=True)
         kl_key = {"aisfx": "KL-AISFX", "panns": "KL-PANNS-softmax", "passt": "KL-PASST-softmax"}[model]
         if valid:
             metrics[kl_key] = kl_softmax(
@@ -350,23 +335,63 @@ def evaluate(
         isc = {"aisfx": "ISC-AISFX", "panns": "ISC-PANNS-mean", "passt": "ISC-PASST-mean"}[model]
         metrics[isc], metrics[isc.replace("-mean", "") + "-std"] = mean, std
     if "vggish" in models:
-        fd("FD-VGG", "vggish.emb", cat=True)
+        guarded("FD-VGG", frechet_distance_embeddings, "vggish.emb", cat=True)
+    return metrics
+
+
+def _video_metrics(valid, waves, video_dir, audio_length, report, missing) -> dict[str, float]:
+    if video_dir is None:
+        missing["DeSync"] = "needs --video (the videos the predictions were generated for)"
+        missing["IB-Score"] = "needs --video (the videos the predictions were generated for)"
+        return {}
+    metrics = {}
+    score = desync(valid, waves, video_dir, audio_length, report)
+    if score is not None:
+        metrics["DeSync"] = score
+    ib = ib_score(valid, waves, video_dir, audio_length, report)
+    if ib is not None:
+        metrics["IB-Score"] = ib
+    return metrics
+
+
+def evaluate(
+    pred_dir: Path,
+    gt: Path,
+    audio_length: float = 8.0,
+    video_dir: Path | None = None,
+    progress: bool = True,
+    only: Collection[str] | None = None,
+) -> dict[str, Any]:
+    """Score the audio in ``pred_dir`` against ``gt`` (a folder or an embedding cache); ``only``:
+    the stems to score, when the folders hold more than one run's files."""
+    pred_files, gt_files, cache, gt_names = _sources(pred_dir, gt, None if only is None else set(only))
+    pairs, unpaired_pred, unpaired_gt = pair(pred_files, gt_names)
+    report: dict[str, Any] = {"pairs": len(pairs), "unpaired_pred": unpaired_pred, "unpaired_gt": unpaired_gt,
+                              "short": [], "unreadable": [], "sample_rate_mismatch": []}  # fmt: skip
+    models, missing = extractors()
+    fields = tuple(f"{m}.{f}" for m in models for f in (("emb", "logits") if m != "vggish" else ("emb",)))
+    bar = tqdm(
+        total=len(pred_files) + len(gt_files), desc="evaluate", unit="clip", disable=not progress, file=sys.stderr
+    )
+    emb = _Embedded()
+    for side, names, files in (("gt", sorted(gt_names), gt_files), ("pred", sorted(pred_files), pred_files)):
+        _embed_side(emb, side, names, files, cache, models, fields, audio_length, report, bar)
+    bar.close()
+    if gt_files:
+        cache.save()
+    for p, g in pairs:
+        if p in emb.rates["pred"] and g in emb.rates["gt"] and emb.rates["pred"][p] != emb.rates["gt"][g]:
+            report["sample_rate_mismatch"].append(f"{p}: pred {emb.rates['pred'][p]} Hz vs gt {emb.rates['gt'][g]} Hz")
+    valid = [(p, g) for p, g in pairs if p in emb.feats["pred"] and g in emb.feats["gt"]]
+    metrics = _distribution_metrics(emb.feats, valid, models, report)
+    waves = emb.waves
     onset_pairs = [(waves["pred"][p], waves["gt"][g]) for p, g in valid if p in waves["pred"] and g in waves["gt"]]
     if onset_pairs:
         metrics["Onset-Lag-ms"] = mean_abs_onset_lag_ms(onset_pairs, ONSET_SR)
     else:
         report["Onset-Lag-ms"] = "not computed: needs ground-truth audio (an embedding cache has none)"
     report["not_computed"] = missing
-    if video_dir is None:
-        missing["DeSync"] = "needs --video (the videos the predictions were generated for)"
-        missing["IB-Score"] = "needs --video (the videos the predictions were generated for)"
-    else:
-        score = desync(valid, waves["pred"], video_dir, audio_length, report)
-        if score is not None:
-            metrics["DeSync"] = score
-        ib = ib_score(valid, waves["pred"], video_dir, audio_length, report)
-        if ib is not None:
-            metrics["IB-Score"] = ib
+    metrics.update(_video_metrics(valid, waves["pred"], video_dir, audio_length, report, missing))
     for key in ("unpaired_pred", "unpaired_gt", "short", "unreadable", "sample_rate_mismatch"):
         if report[key]:
             print(f"soundvcm: evaluate: {key.replace('_', ' ')}: {', '.join(report[key][:10])}"

@@ -25,9 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from soundvcm.encoders.base import WeightsError, freeze, load_strict, load_weights, to_float_frames
+from soundvcm.encoders.base import freeze, to_float_frames
 from soundvcm.encoders.clip import OPENAI_MEAN, OPENAI_STD
 from soundvcm.encoders.layers import PackedAttention
+from soundvcm.media.mel import kaldi_fbank
+from soundvcm.weights import WeightFile, WeightsError, load_strict, load_weights, module_shapes
 
 AUDIO_MEAN, AUDIO_STD = -4.268, 9.138
 OTHER_MODALITIES = ("text", "depth", "thermal", "imu")
@@ -141,20 +143,6 @@ class ImageBind(nn.Module):
         return self._encode("audio", tokens)
 
 
-def kaldi_fbank(wave: Tensor, sr: int = 16_000, bins: int = 128) -> Tensor:
-    """Kaldi fbank (torchaudio.compliance.kaldi.fbank as ImageBind calls it): (frames, bins)."""
-    from soundvcm.evaluation.passt import kaldi_mel_banks
-
-    size, shift, n_fft = int(sr * 0.025), int(sr * 0.010), 512
-    frames = wave.double().unfold(0, size, shift)  # snip edges
-    frames = frames - frames.mean(dim=1, keepdim=True)  # DC removal
-    frames = torch.cat([frames[:, :1] * (1 - 0.97), frames[:, 1:] - 0.97 * frames[:, :-1]], dim=1)  # pre-emphasis
-    window = 0.5 - 0.5 * torch.cos(2 * math.pi * torch.arange(size, dtype=torch.float64) / (size - 1))
-    power = torch.fft.rfft(frames * window, n=n_fft).abs().square()
-    banks = kaldi_mel_banks(bins, n_fft, sr, 20.0, sr / 2).double()
-    return torch.log((power @ banks.T).clamp(min=torch.finfo(torch.float32).eps)).float()
-
-
 def audio_clips(wave: Tensor, sr: int = 16_000, clips: int = 3, seconds: float = 2.0, frames: int = 204) -> Tensor:
     """(samples,) at 16 kHz -> (clips, 1, 128, 204): ImageBind's ConstantClipsPerVideoSampler (clip k
     starts at k (duration - 2) / (clips - 1) s), per-clip mean removal, fbank, pad/cut, normalise."""
@@ -203,3 +191,15 @@ def load_imagebind(path) -> ImageBind:
         raise WeightsError("ImageBind: the file has no text/depth/thermal/IMU entries; is it imagebind_huge.pth?")
     load_strict(net, subset, "ImageBind (vision + audio)")
     return freeze(net)
+
+
+def _used_modalities(state: dict) -> dict:
+    """The file holds six modalities; we use vision and audio."""
+    return {k: v for k, v in state.items() if not (len(k.split(".")) > 1 and k.split(".")[1] in OTHER_MODALITIES)}
+
+
+IMAGEBIND_WEIGHTS = WeightFile(
+    "imagebind_huge", "imagebind_huge.pth", "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth",
+    None, "ImageBind-Huge (IB-Score; its vision and audio parts are used)",
+    shapes=lambda: module_shapes(ImageBind()), prepare=_used_modalities,
+)  # fmt: skip

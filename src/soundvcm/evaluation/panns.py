@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from soundvcm.encoders.base import freeze, load_strict, load_weights
+from soundvcm.encoders.base import freeze
 from soundvcm.evaluation.layers import ConvBlock
 from soundvcm.media.mel import mel_filterbank
+from soundvcm.weights import WeightFile, load_strict, load_weights, module_shapes
 
 SAMPLE_RATE, N_FFT, HOP, MELS, FMIN, FMAX = 16_000, 512, 160, 64, 50.0, 8_000.0
 
@@ -81,3 +82,9 @@ def load_panns(path) -> Cnn14:
     net = Cnn14()
     load_strict(net, state, "PANNs Cnn14 16k")
     return freeze(net)
+
+
+PANNS_WEIGHTS = WeightFile(
+    "panns_cnn14_16k", "Cnn14_16k_mAP=0.438.pth", "https://zenodo.org/record/3987831/files/Cnn14_16k_mAP%3D0.438.pth",
+    None, "PANNs Cnn14, 16 kHz (FD-PANN, KL-PANNS-softmax, ISC-PANNS)", shapes=lambda: module_shapes(Cnn14()),
+)  # fmt: skip

@@ -19,28 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from soundvcm.encoders.base import freeze, load_strict, load_weights
+from soundvcm.encoders.base import freeze
+from soundvcm.media.mel import kaldi_mel_banks
+from soundvcm.weights import WeightFile, load_strict, load_weights, module_shapes
 
 SAMPLE_RATE, SECONDS = 32_000, 10.0
 N_FFT, WIN, HOP, MELS, FMAX = 1024, 800, 320, 128, 15_000.0
-
-
-def kaldi_mel_banks(
-    num_bins: int = MELS, n_fft: int = N_FFT, sr: int = SAMPLE_RATE, fmin: float = 0.0, fmax: float = FMAX
-) -> Tensor:
-    """(num_bins, n_fft // 2 + 1): Kaldi's triangular mel filters, a zero Nyquist column appended."""
-
-    def mel(f):
-        return 1127.0 * torch.log(1.0 + f / 700.0)
-
-    width = sr / n_fft
-    lo, hi = mel(torch.tensor(fmin, dtype=torch.float64)), mel(torch.tensor(fmax, dtype=torch.float64))
-    delta = (hi - lo) / (num_bins + 1)
-    b = torch.arange(num_bins, dtype=torch.float64)[:, None]
-    left, center, right = lo + b * delta, lo + (b + 1) * delta, lo + (b + 2) * delta
-    m = mel(width * torch.arange(n_fft // 2, dtype=torch.float64))[None]
-    banks = torch.clamp(torch.minimum((m - left) / (center - left), (right - m) / (right - center)), min=0.0)
-    return F.pad(banks, (0, 1)).float()
 
 
 def log_mel(wave: Tensor) -> Tensor:
@@ -51,7 +35,7 @@ def log_mel(wave: Tensor) -> Tensor:
         center=True, return_complex=True,
     )  # fmt: skip
     power = spec.real.square() + spec.imag.square()
-    mel = torch.log(kaldi_mel_banks().to(wave.device) @ power + 1e-5)
+    mel = torch.log(kaldi_mel_banks(MELS, N_FFT, SAMPLE_RATE, 0.0, FMAX).to(wave.device) @ power + 1e-5)
     return (mel + 4.5) / 5.0
 
 
@@ -122,4 +106,11 @@ def load_passt(path) -> PaSST:
     return freeze(net)
 
 
-__all__ = ["PaSST", "embed_clip", "kaldi_mel_banks", "load_passt", "log_mel"]
+__all__ = ["PaSST", "embed_clip", "load_passt", "log_mel"]
+
+
+PASST_WEIGHTS = WeightFile(
+    "passt", "passt-s-f128-p16-s10-ap.476-swa.pt",
+    "https://github.com/kkoutini/PaSST/releases/download/v0.0.1-audioset/passt-s-f128-p16-s10-ap.476-swa.pt",
+    None, "PaSST-S, 32 kHz, 10 s (FD-PASST, KL-PASST-softmax)", shapes=lambda: module_shapes(PaSST()),
+)  # fmt: skip

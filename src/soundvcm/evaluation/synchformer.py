@@ -24,9 +24,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from soundvcm.encoders.base import freeze, load_strict, load_weights, to_float_frames
-from soundvcm.encoders.motionformer import SYNC_MEAN, SYNC_STD, MotionFormer, SpatialAggregation, sync_segments
+from soundvcm.encoders.base import freeze, to_float_frames
+from soundvcm.encoders.motionformer import (
+    SYNC_MEAN,
+    SYNC_STD,
+    SYNCHFORMER_FILE,
+    MotionFormer,
+    SpatialAggregation,
+    sync_segments,
+)
 from soundvcm.media.mel import mel_filterbank
+from soundvcm.weights import WeightFile, load_strict, load_weights, module_shapes
 
 AUDIO_SR, SEGMENT, SEGMENT_HOP = 16_000, 10_240, 5_120
 N_FFT, WIN, HOP, MELS, SPEC_T = 1024, 400, 160, 128, 66
@@ -221,3 +229,7 @@ def load_synchformer(path) -> Synchformer:
 
 
 __all__ = ["GRID", "Synchformer", "audio_segments", "desync_seconds", "load_synchformer"]
+
+
+SYNCHFORMER_WEIGHTS = WeightFile(**{**SYNCHFORMER_FILE.__dict__, "shapes": lambda: module_shapes(Synchformer())})
+"""The file the encoder set declares, with the whole model's keys (DeSync uses all of it)."""

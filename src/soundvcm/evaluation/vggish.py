@@ -19,7 +19,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from soundvcm.encoders.base import freeze, load_strict, load_weights
+from soundvcm.encoders.base import freeze
+from soundvcm.weights import WeightFile, load_strict, load_weights, module_shapes
 
 SAMPLE_RATE, WINDOW, HOP, FFT, MELS, EXAMPLE = 16_000, 400, 160, 512, 64, 96
 
@@ -87,3 +88,10 @@ def load_vggish(path) -> VGGish:
     net = VGGish()
     load_strict(net, state, "VGGish")
     return freeze(net)
+
+
+VGGISH_WEIGHTS = WeightFile(
+    "vggish", "vggish-10086976.pth", "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth",
+    None, "VGGish (FD-VGG)", sha256_prefix="10086976", shapes=lambda: module_shapes(VGGish()),
+    prepare=lambda state: {k: v for k, v in state.items() if not k.startswith("pproc.")},
+)  # fmt: skip

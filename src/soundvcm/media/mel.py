@@ -122,3 +122,34 @@ def mel_spectrogram(wave: Tensor, config: MelConfig) -> Tensor:
     mel = torch.matmul(fb, mag).clamp(min=config.clip_val)
     mel = torch.log10(mel) if config.log == "log10" else torch.log(mel)
     return mel.reshape(*shape[:-1], config.n_mels, mel.shape[-1])
+
+
+# ----- Kaldi's filterbank (PaSST's and ImageBind's front ends) ---------------------------------------
+def kaldi_mel_banks(
+    num_bins: int = 128, n_fft: int = 1024, sr: int = 32_000, fmin: float = 0.0, fmax: float = 15_000.0
+) -> Tensor:
+    """(num_bins, n_fft // 2 + 1): Kaldi's triangular mel filters, a zero Nyquist column appended."""
+
+    def mel(f):
+        return 1127.0 * torch.log(1.0 + f / 700.0)
+
+    width = sr / n_fft
+    lo, hi = mel(torch.tensor(fmin, dtype=torch.float64)), mel(torch.tensor(fmax, dtype=torch.float64))
+    delta = (hi - lo) / (num_bins + 1)
+    b = torch.arange(num_bins, dtype=torch.float64)[:, None]
+    left, center, right = lo + b * delta, lo + (b + 1) * delta, lo + (b + 2) * delta
+    m = mel(width * torch.arange(n_fft // 2, dtype=torch.float64))[None]
+    banks = torch.clamp(torch.minimum((m - left) / (center - left), (right - m) / (right - center)), min=0.0)
+    return F.pad(banks, (0, 1)).float()
+
+
+def kaldi_fbank(wave: Tensor, sr: int = 16_000, bins: int = 128) -> Tensor:
+    """Kaldi fbank (torchaudio.compliance.kaldi.fbank as ImageBind calls it): (frames, bins)."""
+    size, shift, n_fft = int(sr * 0.025), int(sr * 0.010), 512
+    frames = wave.double().unfold(0, size, shift)  # snip edges
+    frames = frames - frames.mean(dim=1, keepdim=True)  # DC removal
+    frames = torch.cat([frames[:, :1] * (1 - 0.97), frames[:, 1:] - 0.97 * frames[:, :-1]], dim=1)  # pre-emphasis
+    window = 0.5 - 0.5 * torch.cos(2 * math.pi * torch.arange(size, dtype=torch.float64) / (size - 1))
+    power = torch.fft.rfft(frames * window, n=n_fft).abs().square()
+    banks = kaldi_mel_banks(bins, n_fft, sr, 20.0, sr / 2).double()
+    return torch.log((power @ banks.T).clamp(min=torch.finfo(torch.float32).eps)).float()

@@ -238,7 +238,7 @@ def mux_audio(
     def write(tmp: Path, copy: bool) -> None:
         with open_media(video) as source, av.open(str(tmp), mode="w", format="mp4") as target:
             vin = source.streams.video[0]
-            if copy:
+            if copy and plan is not None:
                 _write_copy(source, target, vin, plan, rotation, samples, sample_rate)
             else:
                 _write_reencoded(source, target, vin, start, duration, rotation, samples, sample_rate)

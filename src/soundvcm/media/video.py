@@ -164,6 +164,62 @@ def _convert(frame: av.VideoFrame, spec: FrameSpec) -> np.ndarray:
     return np.ascontiguousarray(img.transpose(2, 0, 1))
 
 
+class _FramePicker:
+    """Per spec: target frame k at ``start + k / fps`` takes the decoded frame nearest in time."""
+
+    def __init__(self, specs: dict[str, FrameSpec], start: float, duration: float | None):
+        self.specs, self.start = specs, start
+        self.targets = {name: 0 for name in specs}  # next target index per spec
+        self.limits = {name: (math.inf if duration is None else int(round(duration * spec.fps + 1e-6)))
+                       for name, spec in specs.items()}  # fmt: skip
+        self.out: dict[str, list[np.ndarray]] = {name: [] for name in specs}
+
+    def emit_until(self, boundary: float, frame) -> None:
+        for name, spec in self.specs.items():
+            while self.targets[name] < self.limits[name]:
+                if self.start + self.targets[name] / spec.fps >= boundary:
+                    break
+                self.out[name].append(_convert(frame, spec))
+                self.targets[name] += 1
+
+    @property
+    def done(self) -> bool:
+        return all(self.targets[n] >= self.limits[n] for n in self.specs)
+
+
+def _decode_span(
+    path: Path, picker: _FramePicker, start: float, wanted_end: float, frame_step: float, skipped, messages
+):
+    """Decode from ``start`` and feed the picker; returns the last (time, frame) or None."""
+    prev, t0 = None, None
+    with open_media(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if start > 0:
+            container.seek(int(start * av.time_base), any_frame=False, backward=True)
+        try:
+            for frame in _decode_frames(container, stream, path, counter=skipped):
+                if frame.time is None:
+                    continue
+                if t0 is None:
+                    t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else frame.time
+                t = frame.time - t0
+                if prev is not None:
+                    if t <= prev[0]:  # out-of-order or duplicate timestamp: keep the first
+                        continue
+                    picker.emit_until((prev[0] + t) / 2, prev[1])  # nearest frame wins
+                prev = (t, frame)
+                if t > wanted_end + frame_step and picker.done:
+                    break
+        except av.error.FFmpegError as exc:  # demuxer error mid-file: keep what decoded
+            messages.append(f"stopped decoding at an unreadable part of the file ({exc})")
+        if prev is not None:  # the last frame stays on screen for its duration (or one period)
+            last = prev[1]
+            hold = float(last.duration * last.time_base) if last.duration and last.time_base else frame_step
+            picker.emit_until(prev[0] + max(hold, 1e-3), last)
+    return prev
+
+
 def load_video(
     path: str | Path,
     specs: dict[str, FrameSpec],
@@ -181,56 +237,16 @@ def load_video(
     messages: list[str] = []
     skipped = [0]
     wanted_end = math.inf if duration is None else start + duration
-    targets = {name: 0 for name in specs}  # next target index per spec
-    limits = {
-        name: (math.inf if duration is None else int(round(duration * spec.fps + 1e-6))) for name, spec in specs.items()
-    }
-    out: dict[str, list[np.ndarray]] = {name: [] for name in specs}
-    prev = None  # (time, frame)
-    t0 = None
     frame_step = 1.0 / info.fps if info.fps and math.isfinite(info.fps) else 0.04
-
-    def emit_until(boundary: float, frame) -> None:
-        for name, spec in specs.items():
-            while targets[name] < limits[name]:
-                tau = start + targets[name] / spec.fps
-                if tau >= boundary:
-                    break
-                out[name].append(_convert(frame, spec))
-                targets[name] += 1
-
-    with open_media(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        if start > 0:
-            container.seek(int(start * av.time_base), any_frame=False, backward=True)
-        try:
-            for frame in _decode_frames(container, stream, path, counter=skipped):
-                if frame.time is None:
-                    continue
-                if t0 is None:
-                    t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else frame.time
-                t = frame.time - t0
-                if prev is not None:
-                    if t <= prev[0]:  # out-of-order or duplicate timestamp: keep the first
-                        continue
-                    emit_until((prev[0] + t) / 2, prev[1])  # nearest frame wins
-                prev = (t, frame)
-                if t > wanted_end + frame_step and all(targets[n] >= limits[n] for n in specs):
-                    break
-        except av.error.FFmpegError as exc:  # demuxer error mid-file: keep what decoded
-            messages.append(f"stopped decoding at an unreadable part of the file ({exc})")
-        if prev is not None:  # the last frame stays on screen for its duration (or one period)
-            last = prev[1]
-            hold = float(last.duration * last.time_base) if last.duration and last.time_base else frame_step
-            emit_until(prev[0] + max(hold, 1e-3), last)
-    if prev is None:
+    picker = _FramePicker(specs, start, duration)
+    if _decode_span(path, picker, start, wanted_end, frame_step, skipped, messages) is None:
         raise MediaError(f"{path}: no video frame could be decoded")
     if skipped[0]:
         messages.append(f"skipped {skipped[0]} corrupt packet(s)/frame(s)")
-    frames = {name: torch.from_numpy(np.stack(v)) if v else None for name, v in out.items()}
-    if any(v is None for v in frames.values()):
+    out, limits = picker.out, picker.limits
+    if not all(out.values()):
         raise MediaError(f"{path}: the video ends before {start:.2f} s")
+    frames = {name: torch.from_numpy(np.stack(v)) for name, v in out.items()}
     # the video ended early if some stream got fewer frames than the requested span needs
     truncated = duration is not None and any(len(out[name]) < limits[name] for name in specs)
     available = min(len(out[name]) / spec.fps for name, spec in specs.items())
@@ -240,15 +256,8 @@ def load_video(
         messages.append(f"video is {available:.2f} s long, shorter than the requested {duration:.2f} s")
     for m in messages:
         warnings.warn(f"{path.name}: {m}", stacklevel=2)
-    return VideoClip(
-        frames=frames,
-        duration=available,
-        info=info,
-        requested_duration=duration,
-        truncated=truncated,
-        skipped_packets=skipped[0],
-        warnings=messages,
-    )
+    return VideoClip(frames=frames, duration=available, info=info, requested_duration=duration, truncated=truncated,
+                     skipped_packets=skipped[0], warnings=messages)  # fmt: skip
 
 
 def load_image(path: str | Path, specs: dict[str, FrameSpec]) -> dict[str, Tensor]:

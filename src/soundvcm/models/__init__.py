@@ -72,6 +72,10 @@ def ship(checkpoint: str | Path, name: str, description: str = "", folder: Path 
         )
     state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in load_file(str(weights)).items()}
     doc = json.loads(config.read_text())
+    if "spec" not in doc:  # a checkpoint from before specs: infer it once, here
+        from soundvcm.spec import legacy_spec
+
+        doc["spec"] = legacy_spec(doc).to_dict()
     doc["shipped"] = {"name": name, "dtype": "float16", "description": description, "from": str(weights.name)}
     save_tensors(folder / f"{name}.safetensors", state)
     atomic_write(folder / f"{name}.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1)))

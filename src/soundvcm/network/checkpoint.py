@@ -12,40 +12,18 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import load_file
-from torch import Tensor, nn
+from torch import Tensor
 
 from soundvcm.atomic import atomic_write, save_tensors
 from soundvcm.network.mmdit import NETWORK_PRESETS, MMDiT, MMDiTConfig
 from soundvcm.sequence import SequenceConfig
+from soundvcm.weights import HF_MMAUDIO, WeightFile, load_state_dict_strict, module_shapes
 
 FORMAT_VERSION = 1
-
-
-def load_state_dict_strict(net: nn.Module, state: dict[str, Tensor], source: str = "checkpoint") -> None:
-    """Load ``state`` into ``net`` only if keys and shapes match exactly; otherwise raise a
-    ValueError naming the first missing, unexpected and mis-shaped entries."""
-    expected = net.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k}: file {tuple(state[k].shape)} vs network {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} (first: {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} (first: {', '.join(unexpected[:3])})")
-        if shapes:
-            parts.append(f"shape mismatch {len(shapes)} (first: {'; '.join(shapes[:3])})")
-        raise ValueError(f"{source} does not fit the network: " + "; ".join(parts))
-    net.load_state_dict(state, strict=True)
 
 
 def config_to_dict(config: MMDiTConfig) -> dict[str, Any]:
@@ -190,8 +168,11 @@ def _mmaudio_layout(rot: Tensor) -> Tensor:
 
 def drop_derived_buffers(state: dict[str, Tensor], net: MMDiT) -> dict[str, Tensor]:
     """``state`` without MMAudio's derived buffers, after checking each equals what ``net`` computes."""
-    ours = {"t_embed.freqs": net.t_embed.freqs, "latent_rot": _mmaudio_layout(net.latent_rot),
-            "clip_rot": _mmaudio_layout(net.clip_rot)}  # fmt: skip
+    ours: dict[str, Tensor] = {
+        "t_embed.freqs": cast(Tensor, net.t_embed.freqs),
+        "latent_rot": _mmaudio_layout(net.latent_rot),
+        "clip_rot": _mmaudio_layout(net.clip_rot),
+    }
     kept = dict(state)
     for key in MMAUDIO_DERIVED_BUFFERS:
         if key not in kept:
@@ -219,3 +200,24 @@ def mmaudio_to_soundvcm(state: dict[str, Tensor], variant: str | None = None) ->
             merged[k] = fresh[k]
     load_state_dict_strict(net, merged, source=f"MMAudio {variant} state dict")
     return net.eval()
+
+
+def _mmaudio_file(variant: str, md5: str, description: str) -> WeightFile:
+    def shapes() -> dict[str, tuple[int, ...]]:
+        return module_shapes(MMDiT(replace(NETWORK_PRESETS[variant], offset_embedding=False)))
+
+    name = f"mmaudio_{variant}"
+    return WeightFile(name, f"{name}.pth", f"{HF_MMAUDIO}/{name}.pth", md5, description, shapes=shapes)
+
+
+MMAUDIO_NETWORKS: dict[str, WeightFile] = {
+    w.name: w
+    for w in [
+        _mmaudio_file("small_16k", "af93cde404179f58e3919ac085b8033b", "MMAudio network, small, 16 kHz"),
+        _mmaudio_file("small_44k", "babd74c884783d13701ea2820a5f5b6d", "MMAudio network, small, 44.1 kHz"),
+        _mmaudio_file("medium_44k", "5a56b6665e45a1e65ada534defa903d0", "MMAudio network, medium, 44.1 kHz"),
+        _mmaudio_file("large_44k", "fed96c325a6785b85ce75ae1aafd2673", "MMAudio network, large, 44.1 kHz"),
+        _mmaudio_file("large_44k_v2", "01ad4464f049b2d7efdaa4c1a59b8dfe", "MMAudio network, large v2, 44.1 kHz"),
+    ]
+}
+"""The released MMAudio networks (their official files), by weights name."""

@@ -274,29 +274,3 @@ def network_preset(name: str, **overrides) -> MMDiTConfig:
     if name not in NETWORK_PRESETS:
         raise ValueError(f"unknown network preset {name!r}; choose one of {', '.join(NETWORK_PRESETS)}")
     return replace(NETWORK_PRESETS[name], **overrides)
-
-
-def preset_for_encoders(name: str, encoder_set: str | None = None) -> tuple[MMDiTConfig, str]:
-    """A preset sized for an encoder set's features (None: the preset's own set).
-
-    ``lite`` is the lite set's network, the MMAudio presets belong to ``mmaudio_16k``/``_44k``;
-    asking e.g. for ``small_16k`` with ``lite`` swaps in the lite feature sizes and timeline.
-    Debug presets keep their tiny sizes unless an encoder set is named.
-    """
-    from soundvcm.encoders import encoder_spec
-
-    config = network_preset(name)
-    own = "lite" if name.startswith("lite") else ("mmaudio_16k" if config.latent_dim == 20 else "mmaudio_44k")
-    if encoder_set is None:
-        return config, ("debug" if name.startswith("debug") else own)
-    spec = encoder_spec(encoder_set)
-    config = replace(
-        config,
-        latent_dim=spec.latent_dim,
-        clip_dim=spec.clip_dim,
-        sync_dim=spec.sync_dim,
-        text_dim=spec.text_dim,
-        text_seq_len=spec.text_seq_len,
-        sequence=replace(spec.sequence, duration=config.sequence.duration),
-    )
-    return config, encoder_set

@@ -7,21 +7,13 @@ sampling, condition dropout and targets; the trainer never branches on which obj
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from soundvcm.conditions import Conditions
+from soundvcm.conditions import Batch
 from soundvcm.network.protocol import VelocityNet
-
-
-@dataclass
-class Batch:
-    """Clean data x0 (B, ...) in the paper's convention (t = 0) and its conditions."""
-
-    x0: Tensor
-    conditions: Conditions
 
 
 @dataclass
@@ -39,6 +31,8 @@ class Objective(Protocol):
     """The objective protocol: ``loss(net, batch, step, generator=None) -> LossOutput``."""
 
     name: str
+    config: Any  # the objective's frozen config dataclass
+    total_steps: int
 
     def loss(
         self, net: VelocityNet, batch: Batch, step: int, generator: torch.Generator | None = None

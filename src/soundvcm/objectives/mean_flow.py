@@ -61,7 +61,7 @@ class MeanFlow:
 
         with sdpa_kernel(SDPBackend.MATH):  # forward-mode AD needs the math attention kernel
             # d/dt u(z_t, t, s) along the flow: tangent (dz/dt, dt/dt, ds/dt) = (v_mix, 1, 0)
-            u, dudt = torch.func.jvp(average_velocity, (x_t, t), (v_mix, torch.ones_like(t)))
+            u, dudt = torch.func.jvp(average_velocity, (x_t, t), (v_mix, torch.ones_like(t)))  # type: ignore[misc]
         gap = (t - s).reshape((-1,) + (1,) * (x0.ndim - 1))
         target = (v_mix - gap * dudt).detach()  # the MeanFlow identity, stop-gradient target
         mse = per_row_mse(u, target)

@@ -8,9 +8,9 @@ Presets (``soundvcm train --preset NAME``):
 * ``fm_baseline``: the same network and data with flow matching (MMAudio's recipe).
 * ``meanflow_baseline``: the same with MeanFlow.
 * ``lite_cpu``: the 27.9M ``lite`` network on the lite encoders, batch 16, for a few CPU cores.
-* ``lite_small`` / ``lite_small_fm`` / ``lite_small_split_p``: the shipped default (8.2M
+* ``lite_small`` / ``lite_small_fm`` / ``lite_small_split_p`` / ``lite_small_meanflow``: the shipped default (8.2M
   ``lite_small`` network, 4 s clips) with VCM (Alg. 1), its flow-matching twin, and the t = s
-  weighting ablation (split adaptive p); batch 16, lr 3e-4, bf16 autocast (1.5x faster than fp32
+  weighting ablation (split adaptive p), and MeanFlow; batch 16, lr 3e-4, bf16 autocast (1.5x faster than fp32
   on a CPU core here), checkpoints every 250 steps so a stopped session loses little.
 * ``tiny_cpu``: the ``debug`` network (feature sizes from the cache), batch 8, for tests/smoke runs.
 """
@@ -18,6 +18,7 @@ Presets (``soundvcm train --preset NAME``):
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -54,12 +55,22 @@ class TrainConfig:
     latent_stats_rows: int = 1_000  # rows used for the latent mean/std of a fresh run
     # dotted overrides of the objective's config, e.g. (("guidance.scale", "3"), ("lambda_end", "0.001"))
     objective_overrides: tuple[tuple[str, str], ...] = ()
+    # fine-tuning (training/finetune.py): only parameters matching these regular expressions train
+    # (empty: all), e.g. trainable=offset_embed,adaLN_modulation
+    trainable: tuple[str, ...] = ()
+    lora_rank: int = 0  # > 0: low-rank adapters on lora_targets, base weights frozen, merged on export
+    lora_alpha: float = 0.0  # 0: alpha = rank (scale 1)
+    lora_targets: tuple[str, ...] = (r"attn\.qkv$", r"linear1$", r"ffn\.w[123]$")
 
     def __post_init__(self) -> None:
         from soundvcm.network.mmdit import NETWORK_PRESETS
         from soundvcm.objectives import OBJECTIVE_PRESETS
 
-        choices = {"network": NETWORK_PRESETS, "objective": OBJECTIVE_PRESETS, "precision": ("auto", "fp32", "bf16")}
+        choices: dict[str, Any] = {
+            "network": NETWORK_PRESETS,
+            "objective": OBJECTIVE_PRESETS,
+            "precision": ("auto", "fp32", "bf16"),
+        }
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
                 raise ValueError(f"{key}={getattr(self, key)!r} is not one of {', '.join(sorted(valid))}")
@@ -71,6 +82,13 @@ class TrainConfig:
                 raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas needs two values in [0, 1), e.g. betas=0.9,0.95; got {self.betas}")
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be >= 0 (0: no adapters), got {self.lora_rank}")
+        for pattern in (*self.trainable, *self.lora_targets):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression ({exc})") from None
         if not self.ema_sigma_rels or not all(0 < s < 0.28 for s in self.ema_sigma_rels):
             raise ValueError(f"ema_sigma_rels needs values in (0, 0.28), e.g. 0.05,0.1; got {self.ema_sigma_rels}")
         self.objective_config()  # unknown keys and bad values fail here, naming the key
@@ -105,6 +123,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     )),
     "lite_small_fm": replace(LITE_SMALL, objective="fm"),
     "lite_small_split_p": replace(LITE_SMALL, objective="vcm_split_p"),
+    "lite_small_meanflow": replace(LITE_SMALL, objective="meanflow"),
     "tiny_cpu": replace(
         PAPER, network="debug", batch_size=8, steps=200, warmup=10, milestones=(150,), ema_snapshot_every=50,
         checkpoint_every=50, log_every=10, val_every=50, val_batch=8, sample_every=100, latent_stats_rows=64,
@@ -131,8 +150,13 @@ def _parse_one(value: str, current: Any) -> Any:
     return value
 
 
+STRING_LISTS = ("trainable", "lora_targets")  # comma-separated strings (regular expressions)
+
+
 def _parse(key: str, value: str, current: Any) -> Any:
     """``value`` as the type of the field's current value; errors name the key."""
+    if key in STRING_LISTS:
+        return tuple(v.strip() for v in value.split(",") if v.strip())
     try:
         return _parse_one(value, current)
     except ValueError as exc:
@@ -142,7 +166,8 @@ def _parse(key: str, value: str, current: Any) -> Any:
 
 # The run's identity: a resumed run can never change these.
 FIXED_ON_RESUME = (
-    "network", "objective", "objective_overrides", "batch_size", "accumulation", "seed", "ema_sigma_rels"
+    "network", "objective", "objective_overrides", "batch_size", "accumulation", "seed", "ema_sigma_rels",
+    "trainable", "lora_rank", "lora_alpha", "lora_targets",
 )  # fmt: skip
 
 

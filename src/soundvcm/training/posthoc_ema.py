@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,10 @@ def solve_weights(in_t, in_gamma, out_t: float, out_gamma: float) -> np.ndarray:
     return np.linalg.lstsq(a, b, rcond=None)[0]
 
 
+def _save(tmp: Path, data: dict[str, Tensor], meta: dict[str, str]) -> None:
+    save_tensors(tmp, data, metadata=meta)
+
+
 class PostHocEMA:
     """Tracks power-function EMAs of a module's floating-point state and snapshots them."""
 
@@ -77,12 +82,14 @@ class PostHocEMA:
     def snapshot(self) -> list[Path]:
         if self.step == 0:
             raise ValueError("no EMA updates yet (step 0): train at least one step before exporting EMA weights")
+        if self.folder is None:
+            raise ValueError("this EMA has no snapshot folder")
         paths = []
         for ema, sigma in zip(self.emas, self.sigma_rels):
             path = self.folder / f"ema_{sigma:.3f}_{self.step:09d}.safetensors"
             data = {k: v.contiguous() for k, v in ema.items()}
             meta = {"step": str(self.step), "sigma_rel": str(sigma)}
-            atomic_write(path, lambda tmp, d=data, m=meta: save_tensors(tmp, d, metadata=m))
+            atomic_write(path, partial(_save, data=data, meta=meta))
             paths.append(path)
         return paths
 

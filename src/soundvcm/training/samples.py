@@ -9,6 +9,7 @@ the decoder's weights are not available, only the latent image is written (with 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -19,8 +20,8 @@ import torch  # noqa: E402
 
 from soundvcm.data.mixing import step_generator  # noqa: E402
 from soundvcm.media.audio import write_audio  # noqa: E402
-from soundvcm.pipeline import CONSISTENCY_OBJECTIVES  # noqa: E402
-from soundvcm.sampling import consistency_sample, euler_cfg_sample, initial_noise  # noqa: E402
+from soundvcm.sampling import initial_noise, sample  # noqa: E402
+from soundvcm.training.export import ema_network  # noqa: E402
 
 _DECODERS: dict[str, object] = {}
 
@@ -50,18 +51,17 @@ def _png(path: Path, image: torch.Tensor, title: str) -> None:
 @torch.no_grad()
 def write_samples(trainer, folder: Path, rows: int = 2) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    from soundvcm.training.trainer import ema_network
-
     net = ema_network(trainer.net.config, trainer.ema.emas[0]).to(trainer.device).eval()
     g = step_generator(trainer.config.seed, -1, 0, 0, "validation")
     batch = trainer.data.batch(trainer.net, max(rows, trainer.config.val_batch), g, trainer.device)
     conditions = {k: v[:rows].detach() for k, v in batch.conditions.items()}
     prepared = net.prepare(conditions)
     noise = initial_noise((rows, *batch.x0.shape[1:]), seed=trainer.config.seed).to(trainer.device)
-    if trainer.config.objective in CONSISTENCY_OBJECTIVES:
-        x = consistency_sample(net, noise, prepared, steps=trainer.config.sample_steps)
-    else:
-        x = euler_cfg_sample(net, noise, prepared, net.prepare_null(rows), steps=25, cfg_scale=4.5)
+    options = trainer.spec.sampler
+    if options.kind == "consistency":
+        options = replace(options, steps=trainer.config.sample_steps)
+    null = net.prepare_null(rows) if options.kind == "euler" else None
+    x = sample(net, noise, prepared, null, options)
     latent = net.unnormalize(x)
     decoder = trainer.decoder if trainer.decoder is not None else _decoder(trainer.encoder_set)
     written = []

@@ -7,7 +7,7 @@ noise as one process with R*A accumulation steps):
     for each micro-batch: rows from the mixed caches -> x0 = mean + std eps -> objective.loss
                           -> (loss / A).backward()
     all-reduce gradients (mean over ranks) and the "finite" flag; a NaN/inf loss skips the step
-    clip to 1.0 -> AdamW -> LR schedule -> post-hoc EMA update
+    clip to 1.0 -> AdamW -> LR schedule -> post-hoc EMA update   (training/step.py: the one step)
     log (progress bar: loss, steps/s, ETA, loss by t bucket; TensorBoard), validation loss at fixed
     t, EMA samples (audio + spectrogram), atomic checkpoints (weights, optimizer, EMA, RNG, step)
 
@@ -19,25 +19,23 @@ Precision: bf16 autocast on GPU (no GradScaler; MMAudio issue #49), fp32 on CPU.
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import sys
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file
 from tqdm import tqdm
 
 from soundvcm.data.mixing import MixedSource, step_generator
-from soundvcm.network.checkpoint import config_to_dict, save_network
-from soundvcm.network.mmdit import MMDiT, preset_for_encoders
+from soundvcm.network.checkpoint import config_to_dict
+from soundvcm.network.mmdit import MMDiT
 from soundvcm.objectives import build_objective
+from soundvcm.spec import ModelSpec, preset_for_encoders
 from soundvcm.training.checkpoint import (
     clean_stale,
     latest_checkpoint,
@@ -47,8 +45,12 @@ from soundvcm.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from soundvcm.training.config import FIXED_ON_RESUME, TrainConfig, config_dict
-from soundvcm.training.posthoc_ema import PostHocEMA, synthesize
+from soundvcm.training.config import FIXED_ON_RESUME, TrainConfig, config_dict, config_from_dict
+from soundvcm.training.export import export_ema_checkpoint
+from soundvcm.training.finetune import add_lora, freeze_except, load_init
+from soundvcm.training.posthoc_ema import PostHocEMA
+from soundvcm.training.progress import ProgressLog
+from soundvcm.training.step import optimization_step
 
 T_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0001)
 VAL_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -89,6 +91,36 @@ class Trainer:
         from, latent statistics included; any objective can continue it (fine-tuning)."""
         self.config, self.out = config, Path(out)
         self.decoder = decoder
+        self._setup_processes(device)
+        self.data = MixedSource.open(data, allow_mixed_encoders)
+        torch.manual_seed(config.seed)
+        net_config = self._network_config()
+        self.init = init
+        if init is not None:  # the source's own network config (MMAudio's time convention included)
+            self.net = load_init(init, self.encoder_set, net_config.sequence.duration).to(self.device)
+        else:
+            self.net = MMDiT(net_config).to(self.device)
+        self._adapt()
+        bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
+        self.autocast = torch.bfloat16 if bf16 else None
+        self.objective = build_objective(
+            config.objective, config.steps, replace(config.objective_config(), autocast_dtype=self.autocast)
+        )
+        self.spec = ModelSpec.create(config.network, self.encoder_set, config.objective, self.objective.config)
+        # the compiled module proxies prepare/null_conditions/normalize to the network
+        self.model = torch.compile(self.net) if config.compile else self.net
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay,
+                                           eps=config.eps, fused=self.device.type == "cuda")  # fmt: skip
+        self.ema = PostHocEMA(self.net, config.ema_sigma_rels, config.ema_snapshot_every, self.out / "ema")
+        self.step = self.nonfinite = self.skipped = 0
+        self.history: list[dict[str, float]] = []
+        self._start_or_resume(resume, init)
+        self.writer: Any = None  # TensorBoard's SummaryWriter on rank 0 while fitting
+
+    def _setup_processes(self, device: str) -> None:
+        """Rank, device, process group and the per-rank micro-batch size."""
+        config = self.config
         self.rank, self.world, local = dist_info()
         if device == "auto":
             device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
@@ -107,9 +139,11 @@ class Trainer:
                 f"({self.world} x {config.accumulation})"
             )
         self.micro = per_rank
-        self.data = MixedSource.open(data, allow_mixed_encoders)
+
+    def _network_config(self):
+        """The preset sized for the caches' encoder set and clip length, checked against them."""
         meta = self.data.meta
-        net_config, self.encoder_set = preset_for_encoders(config.network, meta.encoder_set)
+        net_config, self.encoder_set = preset_for_encoders(self.config.network, meta.encoder_set)
         net_config = replace(net_config, sequence=replace(net_config.sequence, duration=meta.duration))
         seq = net_config.sequence
         lengths = {"latent": (seq.latent_seq_len, meta.latent_shape[0]), "clip": (seq.clip_seq_len, meta.clip_shape[0]),
@@ -119,32 +153,9 @@ class Trainer:
             raise ValueError(
                 f"the caches' sequence lengths do not fit a {meta.duration} s network: {bad} (network, cache)"
             )
-        torch.manual_seed(config.seed)
-        self.net = MMDiT(net_config).to(self.device)
-        self.init = init
-        if init is not None:
-            self._load_init(init)
-        bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
-        self.autocast = torch.bfloat16 if bf16 else None
-        self.objective = build_objective(
-            config.objective, config.steps, replace(config.objective_config(), autocast_dtype=self.autocast)
-        )
-        # the compiled module proxies prepare/null_conditions/normalize to the network
-        self.model = torch.compile(self.net) if config.compile else self.net
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            params,
-            lr=config.lr,
-            betas=config.betas,
-            weight_decay=config.weight_decay,
-            eps=config.eps,
-            fused=self.device.type == "cuda",
-        )
-        self.ema = PostHocEMA(self.net, config.ema_sigma_rels, config.ema_snapshot_every, self.out / "ema")
-        self.step = 0
-        self.nonfinite = 0
-        self.skipped = 0
-        self.history: list[dict[str, float]] = []
+        return net_config
+
+    def _start_or_resume(self, resume: bool, init) -> None:
         checkpoint = latest_checkpoint(self.out / "checkpoints") if resume else None
         if resume and checkpoint is None and self.rank == 0:
             print(f"soundvcm: no checkpoint in {self.out}/checkpoints; starting a new run", file=sys.stderr)
@@ -154,19 +165,14 @@ class Trainer:
             raise ValueError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
         elif init is None:
             self._set_latent_stats()
-        self.writer = None
 
-    def _load_init(self, init: str | Path) -> None:
-        from soundvcm import models
-        from soundvcm.network.checkpoint import checkpoint_paths, load_state_dict_strict, read_checkpoint_config
-
-        path = models.resolve_shipped(str(init)) if models.is_shipped(init) else Path(init)
-        doc = read_checkpoint_config(path)
-        if doc.get("network", {}).get("latent_dim") != self.net.config.latent_dim:
-            raise ValueError(f"--init {init}: its network does not take this cache's latents ({doc.get('preset')})")
-        weights, _ = checkpoint_paths(path)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
-        load_state_dict_strict(self.net, state, source=f"--init {init}")
+    def _adapt(self) -> None:
+        """Fine-tuning: LoRA adapters and/or the trainable subset (training/finetune.py)."""
+        cfg = self.config
+        if cfg.lora_rank:
+            add_lora(self.net, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+        if cfg.trainable:
+            freeze_except(self.net, cfg.trainable)
 
     # ----- setup ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -182,7 +188,7 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         net, optimizer, ema, doc = load_checkpoint(path)
-        saved, ours = doc["config"], config_dict(self.config)
+        saved, ours = config_dict(config_from_dict(doc["config"])), config_dict(self.config)  # older runs: defaults
         for key in FIXED_ON_RESUME:
             if _plain(saved[key]) != _plain(ours[key]):
                 raise ValueError(
@@ -196,74 +202,70 @@ class Trainer:
         set_rng_state(doc["rng"])
 
     # ----- one step ------------------------------------------------------------------------
-    def _set_lr(self) -> float:
-        lr = self.config.lr * self.config.schedule(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        return lr
-
-    def train_step(self) -> dict[str, Any]:
-        cfg, net = self.config, self.net
-        net.train()
-        lr = self._set_lr()
-        self.optimizer.zero_grad(set_to_none=True)
-        losses, ts, mses = [], [], []
-        finite = True
+    def _micro_batches(self):
+        """This rank's micro-batches of the step, each with its objective generator (keyed on
+        seed, step and global micro-batch index, so runs resume and scale bit-for-bit)."""
+        cfg = self.config
         for micro in range(cfg.accumulation):
             global_micro = self.rank * cfg.accumulation + micro
             g = step_generator(cfg.seed, self.step, global_micro, 0, "data")
-            batch = self.data.batch(net, self.micro, g, self.device)
+            batch = self.data.batch(self.net, self.micro, g, self.device)
             g_obj = step_generator(cfg.seed, self.step, global_micro, 0, "objective")
             if self.device.type == "cuda":
                 g_obj = torch.Generator(device=self.device).manual_seed(int(g_obj.initial_seed()))
-            out = self.objective.loss(self.model, batch, self.step, generator=g_obj)
-            finite = finite and bool(torch.isfinite(out.loss))
-            if finite:
-                (out.loss / cfg.accumulation).backward()
-            losses.append(float(out.loss.detach()))
-            ts.append(out.t.detach().float().cpu())
-            mses.append(out.mse.detach().float().cpu())
+            yield batch, g_obj
+
+    def _all_reduce(self, params: list, finite: bool) -> bool:
+        """Average gradients over ranks; True only if every rank's loss was finite."""
         flag = torch.tensor([1.0 if finite else 0.0], device=self.device)
-        mean_loss = sum(losses) / len(losses)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([gr.flatten() for gr in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for p, gr in zip(params, grads):
+            p.grad = flat[offset : offset + gr.numel()].view_as(gr).clone()
+            offset += gr.numel()
+        return flag.item() == 1
+
+    def train_step(self) -> dict[str, Any]:
+        cfg = self.config
+        self.net.train()
+        lr = cfg.lr * cfg.schedule(self.step)
+        out = optimization_step(
+            self.model, self.objective, self._micro_batches(), self.optimizer, self.step, lr=lr,
+            grad_clip=cfg.grad_clip, accumulation=cfg.accumulation, reduce=self._all_reduce if self.world > 1 else None,
+        )  # fmt: skip
+        if not out.finite:
+            return self._skip(lr)
+        mean_loss = out.loss
         if self.world > 1:  # the logged loss is the mean over ranks, not rank 0's alone
             loss_sum = torch.tensor([mean_loss], device=self.device)
             dist.all_reduce(loss_sum)
             mean_loss = float(loss_sum) / self.world
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in net.parameters() if p.requires_grad]
-        if self.world > 1:
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            flat = torch.cat([gr.flatten() for gr in grads])
-            dist.all_reduce(flat)
-            flat /= self.world
-            offset = 0
-            for p, gr in zip([p for p in net.parameters() if p.requires_grad], grads):
-                p.grad = flat[offset : offset + gr.numel()].view_as(gr).clone()
-                offset += gr.numel()
-        if flag.item() < 1:
-            self.optimizer.zero_grad(set_to_none=True)
-            self.nonfinite += 1
-            self.skipped += 1
-            if self.rank == 0:
-                tqdm.write(f"soundvcm: step {self.step}: non-finite loss, step skipped ({self.nonfinite} in a row)")
-            if self.nonfinite >= cfg.max_nonfinite:
-                raise TrainingAborted(
-                    f"{self.nonfinite} consecutive non-finite losses at step {self.step}; "
-                    f"lower the learning rate or check the data (last checkpoint: {self.out}/checkpoints)"
-                )
-            self.step += 1
-            return {"loss": float("nan"), "lr": lr, "skipped": 1}
         self.nonfinite = 0
-        grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        self.optimizer.step()
-        self.ema.update(net)
+        self.ema.update(self.net)
         self.step += 1
-        t, mse = torch.cat(ts), torch.cat(mses)
-        record = {"loss": mean_loss, "lr": lr, "grad_norm": float(grad_norm), "skipped": 0}
+        record = {"loss": mean_loss, "lr": lr, "grad_norm": out.grad_norm, "skipped": 0}
         for lo, hi in zip(T_BUCKETS[:-1], T_BUCKETS[1:]):
-            mask = (t >= lo) & (t < hi)
+            mask = (out.t >= lo) & (out.t < hi)
             if mask.any():
-                record[f"loss_t{lo:.2f}-{min(hi, 1):.2f}"] = float(mse[mask].mean())
+                record[f"loss_t{lo:.2f}-{min(hi, 1):.2f}"] = float(out.mse[mask].mean())
         return record
+
+    def _skip(self, lr: float) -> dict[str, Any]:
+        self.nonfinite += 1
+        self.skipped += 1
+        if self.rank == 0:
+            tqdm.write(f"soundvcm: step {self.step}: non-finite loss, step skipped ({self.nonfinite} in a row)")
+        if self.nonfinite >= self.config.max_nonfinite:
+            raise TrainingAborted(
+                f"{self.nonfinite} consecutive non-finite losses at step {self.step}; "
+                f"lower the learning rate or check the data (last checkpoint: {self.out}/checkpoints)"
+            )
+        self.step += 1
+        return {"loss": float("nan"), "lr": lr, "skipped": 1}
 
     # ----- validation, samples, checkpoints ------------------------------------------------
     @torch.no_grad()
@@ -288,21 +290,15 @@ class Trainer:
         doc = {
             "config": config_dict(self.config),
             "encoder_set": self.encoder_set,
+            "spec": self.spec.to_dict(),
             "network_config": config_to_dict(self.net.config),
             "nonfinite": self.nonfinite,
             "skipped": self.skipped,
             "rng": rng_state(),
             "history": self.history[-1000:],
         }
-        return save_checkpoint(
-            self.out / "checkpoints",
-            self.step,
-            self.net.state_dict(),
-            self.optimizer.state_dict(),
-            self.ema.state_dict(),
-            doc,
-            self.config.keep_checkpoints,
-        )
+        state = (self.net.state_dict(), self.optimizer.state_dict(), self.ema.state_dict())
+        return save_checkpoint(self.out / "checkpoints", self.step, *state, doc, self.config.keep_checkpoints)
 
     def samples(self) -> list[Path]:
         from soundvcm.training.samples import write_samples
@@ -313,9 +309,8 @@ class Trainer:
         """Synthesise the EMA at sigma_rel from the snapshots and save it as a soundvcm checkpoint."""
         self.ema.snapshot()
         path, _ = export_ema_checkpoint(
-            self.out, sigma_rel or self.config.ema_export_sigma_rel, self.step, self.net.config,
-            self.config.network, self.encoder_set, self.config.objective,
-        )  # fmt: skip
+            self.out, sigma_rel or self.config.ema_export_sigma_rel, self.step, self.net.config, self.spec
+        )
         return path
 
     # ----- the loop ------------------------------------------------------------------------
@@ -355,50 +350,19 @@ class Trainer:
 
             self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step)
         bar = tqdm(total=end, initial=self.step, desc="train", unit="step", disable=not main, file=sys.stderr)
-        window: list[dict[str, float]] = []
-        buckets: dict[str, str] = {}
-        start, start_step = time.perf_counter(), self.step
+        log = ProgressLog(bar, self.step)
         try:
             while self.step < end:
                 record = self.train_step()
                 record["step"] = self.step
                 self.history.append({"step": self.step, "loss": record["loss"]})
-                window.append(record)
                 if main:
-                    rate = (self.step - start_step) / max(time.perf_counter() - start, 1e-9)
-                    postfix = {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.1e}", "it/s": f"{rate:.2f}"}
-                    if self.step % cfg.log_every == 0 or self.step == end:
-                        summary = _summarise(window)
-                        # loss by t bucket over the last log interval, in bucket order
-                        buckets = {
-                            k.removeprefix("loss_"): f"{summary[k]:.3f}"
-                            for k in sorted(summary)
-                            if k.startswith("loss_t")
-                        }
-                        for k, v in summary.items():
-                            self.writer.add_scalar(f"train/{k}", v, self.step)
-                        window = []
-                    postfix.update(buckets)
-                    bar.set_postfix(postfix, refresh=False)
-                    bar.update(1)
-                if cfg.val_every and self.step % cfg.val_every == 0 and main:
-                    for k, v in self.validation_loss().items():
-                        self.writer.add_scalar(f"val/{k}", v, self.step)
-                if cfg.sample_every and self.step % cfg.sample_every == 0 and main:
-                    self.samples()
-                if cfg.checkpoint_every and (self.step % cfg.checkpoint_every == 0 or self.step == end) and main:
-                    self.checkpoint()
+                    log.add(record, self.writer if self.step % cfg.log_every == 0 or self.step == end else None)
+                    self._periodic(end)
                 if self.world > 1:
                     dist.barrier()
                 if self._stop_now():  # a step boundary: the state is consistent, save and stop
-                    path = None
-                    if main:  # reuse this step's periodic checkpoint rather than write it again
-                        saved = latest_checkpoint(self.out / "checkpoints")
-                        same = saved is not None and read_checkpoint_doc(saved)["step"] == self.step
-                        path = saved if same else self.checkpoint()
-                    if main:
-                        self.writer.flush()
-                    raise TrainingInterrupted(self.step, path)
+                    raise TrainingInterrupted(self.step, self._save_for_stop() if main else None)
         finally:  # the bar ends its line whatever stops the loop, so messages start on their own
             bar.close()
         if main:
@@ -408,48 +372,25 @@ class Trainer:
                 tqdm.write(f"final EMA weights (sigma_rel {cfg.ema_export_sigma_rel}): {path}")
         return self.history
 
+    def _periodic(self, end: int) -> None:
+        """Validation, samples and checkpoints on their schedules (rank 0)."""
+        cfg = self.config
+        if cfg.val_every and self.step % cfg.val_every == 0:
+            for k, v in self.validation_loss().items():
+                self.writer.add_scalar(f"val/{k}", v, self.step)
+        if cfg.sample_every and self.step % cfg.sample_every == 0:
+            self.samples()
+        if cfg.checkpoint_every and (self.step % cfg.checkpoint_every == 0 or self.step == end):
+            self.checkpoint()
+
+    def _save_for_stop(self) -> Path:
+        """This step's checkpoint: the periodic one if it was just written, else a new one."""
+        saved = latest_checkpoint(self.out / "checkpoints")
+        path = saved if saved is not None and read_checkpoint_doc(saved)["step"] == self.step else self.checkpoint()
+        self.writer.flush()
+        return path
+
 
 def _plain(value):
     """Lists (JSON) and tuples (configs) compare equal."""
     return list(value) if isinstance(value, (list, tuple)) else value
-
-
-def ema_name(sigma_rel: float) -> str:
-    """File stem of an exported EMA checkpoint (no dots: the checkpoint suffix logic keeps it whole)."""
-    return "ema_sigma" + f"{sigma_rel:g}".replace(".", "p")
-
-
-def _summarise(window: list[dict[str, float]]) -> dict[str, float]:
-    keys = {k for r in window for k in r if k not in ("step",)}
-    out = {}
-    for k in keys:
-        vals = [r[k] for r in window if k in r and not math.isnan(r[k])]
-        if vals:
-            out[k] = sum(vals) / len(vals)
-    return out
-
-
-def ema_network(config, weights: dict) -> MMDiT:
-    """A fresh network of ``config`` carrying the given (EMA) weights; non-float buffers stay as built."""
-    net = MMDiT(config)
-    state = net.state_dict()
-    state.update({k: v.to(state[k].dtype) for k, v in weights.items() if k in state})
-    net.load_state_dict(state)
-    return net
-
-
-def export_ema_checkpoint(
-    run: Path, sigma_rel: float, step: int, config, preset: str, encoder_set: str, objective: str, out=None
-) -> tuple[Path, dict]:
-    """Synthesise ``run``'s post-hoc EMA at ``sigma_rel`` and ``step``; save it (default RUN/ema_sigma...)."""
-    weights, info = synthesize(Path(run) / "ema", sigma_rel, step)
-    path, _ = save_network(
-        out or Path(run) / ema_name(sigma_rel),
-        ema_network(config, weights),
-        preset=preset,
-        encoder_set=encoder_set,
-        objective=objective,
-        ema_sigma_rel=sigma_rel,
-        provenance={"kind": "trained", "step": info["step"], "ema": info},
-    )
-    return path, info

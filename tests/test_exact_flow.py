@@ -2,7 +2,7 @@
 
 import torch
 
-from soundvcm.analytic import GaussianMixtureFlow, Guidance, MixtureSpec, classwise_sw2, sliced_wasserstein2
+from soundvcm.exact_flow import GaussianMixtureFlow, Guidance, MixtureSpec, classwise_sw2, sliced_wasserstein2
 from soundvcm.flow import interpolate, path_velocity
 
 
@@ -91,7 +91,7 @@ def test_mixture_is_seeded():
 
 # ----- the adaptive weight's fixed point on the t = s rows (issue 11) ------------------------------
 def test_velocity_draws_average_to_the_exact_velocity():
-    from soundvcm.analytic import GaussianMixtureFlow, MixtureSpec
+    from soundvcm.exact_flow import GaussianMixtureFlow, MixtureSpec
 
     flow = GaussianMixtureFlow(MixtureSpec(dim=2, seed=0))
     g = torch.Generator().manual_seed(0)
@@ -107,7 +107,7 @@ def test_velocity_draws_average_to_the_exact_velocity():
 def test_irls_fixed_point_is_the_mean_at_p0_and_off_it_at_p1():
     """At D = 2, the minimiser of the p = 1 adaptive loss is not the velocity (posterior mean); at
     p = 0 it is. A point between two components of one class, where the posterior is bimodal."""
-    from soundvcm.analytic import GaussianMixtureFlow, MixtureSpec, irls_fixed_point
+    from soundvcm.exact_flow import GaussianMixtureFlow, MixtureSpec, irls_fixed_point
 
     flow = GaussianMixtureFlow(MixtureSpec(dim=2, seed=0))
     t = 0.5

@@ -1,0 +1,39 @@
+"""``soundvcm extract``: media listed in a TSV -> a sharded feature cache (resumable, torchrun-parallel)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from soundvcm.cli.common import positive_float
+
+
+def register(commands) -> None:
+    ext = commands.add_parser(
+        "extract",
+        help="turn media listed in a TSV into a sharded feature cache (resumable; parallel under torchrun)",
+        description="Rows are 'path<TAB>caption'. Videos give video-text-audio sets, audio files text-audio sets. "
+        "Rerun the same command to resume; under torchrun each rank writes its own shards.",
+    )
+    ext.add_argument("--input", required=True, type=Path, help="TSV of media paths and captions")
+    ext.add_argument("--out", required=True, type=Path, help="cache folder")
+    ext.add_argument("--encoders", default="lite", help="encoder set: lite, mmaudio_16k, mmaudio_44k (default lite)")
+    ext.add_argument("--duration", type=positive_float, default=8.0, help="seconds per clip (default 8)")
+    ext.add_argument("--rows-per-shard", type=int, default=64, help="rows per shard file (default 64)")
+    ext.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ext.set_defaults(func=_extract)
+
+
+def _extract(args: argparse.Namespace) -> int:
+    import torch
+
+    from soundvcm.data.extract import extract
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if args.rows_per_shard < 1:
+        raise ValueError("--rows-per-shard must be >= 1")
+    meta, usable = extract(args.input, args.out, args.encoders, args.duration, args.rows_per_shard, device=device)
+    kind = "video-text-audio" if meta.has_video else "text-audio"
+    counted = f"{usable} of {meta.rows} rows usable" if usable is not None else f"{meta.rows} rows"
+    print(f"{args.out}: {counted} ({kind}), {meta.num_shards} shard(s), encoders {meta.encoder_set}")
+    return 0

@@ -1,0 +1,177 @@
+"""``soundvcm generate``: soundtracks for videos (or audio from text or an image) through
+:class:`soundvcm.pipeline.Pipeline`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from soundvcm.cli.common import positive_float, positive_int
+
+
+def register(commands) -> None:
+    gen = commands.add_parser(
+        "generate",
+        help="generate a soundtrack for a video (or audio from text or an image)",
+        description="Generate audio for VIDEO (a file, a folder of videos, or a TSV of 'video<TAB>prompt' rows) and "
+        "write OUT/NAME.flac plus OUT/NAME.mp4 with the new soundtrack. Without VIDEO, --prompt gives text-to-audio "
+        "and --image image-to-audio. Outputs appear only when complete.",
+    )
+    _inputs(gen.add_argument_group("inputs"))
+    _sampling(
+        gen.add_argument_group(
+            "model and sampling",
+            "Which options apply depends on the model's sampler (from its checkpoint spec). Consistency models "
+            "(VCM, MeanFlow; the shipped 'default'): --steps (default 1), --negative-prompt with --negative-scale; "
+            "their guidance is baked in by training, so --cfg is refused. Flow-matching models ('default-fm', "
+            "MMAudio's): --steps (default 25), --cfg (default 4.5), --cfg-t-max, --negative-prompt (replaces "
+            "the null condition of CFG; --negative-scale is refused). --sampler switches to the other sampler's rules.",
+        )
+    )
+    _outputs(gen.add_argument_group("outputs"), gen)
+    gen.set_defaults(func=_generate)
+
+
+def _inputs(group) -> None:
+    group.add_argument("input", nargs="?", type=Path, default=None, metavar="VIDEO", help="video file, folder or .tsv")
+    group.add_argument("--prompt", default=None, help="text condition (optional with a video)")
+    group.add_argument("--negative-prompt", default=None, help="what to steer away from (e.g. 'music')")
+    group.add_argument("--image", type=Path, default=None, help="an image as the visual condition")
+    group.add_argument(
+        "--duration",
+        type=positive_float,
+        default=None,
+        help="seconds to generate (with --full: the window); default: the length the model was trained on "
+        "(4 s for the shipped models, 8 s for MMAudio's)",
+    )
+    group.add_argument("--start", type=float, default=0.0, help="where in the video to start, seconds (default 0)")
+    group.add_argument(
+        "--full", action="store_true", help="the whole video, in --duration windows crossfaded over --overlap seconds"
+    )
+    group.add_argument("--overlap", type=float, default=0.5, help="window overlap for --full (default 0.5 s)")
+
+
+def _sampling(group) -> None:
+    group.add_argument(
+        "--model",
+        default=None,
+        help="a shipped model's name (default, default-fm: `soundvcm model list`) or a checkpoint path (NAME, "
+        "NAME.json or NAME.safetensors); default: $SOUNDVCM_MODEL, else the shipped default",
+    )
+    group.add_argument(
+        "--sampler",
+        choices=("consistency", "euler"),
+        default=None,
+        help="default: the model's own (consistency for VCM/MeanFlow, euler + CFG for flow matching)",
+    )
+    group.add_argument(
+        "--steps", type=positive_int, default=None, help="sampling steps (default 1 for consistency, 25 for euler)"
+    )
+    group.add_argument("--seed", type=int, default=42, help="noise seed (default 42)")
+    group.add_argument("--cfg", type=float, default=None, help="euler sampler only: CFG strength (default 4.5)")
+    group.add_argument(
+        "--cfg-t-max",
+        type=float,
+        default=None,
+        help="euler sampler only: apply CFG at steps with t <= this (t = 1 is noise; default 1: every step)",
+    )
+    group.add_argument(
+        "--negative-scale",
+        type=float,
+        default=None,
+        help="consistency sampler only: how hard to steer away from --negative-prompt (default 1)",
+    )
+    group.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda or mps")
+
+
+def _outputs(group, gen) -> None:
+    group.add_argument("--out", type=Path, default=Path("out/generate"), help="output folder (default out/generate)")
+    existing = gen.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    existing.add_argument(
+        "--skip-existing", action="store_true", help="leave out jobs whose outputs exist (resume a batch)"
+    )
+    group.add_argument("--profile", action="store_true", help="print per-stage times")
+    group.add_argument(
+        "--plot", action="store_true", help="also write OUT/NAME.png: the spectrogram, with a video's frames above it"
+    )
+
+
+def _model_name(args: argparse.Namespace) -> str:
+    """--model, else $SOUNDVCM_MODEL, else the shipped default."""
+    import os
+
+    from soundvcm import models
+
+    model = args.model or os.environ.get("SOUNDVCM_MODEL")
+    if model is None:
+        if models.DEFAULT not in models.manifest():
+            raise ValueError(
+                "no model given and none ships with this install: pass --model PATH or set SOUNDVCM_MODEL; "
+                + models.RESTORE
+            )
+        model = models.DEFAULT
+    return model
+
+
+def _check_sampler_options(args: argparse.Namespace, sampler: str) -> None:
+    """Refuse options that do not apply to the sampler the model will use (never ignore them)."""
+    if (args.cfg is not None or args.cfg_t_max is not None) and sampler == "consistency":
+        raise ValueError(
+            "--cfg/--cfg-t-max set the euler sampler's guidance; this model samples with the consistency sampler, "
+            "whose guidance is baked in by training (use --sampler euler to apply CFG, or leave --cfg out)"
+        )
+    if args.negative_scale is not None and sampler == "euler":
+        raise ValueError(
+            "--negative-scale applies to the consistency sampler; with the euler sampler the negative prompt "
+            "replaces CFG's null condition and --cfg sets the strength"
+        )
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from soundvcm.encoders import encoder_spec
+    from soundvcm.generate import check_inputs, jobs_from_input, plan_jobs, run_generate
+    from soundvcm.pipeline import Pipeline, min_duration
+
+    model = _model_name(args)
+    if args.full and args.overlap < 0:
+        raise ValueError("--overlap must be >= 0")
+    # everything that can be checked is checked before the model and encoders load (10-20 s)
+    if args.start < 0:
+        raise ValueError(f"--start must be >= 0, got {args.start}")
+    jobs = plan_jobs(jobs_from_input(args.input, args.prompt, args.image), args.out, args.overwrite, args.skip_existing)
+    if not jobs:
+        print(f"nothing to do: every output exists in {args.out} (--skip-existing)")
+        return 0
+    spec, doc = Pipeline.peek(model)
+    if args.duration is None:
+        args.duration = float(doc.get("network", {}).get("sequence", {}).get("duration", 8.0))
+    _check_sampler_options(args, args.sampler or spec.sampler.kind)
+    jobs, errors = check_inputs(jobs, min_duration(encoder_spec(spec.encoder_set)), 0.0 if args.full else args.start)
+    if errors and not jobs:
+        if len(errors) == 1:
+            raise ValueError(errors[0])
+        for line in errors:
+            print(f"soundvcm: error: {line}", file=sys.stderr)
+        print(f"soundvcm: {len(errors)} of {len(errors)} job(s) failed", file=sys.stderr)
+        return 2
+    for line in errors:
+        print(f"soundvcm: error: {line}", file=sys.stderr)
+    pipe = Pipeline.load(model, device=args.device)
+    options = {
+        "negative_prompt": args.negative_prompt,
+        "negative_scale": args.negative_scale,
+        "duration": args.duration,
+        "start": args.start,
+        "steps": args.steps,
+        "seed": args.seed,
+        "sampler": args.sampler,
+        "cfg_scale": args.cfg,
+        "guidance_t_max": args.cfg_t_max,
+        "window": args.duration,
+        "plot": args.plot,
+    }
+    if args.full:
+        options["overlap"] = args.overlap
+    return run_generate(pipe, jobs, args.out, options, args.full, args.profile, failed=len(errors))

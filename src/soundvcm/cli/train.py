@@ -1,0 +1,96 @@
+"""``soundvcm train``: FM, VCM or MeanFlow on feature caches (presets, dotted overrides, --resume, --init)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(commands) -> None:
+    tr = commands.add_parser(
+        "train",
+        help="train a network on feature caches (FM, VCM or MeanFlow; torchrun for several processes)",
+        description="soundvcm train --preset NAME --data CACHE[:WEIGHT]... --out DIR [--steps N] [--resume] "
+        "[key=value ...]. "
+        "Presets: paper, fm_baseline, meanflow_baseline, lite_cpu, tiny_cpu. Caches may be soundvcm caches or "
+        "MMAudio's TensorDict folders; each gets equal exposure unless weighted.",
+    )
+    tr.add_argument("--preset", default=None, help="training preset (default paper; with --resume: the run's own)")
+    tr.add_argument("--data", nargs="+", required=True, help="cache folders, optionally PATH:WEIGHT")
+    tr.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, EMA snapshots, tb, samples)")
+    tr.add_argument("--steps", type=int, default=None, help="total steps (overrides the preset)")
+    tr.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its latest checkpoint and saved config"
+    )
+    tr.add_argument(
+        "--allow-changes", action="store_true", help="with --resume: apply the given --steps/key=value changes"
+    )
+    tr.add_argument(
+        "--allow-mixed-encoders",
+        action="store_true",
+        help="train on caches whose encoder weight files differ (refused by default)",
+    )
+    tr.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available), cpu or cuda")
+    tr.add_argument(
+        "--init",
+        default=None,
+        metavar="CKPT",
+        help="start a new run from these weights: a soundvcm checkpoint, a shipped model's name (default) or a "
+        "registered MMAudio network (mmaudio_small_16k, ...: its file from `soundvcm weights download`); its network "
+        "is used and any objective continues it, e.g. an MMAudio flow-matching model trained as a VCM. With "
+        "trainable=REGEX,... only matching parameters train; lora_rank=R trains low-rank adapters instead "
+        "(merged on export)",
+    )
+    tr.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=2e-4 batch_size=64")
+    tr.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from soundvcm.training.checkpoint import latest_checkpoint, read_checkpoint_doc
+    from soundvcm.training.config import config_dict, config_from_dict, resume_config, train_config
+    from soundvcm.training.trainer import Trainer, TrainingAborted, TrainingInterrupted
+
+    extra = {"steps": args.steps} if args.steps is not None else {}
+    saved = latest_checkpoint(args.out / "checkpoints") if args.resume else None
+    if saved is not None:  # the run's own config, changed only when asked to
+        config = resume_config(
+            config_from_dict(read_checkpoint_doc(saved)["config"]), args.preset, args.overrides, args.allow_changes,
+            **extra,
+        )  # fmt: skip
+    else:
+        if args.allow_changes and not args.resume:
+            raise ValueError("--allow-changes only goes with --resume")
+        config = train_config(args.preset or "paper", args.overrides, **extra)
+    if args.init is not None and saved is None:  # the network preset comes from the checkpoint
+        from soundvcm.network.mmdit import NETWORK_PRESETS
+        from soundvcm.training.finetune import init_preset
+
+        preset = init_preset(args.init)
+        if preset not in NETWORK_PRESETS:
+            raise ValueError(f"--init {args.init}: its network preset {preset!r} is not one of this version's")
+        config = dataclasses.replace(config, network=preset)
+    trainer = Trainer(
+        config, args.data, args.out, device=args.device, resume=args.resume,
+        allow_mixed_encoders=args.allow_mixed_encoders, init=args.init if saved is None else None,
+    )  # fmt: skip
+    if trainer.rank == 0:
+        from soundvcm.atomic import atomic_write
+
+        resolved = {"train": config_dict(config), "objective": dataclasses.asdict(trainer.objective.config),
+                    "init": args.init if saved is None else None}  # fmt: skip
+        text = json.dumps(resolved, default=str)
+        print(f"config: {text}", file=sys.stderr)
+        atomic_write(Path(args.out) / "config.json", lambda tmp: tmp.write_text(json.dumps(json.loads(text), indent=1)))
+    try:
+        trainer.fit()
+    except TrainingAborted as exc:
+        raise ValueError(str(exc)) from exc
+    except TrainingInterrupted as exc:
+        if trainer.rank == 0:
+            print(f"interrupted at step {exc.step}; saved {exc.checkpoint} (continue with --resume)", file=sys.stderr)
+        return 130
+    return 0

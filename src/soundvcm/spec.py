@@ -1,0 +1,112 @@
+"""The run specification saved in every checkpoint: what the weights are and how to sample them.
+
+A :class:`ModelSpec` (flux-style) names the network preset, the encoder set whose features the
+network takes, the objective with its full resolved config, and the default sampler. The
+trainer, ``soundvcm model init`` and ``convert mmaudio`` write it into the checkpoint's JSON
+(``"spec"``); :class:`soundvcm.pipeline.Pipeline`, the trainer's samples, the benches and
+``evaluate`` read it, so nothing guesses the encoder set or the sampler from tensor shapes.
+Checkpoints written before the spec existed are read through :func:`legacy_spec`, the one place
+that infers it (from the fields those checkpoints hold).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from soundvcm.encoders import encoder_spec
+from soundvcm.network.checkpoint import read_checkpoint_config
+from soundvcm.network.mmdit import MMDiTConfig, network_preset
+from soundvcm.objectives import OBJECTIVE_PRESETS, FlowMatching
+from soundvcm.sampling import SamplerOptions
+
+PRESET_ENCODERS = {
+    "small_16k": "mmaudio_16k", "small_44k": "mmaudio_44k", "medium_44k": "mmaudio_44k",
+    "large_44k": "mmaudio_44k", "large_44k_v2": "mmaudio_44k", "lite": "lite", "lite_small": "lite",
+    "debug": "debug", "debug_v2": "debug",
+}  # fmt: skip
+"""The encoder set each network preset was sized for ("debug": tiny sizes, no real encoders)."""
+
+
+def is_consistency(objective: str | None) -> bool:
+    """Does the objective train a few-step (average-velocity) model? (Alg. 2 samples it.)"""
+    return objective in OBJECTIVE_PRESETS and OBJECTIVE_PRESETS[objective].build is not FlowMatching
+
+
+def default_sampler(objective: str | None) -> SamplerOptions:
+    """Alg. 2 in 1 step for consistency objectives; MMAudio's Euler 25 x CFG 4.5 otherwise."""
+    if is_consistency(objective):
+        return SamplerOptions("consistency", steps=1)
+    return SamplerOptions("euler", steps=25, cfg_scale=4.5)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    network: str | None  # the preset the network was built from (None: not a preset)
+    encoder_set: str
+    objective: str | None  # None: never trained (model init) and no objective named
+    objective_config: dict[str, Any] = field(default_factory=dict)
+    sampler: SamplerOptions = SamplerOptions()
+
+    @classmethod
+    def create(cls, network: str | None, encoder_set: str, objective: str | None, objective_config=None) -> ModelSpec:
+        if objective_config is None and objective in OBJECTIVE_PRESETS:
+            objective_config = OBJECTIVE_PRESETS[objective].config
+        cfg = asdict(objective_config) if objective_config is not None else {}
+        cfg.pop("autocast_dtype", None)  # a runtime setting, not part of the objective
+        return cls(network, encoder_set, objective, cfg, default_sampler(objective))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        data = dict(data)
+        data["sampler"] = SamplerOptions(**data.get("sampler", {}))
+        return cls(**data)
+
+
+def preset_for_encoders(name: str, encoder_set: str | None = None) -> tuple[MMDiTConfig, str]:
+    """A network preset sized for an encoder set's features (None: the preset's own set).
+
+    Asking e.g. for ``small_16k`` with ``lite`` swaps in the lite feature sizes and timeline.
+    Debug presets keep their tiny sizes unless an encoder set is named.
+    """
+    config = network_preset(name)
+    if encoder_set is None:
+        return config, PRESET_ENCODERS.get(name, "debug")
+    spec = encoder_spec(encoder_set)
+    config = replace(
+        config,
+        latent_dim=spec.latent_dim,
+        clip_dim=spec.clip_dim,
+        sync_dim=spec.sync_dim,
+        text_dim=spec.text_dim,
+        text_seq_len=spec.text_seq_len,
+        sequence=replace(spec.sequence, duration=config.sequence.duration),
+    )
+    return config, encoder_set
+
+
+def legacy_spec(doc: dict[str, Any]) -> ModelSpec:
+    """The spec of a checkpoint written before specs were saved (inferred once, here)."""
+    encoder_set = doc.get("encoder_set") or "lite"
+    if encoder_set == "mmaudio":  # converted MMAudio networks named the family only
+        preset = doc.get("preset") or (doc.get("provenance") or {}).get("variant")
+        if preset in PRESET_ENCODERS:
+            encoder_set = PRESET_ENCODERS[preset]
+        else:  # the two families differ in their latent width: 20 (16 kHz) or 40 (44.1 kHz)
+            encoder_set = "mmaudio_16k" if doc["network"]["latent_dim"] == 20 else "mmaudio_44k"
+    objective = doc.get("objective")
+    if objective is None and (doc.get("provenance") or {}).get("kind") == "converted":
+        objective = "fm"
+    return ModelSpec.create(doc.get("preset"), encoder_set, objective)
+
+
+def read_spec(source: str | Path | dict[str, Any]) -> ModelSpec:
+    """The spec of a checkpoint (path or its parsed JSON)."""
+    doc = source if isinstance(source, dict) else read_checkpoint_config(source)
+    if "spec" in doc:
+        return ModelSpec.from_dict(doc["spec"])
+    return legacy_spec(doc)

@@ -1,0 +1,116 @@
+"""The run spec (ModelSpec) and the one sampling entry point: saved, read, obeyed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from media_factory import make_video
+from soundvcm.cli import main
+from soundvcm.network.checkpoint import read_checkpoint_config, save_network
+from soundvcm.network.mmdit import MMDiT
+from soundvcm.pipeline import Pipeline
+from soundvcm.sampling import NegativeGuided, SamplerOptions, consistency_sample, euler_cfg_sample, sample
+from soundvcm.spec import ModelSpec, legacy_spec, preset_for_encoders, read_spec
+
+
+class _Linear(torch.nn.Module):
+    """u(x, t, s | c) = x - c: one jump from t = 1 to 0 lands on c (x_0 = x_1 - u, Alg. 2)."""
+
+    def forward(self, x, t, s, prepared):
+        return x - prepared["c"]
+
+
+def test_spec_round_trips_and_picks_the_sampler():
+    vcm = ModelSpec.create("lite_small", "lite", "vcm")
+    assert ModelSpec.from_dict(json.loads(json.dumps(vcm.to_dict()))) == vcm
+    assert vcm.sampler == SamplerOptions("consistency", 1) and vcm.objective_config["guidance"]["mix"] == 0.25
+    fm = ModelSpec.create("lite_small", "lite", "fm")
+    assert fm.sampler.kind == "euler" and fm.sampler.steps == 25 and fm.sampler.cfg_scale == 4.5
+    assert ModelSpec.create("debug", "lite", "meanflow_split_p").sampler.kind == "consistency"
+    assert "autocast_dtype" not in vcm.objective_config  # a runtime setting, not saved
+
+
+def test_legacy_checkpoints_get_their_spec_from_fields_not_guesses():
+    base = {"network": {"latent_dim": 40}, "provenance": {"kind": "converted", "variant": "small_16k"}}
+    # a converted MMAudio network from before specs: the family only, the preset names the set
+    assert legacy_spec({**base, "encoder_set": "mmaudio", "preset": "small_16k"}).encoder_set == "mmaudio_16k"
+    assert legacy_spec({**base, "encoder_set": "mmaudio", "preset": None}).encoder_set == "mmaudio_16k"
+    assert legacy_spec({**base, "encoder_set": "mmaudio", "provenance": {"kind": "converted"}}).encoder_set == (
+        "mmaudio_44k"  # nothing names it: the latent width is the last resort (legacy files only)
+    )
+    assert legacy_spec({**base, "encoder_set": "mmaudio"}).sampler.kind == "euler"  # converted: flow matching
+    assert legacy_spec({"encoder_set": "lite", "objective": "vcm", "network": {}}).sampler.kind == "consistency"
+
+
+def test_convert_writes_the_spec_once(tmp_path):
+    from test_checkpoint import _mmaudio_pth
+
+    pth, _ = _mmaudio_pth(tmp_path, "v1")
+    assert main(["convert", "mmaudio", str(pth), str(tmp_path / "conv"), "--variant", "debug"]) == 0
+    doc = read_checkpoint_config(tmp_path / "conv")
+    assert doc["spec"]["objective"] == "fm" and doc["spec"]["network"] == "debug"
+    assert read_spec(tmp_path / "conv").sampler.kind == "euler"
+
+
+def test_model_init_saves_a_spec(tmp_path):
+    assert main(["model", "init", "--preset", "lite_small", "--objective", "fm", "--out", str(tmp_path / "m")]) == 0
+    spec = read_spec(tmp_path / "m")
+    assert (spec.network, spec.encoder_set, spec.objective, spec.sampler.kind) == ("lite_small", "lite", "fm", "euler")
+
+
+def test_the_pipeline_samples_as_the_spec_says(tmp_path):
+    """The objective says VCM, the spec says Euler at 3 steps without CFG: the spec wins."""
+    config, encoder_set = preset_for_encoders("debug", "lite")
+    spec = ModelSpec.create("debug", encoder_set, "vcm")
+    spec = ModelSpec(spec.network, spec.encoder_set, spec.objective, spec.objective_config,
+                     SamplerOptions("euler", steps=3, cfg_scale=1.0))  # fmt: skip
+    save_network(tmp_path / "m", MMDiT(config), preset="debug", encoder_set=encoder_set, objective="vcm",
+                 spec=spec.to_dict())  # fmt: skip
+    pipe = Pipeline.load(tmp_path / "m", pretrained_encoders=False)
+    video = make_video(tmp_path / "v.mp4", duration=1.5, size=(64, 48))
+    assert pipe.default_sampler() == "euler"
+    assert pipe.generate(video=video, duration=1.0).nfe == 3  # 3 steps, no CFG pass
+    assert pipe.generate(video=video, duration=1.0, cfg_scale=2.0).nfe == 6
+    assert pipe.generate(video=video, duration=1.0, sampler="consistency").nfe == 1
+    # the guidance window: at t = 1, 2/3, 1/3 only the last step is guided when t_max = 0.5
+    assert pipe.generate(video=video, duration=1.0, cfg_scale=2.0, guidance_t_max=0.5).nfe == 4
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        pipe.generate(video=video, duration=1.0, steps=0)
+
+
+def test_one_entry_point_dispatches_to_both_samplers():
+    torch.manual_seed(0)
+    noise = torch.randn(3, 4)
+    cond, null = {"c": torch.ones(3, 4)}, {"c": torch.zeros(3, 4)}
+    net = _Linear()
+    out = sample(net, noise, cond, None, SamplerOptions("consistency", 2))
+    assert torch.equal(out, consistency_sample(net, noise, cond, steps=2))
+    out = sample(net, noise, cond, null, SamplerOptions("euler", 5, cfg_scale=3.0, guidance_t_max=0.6))
+    assert torch.equal(out, euler_cfg_sample(net, noise, cond, null, steps=5, cfg_scale=3.0, guidance_t_max=0.6))
+    # a negative prompt on a consistency model: (1 + g) u(c) - g u(neg) per step
+    out = sample(net, noise, cond, null, SamplerOptions("consistency", 1, negative_scale=0.5))
+    assert torch.equal(out, consistency_sample(NegativeGuided(net, null, 0.5), noise, cond, steps=1))
+    torch.testing.assert_close(out, torch.full_like(out, 1.5))  # one jump to the guided endpoint
+    assert SamplerOptions("consistency", 4).nfe() == 4 and SamplerOptions("consistency", 4).nfe(negative=True) == 8
+    assert SamplerOptions("euler", 25).nfe() == 50 and SamplerOptions("euler", 25, cfg_scale=1.0).nfe() == 25
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"kind": "heun"}, "sampler must be one of"), ({"steps": 0}, "steps must be"),
+     ({"guidance_t_max": 1.5}, "guidance_t_max")],
+)  # fmt: skip
+def test_sampler_options_refuse_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SamplerOptions(**kwargs)
+
+
+def test_generate_help_says_which_options_apply(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "model and sampling" in text and "Consistency models" in text and "Flow-matching models" in text
+    assert "--cfg is refused" in text and "--negative-scale is refused" in text
