@@ -21,14 +21,14 @@ else
 $(error TORCH must be cpu or cuda, got '$(TORCH)')
 endif
 
-.PHONY: install test test-fast lint typecheck format bench-toy bench-toy-quick demo data-open bench-quality clean
+.PHONY: install test test-fast lint typecheck browser serve format bench-toy bench-toy-quick demo data-open bench-quality clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned to the build TORCH names, so nothing later pulls another one
 	$(BIN)/python -m pip install -q $(TORCH_PIP)
-	$(BIN)/python -m pip install -q -e '.[dev,lite]'
+	$(BIN)/python -m pip install -q -e '.[dev,lite,demo]'
 	$(BIN)/python -c "import sys, torch; cuda = torch.version.cuda; \
 		print(f'installed torch {torch.__version__} ({\"CUDA \" + cuda if cuda else \"CPU only\"})'); \
 		sys.exit('TORCH=cpu installed a CUDA build of torch; remove $(VENV) and retry' if '$(TORCH)' == 'cpu' and cuda else 0)"
@@ -52,7 +52,16 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+# headless Chromium + its driver for the web demo's browser tests (Debian packages; skipped, with
+# a reason, where they cannot be installed)
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+		|| echo "could not install chromium: the browser tests will be skipped"; \
+	else echo "no chromium/chromedriver and no root apt-get: the browser tests will be skipped"; fi
+
+test: lint typecheck browser
 	$(BIN)/python -m pytest
 
 # the edit loop: everything but the tests marked slow (make test, and CI, run them all)
@@ -69,6 +78,10 @@ bench-toy-quick: $(STAMP)
 # VIDEO=clip.mp4 and MODEL=name-or-path to try others (`soundvcm model list`).
 VIDEO ?= examples/bbb_398s.mp4
 MODEL ?= default
+# the web page (gradio) on http://127.0.0.1:7860 with the shipped models
+serve: $(STAMP)
+	$(BIN)/soundvcm demo --model default --model default-fm
+
 demo: $(STAMP)
 	$(BIN)/soundvcm generate $(VIDEO) --model $(MODEL) --full --plot --profile --overwrite --out out/demo
 

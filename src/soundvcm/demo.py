@@ -1,0 +1,181 @@
+"""``soundvcm demo``: a web page to try a model (gradio, optional extra ``[demo]``).
+
+Three tabs (video-to-audio, text-to-audio, image-to-audio) over the one inference API
+(:class:`soundvcm.pipeline.Pipeline` and :func:`soundvcm.generate.run_job`, as ``soundvcm
+generate`` uses it). Models load once at start-up; gradio's queue runs one request at a time, so
+CPU/GPU work is serialised. Each request writes into its own folder under a private temporary
+root; folders of finished requests are removed on the next request and the root at exit, and
+gradio's own copies are purged after ``keep_s`` seconds. The server listens on 127.0.0.1 unless
+told otherwise; uploads are capped in size (by gradio, before our code runs) and in length (a
+video longer than ``max_seconds`` is refused with a message in the page, as are unreadable files
+and files of the wrong kind). Nothing a request does can stop the server.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from soundvcm.generate import Job, run_job
+from soundvcm.media.errors import MediaError
+from soundvcm.media.video import probe
+from soundvcm.pipeline import Pipeline
+
+INSTALL_HINT = "the web demo needs gradio: pip install 'soundvcm[demo]' (or pip install gradio)"
+
+
+@dataclass
+class DemoConfig:
+    models: dict[str, str] = field(default_factory=lambda: {"default": "default"})  # label -> model
+    host: str = "127.0.0.1"
+    port: int = 7860
+    max_upload_mb: float = 50.0
+    max_seconds: float = 60.0
+    device: str = "auto"
+    keep_s: int = 600  # gradio's cached copies of outputs are removed after this long
+
+
+class DemoBackend:
+    """Everything but the page: models, per-request folders, checks and the generation call."""
+
+    def __init__(self, cfg: DemoConfig, pipelines: dict[str, Pipeline] | None = None):
+        self.cfg = cfg
+        self.pipes = pipelines or {label: Pipeline.load(m, device=cfg.device) for label, m in cfg.models.items()}
+        self.root = Path(tempfile.mkdtemp(prefix="soundvcm-demo-"))
+        self.count = 0
+        atexit.register(shutil.rmtree, self.root, True)
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _request_dir(self) -> Path:
+        for old in self.root.iterdir():  # earlier requests: gradio has copied what it serves
+            shutil.rmtree(old, ignore_errors=True)
+        self.count += 1
+        folder = self.root / f"request_{self.count:06d}"
+        folder.mkdir()
+        return folder
+
+    def check_video(self, path: str | None) -> None:
+        if not path:
+            raise ValueError("upload a video first")
+        name = Path(path).name
+        try:
+            info = probe(path)
+        except (MediaError, OSError, ValueError) as exc:  # the message without gradio's upload folder
+            reason = str(exc).replace(str(path), name).replace(str(Path(path).parent) + "/", "")
+            raise ValueError(f"{name}: this file cannot be used as a video ({reason})") from None
+        if info.duration > self.cfg.max_seconds:
+            limit = self.cfg.max_seconds
+            raise ValueError(f"{name} is {info.duration:.1f} s long; this demo takes videos up to {limit:g} s")
+
+    def generate(self, mode: str, media: str | None, prompt: str, negative: str, seed: float, steps: float,
+                 duration: float, model: str) -> tuple[str | None, str, str, str]:  # fmt: skip
+        """(mp4 or None, audio, spectrogram png, markdown of stage times and NFE)."""
+        pipe = self.pipes[model]
+        if mode == "video":
+            self.check_video(media)
+        elif mode == "image" and not media:
+            raise ValueError("upload an image first")
+        elif mode == "text" and not prompt.strip():
+            raise ValueError("write a prompt first")
+        if not 0 < duration <= self.cfg.max_seconds:
+            raise ValueError(f"duration must be in (0, {self.cfg.max_seconds:g}] s")
+        seed = random.randrange(2**31) if seed < 0 else int(seed)
+        folder = self._request_dir()
+        source = Path(media) if media else None
+        job = Job("output", video=source if mode == "video" else None, image=source if mode == "image" else None,
+                  prompt=prompt.strip() or None)  # fmt: skip
+        options = {"negative_prompt": negative.strip() or None, "duration": duration, "start": 0.0,
+                   "steps": int(steps), "seed": seed, "plot": True}  # fmt: skip
+        start = time.perf_counter()
+        try:
+            result, written = run_job(pipe, job, folder, options)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        by_suffix = {p.suffix: str(p) for p in written}
+        rows = "".join(f"| {k} | {v:.2f} |\n" for k, v in result.timings.items())
+        report = (f"**{result.nfe} network evaluations**, seed {seed}, {time.perf_counter() - start:.1f} s in all\n\n"
+                  f"| stage | seconds |\n|---|---|\n{rows}")  # fmt: skip
+        if result.warnings:
+            report += "\n" + "\n".join(f"- {w}" for w in result.warnings)
+        return by_suffix.get(".mp4"), by_suffix[".flac"], by_suffix[".png"], report
+
+
+def _controls(gr, labels: list[str], consistency: bool, max_seconds: float):
+    with gr.Row():
+        prompt = gr.Textbox(label="prompt", placeholder="optional with a video or an image")
+        negative = gr.Textbox(label="negative prompt", placeholder="what to steer away from")
+    with gr.Row():
+        seed = gr.Number(value=-1, label="seed (-1: random)", precision=0)
+        steps = gr.Slider(1, 50, value=1 if consistency else 25, step=1,
+                          label="steps (1-4 for consistency models, more for flow matching)")  # fmt: skip
+        duration = gr.Number(value=min(4.0, max_seconds), label="duration (s)")
+        model = gr.Dropdown(labels, value=labels[0], label="model")
+    return prompt, negative, seed, steps, duration, model
+
+
+def _outputs(gr, mode: str):
+    video = None
+    if mode == "video":
+        video = gr.Video(label="video with the new soundtrack", elem_id=f"{mode}-out-video", height=240)
+    audio = gr.Audio(label="audio", type="filepath", elem_id=f"{mode}-out-audio")
+    image = gr.Image(label="spectrogram", type="filepath", elem_id=f"{mode}-out-image", height=240)
+    report = gr.Markdown(elem_id=f"{mode}-report")
+    return video, audio, image, report
+
+
+def build_app(backend: DemoBackend):
+    """The gradio Blocks page (not launched)."""
+    try:
+        import gradio as gr
+    except ImportError:
+        raise ValueError(INSTALL_HINT) from None
+    labels = list(backend.pipes)
+    consistency = backend.pipes[labels[0]].default_sampler() == "consistency"
+    with gr.Blocks(title="soundvcm", delete_cache=(backend.cfg.keep_s, backend.cfg.keep_s)) as app:
+        gr.Markdown("# soundvcm\nA soundtrack for a video, a sound for a text or an image, in 1 to 4 steps.")
+        for mode, title in (("video", "Video to audio"), ("text", "Text to audio"), ("image", "Image to audio")):
+            with gr.Tab(title):
+                media: Any = None
+                if mode == "video":
+                    media = gr.Video(label="video", sources=["upload"], elem_id="video-in", height=240)
+                elif mode == "image":
+                    media = gr.Image(label="image", type="filepath", sources=["upload"], elem_id="image-in", height=240)
+                controls = _controls(gr, labels, consistency, backend.cfg.max_seconds)
+                button = gr.Button("Generate", variant="primary", elem_id=f"{mode}-generate")
+                video, audio, image, report = _outputs(gr, mode)
+                _wire(gr, backend, mode, media, controls, button, (video, audio, image, report))
+    return app
+
+
+def _wire(gr, backend: DemoBackend, mode: str, media, controls, button, outputs) -> None:
+    def run(*values: Any):
+        media_value, rest = (values[0], values[1:]) if media is not None else (None, values)
+        try:
+            mp4, audio, png, report = backend.generate(mode, media_value, *rest)
+        except (ValueError, OSError) as exc:  # bad input: a message in the page, the server goes on
+            raise gr.Error(str(exc)) from None
+        return ([mp4] if mode == "video" else []) + [audio, png, report]
+
+    inputs = ([media] if media is not None else []) + list(controls)
+    button.click(run, inputs=inputs, outputs=[o for o in outputs if o is not None], concurrency_limit=1)
+
+
+def launch(cfg: DemoConfig, block: bool = True):
+    """Load the models, build the page and serve it; returns the gradio app (``block=False``)."""
+    backend = DemoBackend(cfg)
+    app = build_app(backend)
+    app.queue(default_concurrency_limit=1)
+    print(json.dumps({"url": f"http://{cfg.host}:{cfg.port}", "models": list(backend.pipes)}))
+    app.launch(server_name=cfg.host, server_port=cfg.port, max_file_size=f"{cfg.max_upload_mb:g}mb",
+               prevent_thread_lock=not block, show_error=True, quiet=True)  # fmt: skip
+    return app, backend
