@@ -99,7 +99,7 @@ def test_page_end_to_end_in_a_real_browser(backend, tmp_path):
         port = s.getsockname()[1]
     app = build_app(backend)
     app.queue(default_concurrency_limit=1)
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, max_file_size="5mb")
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, max_file_size="1mb")
     try:
         browser.get(f"http://127.0.0.1:{port}/")
         upload = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#video-in input[type=file]"), 60)[0]
@@ -119,6 +119,11 @@ def test_page_end_to_end_in_a_real_browser(backend, tmp_path):
         body = lambda: browser.find_element(By.TAG_NAME, "body").text  # noqa: E731
         assert _wait(lambda: "this file cannot be used as a video" in body(), 60)
         assert "corrupt.mp4" in body() and "/tmp/" not in body()  # the message names the file, not our folders
+        browser.refresh()
+        big = tmp_path / "big.mp4"
+        big.write_bytes(bytes(1_500_000))  # over the 1 MB limit: refused before any of our code runs
+        _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#video-in input[type=file]"), 60)[0].send_keys(str(big))
+        assert _wait(lambda: "exceed the maximum allowed size" in body(), 60)
     finally:
         browser.quit()
         app.close()
