@@ -59,7 +59,11 @@ def test_a_hub_id_not_cached_offline_is_one_line(hub_cache, capsys):
     video = make_video(hub_cache / "v.mp4", duration=1.5, size=(64, 48))
     code = main(["generate", str(video), "--model", "org/missing@v2", "--out", str(hub_cache / "out")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "org/missing@v2: not in the local hub cache" in err[0]
+    assert (
+        code == 2
+        and len(err) == 1
+        and "org/missing@v2: no local checkpoint by that name, and not in the local hub cache" in err[0]
+    )
     assert "huggingface-cli download org/missing --revision v2" in err[0]
 
 

@@ -41,7 +41,7 @@ def resolve_hub(hub_id: str) -> Path:
                                                                                         "*.md"]))  # fmt: skip
     except LocalEntryNotFoundError:
         raise ValueError(
-            f"{hub_id}: not in the local hub cache and offline mode is on; fetch it with "
+            f"{hub_id}: no local checkpoint by that name, and not in the local hub cache while offline; fetch it with "
             f"`huggingface-cli download {repo}{' --revision ' + revision if revision else ''}` on a connected "
             "machine (or unset HF_HUB_OFFLINE)"
         ) from None
