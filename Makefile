@@ -94,7 +94,7 @@ data-open: $(STAMP)
 bench-quality: $(STAMP) data-open
 	$(BIN)/soundvcm bench quality --data $(DATA) --out out/bench/quality \
 		--row vcm@1=default:consistency:1 --row vcm@2=default:consistency:2 --row vcm@4=default:consistency:4 \
-		--row fm@25x2=default-fm:euler:25
+		--row fm@25x2=default-fm:euler:25 --row fm@1x2=default-fm:euler:1
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache
