@@ -9,7 +9,9 @@ from soundvcm.cli.common import NETWORK_PRESET_NAMES
 
 
 def register(commands) -> None:
-    model = commands.add_parser("model", help="list shipped models, ship one, or create network checkpoints")
+    model = commands.add_parser(
+        "model", help="list shipped models, ship one, package one for a hub, or create network checkpoints"
+    )
     models = model.add_subparsers(dest="model", required=True, metavar="ACTION")
     ml = models.add_parser("list", help="the models that ship with this install, checked by md5")
     ml.set_defaults(func=_model_list)
