@@ -35,7 +35,7 @@ from soundvcm.encoders import encoder_spec, load_encoder_set
 from soundvcm.hub import is_hub_id, resolve_hub, resolve_model
 from soundvcm.media.audio import limit_peak
 from soundvcm.media.video import load_image, load_video, probe
-from soundvcm.network.checkpoint import MMAUDIO_NETWORKS, load_network, read_checkpoint_config
+from soundvcm.network.checkpoint import MMAUDIO_NETWORKS, is_registered_mmaudio, load_network, read_checkpoint_config
 from soundvcm.sampling import SamplerOptions, initial_noise, sample
 from soundvcm.spec import ModelSpec, legacy_spec, read_spec
 from soundvcm.weights import resolve
@@ -100,7 +100,7 @@ class Pipeline:
     def peek(model: str | Path) -> tuple[ModelSpec, dict]:
         """(spec, checkpoint config) of ``model`` without loading any weights: enough to check
         inputs against the encoder set's rates before the slow part."""
-        if str(model) in MMAUDIO_NETWORKS and not Path(model).exists():
+        if is_registered_mmaudio(model):
             return legacy_spec({"encoder_set": "mmaudio", "preset": str(model).removeprefix("mmaudio_"),
                                 "objective": "fm"}), {"objective": "fm"}  # fmt: skip
         if models.is_shipped(model):
@@ -118,7 +118,7 @@ class Pipeline:
         ships with the package by name (``default``, see :mod:`soundvcm.models`), a hub id
         ``org/name[@revision]`` from huggingface_hub's cache (:mod:`soundvcm.hub`), or a registered
         MMAudio network by name (e.g. ``mmaudio_small_16k``), converted on the fly."""
-        if str(model) in MMAUDIO_NETWORKS and not Path(model).exists():
+        if is_registered_mmaudio(model):
             return cls._load_mmaudio(str(model), device, pretrained_encoders)
         path = resolve_model(model)
         spec, doc = cls.peek(path)

@@ -221,3 +221,8 @@ MMAUDIO_NETWORKS: dict[str, WeightFile] = {
     ]
 }
 """The released MMAudio networks (their official files), by weights name."""
+
+
+def is_registered_mmaudio(name: str | Path) -> bool:
+    """A registered MMAudio network's name (``mmaudio_small_16k``...) that is not a local path."""
+    return str(name) in MMAUDIO_NETWORKS and not Path(name).exists()

@@ -32,6 +32,7 @@ from soundvcm.network.checkpoint import (
     MMAUDIO_NETWORKS,
     checkpoint_paths,
     config_from_dict,
+    is_registered_mmaudio,
     mmaudio_to_soundvcm,
     read_checkpoint_config,
     read_mmaudio_state,
@@ -43,20 +44,16 @@ LORA_TARGETS = (r"attn\.qkv$", r"linear1$", r"ffn\.w[123]$")
 """Attention projections and the MLPs (where they are linear layers; ConvMLPs stay full-rank)."""
 
 
-def _is_mmaudio(source: str | Path) -> bool:
-    return str(source) in MMAUDIO_NETWORKS and not Path(source).exists()
-
-
 def init_preset(source: str | Path) -> str | None:
     """The network preset a ``--init`` source was built from."""
-    if _is_mmaudio(source):
+    if is_registered_mmaudio(source):
         return str(source).removeprefix("mmaudio_")
     return read_checkpoint_config(resolve_model(source)).get("preset")
 
 
 def load_init(source: str | Path, encoder_set: str, duration: float) -> MMDiT:
     """The network of ``source`` for caches of ``encoder_set`` at ``duration`` seconds (strict load)."""
-    if _is_mmaudio(source):
+    if is_registered_mmaudio(source):
         name = str(source)
         net = mmaudio_to_soundvcm(read_mmaudio_state(resolve(MMAUDIO_NETWORKS[name])), name.removeprefix("mmaudio_"))
         config, state = net.config, net.state_dict()
