@@ -89,6 +89,20 @@ def preset_for_encoders(name: str, encoder_set: str | None = None) -> tuple[MMDi
     return config, encoder_set
 
 
+def network_for_cache(name: str, meta) -> tuple[MMDiTConfig, str]:
+    """Preset ``name`` sized for a feature cache (its encoder set and clip length), checked against
+    the cache's sequence lengths; and the encoder set's name."""
+    net_config, encoder_set = preset_for_encoders(name, meta.encoder_set)
+    net_config = replace(net_config, sequence=replace(net_config.sequence, duration=meta.duration))
+    seq = net_config.sequence
+    lengths = {"latent": (seq.latent_seq_len, meta.latent_shape[0]), "clip": (seq.clip_seq_len, meta.clip_shape[0]),
+               "sync": (seq.sync_seq_len, meta.sync_shape[0])}  # fmt: skip
+    bad = {k: v for k, v in lengths.items() if v[0] != v[1]}
+    if bad:
+        raise ValueError(f"the caches' sequence lengths do not fit a {meta.duration} s network: {bad} (network, cache)")
+    return net_config, encoder_set
+
+
 def legacy_spec(doc: dict[str, Any]) -> ModelSpec:
     """The spec of a checkpoint written before specs were saved (inferred once, here)."""
     encoder_set = doc.get("encoder_set") or "lite"

@@ -58,6 +58,7 @@ from soundvcm.network.toy import ToyVelocityNet
 from soundvcm.objectives import TimeSampling, build_objective
 from soundvcm.sampling import SamplerOptions, initial_noise, sample
 from soundvcm.training.ema import EMA
+from soundvcm.training.parallel import LocalEngine
 from soundvcm.training.step import optimization_step
 
 
@@ -84,12 +85,13 @@ class _Stepper:
         self.g = torch.Generator().manual_seed(seed)
         self.opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
         self.ema = EMA(net, cfg.ema_decay)
+        self.engine = LocalEngine(net, objective)
 
     def __call__(self, step: int) -> float:
         cfg = self.cfg
         batches = ((_batch(self.flow, self.net, cfg.batch_size, self.g), self.g) for _ in range(1))
         out = optimization_step(
-            self.net, self.objective, batches, self.opt, step,
+            self.engine, batches, self.opt, step,
             lr=_lr_at(cfg, step, self.objective.total_steps), grad_clip=cfg.grad_clip,
         )  # fmt: skip
         self.ema.update(self.net)

@@ -21,6 +21,7 @@ from soundvcm.bench.measure import peak_memory_mb
 from soundvcm.conditions import Batch
 from soundvcm.network.mmdit import MMDiT, network_preset
 from soundvcm.objectives import OBJECTIVE_PRESETS, build_objective
+from soundvcm.training.parallel import LocalEngine
 from soundvcm.training.step import optimization_step
 
 
@@ -62,7 +63,7 @@ def run_train_bench(cfg: TrainBenchConfig) -> list[dict[str, Any]]:
         gen = torch.Generator(device=device).manual_seed(1)
 
         def step(model=model, objective=objective, optimizer=optimizer, batch=batch, gen=gen):
-            optimization_step(model, objective, [(batch, gen)], optimizer, 1_000, lr=1e-4, grad_clip=1.0)
+            optimization_step(LocalEngine(model, objective), [(batch, gen)], optimizer, 1_000, lr=1e-4, grad_clip=1.0)
 
         step()  # warm-up (and compilation)
         times = []

@@ -15,7 +15,9 @@ def register(commands) -> None:
         description="soundvcm train --preset NAME --data CACHE[:WEIGHT]... --out DIR [--steps N] [--resume] "
         "[key=value ...]. "
         "Presets: paper, fm_baseline, meanflow_baseline, lite_cpu, tiny_cpu. Caches may be soundvcm caches or "
-        "MMAudio's TensorDict folders; each gets equal exposure unless weighted.",
+        "MMAudio's TensorDict folders; each gets equal exposure unless weighted. Several processes: "
+        "torchrun --nproc-per-node G [--nnodes N --node-rank I --rdzv-backend c10d --rdzv-endpoint HOST:PORT] "
+        "-m soundvcm train ...",
     )
     tr.add_argument("--preset", default=None, help="training preset (default paper; with --resume: the run's own)")
     tr.add_argument("--data", nargs="+", required=True, help="cache folders, optionally PATH:WEIGHT")
@@ -43,6 +45,16 @@ def register(commands) -> None:
         "trainable=REGEX,... only matching parameters train; lora_rank=R trains low-rank adapters instead "
         "(merged on export)",
     )
+    tr.add_argument(
+        "--parallel",
+        choices=("auto", "ddp", "fsdp", "allreduce"),
+        default="auto",
+        help="how ranks under torchrun share a step: ddp (DistributedDataParallel, bucketed all-reduce overlapping "
+        "the backward; the default), fsdp (FSDP2: parameters, gradients, optimizer and EMA sharded over the ranks, "
+        "for the 44k and large presets), allreduce (one flat all-reduce; MeanFlow's default, as its JVP cannot "
+        "run through DDP/FSDP hooks). One process: ignored. Not fixed on resume",
+    )
+    tr.add_argument("--fsdp", action="store_const", const="fsdp", dest="parallel", help="same as --parallel fsdp")
     tr.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=2e-4 batch_size=64")
     tr.set_defaults(func=_train)
 
@@ -76,6 +88,7 @@ def _train(args: argparse.Namespace) -> int:
     trainer = Trainer(
         config, args.data, args.out, device=args.device, resume=args.resume,
         allow_mixed_encoders=args.allow_mixed_encoders, init=args.init if saved is None else None,
+        parallel=args.parallel,
     )  # fmt: skip
     if trainer.rank == 0:
         from soundvcm.atomic import atomic_write

@@ -73,6 +73,14 @@ class MixedSource:
             picks.append((s, int(torch.randint(len(self.caches[s]), (1,), generator=generator))))
         return picks
 
+    @torch.no_grad()
+    def latent_stats(self, rows: int, seed: int) -> tuple[Tensor, Tensor]:
+        """Per-channel mean and std (clamped at 1e-3) of the posterior means of ``rows`` drawn rows
+        (MMAudio's latent normalisation); every row() refuses NaN/inf, so no bad row poisons them."""
+        picks = self.draw(max(min(rows, sum(len(c) for c in self.caches)), 2), torch.Generator().manual_seed(seed))
+        means = torch.cat([self.caches[s].row(i)["mean"].float() for s, i in picks])
+        return means.mean(0), means.std(0).clamp(min=1e-3)
+
     def batch(self, net, batch_size: int, generator: torch.Generator, device=None) -> Batch:
         """Rows drawn with ``generator``; x0 sampled from the posterior and normalised by ``net``."""
         rows = [self.caches[s].row(i) for s, i in self.draw(batch_size, generator)]  # row() refuses NaN/inf

@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from soundvcm.atomic import atomic_write, save_tensors
+from soundvcm.training.parallel import full, shard_like
 
 
 def sigma_rel_to_gamma(sigma_rel: float) -> float:
@@ -56,7 +57,13 @@ def _save(tmp: Path, data: dict[str, Tensor], meta: dict[str, str]) -> None:
 class PostHocEMA:
     """Tracks power-function EMAs of a module's floating-point state and snapshots them."""
 
-    def __init__(self, net: nn.Module, sigma_rels=(0.05, 0.1), snapshot_every: int = 5000, folder=None):
+    def __init__(
+        self, net: nn.Module, sigma_rels=(0.05, 0.1), snapshot_every: int = 5000, folder=None, write: bool = True
+    ):
+        """``write``: this process saves the snapshots (rank 0 of a distributed run). The EMA copies
+        are laid out as the network's tensors: sharded where FSDP shards them; snapshots and
+        :meth:`state_dict` hold whole tensors (gathering is a collective: every rank calls them)."""
+        self.write = write
         self.sigma_rels = tuple(float(s) for s in sigma_rels)
         self.gammas = [sigma_rel_to_gamma(s) for s in self.sigma_rels]
         self.snapshot_every = snapshot_every
@@ -87,14 +94,16 @@ class PostHocEMA:
         paths = []
         for ema, sigma in zip(self.emas, self.sigma_rels):
             path = self.folder / f"ema_{sigma:.3f}_{self.step:09d}.safetensors"
-            data = {k: v.contiguous() for k, v in ema.items()}
+            data = {k: full(v).contiguous() for k, v in ema.items()}
+            if not self.write:
+                continue
             meta = {"step": str(self.step), "sigma_rel": str(sigma)}
             atomic_write(path, partial(_save, data=data, meta=meta))
             paths.append(path)
         return paths
 
     def state_dict(self) -> dict[str, Tensor]:
-        out = {f"ema{i}.{k}": v for i, ema in enumerate(self.emas) for k, v in ema.items()}
+        out = {f"ema{i}.{k}": full(v) for i, ema in enumerate(self.emas) for k, v in ema.items()}
         out["step"] = torch.tensor(self.step)
         return out
 
@@ -102,7 +111,7 @@ class PostHocEMA:
         self.step = int(state["step"])
         for i, ema in enumerate(self.emas):
             for k in ema:
-                ema[k].copy_(state[f"ema{i}.{k}"])
+                ema[k] = shard_like(state[f"ema{i}.{k}"], ema[k])
 
 
 SNAPSHOT = re.compile(r"ema_(\d+\.\d+)_(\d+)\.safetensors$")

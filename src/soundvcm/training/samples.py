@@ -1,4 +1,5 @@
-"""Periodic training samples from the EMA weights: audio (flac) and a spectrogram PNG per row.
+"""Periodic training outputs: the validation loss, and samples from the EMA weights (audio (flac)
+and a spectrogram PNG per row).
 
 The network with the first tracked EMA (sigma_rel 0.05 by default) samples the first rows of the
 fixed validation batch with the objective's sampler (Alg. 2 for consistency objectives, Euler +
@@ -48,10 +49,32 @@ def _png(path: Path, image: torch.Tensor, title: str) -> None:
     plt.close(fig)
 
 
+VAL_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
 @torch.no_grad()
-def write_samples(trainer, folder: Path, rows: int = 2) -> list[Path]:
+def validation_loss(trainer, net) -> dict[str, float]:
+    """Flow-matching MSE of u(x_t, t, t) at fixed t on fixed rows and noise (comparable across runs)."""
+    net.eval()
+    g = step_generator(trainer.config.seed, -1, 0, 0, "validation")
+    batch = trainer.data.batch(net, trainer.config.val_batch, g, trainer.device)
+    prepared = net.prepare(batch.conditions)
+    eps = torch.randn(batch.x0.shape, generator=g).to(trainer.device)
+    out = {}
+    for t_val in VAL_TIMES:
+        t = torch.full((batch.x0.shape[0],), t_val, device=trainer.device)
+        x_t = (1 - t_val) * batch.x0 + t_val * eps
+        u = net(x_t, t, t, prepared).float()
+        out[f"val_t{t_val:.1f}"] = float((u - (eps - batch.x0)).square().mean())
+    out["val"] = sum(out.values()) / len(out)
+    return out
+
+
+@torch.no_grad()
+def write_samples(trainer, folder: Path, weights: dict[str, torch.Tensor], rows: int = 2) -> list[Path]:
+    """Sample the first validation rows with the network carrying ``weights`` (the first EMA)."""
     folder.mkdir(parents=True, exist_ok=True)
-    net = ema_network(trainer.net.config, trainer.ema.emas[0]).to(trainer.device).eval()
+    net = ema_network(trainer.net.config, weights).to(trainer.device).eval()
     g = step_generator(trainer.config.seed, -1, 0, 0, "validation")
     batch = trainer.data.batch(trainer.net, max(rows, trainer.config.val_batch), g, trainer.device)
     conditions = {k: v[:rows].detach() for k, v in batch.conditions.items()}

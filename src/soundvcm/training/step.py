@@ -9,16 +9,14 @@ gradients behind.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from soundvcm.conditions import Batch
-
-Reduce = Callable[[list[nn.Parameter], bool], bool]
-"""Averages the gradients of these parameters across ranks and returns whether every rank was finite."""
+from soundvcm.training.parallel import LocalEngine
 
 
 @dataclass
@@ -31,8 +29,7 @@ class StepOutput:
 
 
 def optimization_step(
-    model,
-    objective,
+    engine: LocalEngine,
     batches: Iterable[tuple[Batch, torch.Generator | None]],
     optimizer: torch.optim.Optimizer,
     step: int,
@@ -40,25 +37,27 @@ def optimization_step(
     lr: float,
     grad_clip: float,
     accumulation: int = 1,
-    reduce: Reduce | None = None,
 ) -> StepOutput:
     """One update from ``accumulation`` micro-batches (drawn lazily from ``batches``, each with the
-    generator its objective draws times and noise from)."""
+    generator its objective draws times and noise from). ``engine`` computes each loss and combines
+    the gradients across ranks (training/parallel.py: local, DDP, FSDP2 or a flat all-reduce)."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
     losses, ts, mses, finite = [], [], [], True
-    for _, (batch, generator) in zip(range(accumulation), batches):
-        out = objective.loss(model, batch, step, generator=generator)
-        finite = finite and bool(torch.isfinite(out.loss))
-        if finite:
-            (out.loss / accumulation).backward()
+    for micro, (batch, generator) in zip(range(accumulation), batches):
+        with engine.accumulating(last=micro == accumulation - 1):
+            out = engine.loss(batch, step, generator)
+            finite = finite and bool(torch.isfinite(out.loss))
+            # under DDP/FSDP every rank runs every backward (their collectives must pair up); a
+            # non-finite step is then dropped below on all ranks together
+            if finite or engine.always_backward:
+                (out.loss / accumulation).backward()
         losses.append(float(out.loss.detach()))
         ts.append(out.t.detach().float().cpu())
         mses.append(out.mse.detach().float().cpu())
-    if reduce is not None:
-        finite = reduce(params, finite)
+    finite = engine.finish(params, finite)
     t, mse = torch.cat(ts), torch.cat(mses)
     if not finite:
         optimizer.zero_grad(set_to_none=True)

@@ -11,18 +11,19 @@ noise as one process with R*A accumulation steps):
     log (progress bar: loss, steps/s, ETA, loss by t bucket; TensorBoard), validation loss at fixed
     t, EMA samples (audio + spectrogram), atomic checkpoints (weights, optimizer, EMA, RNG, step)
 
-Data parallelism runs under ``torchrun`` (NCCL on GPU, gloo on CPU, single or multi node): the
-gradient all-reduce is explicit rather than through the DDP wrapper, so objectives that call the
-network several times per step or through ``torch.func.jvp`` (MeanFlow) work unchanged.
+Data parallelism runs under ``torchrun`` (NCCL on GPU, gloo on CPU, single or multi node) on
+PyTorch's own engines (training/parallel.py): DistributedDataParallel by default, FSDP2 with
+``parallel="fsdp"`` (parameters, gradients, AdamW moments and EMA copies sharded), and a flat
+all-reduce for MeanFlow, whose JVP cannot run through DDP's hooks. Checkpoints hold whole tensors
+and the number of ranks, so a run resumes on any world size (keeping ranks x accumulation, and
+with it the rows and noise of every step, when the new world size divides it).
 Precision: bf16 autocast on GPU (no GradScaler; MMAudio issue #49), fp32 on CPU.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from soundvcm.data.mixing import MixedSource, step_generator
 from soundvcm.network.checkpoint import config_to_dict
 from soundvcm.network.mmdit import MMDiT
 from soundvcm.objectives import build_objective
-from soundvcm.spec import ModelSpec, preset_for_encoders
+from soundvcm.spec import ModelSpec, network_for_cache
 from soundvcm.training.checkpoint import (
     clean_stale,
     latest_checkpoint,
@@ -45,15 +46,23 @@ from soundvcm.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from soundvcm.training.config import FIXED_ON_RESUME, TrainConfig, config_dict, config_from_dict
+from soundvcm.training.config import TrainConfig, config_dict
 from soundvcm.training.export import export_ema_checkpoint
 from soundvcm.training.finetune import add_lora, freeze_except, load_init
+from soundvcm.training.interrupt import StopRequest
+from soundvcm.training.parallel import (
+    build_engine,
+    full_optimizer_state,
+    full_state,
+    load_full_optimizer_state,
+    resolve_engine,
+)
 from soundvcm.training.posthoc_ema import PostHocEMA
 from soundvcm.training.progress import ProgressLog
+from soundvcm.training.resume import check_identity, fit_world
 from soundvcm.training.step import optimization_step
 
 T_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0001)
-VAL_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
 class TrainingAborted(RuntimeError):
@@ -84,14 +93,20 @@ class Trainer:
         decoder=None,
         allow_mixed_encoders: bool = False,
         init: str | Path | None = None,
+        parallel: str = "auto",
     ):
         """``decoder``: the encoder set used to turn EMA samples into audio (default: loaded by name).
         ``allow_mixed_encoders``: train on caches extracted with different encoder weight files.
         ``init``: a soundvcm checkpoint (or a shipped model's name) whose weights a *new* run starts
-        from, latent statistics included; any objective can continue it (fine-tuning)."""
-        self.config, self.out = config, Path(out)
-        self.decoder = decoder
+        from, latent statistics included; any objective can continue it (fine-tuning).
+        ``parallel``: auto (DDP; the flat all-reduce for MeanFlow), ddp, fsdp or allreduce."""
+        self.config, self.out, self.decoder, self.resume = config, Path(out), decoder, resume
+        self.resume_from = latest_checkpoint(self.out / "checkpoints") if resume else None
         self._setup_processes(device)
+        self.engine_name = resolve_engine(parallel, config.objective, self.world)
+        self.sharded = self.engine_name == "fsdp"
+        self.saved_step = -1
+        self.stop = StopRequest(self.rank, self.world, self.device)
         self.data = MixedSource.open(data, allow_mixed_encoders)
         torch.manual_seed(config.seed)
         net_config = self._network_config()
@@ -107,15 +122,19 @@ class Trainer:
             config.objective, config.steps, replace(config.objective_config(), autocast_dtype=self.autocast)
         )
         self.spec = ModelSpec.create(config.network, self.encoder_set, config.objective, self.objective.config)
+        saved = self._start_or_resume(init)  # whole weights go in before any sharding
         # the compiled module proxies prepare/null_conditions/normalize to the network
-        self.model = torch.compile(self.net) if config.compile else self.net
-        params = [p for p in self.net.parameters() if p.requires_grad]
+        self.model: Any = torch.compile(self.net) if config.compile else self.net
+        self.engine = build_engine(self.engine_name, self.net, self.model, self.objective, self.device)
+        params = [p for p in self.net.parameters() if p.requires_grad]  # FSDP's sharded ones, if sharded
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay,
                                            eps=config.eps, fused=self.device.type == "cuda")  # fmt: skip
-        self.ema = PostHocEMA(self.net, config.ema_sigma_rels, config.ema_snapshot_every, self.out / "ema")
+        self.ema = PostHocEMA(self.net, config.ema_sigma_rels, config.ema_snapshot_every, self.out / "ema",
+                              write=self.rank == 0)  # fmt: skip
         self.step = self.nonfinite = self.skipped = 0
         self.history: list[dict[str, float]] = []
-        self._start_or_resume(resume, init)
+        if saved is not None:
+            self._restore_state(*saved)
         self.writer: Any = None  # TensorBoard's SummaryWriter on rank 0 while fitting
 
     def _setup_processes(self, device: str) -> None:
@@ -132,6 +151,11 @@ class Trainer:
                 clean_stale(folder)
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if self.resume_from is not None:
+            config, note = fit_world(config, read_checkpoint_doc(self.resume_from).get("world", 1), self.world)
+            self.config = config
+            if note and self.rank == 0:
+                print(f"soundvcm: {note}", file=sys.stderr)
         per_rank = config.batch_size // (self.world * config.accumulation)
         if per_rank * self.world * config.accumulation != config.batch_size:
             raise ValueError(
@@ -142,29 +166,22 @@ class Trainer:
 
     def _network_config(self):
         """The preset sized for the caches' encoder set and clip length, checked against them."""
-        meta = self.data.meta
-        net_config, self.encoder_set = preset_for_encoders(self.config.network, meta.encoder_set)
-        net_config = replace(net_config, sequence=replace(net_config.sequence, duration=meta.duration))
-        seq = net_config.sequence
-        lengths = {"latent": (seq.latent_seq_len, meta.latent_shape[0]), "clip": (seq.clip_seq_len, meta.clip_shape[0]),
-                   "sync": (seq.sync_seq_len, meta.sync_shape[0])}  # fmt: skip
-        bad = {k: v for k, v in lengths.items() if v[0] != v[1]}
-        if bad:
-            raise ValueError(
-                f"the caches' sequence lengths do not fit a {meta.duration} s network: {bad} (network, cache)"
-            )
+        net_config, self.encoder_set = network_for_cache(self.config.network, self.data.meta)
         return net_config
 
-    def _start_or_resume(self, resume: bool, init) -> None:
-        checkpoint = latest_checkpoint(self.out / "checkpoints") if resume else None
-        if resume and checkpoint is None and self.rank == 0:
+    def _start_or_resume(self, init) -> tuple | None:
+        """A new run's latent statistics, or the saved run's network weights (loaded now, into the
+        whole network) and its optimizer/EMA states (returned, loaded once those exist)."""
+        checkpoint = self.resume_from
+        if self.resume and checkpoint is None and self.rank == 0:
             print(f"soundvcm: no checkpoint in {self.out}/checkpoints; starting a new run", file=sys.stderr)
         if checkpoint is not None:
-            self._restore(checkpoint)
-        elif (self.out / "checkpoints" / "latest").exists():
+            return self._restore(checkpoint)
+        if (self.out / "checkpoints" / "latest").exists():
             raise ValueError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
-        elif init is None:
+        if init is None:
             self._set_latent_stats()
+        return None
 
     def _adapt(self) -> None:
         """Fine-tuning: LoRA adapters and/or the trainable subset (training/finetune.py)."""
@@ -177,25 +194,18 @@ class Trainer:
     # ----- setup ---------------------------------------------------------------------------
     @torch.no_grad()
     def _set_latent_stats(self) -> None:
-        """Per-channel mean/std of posterior means over some rows (MMAudio's latent normalisation)."""
-        g = torch.Generator().manual_seed(self.config.seed)
-        rows = min(self.config.latent_stats_rows, sum(len(c) for c in self.data.caches))
-        picks = self.data.draw(max(rows, 2), g)
-        # every cache's row() refuses NaN/inf, so one bad row cannot poison the statistics
-        means = torch.cat([self.data.caches[s].row(i)["mean"].float() for s, i in picks])
-        self.net.latent_mean.copy_(means.mean(0).view(1, 1, -1))
-        self.net.latent_std.copy_(means.std(0).clamp(min=1e-3).view(1, 1, -1))
+        mean, std = self.data.latent_stats(self.config.latent_stats_rows, self.config.seed)
+        self.net.latent_mean.copy_(mean.view(1, 1, -1))
+        self.net.latent_std.copy_(std.view(1, 1, -1))
 
-    def _restore(self, path: Path) -> None:
+    def _restore(self, path: Path) -> tuple:
         net, optimizer, ema, doc = load_checkpoint(path)
-        saved, ours = config_dict(config_from_dict(doc["config"])), config_dict(self.config)  # older runs: defaults
-        for key in FIXED_ON_RESUME:
-            if _plain(saved[key]) != _plain(ours[key]):
-                raise ValueError(
-                    f"{path}: the run used {key}={saved[key]}, not {ours[key]}; it cannot change on resume"
-                )
+        check_identity(path, doc, self.config, self.world)
         self.net.load_state_dict(net, strict=True)
-        self.optimizer.load_state_dict(optimizer)
+        return optimizer, ema, doc
+
+    def _restore_state(self, optimizer: dict, ema: dict, doc: dict) -> None:
+        load_full_optimizer_state(self.optimizer, optimizer)
         self.ema.load_state_dict(ema)
         self.step, self.nonfinite, self.skipped = doc["step"], doc["nonfinite"], doc["skipped"]
         self.history = doc.get("history", [])
@@ -209,34 +219,26 @@ class Trainer:
         for micro in range(cfg.accumulation):
             global_micro = self.rank * cfg.accumulation + micro
             g = step_generator(cfg.seed, self.step, global_micro, 0, "data")
+            self.engine.before_batch()
             batch = self.data.batch(self.net, self.micro, g, self.device)
             g_obj = step_generator(cfg.seed, self.step, global_micro, 0, "objective")
             if self.device.type == "cuda":
                 g_obj = torch.Generator(device=self.device).manual_seed(int(g_obj.initial_seed()))
             yield batch, g_obj
 
-    def _all_reduce(self, params: list, finite: bool) -> bool:
-        """Average gradients over ranks; True only if every rank's loss was finite."""
-        flag = torch.tensor([1.0 if finite else 0.0], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([gr.flatten() for gr in grads])
-        dist.all_reduce(flat)
-        flat /= self.world
-        offset = 0
-        for p, gr in zip(params, grads):
-            p.grad = flat[offset : offset + gr.numel()].view_as(gr).clone()
-            offset += gr.numel()
-        return flag.item() == 1
-
     def train_step(self) -> dict[str, Any]:
         cfg = self.config
         self.net.train()
         lr = cfg.lr * cfg.schedule(self.step)
         out = optimization_step(
-            self.model, self.objective, self._micro_batches(), self.optimizer, self.step, lr=lr,
-            grad_clip=cfg.grad_clip, accumulation=cfg.accumulation, reduce=self._all_reduce if self.world > 1 else None,
-        )  # fmt: skip
+            self.engine,
+            self._micro_batches(),
+            self.optimizer,
+            self.step,
+            lr=lr,
+            grad_clip=cfg.grad_clip,
+            accumulation=cfg.accumulation,
+        )
         if not out.finite:
             return self._skip(lr)
         mean_loss = out.loss
@@ -268,25 +270,24 @@ class Trainer:
         return {"loss": float("nan"), "lr": lr, "skipped": 1}
 
     # ----- validation, samples, checkpoints ------------------------------------------------
-    @torch.no_grad()
     def validation_loss(self) -> dict[str, float]:
-        """Flow-matching MSE of u(x_t, t, t) at fixed t on fixed rows and noise (comparable across runs)."""
-        net = self.net
-        net.eval()
-        g = step_generator(self.config.seed, -1, 0, 0, "validation")
-        batch = self.data.batch(net, self.config.val_batch, g, self.device)
-        prepared = net.prepare(batch.conditions)
-        eps = torch.randn(batch.x0.shape, generator=g).to(self.device)
-        out = {}
-        for t_val in VAL_TIMES:
-            t = torch.full((batch.x0.shape[0],), t_val, device=self.device)
-            x_t = (1 - t_val) * batch.x0 + t_val * eps
-            u = net(x_t, t, t, prepared).float()
-            out[f"val_t{t_val:.1f}"] = float((u - (eps - batch.x0)).square().mean())
-        out["val"] = sum(out.values()) / len(out)
-        return out
+        """Flow-matching MSE of u(x_t, t, t) at fixed t on fixed rows and noise (every rank calls
+        this: a sharded network is gathered whole first)."""
+        from soundvcm.training.samples import validation_loss
+
+        return validation_loss(self, self._whole_network())
+
+    def _whole_network(self) -> torch.nn.Module:
+        """The network with whole weights: itself, or (FSDP) a gathered copy (a collective)."""
+        if not self.sharded:
+            return self.net
+        from soundvcm.training.export import ema_network
+
+        weights = full_state(self.net.state_dict())
+        return ema_network(self.net.config, weights).to(self.device)
 
     def checkpoint(self) -> Path:
+        """Save a training checkpoint (call on every rank; rank 0 writes)."""
         doc = {
             "config": config_dict(self.config),
             "encoder_set": self.encoder_set,
@@ -296,18 +297,38 @@ class Trainer:
             "skipped": self.skipped,
             "rng": rng_state(),
             "history": self.history[-1000:],
+            "world": self.world,
+            "engine": self.engine_name,
         }
-        state = (self.net.state_dict(), self.optimizer.state_dict(), self.ema.state_dict())
+        # whole tensors whatever the engine, so the files are the same for any world size
+        self.saved_step = self.step
+        if self.rank != 0 and not self.sharded:
+            return self.out / "checkpoints"
+        state = self.checkpoint_state()
+        if self.rank != 0:
+            return self.out / "checkpoints"
         return save_checkpoint(self.out / "checkpoints", self.step, *state, doc, self.config.keep_checkpoints)
 
+    def checkpoint_state(self) -> tuple[dict, dict, dict]:
+        """(network, optimizer, EMA) states with whole tensors, whatever the engine (gathering
+        sharded ones is a collective: every rank calls this)."""
+        return full_state(self.net.state_dict()), full_optimizer_state(self.optimizer), self.ema.state_dict()
+
     def samples(self) -> list[Path]:
+        """EMA samples (call on every rank: sharded EMA weights are gathered; rank 0 writes)."""
         from soundvcm.training.samples import write_samples
 
-        return write_samples(self, self.out / "samples" / f"step_{self.step:09d}")
+        weights = full_state(self.ema.emas[0]) if self.sharded else self.ema.emas[0]
+        if self.rank != 0:
+            return []
+        return write_samples(self, self.out / "samples" / f"step_{self.step:09d}", weights)
 
     def export_ema(self, sigma_rel: float | None = None) -> Path:
-        """Synthesise the EMA at sigma_rel from the snapshots and save it as a soundvcm checkpoint."""
+        """Synthesise the EMA at sigma_rel from the snapshots and save it as a soundvcm checkpoint
+        (call on every rank; rank 0 writes)."""
         self.ema.snapshot()
+        if self.rank != 0:
+            return self.out
         path, _ = export_ema_checkpoint(
             self.out, sigma_rel or self.config.ema_export_sigma_rel, self.step, self.net.config, self.spec
         )
@@ -317,29 +338,8 @@ class Trainer:
     def fit(self, steps: int | None = None) -> list[dict[str, float]]:
         """Train to ``config.steps`` (or ``steps`` more). Ctrl-C finishes the current step, saves a
         checkpoint and raises :class:`TrainingInterrupted`; a second Ctrl-C stops at once."""
-        self._stop_requested = False
-        main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, self._on_sigint) if main_thread else None
-        try:
+        with self.stop.installed():
             return self._fit(steps)
-        finally:
-            if main_thread:
-                signal.signal(signal.SIGINT, previous)
-
-    def _on_sigint(self, signum, frame) -> None:
-        if self._stop_requested:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now; the last checkpoint stays as it was
-        self._stop_requested = True
-        if self.rank == 0:
-            tqdm.write("soundvcm: interrupted: finishing this step, then saving a checkpoint (Ctrl-C again: stop now)")
-
-    def _stop_now(self) -> bool:
-        """True on every rank when any rank was asked to stop (checked at step boundaries only)."""
-        if self.world == 1:
-            return self._stop_requested
-        flag = torch.tensor([1.0 if self._stop_requested else 0.0], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
 
     def _fit(self, steps: int | None) -> list[dict[str, float]]:
         cfg = self.config
@@ -358,39 +358,42 @@ class Trainer:
                 self.history.append({"step": self.step, "loss": record["loss"]})
                 if main:
                     log.add(record, self.writer if self.step % cfg.log_every == 0 or self.step == end else None)
-                    self._periodic(end)
+                self._periodic(end)
                 if self.world > 1:
                     dist.barrier()
-                if self._stop_now():  # a step boundary: the state is consistent, save and stop
-                    raise TrainingInterrupted(self.step, self._save_for_stop() if main else None)
+                if self.stop.now():  # a step boundary: the state is consistent, save and stop
+                    path = self._save_for_stop()
+                    raise TrainingInterrupted(self.step, path if main else None)
         finally:  # the bar ends its line whatever stops the loop, so messages start on their own
             bar.close()
         if main:
             self.writer.flush()
-            if self.step >= cfg.steps:
-                path = self.export_ema()
+        if self.step >= cfg.steps and (main or self.sharded):
+            path = self.export_ema()
+            if main:
                 tqdm.write(f"final EMA weights (sigma_rel {cfg.ema_export_sigma_rel}): {path}")
         return self.history
 
     def _periodic(self, end: int) -> None:
-        """Validation, samples and checkpoints on their schedules (rank 0)."""
+        """Validation, samples and checkpoints on their schedules (every rank calls this: with FSDP
+        they gather whole tensors together; rank 0 writes)."""
         cfg = self.config
-        if cfg.val_every and self.step % cfg.val_every == 0:
-            for k, v in self.validation_loss().items():
+        involved = self.rank == 0 or self.sharded
+        if cfg.val_every and self.step % cfg.val_every == 0 and involved:
+            values = self.validation_loss()
+            for k, v in values.items() if self.writer is not None else ():
                 self.writer.add_scalar(f"val/{k}", v, self.step)
-        if cfg.sample_every and self.step % cfg.sample_every == 0:
+        if cfg.sample_every and self.step % cfg.sample_every == 0 and involved:
             self.samples()
         if cfg.checkpoint_every and (self.step % cfg.checkpoint_every == 0 or self.step == end):
             self.checkpoint()
 
     def _save_for_stop(self) -> Path:
         """This step's checkpoint: the periodic one if it was just written, else a new one."""
-        saved = latest_checkpoint(self.out / "checkpoints")
-        path = saved if saved is not None and read_checkpoint_doc(saved)["step"] == self.step else self.checkpoint()
-        self.writer.flush()
-        return path
-
-
-def _plain(value):
-    """Lists (JSON) and tuples (configs) compare equal."""
-    return list(value) if isinstance(value, (list, tuple)) else value
+        if self.saved_step == self.step:
+            path = latest_checkpoint(self.out / "checkpoints") if self.rank == 0 else None
+        else:
+            path = self.checkpoint()
+        if self.writer is not None:
+            self.writer.flush()
+        return path or self.out / "checkpoints"

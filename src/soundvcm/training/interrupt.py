@@ -1,0 +1,48 @@
+"""Ctrl-C during training: finish the step, save, stop; a second Ctrl-C stops at once.
+
+SIGINT only sets a flag. The loop asks :meth:`StopRequest.now` at each step boundary; with
+several ranks the flag is all-reduced (MAX), so every rank stops after the same step.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+
+class StopRequest:
+    def __init__(self, rank: int, world: int, device: torch.device):
+        self.rank, self.world, self.device = rank, world, device
+        self.requested = False
+
+    @contextmanager
+    def installed(self):
+        """Handle SIGINT while inside (main thread only; other threads cannot own signals)."""
+        self.requested = False
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if main_thread else None
+        try:
+            yield self
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGINT, previous)
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now; the last checkpoint stays as it was
+        self.requested = True
+        if self.rank == 0:
+            tqdm.write("soundvcm: interrupted: finishing this step, then saving a checkpoint (Ctrl-C again: stop now)")
+
+    def now(self) -> bool:
+        """True on every rank when any rank was asked to stop (checked at step boundaries only)."""
+        if self.world == 1:
+            return self.requested
+        flag = torch.tensor([1.0 if self.requested else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())

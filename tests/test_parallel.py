@@ -1,0 +1,109 @@
+"""Data-parallel training on 2 gloo processes (CPU): DDP, FSDP2 and MeanFlow's flat all-reduce
+each equal one process accumulating the same micro-batches, and runs resume across world sizes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from soundvcm.training.parallel import resolve_engine
+from soundvcm.training.trainer import Trainer
+from test_training import _config, _free_port, _synthetic_cache, _test_spec
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _test_encoder_set(monkeypatch):
+    from soundvcm import encoders
+
+    monkeypatch.setitem(encoders.ENCODER_SPECS, "test", _test_spec())
+
+
+def _worker(rank: int, world: int, port: int, data: list[str], out: str, result: str, job: dict) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))  # fmt: skip
+    torch.set_num_threads(1)
+    from soundvcm import encoders
+
+    encoders.ENCODER_SPECS["test"] = _test_spec()  # a fresh process: register the test set again
+    trainer = Trainer(_config(**job["config"]), data, Path(out), device="cpu", resume=job.get("resume", False),
+                      parallel=job.get("parallel", "auto"))  # fmt: skip
+    sharded_params = [p for p in trainer.net.parameters() if type(p).__name__ == "DTensor"]
+    trainer.fit(steps=job["steps"])
+    state = {k: v.clone() for k, v in trainer.checkpoint_state()[0].items()}  # whole tensors (a collective)
+    if rank == 0:
+        state["_logged_loss"] = torch.tensor([h["loss"] for h in trainer.history])
+        state["_engine"] = torch.tensor([["local", "ddp", "fsdp", "allreduce"].index(trainer.engine_name)])
+        state["_sharded"] = torch.tensor([len(sharded_params)])
+        state["_accumulation"] = torch.tensor([trainer.config.accumulation])
+        torch.save(state, result)
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+def _spawn(tmp_path: Path, data: list[str], out: str, job: dict) -> dict:
+    result = tmp_path / f"{Path(out).name}.pt"
+    mp.spawn(_worker, args=(2, _free_port(), data, str(tmp_path / out), str(result), job), nprocs=2, join=True)
+    return torch.load(result, weights_only=True)
+
+
+def _assert_same(single: Trainer, other: dict, atol: float = 1e-6) -> None:
+    # the logged loss is the mean over ranks, as the accumulated loss is the mean over micro-batches
+    logged = torch.tensor([h["loss"] for h in single.history])
+    assert torch.allclose(other.pop("_logged_loss"), logged, rtol=1e-5), (logged,)
+    for k, v in single.net.state_dict().items():
+        assert torch.allclose(v, other[k], atol=atol, rtol=1e-5), k
+
+
+STEPS = dict(steps=2, checkpoint_every=0, val_every=0)
+
+
+@pytest.mark.parametrize("parallel,objective", [("ddp", "vcm"), ("fsdp", "vcm"), ("fsdp", "fm"), ("auto", "meanflow")])
+def test_two_ranks_equal_one_process_accumulating(parallel, objective, tmp_path):
+    """DDP (the default), FSDP2 and MeanFlow's all-reduce: same update as accumulation 2 in one process.
+    A text-audio set is mixed in: its rows train the null visual features, read outside the forward."""
+    data = [str(_synthetic_cache(tmp_path / "a", rows=12)), str(_synthetic_cache(tmp_path / "b", 6, False, 1))]
+    single = Trainer(_config(**STEPS, accumulation=2, objective=objective), data, tmp_path / "single")
+    single.fit(steps=2)
+    job = {"config": {**STEPS, "objective": objective}, "steps": 2, "parallel": parallel}
+    got = _spawn(tmp_path, data, "two", job)
+    expected = {"ddp": 1, "fsdp": 2, "auto": 3}[parallel]
+    assert int(got.pop("_engine")) == expected
+    if parallel == "fsdp":  # the blocks' weights really were split over the ranks
+        assert int(got.pop("_sharded")) > 10
+    _assert_same(single, {k: v for k, v in got.items() if not k.startswith("_") or k == "_logged_loss"})
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_a_run_saved_on_two_ranks_resumes_on_one_and_back(parallel, tmp_path):
+    """2 ranks -> 1 process -> 2 ranks equals 6 uninterrupted steps of one process: the checkpoint
+    holds whole tensors and the world size; resuming keeps ranks x accumulation (2 micro-batches)."""
+    data = [str(_synthetic_cache(tmp_path / "a", rows=12))]
+    config = dict(steps=6, checkpoint_every=2, val_every=0)
+    single = Trainer(_config(**config, accumulation=2), data, tmp_path / "single")
+    single.fit()
+    _spawn(tmp_path, data, "run", {"config": config, "steps": 2, "parallel": parallel})
+    one = Trainer(_config(**config), data, tmp_path / "run", resume=True)
+    assert one.step == 2 and one.config.accumulation == 2  # 2 ranks x 1 became 1 rank x 2
+    one.fit(steps=2)
+    one.checkpoint()
+    got = _spawn(tmp_path, data, "run", {"config": {**config, "accumulation": 2}, "steps": 2, "resume": True,
+                                        "parallel": parallel})  # fmt: skip
+    assert int(got.pop("_accumulation")) == 1  # 1 rank x 2 became 2 ranks x 1
+    history = torch.load(tmp_path / "run.pt", weights_only=True)["_logged_loss"]
+    assert history.numel() == 6
+    _assert_same(single, {k: v for k, v in got.items() if not k.startswith("_") or k == "_logged_loss"})
+
+
+def test_meanflow_refuses_ddp_and_fsdp_with_the_reason():
+    with pytest.raises(ValueError, match="jvp"):
+        resolve_engine("fsdp", "meanflow", 2)
+    assert resolve_engine("auto", "meanflow", 2) == "allreduce" and resolve_engine("auto", "vcm", 2) == "ddp"
+    assert resolve_engine("fsdp", "vcm", 1) == "local"
+    with pytest.raises(ValueError, match="choose one of"):
+        resolve_engine("zero3", "vcm", 2)
