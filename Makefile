@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned to the build TORCH names, so nothing later pulls another one
 	$(BIN)/python -m pip install -q $(TORCH_PIP)
-	$(BIN)/python -m pip install -q -e '.[dev,lite,demo]'
+	$(BIN)/python -m pip install -q -e '.[dev,lite,demo,scale]'
 	$(BIN)/python -c "import sys, torch; cuda = torch.version.cuda; \
 		print(f'installed torch {torch.__version__} ({\"CUDA \" + cuda if cuda else \"CPU only\"})'); \
 		sys.exit('TORCH=cpu installed a CUDA build of torch; remove $(VENV) and retry' if '$(TORCH)' == 'cpu' and cuda else 0)"

@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("objectives", "sampling", "encoders", "exact_flow"),  # 3: losses, samplers, frozen encoders
     ("evaluation", "data"),  # 4: metrics and embedders; caches, extraction, open data
     ("spec", "registry", "models", "hub", "pipeline"),  # 5: the run spec, weight registry, inference API
-    ("training", "generate", "bench", "demo"),  # 6: trainer, batch generation, benchmarks
+    ("training", "generate", "bench", "demo", "scale"),  # 6: trainer, batch generation, benchmarks, Ray
     ("cli", "__main__"),  # 7: the command line
 ]
 

@@ -34,7 +34,7 @@ from soundvcm.device import StageTimer, select_device
 from soundvcm.encoders import encoder_spec, load_encoder_set
 from soundvcm.hub import is_hub_id, resolve_hub, resolve_model
 from soundvcm.media.audio import limit_peak
-from soundvcm.media.video import load_image, load_video, probe
+from soundvcm.media.video import VideoClip, load_image, load_video, probe
 from soundvcm.network.checkpoint import MMAUDIO_NETWORKS, is_registered_mmaudio, load_network, read_checkpoint_config
 from soundvcm.sampling import SamplerOptions, initial_noise, sample
 from soundvcm.spec import ModelSpec, legacy_spec, read_spec
@@ -195,6 +195,7 @@ class Pipeline:
         prompt: str | None,
         duration: float,
         start: float,
+        decoded: VideoClip | None = None,
     ) -> tuple[dict[str, Tensor], float, bool, list[str]]:
         spec, notes = self.spec, []
         specs = {"clip": spec.clip_frames, "sync": spec.sync_frames}
@@ -204,7 +205,7 @@ class Pipeline:
             with timer("decode"):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # collected in clip.warnings instead
-                    clip = load_video(video, specs, duration=duration, start=start)
+                    clip = decoded or load_video(video, specs, duration=duration, start=start)
                 notes += clip.warnings
                 if clip.truncated:
                     truncated = True
@@ -249,9 +250,11 @@ class Pipeline:
         duration: float = 8.0,
         start: float = 0.0,
         timer: StageTimer | None = None,
+        decoded: VideoClip | None = None,
     ) -> Encoded:
         """The conditions of one generation (decode + encoders), reusable by several
-        :meth:`synthesize` calls (other seeds, samplers or step counts)."""
+        :meth:`synthesize` calls (other seeds, samplers or step counts). ``decoded``: the video's
+        frames, already decoded elsewhere with the encoder set's frame specs (batch engines)."""
         if video is None and image is None and prompt is None:
             raise ValueError("nothing to condition on: give a video, an image or a prompt")
         if video is not None and image is not None:
@@ -259,7 +262,7 @@ class Pipeline:
         if duration <= 0:
             raise ValueError(f"duration must be positive, got {duration}")
         timer = timer or StageTimer(self.device)
-        cond, duration, truncated, notes = self._encode(timer, video, image, prompt, duration, start)
+        cond, duration, truncated, notes = self._encode(timer, video, image, prompt, duration, start, decoded)
         return Encoded(cond, duration, start, truncated, notes, dict(timer.times))
 
     @torch.inference_mode()
@@ -327,11 +330,12 @@ class Pipeline:
         negative_scale: float | None = None,
         timer: StageTimer | None = None,
         guidance_t_max: float | None = None,
+        decoded: VideoClip | None = None,
     ) -> GenerationResult:
         """Generate audio for a video (``start`` to ``start + duration``), an image and/or a prompt."""
         self.sampler_options(sampler, steps, cfg_scale, negative_scale, guidance_t_max)  # fail before decoding
         timer = timer or StageTimer(self.device)
-        encoded = self.encode(video, prompt, image, duration, start, timer)
+        encoded = self.encode(video, prompt, image, duration, start, timer, decoded)
         encoded.timings = {}  # already in the shared timer
         return self.synthesize(
             encoded, steps, seed, sampler, cfg_scale, negative_prompt, negative_scale, timer, guidance_t_max

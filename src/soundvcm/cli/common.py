@@ -32,3 +32,25 @@ def dim(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"dimension must be >= 1, got {text}")
     return value
+
+
+def add_engine_options(parser, what: str) -> None:
+    """--engine local|ray and Ray's cluster options (extract and generate)."""
+    group = parser.add_argument_group(
+        "engine", f"--engine ray {what} on Ray Data (install the [scale] extra): decoding on CPU workers, the models "
+        "in an actor pool (one actor per GPU when there are GPUs); resumable; failed rows are reported, not fatal",
+    )  # fmt: skip
+    group.add_argument("--engine", choices=("local", "ray"), default="local", help="local (default) or ray")
+    group.add_argument(
+        "--ray-address", default=None, metavar="ADDR", help="a running Ray cluster (default: start a local one)"
+    )
+    group.add_argument(
+        "--ray-cpus", type=positive_int, default=None, help="CPUs of the local Ray instance (default all)"
+    )
+    group.add_argument("--actors", type=positive_int, default=None, help="model actors (default: GPUs, or CPUs / 2)")
+
+
+def check_engine_options(args) -> None:
+    """Ray's options only go with --engine ray."""
+    if args.engine != "ray" and (args.ray_address or args.ray_cpus or args.actors):
+        raise ValueError("--ray-address/--ray-cpus/--actors go with --engine ray")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from soundvcm.cli.common import positive_float
+from soundvcm.cli.common import add_engine_options, check_engine_options, positive_float
 
 
 def register(commands) -> None:
@@ -21,6 +21,7 @@ def register(commands) -> None:
     ext.add_argument("--duration", type=positive_float, default=8.0, help="seconds per clip (default 8)")
     ext.add_argument("--rows-per-shard", type=int, default=64, help="rows per shard file (default 64)")
     ext.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_engine_options(ext, "extracts")
     ext.set_defaults(func=_extract)
 
 
@@ -32,7 +33,15 @@ def _extract(args: argparse.Namespace) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if args.rows_per_shard < 1:
         raise ValueError("--rows-per-shard must be >= 1")
-    meta, usable = extract(args.input, args.out, args.encoders, args.duration, args.rows_per_shard, device=device)
+    check_engine_options(args)
+    if args.engine == "ray":
+        from soundvcm.scale.ray_engine import extract_ray, require_ray
+
+        require_ray()
+        meta, usable = extract_ray(args.input, args.out, args.encoders, args.duration, args.rows_per_shard,
+                                   args.ray_address, args.ray_cpus, args.actors)  # fmt: skip
+    else:
+        meta, usable = extract(args.input, args.out, args.encoders, args.duration, args.rows_per_shard, device=device)
     kind = "video-text-audio" if meta.has_video else "text-audio"
     counted = f"{usable} of {meta.rows} rows usable" if usable is not None else f"{meta.rows} rows"
     print(f"{args.out}: {counted} ({kind}), {meta.num_shards} shard(s), encoders {meta.encoder_set}")

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from soundvcm.cli.common import positive_float, positive_int
+from soundvcm.cli.common import add_engine_options, check_engine_options, positive_float, positive_int
 
 
 def register(commands) -> None:
@@ -30,6 +30,7 @@ def register(commands) -> None:
         )
     )
     _outputs(gen.add_argument_group("outputs"), gen)
+    add_engine_options(gen, "runs a batch")
     gen.set_defaults(func=_generate)
 
 
@@ -135,6 +136,13 @@ def _generate(args: argparse.Namespace) -> int:
     from soundvcm.pipeline import Pipeline, min_duration
 
     model = _model_name(args)
+    check_engine_options(args)
+    if args.engine == "ray":
+        from soundvcm.scale.ray_engine import require_ray
+
+        require_ray()
+        if args.full or args.profile:
+            raise ValueError("--engine ray generates fixed-length clips: leave out --full and --profile")
     if args.full and args.overlap < 0:
         raise ValueError("--overlap must be >= 0")
     # everything that can be checked is checked before the model and encoders load (10-20 s)
@@ -158,7 +166,6 @@ def _generate(args: argparse.Namespace) -> int:
         return 2
     for line in errors:
         print(f"soundvcm: error: {line}", file=sys.stderr)
-    pipe = Pipeline.load(model, device=args.device)
     options = {
         "negative_prompt": args.negative_prompt,
         "negative_scale": args.negative_scale,
@@ -174,4 +181,9 @@ def _generate(args: argparse.Namespace) -> int:
     }
     if args.full:
         options["overlap"] = args.overlap
+    if args.engine == "ray":
+        from soundvcm.scale.ray_engine import generate_ray
+
+        return generate_ray(model, jobs, args.out, options, args.ray_address, args.ray_cpus, args.actors, len(errors))
+    pipe = Pipeline.load(model, device=args.device)
     return run_generate(pipe, jobs, args.out, options, args.full, args.profile, failed=len(errors))

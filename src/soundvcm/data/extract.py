@@ -161,55 +161,78 @@ def extract(
         _extract_shard(out, shard, rows[shard * rows_per_shard : (shard + 1) * rows_per_shard], encoders, seq, specs,
                        meta, bar)  # fmt: skip
     bar.close()
-    usable = None
-    if all(shard_path(out, s).is_file() for s in range(meta.num_shards)):  # complete (every rank done)
-        from soundvcm.data.cache import FeatureCache
-
-        usable = len(FeatureCache(out))
-        if usable == 0:
-            raise CacheError(
-                f"{out}: no usable row: every file in {tsv} was unreadable, silent, too short or gave NaN/inf "
-                "features (see the messages above)"
-            )
-    return meta, usable
+    return meta, finish_extraction(out, meta, tsv)
 
 
-def _extract_row(encoders, path: Path, caption: str, seq, specs, has_video: bool, meta: CacheMeta):
-    """One row's tensors and whether it is usable (zeros with ok=False when it is not)."""
-    n_samples = seq.num_audio_samples
-    zeros = {
-        "mean": torch.zeros(meta.latent_shape),
-        "std": torch.zeros(meta.latent_shape),
-        "text": torch.zeros(meta.text_shape),
-    }
-    if has_video:
-        zeros.update(clip=torch.zeros(meta.clip_shape), sync=torch.zeros(meta.sync_shape))
+def finish_extraction(out: Path, meta: CacheMeta, tsv: Path) -> int | None:
+    """The number of usable rows once every shard exists (None before); none usable is an error."""
+    if not all(shard_path(out, s).is_file() for s in range(meta.num_shards)):
+        return None  # other ranks are still writing theirs
+    from soundvcm.data.cache import FeatureCache
+
+    usable = len(FeatureCache(out))
+    if usable == 0:
+        raise CacheError(
+            f"{out}: no usable row: every file in {tsv} was unreadable, silent, too short or gave NaN/inf "
+            "features (see the messages above)"
+        )
+    return usable
+
+
+def empty_row(meta: CacheMeta) -> dict[str, torch.Tensor]:
+    """The zeros an unusable row is stored as."""
+    keys = ("mean", "std", "text") + (("clip", "sync") if meta.has_video else ())
+    shapes = {"mean": meta.latent_shape, "std": meta.latent_shape, "text": meta.text_shape,
+              "clip": meta.clip_shape, "sync": meta.sync_shape}  # fmt: skip
+    return {k: torch.zeros(shapes[k]) for k in keys}
+
+
+def decode_row(path: Path, seq, specs, has_video: bool) -> dict[str, torch.Tensor] | str:
+    """CPU work of a row: the peak-normalised, padded waveform and the frames the encoders need;
+    or why the row is unusable (a one-line reason)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             wave, _ = load_audio(path, seq.sample_rate, duration=seq.duration)
-            row = {}
+            decoded = {}
             if has_video:
                 clip = load_video(path, specs, duration=seq.duration)
                 if clip.truncated:
                     raise MediaError(f"video shorter than {seq.duration} s")
-                row["clip"] = encoders.encode_clip(clip.frames["clip"][None, : seq.clip_seq_len])[0]
+                decoded["clip_frames"] = clip.frames["clip"][: seq.clip_seq_len]
                 need = (seq.num_sync_segments - 1) * seq.sync_step + seq.sync_segment_frames
-                row["sync"] = encoders.encode_sync(clip.frames["sync"][None, :need])[0]
+                decoded["sync_frames"] = clip.frames["sync"][:need]
     except (MediaError, OSError, ValueError) as exc:
-        tqdm.write(f"extract: skipping {path}: {exc}", file=sys.stderr)
-        return zeros, False
+        return str(exc)
     peak = wave.abs().max() if wave.numel() else torch.tensor(0.0)
     if peak < 1e-6:
-        tqdm.write(f"extract: skipping {path}: silent", file=sys.stderr)
-        return zeros, False
-    wave = torch.nn.functional.pad(wave, (0, max(0, n_samples - wave.numel())))[:n_samples] * (0.95 / peak)
-    mean, std = encoders.encode_audio(wave[None])
+        return "silent"
+    n_samples = seq.num_audio_samples
+    decoded["wave"] = torch.nn.functional.pad(wave, (0, max(0, n_samples - wave.numel())))[:n_samples] * (0.95 / peak)
+    return decoded
+
+
+def encode_row(encoders, decoded: dict[str, torch.Tensor], caption: str, meta: CacheMeta) -> dict | str:
+    """Encoder work of a decoded row: its features (float32, CPU), or why they are unusable."""
+    row: dict[str, torch.Tensor] = {}
+    if "clip_frames" in decoded:
+        row["clip"] = encoders.encode_clip(decoded["clip_frames"][None])[0]
+        row["sync"] = encoders.encode_sync(decoded["sync_frames"][None])[0]
+    mean, std = encoders.encode_audio(decoded["wave"][None])
     row["mean"], row["std"] = mean[0, : meta.latent_shape[0]].cpu(), std[0, : meta.latent_shape[0]].cpu()
     row["text"] = encoders.encode_text([caption])[0].cpu()
     row = {k: v.float().cpu() for k, v in row.items()}
     bad = [k for k, v in row.items() if not torch.isfinite(v).all()]
     if bad:
-        tqdm.write(f"extract: skipping {path}: NaN/inf in its {', '.join(bad)} features", file=sys.stderr)
-        return zeros, False
+        return f"NaN/inf in its {', '.join(bad)} features"
+    return row
+
+
+def _extract_row(encoders, path: Path, caption: str, seq, specs, has_video: bool, meta: CacheMeta):
+    """One row's tensors and whether it is usable (zeros with ok=False when it is not)."""
+    decoded = decode_row(path, seq, specs, has_video)
+    row = encode_row(encoders, decoded, caption, meta) if isinstance(decoded, dict) else decoded
+    if isinstance(row, str):
+        tqdm.write(f"extract: skipping {path}: {row}", file=sys.stderr)
+        return empty_row(meta), False
     return row, True
