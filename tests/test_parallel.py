@@ -35,7 +35,8 @@ def _worker(rank: int, world: int, port: int, data: list[str], out: str, result:
                       parallel=job.get("parallel", "auto"))  # fmt: skip
     sharded_params = [p for p in trainer.net.parameters() if type(p).__name__ == "DTensor"]
     trainer.fit(steps=job["steps"])
-    state = {k: v.clone() for k, v in trainer.checkpoint_state()[0].items()}  # whole tensors (a collective)
+    net, _, ema = trainer.checkpoint_state()  # whole tensors (a collective)
+    state = {**{k: v.clone() for k, v in net.items()}, **{f"_ema.{k}": v.clone() for k, v in ema.items()}}
     if rank == 0:
         state["_logged_loss"] = torch.tensor([h["loss"] for h in trainer.history])
         state["_engine"] = torch.tensor([["local", "ddp", "fsdp", "allreduce"].index(trainer.engine_name)])
@@ -58,6 +59,8 @@ def _assert_same(single: Trainer, other: dict, atol: float = 1e-6) -> None:
     assert torch.allclose(other.pop("_logged_loss"), logged, rtol=1e-5), (logged,)
     for k, v in single.net.state_dict().items():
         assert torch.allclose(v, other[k], atol=atol, rtol=1e-5), k
+    for k, v in single.ema.state_dict().items():  # the EMA copies (sharded under FSDP) too
+        assert torch.allclose(v.float(), other[f"_ema.{k}"].float(), atol=atol, rtol=1e-5), k
 
 
 STEPS = dict(steps=2, checkpoint_every=0, val_every=0)
@@ -76,7 +79,7 @@ def test_two_ranks_equal_one_process_accumulating(parallel, objective, tmp_path)
     assert int(got.pop("_engine")) == expected
     if parallel == "fsdp":  # the blocks' weights really were split over the ranks
         assert int(got.pop("_sharded")) > 10
-    _assert_same(single, {k: v for k, v in got.items() if not k.startswith("_") or k == "_logged_loss"})
+    _assert_same(single, got)
 
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
@@ -97,7 +100,7 @@ def test_a_run_saved_on_two_ranks_resumes_on_one_and_back(parallel, tmp_path):
     assert int(got.pop("_accumulation")) == 1  # 1 rank x 2 became 2 ranks x 1
     history = torch.load(tmp_path / "run.pt", weights_only=True)["_logged_loss"]
     assert history.numel() == 6
-    _assert_same(single, {k: v for k, v in got.items() if not k.startswith("_") or k == "_logged_loss"})
+    _assert_same(single, got)
 
 
 def test_meanflow_refuses_ddp_and_fsdp_with_the_reason():

@@ -16,6 +16,7 @@ from media_factory import make_video
 from soundvcm.cli import main
 from soundvcm.data.cache import FeatureCache
 from soundvcm.media import load_audio
+from soundvcm.scale.ray_engine import plan
 from test_pipeline import _model
 
 pytestmark = pytest.mark.slow
@@ -81,7 +82,7 @@ def test_ray_generation_writes_the_local_engines_outputs(local_ray, media, tmp_p
     (tmp_path / "jobs.tsv").write_text(f"{media / 'v3.mp4'}\tthunder\n{media / 'v4.mp4'}\t\n\tbirds singing\n")
     common = ["generate", str(tmp_path / "jobs.tsv"), "--model", str(model), "--duration", "1", "--seed", "3"]
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the one actor on 2 CPUs (a random network's output depends on the thread count)
+    torch.set_num_threads(plan(2, 0).threads)  # the actor's (a random network's output depends on the thread count)
     try:
         assert main([*common, "--out", str(tmp_path / "local")]) == 0
     finally:
@@ -105,3 +106,13 @@ def test_without_ray_the_engine_says_how_to_install_it(media, tmp_path, monkeypa
     assert "pip install 'soundvcm[scale]'" in capsys.readouterr().err
     assert main(["extract", "--input", str(media / "list.tsv"), "--out", str(tmp_path / "y"), "--actors", "2"]) == 2
     assert "go with --engine ray" in capsys.readouterr().err
+
+
+def test_the_plan_splits_cpus_between_decoding_and_the_models():
+    two = plan(2, 0)  # this machine: one actor with both cores' threads, decoding beside it
+    assert (two.actors, two.threads, two.gpus) == (1, 2, 0.0)
+    assert two.decoders * two.decoder_cpus + two.actors * two.actor_cpus <= 2
+    gpu_node = plan(32, 8)
+    assert gpu_node.actors == 8 and gpu_node.gpus == 1.0
+    assert gpu_node.decoders * gpu_node.decoder_cpus + gpu_node.actors * gpu_node.actor_cpus <= 32
+    assert plan(64, 0, actors=4).actors == 4

@@ -1,14 +1,14 @@
-"""``soundvcm bench toy|network|pipeline|train|dist|embed|quality``: each benchmark prints a table
+"""``soundvcm bench toy|network|pipeline|train|dist|extract|embed|quality``: each benchmark prints a table
 (results go to BENCHMARKS.md)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
+from soundvcm.cli.bench_scale import register_scale
 from soundvcm.cli.common import dim, positive_float, positive_int
 
 
@@ -19,7 +19,7 @@ def register(commands) -> None:
     _register_network(benches)
     _register_pipeline(benches)
     _register_train(benches)
-    _register_dist(benches)
+    register_scale(benches)
     _register_embed(benches)
     _register_quality(benches)
 
@@ -125,45 +125,6 @@ def _register_train(benches) -> None:
     tb.add_argument("--objectives", default="fm,vcm,meanflow", help="comma-separated (default fm,vcm,meanflow)")
     tb.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
     tb.set_defaults(func=_bench_train)
-
-
-def _register_dist(benches) -> None:
-    db = benches.add_parser(
-        "dist",
-        help="data-parallel engines on 2 local CPU ranks (gloo): step time vs one process, memory per rank",
-        description="One process, then 2 ranks under DDP, the flat all-reduce and FSDP2, each with the same "
-        "per-rank batch, in interleaved rounds; prints step time ratios and parameter/gradient/AdamW memory per rank.",
-    )
-    db.add_argument("--preset", default="lite_small", help="network preset (default lite_small)")
-    db.add_argument("--objective", default="vcm", help="fm, vcm or meanflow (default vcm)")
-    db.add_argument("--batch", type=positive_int, default=4, help="batch per rank (default 4)")
-    db.add_argument("--timed-steps", type=positive_int, default=3, help="timed steps per run (default 3)")
-    db.add_argument("--rounds", type=positive_int, default=2, help="interleaved rounds (default 2)")
-    db.add_argument("--threads", type=positive_int, default=1, help="CPU threads per rank (default 1)")
-    db.add_argument("--engines", default="local,ddp,allreduce,fsdp", help="comma-separated (default: all four)")
-    db.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
-    db.set_defaults(func=_bench_dist)
-
-
-def _bench_dist(args: argparse.Namespace) -> int:
-    from soundvcm.bench.dist import ENGINES, DistBenchConfig, run_dist_bench, table
-
-    engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
-    unknown = [e for e in engines if e not in ENGINES]
-    if unknown:
-        raise ValueError(f"--engines: unknown {', '.join(unknown)}; choose from {', '.join(ENGINES)}")
-    cfg = DistBenchConfig(preset=args.preset, objective=args.objective, batch=args.batch, steps=args.timed_steps,
-                          rounds=args.rounds, threads=args.threads, engines=engines)  # fmt: skip
-
-    def progress(engine: str, result: dict) -> None:
-        print(f"  {engine}: step {result['step_s']:.3f} s", file=sys.stderr, flush=True)
-
-    rows = run_dist_bench(cfg, progress)
-    print(table(rows, cfg))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
-    return 0
 
 
 def _register_embed(benches) -> None:

@@ -17,7 +17,7 @@ def register(commands) -> None:
         "Presets: paper, fm_baseline, meanflow_baseline, lite_cpu, tiny_cpu. Caches may be soundvcm caches or "
         "MMAudio's TensorDict folders; each gets equal exposure unless weighted. Several processes: "
         "torchrun --nproc-per-node G [--nnodes N --node-rank I --rdzv-backend c10d --rdzv-endpoint HOST:PORT] "
-        "-m soundvcm train ...",
+        "-m soundvcm.cli train ...",
     )
     tr.add_argument("--preset", default=None, help="training preset (default paper; with --resume: the run's own)")
     tr.add_argument("--data", nargs="+", required=True, help="cache folders, optionally PATH:WEIGHT")
