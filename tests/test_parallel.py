@@ -25,6 +25,9 @@ def _test_encoder_set(monkeypatch):
 
 
 def _worker(rank: int, world: int, port: int, data: list[str], out: str, result: str, job: dict) -> None:
+    import faulthandler
+
+    faulthandler.enable()  # a crash in native code (seen once in a full-suite run: SIGSEGV) prints its stack
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))  # fmt: skip
     torch.set_num_threads(1)
@@ -66,16 +69,21 @@ def _assert_same(single: Trainer, other: dict, atol: float = 1e-6) -> None:
 STEPS = dict(steps=2, checkpoint_every=0, val_every=0)
 
 
-@pytest.mark.parametrize("parallel,objective", [("ddp", "vcm"), ("fsdp", "vcm"), ("fsdp", "fm"), ("auto", "meanflow")])
+ENGINE_CASES = [("auto", "vcm"), ("fsdp", "vcm"), ("fsdp", "fm"), ("auto", "meanflow"), ("fsdp", "meanflow"),
+                ("allreduce", "meanflow")]  # fmt: skip
+
+
+@pytest.mark.parametrize("parallel,objective", ENGINE_CASES)
 def test_two_ranks_equal_one_process_accumulating(parallel, objective, tmp_path):
-    """DDP (the default), FSDP2 and MeanFlow's all-reduce: same update as accumulation 2 in one process.
+    """DDP (the default), FSDP2 and the flat all-reduce, MeanFlow's JVP included: the same update as
+    accumulation 2 in one process.
     A text-audio set is mixed in: its rows train the null visual features, read outside the forward."""
     data = [str(_synthetic_cache(tmp_path / "a", rows=12)), str(_synthetic_cache(tmp_path / "b", 6, False, 1))]
     single = Trainer(_config(**STEPS, accumulation=2, objective=objective), data, tmp_path / "single")
     single.fit(steps=2)
     job = {"config": {**STEPS, "objective": objective}, "steps": 2, "parallel": parallel}
     got = _spawn(tmp_path, data, "two", job)
-    expected = {"ddp": 1, "fsdp": 2, "auto": 3}[parallel]
+    expected = {"auto": 1, "fsdp": 2, "allreduce": 3}[parallel]
     assert int(got.pop("_engine")) == expected
     if parallel == "fsdp":  # the blocks' weights really were split over the ranks
         assert int(got.pop("_sharded")) > 10
@@ -87,7 +95,7 @@ def test_a_run_saved_on_two_ranks_resumes_on_one_and_back(parallel, tmp_path):
     """2 ranks -> 1 process -> 2 ranks equals 6 uninterrupted steps of one process: the checkpoint
     holds whole tensors and the world size; resuming keeps ranks x accumulation (2 micro-batches)."""
     data = [str(_synthetic_cache(tmp_path / "a", rows=12))]
-    config = dict(steps=6, checkpoint_every=2, val_every=0)
+    config = dict(steps=6, checkpoint_every=2, val_every=2, sample_every=2)  # FSDP: gathered for rank 0
     single = Trainer(_config(**config, accumulation=2), data, tmp_path / "single")
     single.fit()
     _spawn(tmp_path, data, "run", {"config": config, "steps": 2, "parallel": parallel})
@@ -98,15 +106,54 @@ def test_a_run_saved_on_two_ranks_resumes_on_one_and_back(parallel, tmp_path):
     got = _spawn(tmp_path, data, "run", {"config": {**config, "accumulation": 2}, "steps": 2, "resume": True,
                                         "parallel": parallel})  # fmt: skip
     assert int(got.pop("_accumulation")) == 1  # 1 rank x 2 became 2 ranks x 1
+    samples = sorted(p.name for p in (tmp_path / "run" / "samples").iterdir())
+    assert samples == ["step_000000002", "step_000000004", "step_000000006"]
     history = torch.load(tmp_path / "run.pt", weights_only=True)["_logged_loss"]
     assert history.numel() == 6
     _assert_same(single, got)
 
 
-def test_meanflow_refuses_ddp_and_fsdp_with_the_reason():
-    with pytest.raises(ValueError, match="jvp"):
-        resolve_engine("fsdp", "meanflow", 2)
-    assert resolve_engine("auto", "meanflow", 2) == "allreduce" and resolve_engine("auto", "vcm", 2) == "ddp"
-    assert resolve_engine("fsdp", "vcm", 1) == "local"
+def test_engine_names():
+    assert resolve_engine("auto", 2) == "ddp" and resolve_engine("fsdp", 1) == "local"
     with pytest.raises(ValueError, match="choose one of"):
-        resolve_engine("zero3", "vcm", 2)
+        resolve_engine("zero3", 2)
+
+
+def _lite_shaped_cache(root: Path, rows: int = 8) -> Path:
+    """Random features with the lite encoder set's name and 1 s shapes (subprocesses know 'lite')."""
+    from soundvcm.data.cache import CacheMeta, write_shard
+
+    g = torch.Generator().manual_seed(0)
+    shapes = {"mean": (44, 160), "std": (44, 160), "clip": (8, 1280), "sync": (16, 128), "text": (77, 384)}
+    meta = CacheMeta(encoder_set="lite", sample_rate=22_050, clip_fps=8.0, sync_fps=25.0, duration=1.0,
+                     latent_shape=[44, 160], clip_shape=[8, 1280], sync_shape=[16, 128], text_shape=[77, 384],
+                     has_video=True, rows=rows, rows_per_shard=rows)  # fmt: skip
+    root.mkdir(parents=True)
+    meta.save(root)
+    tensors = {k: torch.randn(rows, *s, generator=g) * (0.1 if k == "std" else 1.0) for k, s in shapes.items()}
+    write_shard(root, 0, tensors, [f"r{i}" for i in range(rows)], ["caption"] * rows, [True] * rows)
+    return root
+
+
+def test_torchrun_fsdp_run_resumes_in_one_process(tmp_path):
+    """`torchrun ... -m soundvcm.cli train --fsdp`, then `soundvcm train --resume` in one process."""
+    import json
+    import subprocess
+    import sys
+
+    data = str(_lite_shaped_cache(tmp_path / "cache"))
+    run = tmp_path / "run"
+    args = ["train", "--preset", "tiny_cpu", "--data", data, "--out", str(run), "batch_size=4", "checkpoint_every=2",
+            "val_every=2", "sample_every=0", "ema_snapshot_every=1", "latent_stats_rows=8"]  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                str(_free_port()), "-m", "soundvcm.cli"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*torchrun, *args, "--steps", "2", "--fsdp"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads((run / "checkpoints" / "ckpt_000000002" / "state.json").read_text())
+    assert doc["world"] == 2 and doc["engine"] == "fsdp" and doc["step"] == 2
+    resumed = subprocess.run([sys.executable, "-m", "soundvcm.cli", *args, "--steps", "4", "--resume",
+                              "--allow-changes"], env=env, capture_output=True, text=True)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "saved on 2 rank(s), resuming on 1" in resumed.stderr
+    assert json.loads((run / "checkpoints" / "ckpt_000000004" / "state.json").read_text())["world"] == 1

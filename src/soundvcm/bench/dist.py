@@ -19,7 +19,7 @@ import socket
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +124,6 @@ def _measure(cfg: DistBenchConfig, engine: str) -> dict[str, float]:
 
 def run_dist_bench(cfg: DistBenchConfig, progress=None) -> list[dict[str, Any]]:
     """Median step time and memory per rank for each engine (one process = ``local``)."""
-    if cfg.objective == "meanflow" and ({"ddp", "fsdp"} & set(cfg.engines)):
-        cfg = replace(cfg, engines=tuple(e for e in cfg.engines if e not in ("ddp", "fsdp")))
     runs: dict[str, list[dict[str, float]]] = {e: [] for e in cfg.engines}
     for _ in range(cfg.rounds):
         for engine in cfg.engines:

@@ -50,9 +50,9 @@ def register(commands) -> None:
         choices=("auto", "ddp", "fsdp", "allreduce"),
         default="auto",
         help="how ranks under torchrun share a step: ddp (DistributedDataParallel, bucketed all-reduce overlapping "
-        "the backward; the default), fsdp (FSDP2: parameters, gradients, optimizer and EMA sharded over the ranks, "
-        "for the 44k and large presets), allreduce (one flat all-reduce; MeanFlow's default, as its JVP cannot "
-        "run through DDP/FSDP hooks). One process: ignored. Not fixed on resume",
+        "the backward; the default, every objective), fsdp (FSDP2: parameters, gradients, optimizer and EMA "
+        "sharded over the ranks, for the 44k and large presets), allreduce (one flat all-reduce after the "
+        "backward, no overlap: a fallback). One process: ignored. Not fixed on resume",
     )
     tr.add_argument("--fsdp", action="store_const", const="fsdp", dest="parallel", help="same as --parallel fsdp")
     tr.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=2e-4 batch_size=64")
@@ -105,5 +105,16 @@ def _train(args: argparse.Namespace) -> int:
     except TrainingInterrupted as exc:
         if trainer.rank == 0:
             print(f"interrupted at step {exc.step}; saved {exc.checkpoint} (continue with --resume)", file=sys.stderr)
+        _close(trainer)
         return 130
+    _close(trainer)
     return 0
+
+
+def _close(trainer) -> None:
+    """Leave the process group together (ranks that exit while others still talk abort gloo)."""
+    import torch.distributed as dist
+
+    if trainer.world > 1 and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

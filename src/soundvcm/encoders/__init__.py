@@ -37,6 +37,8 @@ def load_encoder_set(name: str, device: str | torch.device = "cpu", pretrained: 
     encoder_spec(name)
     if name == "lite":
         return LiteEncoderSet(pretrained=pretrained).to(device)
+    if not name.startswith("mmaudio_"):  # a set registered by hand (tests, experiments) brings its own
+        raise ValueError(f"encoder set '{name}' has no loader here; pass its encoders explicitly")
     mode = name.split("_")[1]
     if not pretrained:
         raise ValueError(

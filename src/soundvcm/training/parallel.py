@@ -18,10 +18,15 @@ Four engines, one interface (used by :func:`soundvcm.training.step.optimization_
   forward; the root's parameters are gathered before each micro-batch is drawn, because data
   loading also fills text-audio rows with the learned null visual features. Checkpoints gather
   whole tensors, so they are the same files as DDP's.
-- ``allreduce``: one flat all-reduce of every gradient after the backward (no buckets, no overlap).
-  MeanFlow needs it: its loss differentiates through ``torch.func.jvp``, and a functorch transform
-  cannot run through DDP's forward, whose reducer hooks see functorch-wrapped outputs (and FSDP's
-  unshard hooks the same); the explicit reduction works for any graph.
+- ``allreduce``: one flat all-reduce of every gradient after the backward (no buckets, no
+  overlap): the fallback for a loss whose graph DDP cannot follow (``--parallel allreduce``).
+
+MeanFlow trains under DDP and FSDP2 like the others. Its loss differentiates through
+``torch.func.jvp``, but the transform runs *inside* the one wrapped forward, on the inner
+network, so DDP's reducer never sees functorch's wrapped tensors; the backward through the JVP's
+graph fires the ordinary per-parameter gradient hooks (DDP's bucket all-reduce, FSDP's
+reduce-scatter), and FSDP's unshard hooks run on the blocks inside the transform. The 2-process
+tests check all three engines against accumulation for MeanFlow too.
 
 Every engine computes the same update as one process accumulating the R x A micro-batches of the
 step: each backward is of loss / A, and the reduction averages over the R ranks (Eq. 10's
@@ -43,20 +48,12 @@ from soundvcm.objectives.base import LossOutput
 ENGINES = ("auto", "ddp", "fsdp", "allreduce")
 
 
-def resolve_engine(name: str, objective: str, world: int) -> str:
-    """The engine a run uses: ``local`` on one process; ``auto`` is DDP, or the flat all-reduce
-    for MeanFlow (JVP); FSDP with MeanFlow is refused with the reason."""
+def resolve_engine(name: str, world: int) -> str:
+    """The engine a run uses: ``local`` on one process; ``auto`` is DDP."""
     if name not in ENGINES:
         raise ValueError(f"unknown parallel engine {name!r}; choose one of {', '.join(ENGINES)}")
     if world == 1:
         return "local"
-    if objective == "meanflow":
-        if name in ("ddp", "fsdp"):
-            raise ValueError(
-                f"MeanFlow's loss uses torch.func.jvp, which cannot run through {name.upper()}'s hooks; "
-                "it trains with --parallel allreduce (the default for meanflow)"
-            )
-        return "allreduce"
     return "ddp" if name == "auto" else name
 
 

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from soundvcm.atomic import atomic_write, save_tensors
-from soundvcm.training.parallel import full, shard_like
+from soundvcm.training.parallel import full, is_sharded, shard_like
 
 
 def sigma_rel_to_gamma(sigma_rel: float) -> float:
@@ -91,6 +91,8 @@ class PostHocEMA:
             raise ValueError("no EMA updates yet (step 0): train at least one step before exporting EMA weights")
         if self.folder is None:
             raise ValueError("this EMA has no snapshot folder")
+        if not self.write and not any(is_sharded(v) for v in self.emas[0].values()):
+            return []  # nothing to gather, nothing to write
         paths = []
         for ema, sigma in zip(self.emas, self.sigma_rels):
             path = self.folder / f"ema_{sigma:.3f}_{self.step:09d}.safetensors"

@@ -76,7 +76,7 @@ def write_samples(trainer, folder: Path, weights: dict[str, torch.Tensor], rows:
     folder.mkdir(parents=True, exist_ok=True)
     net = ema_network(trainer.net.config, weights).to(trainer.device).eval()
     g = step_generator(trainer.config.seed, -1, 0, 0, "validation")
-    batch = trainer.data.batch(trainer.net, max(rows, trainer.config.val_batch), g, trainer.device)
+    batch = trainer.data.batch(net, max(rows, trainer.config.val_batch), g, trainer.device)
     conditions = {k: v[:rows].detach() for k, v in batch.conditions.items()}
     prepared = net.prepare(conditions)
     noise = initial_noise((rows, *batch.x0.shape[1:]), seed=trainer.config.seed).to(trainer.device)

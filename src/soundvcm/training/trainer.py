@@ -12,9 +12,9 @@ noise as one process with R*A accumulation steps):
     t, EMA samples (audio + spectrogram), atomic checkpoints (weights, optimizer, EMA, RNG, step)
 
 Data parallelism runs under ``torchrun`` (NCCL on GPU, gloo on CPU, single or multi node) on
-PyTorch's own engines (training/parallel.py): DistributedDataParallel by default, FSDP2 with
-``parallel="fsdp"`` (parameters, gradients, AdamW moments and EMA copies sharded), and a flat
-all-reduce for MeanFlow, whose JVP cannot run through DDP's hooks. Checkpoints hold whole tensors
+PyTorch's own engines (training/parallel.py): DistributedDataParallel by default (MeanFlow's
+JVP included), FSDP2 with ``parallel="fsdp"`` (parameters, gradients, AdamW moments and EMA copies
+sharded), or a flat all-reduce. Checkpoints hold whole tensors
 and the number of ranks, so a run resumes on any world size (keeping ranks x accumulation, and
 with it the rows and noise of every step, when the new world size divides it).
 Precision: bf16 autocast on GPU (no GradScaler; MMAudio issue #49), fp32 on CPU.
@@ -99,11 +99,11 @@ class Trainer:
         ``allow_mixed_encoders``: train on caches extracted with different encoder weight files.
         ``init``: a soundvcm checkpoint (or a shipped model's name) whose weights a *new* run starts
         from, latent statistics included; any objective can continue it (fine-tuning).
-        ``parallel``: auto (DDP; the flat all-reduce for MeanFlow), ddp, fsdp or allreduce."""
+        ``parallel``: auto (= ddp), ddp, fsdp or allreduce (several processes only)."""
         self.config, self.out, self.decoder, self.resume = config, Path(out), decoder, resume
         self.resume_from = latest_checkpoint(self.out / "checkpoints") if resume else None
         self._setup_processes(device)
-        self.engine_name = resolve_engine(parallel, config.objective, self.world)
+        self.engine_name = resolve_engine(parallel, self.world)
         self.sharded = self.engine_name == "fsdp"
         self.saved_step = -1
         self.stop = StopRequest(self.rank, self.world, self.device)
@@ -271,20 +271,21 @@ class Trainer:
 
     # ----- validation, samples, checkpoints ------------------------------------------------
     def validation_loss(self) -> dict[str, float]:
-        """Flow-matching MSE of u(x_t, t, t) at fixed t on fixed rows and noise (every rank calls
-        this: a sharded network is gathered whole first)."""
+        """Flow-matching MSE of u(x_t, t, t) at fixed t on fixed rows and noise (with FSDP every
+        rank calls this, to gather the network whole; rank 0 computes it, the others get {})."""
         from soundvcm.training.samples import validation_loss
 
-        return validation_loss(self, self._whole_network())
+        net = self._whole_network()
+        return validation_loss(self, net) if net is not None else {}
 
-    def _whole_network(self) -> torch.nn.Module:
-        """The network with whole weights: itself, or (FSDP) a gathered copy (a collective)."""
+    def _whole_network(self) -> torch.nn.Module | None:
+        """The network with whole weights: itself, or (FSDP) a copy gathered for rank 0."""
         if not self.sharded:
             return self.net
         from soundvcm.training.export import ema_network
 
-        weights = full_state(self.net.state_dict())
-        return ema_network(self.net.config, weights).to(self.device)
+        weights = full_state(self.net.state_dict())  # a collective
+        return ema_network(self.net.config, weights).to(self.device) if self.rank == 0 else None
 
     def checkpoint(self) -> Path:
         """Save a training checkpoint (call on every rank; rank 0 writes)."""
