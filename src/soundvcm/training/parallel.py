@@ -9,8 +9,7 @@ Four engines, one interface (used by :func:`soundvcm.training.step.optimization_
   micro-batch and its gradient buckets are all-reduced while the backward still runs.
   ``no_sync`` skips the all-reduce on all but the last micro-batch of an accumulated step.
   ``find_unused_parameters`` is on: a batch without dropped conditions never touches the learned
-  null embeddings, and DDP must know not to wait for them (a parameter no rank used keeps no
-  gradient, as in one process).
+  null embeddings, and DDP must know not to wait for them.
 - ``fsdp``: FSDP2 (``fully_shard``) on every joint and audio-only block and on the root, over a
   1-D mesh of all ranks: each rank keeps 1/R of those parameters, their gradients, their AdamW
   moments and their EMA copies. The frozen latent statistics and the empty-text features are left
