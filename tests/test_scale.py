@@ -116,3 +116,16 @@ def test_the_plan_splits_cpus_between_decoding_and_the_models():
     assert gpu_node.actors == 8 and gpu_node.gpus == 1.0
     assert gpu_node.decoders * gpu_node.decoder_cpus + gpu_node.actors * gpu_node.actor_cpus <= 32
     assert plan(64, 0, actors=4).actors == 4
+
+
+def test_a_failing_ray_job_is_reported_and_the_others_are_written(local_ray, tmp_path, capsys):
+    from soundvcm.generate import Job
+    from soundvcm.scale.ray_engine import generate_ray
+
+    model = _model(tmp_path / "vcm")
+    jobs = [Job("rain", prompt="rain on a roof"), Job("gone", video=tmp_path / "vanished.mp4")]
+    options = {"duration": 1.0, "seed": 3}
+    assert generate_ray(str(model), jobs, tmp_path / "out", options) == 1
+    err = capsys.readouterr().err
+    assert "gone" in err and "vanished.mp4" in err and "1 of 2 job(s) failed" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["rain.flac"]
