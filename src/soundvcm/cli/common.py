@@ -47,7 +47,9 @@ def add_engine_options(parser, what: str) -> None:
     group.add_argument(
         "--ray-cpus", type=positive_int, default=None, help="CPUs of the local Ray instance (default all)"
     )
-    group.add_argument("--actors", type=positive_int, default=None, help="model actors (default: GPUs, or CPUs / 2)")
+    group.add_argument(
+        "--actors", type=positive_int, default=None, help="model actors (default: one per GPU, else one per 8 CPUs)"
+    )
 
 
 def check_engine_options(args) -> None:
