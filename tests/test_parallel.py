@@ -157,3 +157,30 @@ def test_torchrun_fsdp_run_resumes_in_one_process(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "saved on 2 rank(s), resuming on 1" in resumed.stderr
     assert json.loads((run / "checkpoints" / "ckpt_000000004" / "state.json").read_text())["world"] == 1
+
+
+def test_bench_dist_prints_the_engines_and_fsdp_halves_the_state(tmp_path, capsys):
+    """`soundvcm bench dist` end to end (tiny network); memory per rank is counted, not timed."""
+    import json
+
+    from soundvcm.cli import main
+
+    args = ["bench", "dist", "--preset", "debug", "--batch", "2", "--timed-steps", "1", "--rounds", "1",
+            "--engines", "local,ddp,fsdp", "--json", str(tmp_path / "dist.json")]  # fmt: skip
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert all(f"| {engine} |" in table for engine in ("local", "ddp", "fsdp"))
+    rows = {r["engine"]: r for r in json.loads((tmp_path / "dist.json").read_text())}
+    ddp, fsdp = rows["ddp"], rows["fsdp"]
+    assert fsdp["params_mb"] + fsdp["optimizer_mb"] <= 0.6 * (ddp["params_mb"] + ddp["optimizer_mb"])
+    assert rows["local"]["params_mb"] == ddp["params_mb"]  # DDP replicates
+
+
+def test_bench_extract_runs_the_cli_and_reports_memory(tmp_path, capsys):
+    from soundvcm.cli import main
+
+    args = ["bench", "extract", "--base-rows", "1", "--scales", "1,2", "--engines", "local", "--duration", "1"]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("| local |")]
+    assert len(rows) == 2 and all(line.rstrip().endswith("| 0 |") for line in rows)  # both extractions exited 0

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from soundvcm.cli.bench_scale import register_scale
-from soundvcm.cli.common import dim, positive_float, positive_int
+from soundvcm.cli.common import dim, positive_float, positive_int, save_json
 
 
 def register(commands) -> None:
@@ -233,9 +233,7 @@ def _bench_network(args: argparse.Namespace) -> int:
     )
     rows = run_network_bench(cfg)
     print(table(rows))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
+    save_json(args.json, rows)
     return 0
 
 
@@ -257,9 +255,7 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
     rows = run_pipeline_bench(cfg)
     print(f"## Pipeline, {cfg.duration:g} s clip, CPU, {torch.get_num_threads()} threads\n")
     print(table(rows))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
+    save_json(args.json, rows)
     return 0
 
 
@@ -272,9 +268,7 @@ def _bench_train(args: argparse.Namespace) -> int:
     )  # fmt: skip
     rows = run_train_bench(cfg)
     print(table(rows, cfg))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
+    save_json(args.json, rows)
     return 0
 
 
@@ -333,9 +327,7 @@ def _bench_embed(args: argparse.Namespace) -> int:
                "threads": torch.get_num_threads()}  # fmt: skip
         rows.append(row)
         print(f"| {name} | {args.clips} | {seconds:.2f} | {row['clips_per_s']:.2f} | {row['threads']} |")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
+    save_json(args.json, rows)
     return 0
 
 

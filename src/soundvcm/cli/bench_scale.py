@@ -4,11 +4,10 @@ extraction throughput and memory by engine and dataset size)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from soundvcm.cli.common import positive_float, positive_int
+from soundvcm.cli.common import positive_float, positive_int, save_json
 
 
 def register_scale(benches) -> None:
@@ -49,9 +48,7 @@ def _bench_dist(args: argparse.Namespace) -> int:
 
     rows = run_dist_bench(cfg, progress)
     print(table(rows, cfg))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
+    save_json(args.json, rows)
     return 0
 
 
@@ -92,7 +89,5 @@ def _bench_extract(args: argparse.Namespace) -> int:
 
     rows = run_extract_bench(cfg, progress)
     print(table(rows, cfg))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
+    save_json(args.json, rows)
     return 0

@@ -56,3 +56,16 @@ def check_engine_options(args) -> None:
     """Ray's options only go with --engine ray."""
     if args.engine != "ray" and (args.ray_address or args.ray_cpus or args.actors):
         raise ValueError("--ray-address/--ray-cpus/--actors go with --engine ray")
+
+
+def save_json(path, rows) -> None:
+    """A benchmark's ``--json PATH`` (nothing when not given), written atomically."""
+    if path is None:
+        return
+    import json
+    from pathlib import Path
+
+    from soundvcm.atomic import atomic_write
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(rows, indent=2)))
