@@ -48,6 +48,9 @@ def _worker(rank: int, world: int, port: int, data: list[str], out: str, result:
         torch.save(state, result)
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
+    # leave without interpreter finalization: gloo's worker threads can crash it (a known upstream
+    # teardown hazard, pytorch/pytorch#179291); the result is saved and the group left by now
+    os._exit(0)
 
 
 def _spawn(tmp_path: Path, data: list[str], out: str, job: dict) -> dict:
