@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -150,8 +150,8 @@ def extract_ray(
     actors: int | None = None,
 ):
     """:func:`soundvcm.data.extract.extract` on Ray Data: same cache, same shards, same rows."""
-    from soundvcm.data.cache import shard_path, write_shard
-    from soundvcm.data.extract import _check_or_save_meta, _meta, empty_row, finish_extraction, read_tsv
+    from soundvcm.data.cache import shard_path
+    from soundvcm.data.extract import _check_or_save_meta, _meta, finish_extraction, read_tsv
     from soundvcm.encoders import encoder_spec
 
     ray = init_ray(address, num_cpus)
@@ -172,21 +172,18 @@ def extract_ray(
         decode = dict(encoder_set=encoder_set, duration=duration, has_video=meta.has_video)
         ds = ds.map(_Decode, fn_constructor_kwargs=decode, compute=_actors(ray, split.decoders),
                     num_cpus=split.decoder_cpus)  # fmt: skip
-        encode = dict(encoder_set=encoder_set, meta=_asdict(meta), threads=split.threads)
+        encode = dict(encoder_set=encoder_set, meta=asdict(meta), threads=split.threads)
         ds = ds.map_batches(_Encode, fn_constructor_kwargs=encode, batch_size=4, compute=_actors(ray, split.actors),
                             num_cpus=split.actor_cpus, num_gpus=split.gpus)  # fmt: skip
-        _write_shards(ds, out, meta, len(items), write_shard, empty_row)
+        _write_shards(ds, out, meta, len(items))
     return meta, finish_extraction(out, meta, tsv)
 
 
-def _asdict(meta) -> dict:
-    from dataclasses import asdict
-
-    return asdict(meta)
-
-
-def _write_shards(ds, out: Path, meta, total: int, write_shard, empty_row) -> None:
+def _write_shards(ds, out: Path, meta, total: int) -> None:
     """Collect streamed rows per shard; write each shard once all its rows are in."""
+    from soundvcm.data.cache import write_shard
+    from soundvcm.data.extract import empty_row
+
     pending: dict[int, dict[int, dict]] = {}
     sizes = {s: min(meta.rows_per_shard, meta.rows - s * meta.rows_per_shard) for s in range(meta.num_shards)}
     bar = tqdm(total=total, desc="extract (ray)", unit="clip", file=sys.stderr)

@@ -99,7 +99,7 @@ class LocalEngine:
 
 
 class AllReduceEngine(LocalEngine):
-    """One flat all-reduce of all gradients after the backward (MeanFlow's JVP path)."""
+    """One flat all-reduce of all gradients after the backward (no buckets, no overlap: a fallback)."""
 
     def __init__(self, model: nn.Module, objective, device: torch.device):
         super().__init__(model, objective)
