@@ -177,3 +177,32 @@ def edit_list_copy(src: Path, dst: Path, cut: float) -> Path:
             packet.stream = vout
             target.mux(packet)
     return dst
+
+
+def make_counter_avi(path: Path, frames: int, fps: int = 24, codec: str = "mpeg4", b_frames: int = 2) -> Path:
+    """An AVI whose frame i displays i, with B-frames, at a constant ``fps``, plus PCM audio. AVI stores
+    no presentation times: FFmpeg derives them from the decode order, so with B-frames the first
+    picture comes out one frame period late while the stream's ``start_time`` says 0 (issue 24's
+    Megamind.avi)."""
+    with av.open(str(path), mode="w") as container:
+        vs = container.add_stream(codec, rate=fps)
+        vs.width, vs.height, vs.pix_fmt = 160, 32, "yuv420p"
+        vs.options = {"bf": str(b_frames), "g": "12"} | ({"qscale": "2"} if codec == "mpeg4" else {"crf": "10"})
+        audio = container.add_stream("pcm_s16le", rate=16_000)
+        audio.layout = "mono"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(counter_image(i), format="rgb24")
+            frame.pts = i
+            for packet in vs.encode(frame):
+                container.mux(packet)
+        for packet in vs.encode(None):
+            container.mux(packet)
+        wave = (make_tone(16_000, frames / fps) * 20_000).astype(np.int16)
+        for i in range(0, len(wave), 1024):
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[None, i : i + 1024]), format="s16", layout="mono")
+            af.sample_rate, af.pts = 16_000, i
+            for packet in audio.encode(af):
+                container.mux(packet)
+        for packet in audio.encode(None):
+            container.mux(packet)
+    return path

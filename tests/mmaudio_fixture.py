@@ -16,6 +16,26 @@ def rule_weight(key, shape, seed):
     return x.abs() * 0.5 + 0.5 if key == "latent_std" else x * 0.05
 
 
+def fixture_check(actual, expected, meta, record=None, rtol=1e-5, atol=1e-5) -> str:
+    """Compare ``actual`` to a stored fixture's ``expected``: bit for bit where this machine is the
+    kind the fixture was made on (its recorded ``cpu_capability`` and ``threads``), since float sums
+    in the CPU kernels depend on both; within ``rtol``/``atol`` elsewhere. Returns (and, through
+    pytest's ``record_property``, reports) which check ran."""
+    made = (meta.get("cpu_capability"), meta.get("threads"))
+    here = (str(torch.backends.cpu.get_cpu_capability()), str(torch.get_num_threads()))
+    if made == here:
+        assert torch.equal(actual, expected), "bitwise mismatch on the fixture's own CPU kind and thread count"
+        kind = f"bitwise ({here[0]}, {here[1]} threads: the fixture's machine kind)"
+    else:
+        torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol)
+        kind = f"rtol {rtol:g} / atol {atol:g} (fixture made on {made[0]} at {made[1]} threads; here {here[0]} at "
+        kind += f"{here[1]})"
+    print(f"fixture check: {kind}")
+    if record is not None:
+        record("fixture_check", kind)
+    return kind
+
+
 def load_fixture(name):
     """(metadata, tensors) of a fixture file."""
     with safe_open(str(FIXTURES / name), "pt") as f:

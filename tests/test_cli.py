@@ -60,7 +60,34 @@ def _tsv(d: Path, text: str) -> Path:
     return d / "list.tsv"
 
 
+def _not_a_model(d: Path, kind: str) -> list:
+    """``generate`` with a video and a --model that is not a soundvcm model (issue 24)."""
+    import json
+
+    from media_factory import make_video
+    from soundvcm.data.cache import CacheMeta
+
+    video = make_video(d / "clip.mp4", duration=1.0)
+    if kind == "json":  # some JSON and an empty weights file
+        (d / "fake.json").write_text(json.dumps({"name": "not a model"}))
+        (d / "fake.safetensors").write_bytes(b"")
+        return ["generate", video, "--model", d / "fake", "--out", d / "o"]
+    if kind == "weights":  # a real model's JSON beside another file's bytes
+        assert main(["model", "init", "--preset", "debug", "--encoders", "lite", "--out", str(d / "m")]) == 0
+        (d / "m.safetensors").write_bytes(b"\x00" * 64)
+        return ["generate", video, "--model", d / "m", "--out", d / "o"]
+    CacheMeta("lite", 22050, 8.0, 25.0, 4.0, [173, 160], [32, 1280], [88, 128], [77, 384], True, 4, 64).save(d)
+    return ["generate", video, "--model", d / "meta", "--out", d / "o"]
+
+
 USER_ERRORS = {
+    "generate_image_and_video": (
+        lambda d: ["generate", "clip.mp4", "--image", d / "still.png", "--out", d / "o"],
+        "give either VIDEO or --image, not both",
+    ),
+    "generate_model_is_other_json": (lambda d: _not_a_model(d, "json"), "fake.json: not a soundvcm model"),
+    "generate_model_weights_are_another_file": (lambda d: _not_a_model(d, "weights"), "m.safetensors: unreadable"),
+    "generate_model_is_a_cache_meta": (lambda d: _not_a_model(d, "meta"), "meta.json: not a soundvcm model (a feature"),
     # name: (argv builder, message on the one stderr line)
     "model_preset": (
         lambda d: ["model", "init", "--preset", "lites", "--out", d / "m"],
@@ -111,3 +138,24 @@ def test_user_errors_end_in_one_line_and_exit_2(name, tmp_path, capsys):
     lines = [ln for ln in re.split(r"[\r\n]", err) if ln.strip()]
     assert code == 2 and "Traceback" not in err, err
     assert len(lines) == 1 and lines[0].startswith("soundvcm: error:") and message in lines[0], lines
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "clip.mp4", "--duration", "nan"],
+        ["generate", "clip.mp4", "--start", "inf"],
+        ["generate", "clip.mp4", "--overlap", "NaN"],
+        ["generate", "clip.mp4", "--cfg=-inf"],
+        ["generate", "clip.mp4", "--negative-scale", "nan"],
+        ["bench", "quality", "--data", "d", "--duration", "nan"],
+        ["demo", "--max-seconds", "inf"],
+    ],
+)
+def test_non_finite_numbers_are_refused_naming_the_option(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    option = argv[-1].split("=")[0] if "=" in argv[-1] else argv[-2]
+    assert exc.value.code == 2 and "Traceback" not in err
+    assert f"argument {option}: must be" in err and ("finite" in err or "> 0" in err), err

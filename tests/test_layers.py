@@ -12,13 +12,13 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("atomic", "flow", "sequence", "conditions", "weights", "device"),  # 0: foundations
+    ("atomic", "flow", "sequence", "conditions", "weights", "device", "precision", "console"),  # 0
     ("media",),  # 1: decode, resample, mel, mux
     ("network",),  # 2: the velocity network
     ("objectives", "sampling", "encoders", "exact_flow"),  # 3: losses, samplers, frozen encoders
     ("evaluation", "data"),  # 4: metrics and embedders; caches, extraction, open data
     ("spec", "registry", "models", "hub", "pipeline"),  # 5: the run spec, weight registry, inference API
-    ("training", "generate", "bench", "demo", "scale"),  # 6: trainer, batch generation, benchmarks, Ray
+    ("training", "generate", "bench", "demo", "scale", "doctor"),  # 6: trainer, batch generation, benchmarks, Ray
     ("cli", "__main__"),  # 7: the command line
 ]
 

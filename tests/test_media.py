@@ -18,6 +18,7 @@ from media_factory import (
     corrupt_middle,
     edit_list_copy,
     frame_value,
+    make_counter_avi,
     make_counter_video,
     make_tone,
     make_video,
@@ -362,3 +363,37 @@ def test_load_video_starts_at_the_edit_list(tmp_path):
     clip = load_video(cut, {"v": FrameSpec(25, 32, 160)}, duration=1.0)
     indices = [read_counter(f.permute(1, 2, 0).numpy()) for f in clip.frames["v"]]
     assert indices == list(range(26, 51))
+
+
+# The encoders' time 0 (load_video) and the muxed picture's time 0 are the same frame: for each
+# target time k / fps, the frame the encoders were given is the frame on screen in the output.
+AGREE_CASES = {
+    # name: (maker, fps, mux start)
+    "avi_mpeg4_bframes_copy": (lambda p: make_counter_avi(p.with_suffix(".avi"), 60, 24, "mpeg4"), 24, 0.0),
+    "avi_h264_bframes_copy": (lambda p: make_counter_avi(p.with_suffix(".avi"), 60, 30, "libx264"), 30, 0.0),
+    "avi_mpeg4_bframes_reencode": (lambda p: make_counter_avi(p.with_suffix(".avi"), 60, 24, "mpeg4"), 24, 0.5),
+    "mp4_bframes_copy": (lambda p: make_counter_video(p, [i / 25 for i in range(60)]), 25, 0.0),
+    "mp4_edit_list_copy": (
+        lambda p: edit_list_copy(make_counter_video(p, [i / 25 for i in range(75)]), p.with_name("cut.mp4"), 1.04),
+        25,
+        0.0,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(AGREE_CASES))
+def test_encoders_and_mux_agree_on_time_zero(tmp_path, name):
+    maker, fps, start = AGREE_CASES[name]
+    src = maker(tmp_path / "src.mp4")
+    duration = 1.5
+    clip = load_video(src, {"v": FrameSpec(fps, 32, 160)}, duration=duration, start=start)
+    seen = [read_counter(f.permute(1, 2, 0).numpy()) for f in clip.frames["v"]]
+    out = mux_audio(src, torch.zeros(int(16_000 * duration)), 16_000, tmp_path / "out.mp4", start=start)
+    audio_start, shown = _shown(out)
+    half_frame = 0.5 / fps
+    for k, counter in enumerate(seen):
+        t = k / fps  # the target time on the output's clock (audio sample 0 = time 0)
+        on_screen = [c for ft, c in shown if ft - audio_start <= t + 1e-6]
+        assert on_screen and on_screen[-1] == counter, (k, counter, shown[:4], audio_start)
+    # and the first picture of the output starts with its sound, within half a frame
+    assert abs(shown[0][0] - audio_start) <= half_frame

@@ -7,12 +7,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from mmaudio_fixture import load_fixture, rule_weight
+from mmaudio_fixture import fixture_check, load_fixture, rule_weight
 from soundvcm.network.mmdit import MMDiT, network_preset
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_parity_with_mmaudio_reference(version, fixture_threads):
+def test_parity_with_mmaudio_reference(version, fixture_threads, record_property):
     meta, data = load_fixture(f"mmaudio_tiny_{version}.safetensors")
     keys = json.loads(meta["keys"])
     cfg = network_preset(
@@ -31,10 +31,12 @@ def test_parity_with_mmaudio_reference(version, fixture_threads):
     ref, ref_null = -data["output.flow"], -data["output.flow_uncond"]  # v(x, t) = -net_m(x, 1 - t)
     assert (ref - ref_null).abs().max() > 1e-3  # the conditioning paths matter in this fixture
     # Bitwise equal in fp32 wherever the time survives the convention flip exactly (1 - (1 - t_m)
-    # == t_m; 0.1 does not: 1 - 0.9 rounds in fp32); within float rounding elsewhere.
+    # == t_m; 0.1 does not: 1 - 0.9 rounds in fp32), on the CPU kind and thread count the fixture
+    # was made with; within float rounding elsewhere (other kernels sum in another order).
     exact = (1 - t) == data["input.t_mmaudio"]
     assert exact.sum() >= 2
-    assert torch.equal(v[exact], ref[exact]) and torch.equal(v_null[exact], ref_null[exact])
+    fixture_check(v[exact], ref[exact], meta, record_property)
+    fixture_check(v_null[exact], ref_null[exact], meta, record_property)
     torch.testing.assert_close(v, ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(v_null, ref_null, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(v_null_batched, ref_null, rtol=1e-5, atol=1e-5)
@@ -170,7 +172,12 @@ def test_torch_compile_matches_eager():
     net = _randomize(_debug(), seed=2).eval()
     prepared = net.prepare(_conditions(net))
     x, t, s = torch.randn(2, 32, 8), torch.tensor([0.8, 0.3]), torch.tensor([0.1, 0.0])
+    from soundvcm.device import compile_module
+
+    module, note = compile_module(net, torch.device("cpu"))
     with torch.no_grad():
         eager = net(x, t, s, prepared)
-        compiled = torch.compile(net)(x, t, s, prepared)
+        compiled = module(x, t, s, prepared)
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+    if note is not None:  # inductor's AVX2 CPU code gives NaN for this network: eager instead
+        assert module is net and "NaN" in note

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -174,3 +175,71 @@ def test_objects_collide_and_both_materials_sound():
     events.clear()
     _collide([a, b], 1.001, cfg.radius, cfg, events)  # moving apart now: no second contact
     assert events == []
+
+
+TINY_BACKEND = """
+import os, zipfile
+NAME, VERSION = "tinypkg", "1.0"
+META = f"Metadata-Version: 2.1\\nName: {NAME}\\nVersion: {VERSION}\\n"
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    info = os.path.join(metadata_directory, f"{NAME}-{VERSION}.dist-info")
+    os.makedirs(info)
+    open(os.path.join(info, "METADATA"), "w").write(META)
+    return os.path.basename(info)
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    raise RuntimeError("a download never builds the wheel")
+"""
+
+
+def _tiny_index(tmp_path: Path) -> tuple[Path, bytes]:
+    """A package index on disk (PEP 503 pages) serving one sdist whose build backend is in-tree,
+    so preparing its metadata needs nothing from any index."""
+    files = {
+        "tinypkg-1.0/pyproject.toml": b'[build-system]\nrequires = []\nbuild-backend = "tinybackend"\n'
+        b'backend-path = ["."]\n',
+        "tinypkg-1.0/tinybackend.py": TINY_BACKEND.encode(),
+        "tinypkg-1.0/PKG-INFO": b"Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n",
+        "tinypkg-1.0/data/payload.bin": b"\x00payload" * 100,
+    }
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, body in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    sdist = buf.getvalue()
+    page = tmp_path / "index" / "tinypkg"
+    page.mkdir(parents=True)
+    (page / "tinypkg-1.0.tar.gz").write_bytes(sdist)
+    digest = hashlib.sha256(sdist).hexdigest()
+    (page / "index.html").write_text(
+        f'<html><body><a href="tinypkg-1.0.tar.gz#sha256={digest}">tinypkg-1.0.tar.gz</a></body></html>'
+    )
+    return tmp_path / "index", sdist
+
+
+def test_a_package_index_source_is_fetched_through_pip_and_its_configured_index(tmp_path, monkeypatch):
+    index, sdist = _tiny_index(tmp_path)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # only what this test configures
+    monkeypatch.setenv("PIP_INDEX_URL", index.as_uri())
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    monkeypatch.delenv("PIP_EXTRA_INDEX_URL", raising=False)
+    digest = hashlib.sha256(sdist).hexdigest()
+    # the URL is dead (as files.pythonhosted.org's redirect path was): only pip's index can serve it
+    dead = "https://files.pythonhosted.invalid/packages/source/t/tinypkg/tinypkg-1.0.tar.gz"
+    src = Source(
+        "tiny-sdist", dead, len(sdist), digest, "MIT", "https://example.org", "a test sdist", pip="tinypkg==1.0"
+    )
+    got = fetch(src, tmp_path / "downloads")
+    assert got == tmp_path / "downloads" / "tinypkg-1.0.tar.gz" and got.read_bytes() == sdist
+    assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == ["tinypkg-1.0.tar.gz"]  # no temporaries
+    assert fetch(src, tmp_path / "downloads") == got  # verified copy, no second download
+    wrong = Source("tiny-sdist", dead, len(sdist), "0" * 64, "MIT", "https://example.org", "x", pip="tinypkg==1.0")
+    with pytest.raises(SourceError, match="SHA-256"):
+        fetch(wrong, tmp_path / "other")
+    assert list((tmp_path / "other").iterdir()) == []
+    missing = Source("tiny-sdist", dead, 1, "0" * 64, "MIT", "https://example.org", "x", pip="tinypkg==2.0")
+    with pytest.raises(SourceError, match="tiny-sdist: pip download tinypkg==2.0 failed"):
+        fetch(missing, tmp_path / "third")

@@ -287,8 +287,11 @@ def test_batch_names_are_unique_and_outputs_are_never_replaced_silently(workdir,
     make_video(folder / "a.mov", duration=1.0)
     out = tmp_path / "out"
     args = ["generate", folder, "--model", workdir / "vcm", "--duration", "1", "--out", out]
-    code, _, _ = _run(args, capsys)
+    code, stdout, _ = _run(args, capsys)
     assert code == 0 and sorted(p.name for p in out.iterdir()) == ["a.flac", "a.mp4", "a_2.flac", "a_2.mp4"]
+    # the log says which input went where: input -> outputs
+    assert f"{folder / 'a.mov'} -> {out / 'a.flac'}, {out / 'a.mp4'}" in stdout
+    assert f"{folder / 'a.mp4'} -> {out / 'a_2.flac'}, {out / 'a_2.mp4'}" in stdout
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     code, _, err = _run(args, capsys)  # a second run refuses to replace them
     assert code == 2 and "already exist" in err and "--overwrite" in err and "--skip-existing" in err

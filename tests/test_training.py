@@ -275,10 +275,16 @@ def test_end_to_end_from_raw_media(tmp_path, monkeypatch):
     from soundvcm.encoders import ENCODER_SPECS
 
     monkeypatch.setitem(ENCODER_SPECS, "mmaudio_16k", encoders.spec)
-    v, _ = extract(tmp_path / "video.tsv", tmp_path / "cv", "mmaudio_16k", 1.0, 2, encoders=encoders)
+    v, _ = extract(tmp_path / "video.tsv", tmp_path / "cv", "mmaudio_16k", 1.0, 2, encoders=encoders, precision="fp32")
     a, usable = extract(tmp_path / "audio.tsv", tmp_path / "ca", "mmaudio_16k", 1.0, 2, encoders=encoders)
+    assert v.precision["stages"] == {"visual": "fp32", "text": "fp32"}  # the cache records its precision
+    assert CacheMeta.load(tmp_path / "cv").precision["requested"] == "fp32"
+    with pytest.raises(CacheError, match="resume it with --precision fp32"):  # one cache, one precision
+        extract(tmp_path / "video.tsv", tmp_path / "cv", "mmaudio_16k", 1.0, 2, encoders=encoders, precision="bf16")
     assert v.has_video and not a.has_video and len(FeatureCache(tmp_path / "ca")) == usable == 1  # silent skipped
-    again, _ = extract(tmp_path / "video.tsv", tmp_path / "cv", "mmaudio_16k", 1.0, 2, encoders=encoders)
+    again, _ = extract(
+        tmp_path / "video.tsv", tmp_path / "cv", "mmaudio_16k", 1.0, 2, encoders=encoders, precision="fp32"
+    )
     assert again.rows == 3  # resumed: nothing left to do
     cached = FeatureCache(tmp_path / "cv").row(0)
     from soundvcm.media.audio import load_audio
@@ -287,7 +293,7 @@ def test_end_to_end_from_raw_media(tmp_path, monkeypatch):
     wave = torch.nn.functional.pad(wave, (0, 16_384 - wave.numel())) * (0.95 / wave.abs().max())
     mean, _ = encoders.encode_audio(wave[None])
     assert torch.allclose(cached["mean"], mean[0], atol=1e-5)  # the cache holds what the encoder gives
-    config = _config(steps=4, checkpoint_every=2, val_every=2, sample_every=0, objective="vcm")
+    config = _config(steps=4, checkpoint_every=2, val_every=2, sample_every=0, objective="vcm", precision="fp32")
     trainer = Trainer(config, [str(tmp_path / "cv"), str(tmp_path / "ca")], tmp_path / "run", decoder=encoders)
     trainer.fit()
     written = trainer.samples()  # EMA samples: audio + spectrogram per row
@@ -300,6 +306,8 @@ def test_end_to_end_from_raw_media(tmp_path, monkeypatch):
     from soundvcm.spec import read_spec
 
     net = load_network(exported)
+    made = json.loads(exported.with_suffix(".json").read_text())["provenance"]["precision"]
+    assert made["features"]["stages"]["visual"] == "fp32" and made["train"]["stages"] == {"train": "fp32"}
     spec = read_spec(exported)  # the run's spec travels with the exported weights
     assert spec == trainer.spec and spec.encoder_set == "mmaudio_16k" and spec.sampler.kind == "consistency"
     pipe = Pipeline(net, encoders, spec, torch.device("cpu"))

@@ -39,6 +39,7 @@ class DemoConfig:
     max_upload_mb: float = 50.0
     max_seconds: float = 60.0
     device: str = "auto"
+    precision: str = "auto"  # soundvcm.precision
     keep_s: int = 600  # gradio's cached copies of outputs are removed after this long
 
 
@@ -47,7 +48,9 @@ class DemoBackend:
 
     def __init__(self, cfg: DemoConfig, pipelines: dict[str, Pipeline] | None = None):
         self.cfg = cfg
-        self.pipes = pipelines or {label: Pipeline.load(m, device=cfg.device) for label, m in cfg.models.items()}
+        self.pipes = pipelines or {
+            label: Pipeline.load(m, device=cfg.device, precision=cfg.precision) for label, m in cfg.models.items()
+        }
         self.root = Path(tempfile.mkdtemp(prefix="soundvcm-demo-"))
         self.count = 0
         atexit.register(shutil.rmtree, self.root, True)

@@ -1,11 +1,15 @@
-"""Device choice and per-stage wall-clock timing (synchronising the GPU at stage edges)."""
+"""Device choice, the process's place in a torchrun job, and per-stage wall-clock timing."""
 
 from __future__ import annotations
 
+import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from typing import Any
 
 import torch
+
+from soundvcm.console import StageStatus
 
 
 def select_device(preference: str = "auto") -> torch.device:
@@ -22,11 +26,37 @@ def select_device(preference: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-class StageTimer:
-    """Wall-clock seconds per named stage (synchronising the GPU at stage edges)."""
+def dist_info() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment (0, 1, 0 outside torchrun),
+    read when asked (never at import): training and extraction alike."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
-    def __init__(self, device: torch.device):
-        self.device = device
+
+def compile_module(module: torch.nn.Module, device: torch.device) -> tuple[Any, str | None]:
+    """``torch.compile(module)``, or the module itself and why not.
+
+    On a CPU where inductor vectorises with AVX2, torch 2.13's generated kernels turn the
+    velocity network's output into NaN (measured here with ``ATEN_CPU_CAPABILITY=avx2``: scalar
+    inductor code and AVX512 code both match eager), so compilation is skipped there with a note.
+    """
+    if torch.device(device).type == "cpu":
+        from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+        isa = str(pick_vec_isa())
+        if isa.startswith("avx2"):
+            return module, (
+                "torch.compile skipped: inductor's AVX2 CPU kernels give NaN for this network on torch "
+                f"{torch.__version__.split('+')[0]}; running eager"
+            )
+    return torch.compile(module), None
+
+
+class StageTimer:
+    """Wall-clock seconds per named stage (synchronising the GPU at stage edges); with a
+    :class:`soundvcm.console.StageStatus`, each stage also shows on the terminal while it runs."""
+
+    def __init__(self, device: torch.device, status: StageStatus | None = None):
+        self.device, self.status = device, status
         self.times: dict[str, float] = {}
 
     @contextmanager
@@ -35,7 +65,8 @@ class StageTimer:
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
         try:
-            yield
+            with self.status.stage(name) if self.status is not None else nullcontext():
+                yield
         finally:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)

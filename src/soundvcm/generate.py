@@ -25,11 +25,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from soundvcm.console import StageStatus
 from soundvcm.media.audio import write_audio
 from soundvcm.media.errors import MediaError, check_input_path
 from soundvcm.media.mux import mux_audio
 from soundvcm.media.video import probe
 from soundvcm.pipeline import STAGES, GenerationResult, Pipeline, StageTimer
+from soundvcm.precision import STAGES as PRECISION_STAGES
+from soundvcm.precision import PrecisionPlan
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -48,6 +51,12 @@ class Job:
 
     def inputs(self) -> list[Path]:
         return [p for p in (self.video, self.image) if p is not None]
+
+    @property
+    def source(self) -> str:
+        """What the job reads, for messages: the video or image path, else the prompt."""
+        first = self.video or self.image
+        return str(first) if first is not None else repr(self.prompt)
 
 
 def unique_name(name: str, taken: set[str]) -> str:
@@ -167,12 +176,18 @@ def check_inputs(jobs: list[Job], min_duration: float, start: float = 0.0) -> tu
 def run_job(
     pipe: Pipeline, job: Job, out_dir: Path, options: dict, full: bool = False
 ) -> tuple[GenerationResult, list[Path]]:
-    timer = StageTimer(pipe.device)
+    status = StageStatus(f"generate {job.name}")  # a status line on a terminal, nothing when piped
+    timer = StageTimer(pipe.device, status)
     options = dict(options)
     plot = options.pop("plot", False)
     if full and job.video is not None:
         options = {k: v for k, v in options.items() if k not in ("duration", "start")}
-        result = pipe.generate_long(job.video, window=options.pop("window"), prompt=job.prompt, **options)
+
+        def on_window(i: int, n: int) -> None:
+            status.label = f"generate {job.name} window {min(i + 1, n)}/{n}"
+
+        options.update(prompt=job.prompt, progress=on_window, timer=timer)
+        result = pipe.generate_long(job.video, **options)
         start = 0.0
     else:
         options = {k: v for k, v in options.items() if k != "window"}
@@ -206,13 +221,15 @@ def run_job(
     return result, written
 
 
-def profile_table(timings: dict[str, float]) -> str:
+def profile_table(timings: dict[str, float], precision: PrecisionPlan | None = None) -> str:
+    """Per-stage seconds and shares, with the precision each stage ran in (``-``: not a numeric stage)."""
     total = sum(timings.values())
-    lines = ["| stage | seconds | share |", "|---|---:|---:|"]
+    lines = ["| stage | seconds | share | precision |", "|---|---:|---:|---|"]
     for stage in STAGES:
         if stage in timings:
-            lines.append(f"| {stage} | {timings[stage]:.3f} | {timings[stage] / total:.1%} |")
-    lines.append(f"| total | {total:.3f} | 100% |")
+            kind = precision.name(stage) if precision is not None and stage in PRECISION_STAGES else "-"
+            lines.append(f"| {stage} | {timings[stage]:.3f} | {timings[stage] / total:.1%} | {kind} |")
+    lines.append(f"| total | {total:.3f} | 100% | |")
     return "\n".join(lines)
 
 
@@ -221,6 +238,10 @@ def run_generate(
 ) -> int:
     """Run the jobs with a progress bar; ``failed`` counts jobs already refused by the checks."""
     total = len(jobs) + failed
+    for note in pipe.precision.notes:
+        tqdm.write(f"soundvcm: warning: {note}", file=sys.stderr)
+    if profile:
+        tqdm.write(pipe.precision.describe())
     if pipe.untrained:
         tqdm.write(
             "soundvcm: warning: this checkpoint was never trained (random initialisation): it makes noise",
@@ -234,13 +255,15 @@ def run_generate(
             if total == 1:
                 raise
             failed += 1
-            tqdm.write(f"soundvcm: error: {job.name}: {exc}", file=sys.stderr)
+            tqdm.write(f"soundvcm: error: {job.source}: {exc}", file=sys.stderr)
             continue
         for note in result.warnings:
-            tqdm.write(f"soundvcm: warning: {job.name}: {note}", file=sys.stderr)
-        tqdm.write(f"{job.name}: {result.duration:.2f} s at {result.sample_rate} Hz -> {', '.join(map(str, written))}")
+            tqdm.write(f"soundvcm: warning: {job.source}: {note}", file=sys.stderr)
+        # input -> outputs: in a batch, clip.avi and clip.mp4 write clip.* and clip_2.*
+        outputs = ", ".join(map(str, written))
+        tqdm.write(f"{job.source} -> {outputs} ({result.duration:.2f} s at {result.sample_rate} Hz)")
         if profile:
-            tqdm.write(profile_table(result.timings))
+            tqdm.write(profile_table(result.timings, pipe.precision))
     if failed:
         print(f"soundvcm: {failed} of {total} job(s) failed", file=sys.stderr)
         return 1

@@ -36,6 +36,7 @@ from soundvcm.hub import is_hub_id, resolve_hub, resolve_model
 from soundvcm.media.audio import limit_peak
 from soundvcm.media.video import VideoClip, load_image, load_video, probe
 from soundvcm.network.checkpoint import MMAUDIO_NETWORKS, is_registered_mmaudio, load_network, read_checkpoint_config
+from soundvcm.precision import PrecisionPlan, resolve_precision
 from soundvcm.sampling import SamplerOptions, initial_noise, sample
 from soundvcm.spec import ModelSpec, legacy_spec, read_spec
 from soundvcm.weights import resolve
@@ -79,18 +80,22 @@ class Pipeline:
         encoders,
         model_spec: ModelSpec,
         device: torch.device,
-        dtype: torch.dtype | None = None,
+        precision: str | PrecisionPlan = "auto",
         model_path: Path | None = None,
         provenance: dict | None = None,
     ):
         self.net, self.encoders, self.model_spec = net, encoders, model_spec
         self.encoder_set = model_spec.encoder_set
         self.provenance = provenance or {}
-        self.device, self.dtype = device, dtype
+        self.device = device
+        # every stage's precision, decided once (soundvcm.precision): bf16 on a GPU, and on a CPU only
+        # where it computes bf16 natively and a measured check finds it faster; fp32 elsewhere
+        self.precision = precision if isinstance(precision, PrecisionPlan) else resolve_precision(precision, device)
+        self.dtype = self.precision.dtype("network")
         self.model_path = model_path
         self.spec = getattr(encoders, "spec", None) or encoder_spec(self.encoder_set)
         self.spec.check_network(net.config)
-        self.encoders.dtype = dtype
+        self.encoders.set_precision(self.precision)
 
     @property
     def objective(self) -> str | None:
@@ -113,33 +118,36 @@ class Pipeline:
         return spec, doc
 
     @classmethod
-    def load(cls, model: str | Path, device: str = "auto", pretrained_encoders: bool = True) -> Pipeline:
+    def load(
+        cls, model: str | Path, device: str = "auto", pretrained_encoders: bool = True, precision: str = "auto"
+    ) -> Pipeline:
         """Load a checkpoint (NAME, NAME.json or NAME.safetensors) and its encoder set, a model that
         ships with the package by name (``default``, see :mod:`soundvcm.models`), a hub id
         ``org/name[@revision]`` from huggingface_hub's cache (:mod:`soundvcm.hub`), or a registered
-        MMAudio network by name (e.g. ``mmaudio_small_16k``), converted on the fly."""
+        MMAudio network by name (e.g. ``mmaudio_small_16k``), converted on the fly. ``precision``:
+        auto, fp32 or bf16 (:func:`soundvcm.precision.resolve_precision`)."""
         if is_registered_mmaudio(model):
-            return cls._load_mmaudio(str(model), device, pretrained_encoders)
+            return cls._load_mmaudio(str(model), device, pretrained_encoders, precision)
         path = resolve_model(model)
         spec, doc = cls.peek(path)
         dev = select_device(device)
         net = load_network(path, device=dev)
         encoder_spec(spec.encoder_set).check_network(net.config)  # before loading any encoder weights
-        encoders = load_encoder_set(spec.encoder_set, device=dev, pretrained=pretrained_encoders)
-        dtype = torch.bfloat16 if dev.type == "cuda" else None
-        return cls(net, encoders, spec, dev, dtype, path, doc.get("provenance"))
+        plan = resolve_precision(precision, dev)
+        encoders = load_encoder_set(spec.encoder_set, device=dev, pretrained=pretrained_encoders, precision=plan)
+        return cls(net, encoders, spec, dev, plan, path, doc.get("provenance"))
 
     @classmethod
-    def _load_mmaudio(cls, name: str, device: str, pretrained_encoders: bool) -> Pipeline:
+    def _load_mmaudio(cls, name: str, device: str, pretrained_encoders: bool, precision: str) -> Pipeline:
         from soundvcm.network.checkpoint import mmaudio_to_soundvcm, read_mmaudio_state
 
         spec, _ = cls.peek(name)
         net = mmaudio_to_soundvcm(read_mmaudio_state(resolve(MMAUDIO_NETWORKS[name])), name.removeprefix("mmaudio_"))
         dev = select_device(device)
-        encoders = load_encoder_set(spec.encoder_set, device=dev, pretrained=pretrained_encoders)
-        dtype = torch.bfloat16 if dev.type == "cuda" else None
+        plan = resolve_precision(precision, dev)
+        encoders = load_encoder_set(spec.encoder_set, device=dev, pretrained=pretrained_encoders, precision=plan)
         provenance = {"kind": "converted", "source": "MMAudio", "variant": name}
-        return cls(net.to(dev).eval(), encoders, spec, dev, dtype, None, provenance)
+        return cls(net.to(dev).eval(), encoders, spec, dev, plan, None, provenance)
 
     # ----- defaults ----------------------------------------------------------------------
     @property
@@ -348,9 +356,11 @@ class Pipeline:
         overlap: float = 0.5,
         seed: int = 42,
         progress=None,
+        timer: StageTimer | None = None,
         **kwargs,
     ) -> GenerationResult:
-        """The whole video, window by window (see the module docstring); progress(i, n) per window."""
+        """The whole video, window by window (see the module docstring); progress(i, n) before
+        window i of n (0-based) and once more at the end."""
         if not 0 <= overlap < window / 2:
             raise ValueError(f"overlap must be in [0, window / 2), got {overlap}")
         total = probe(video).duration
@@ -360,11 +370,13 @@ class Pipeline:
         starts = [0.0]
         while starts[-1] + window < total - 1e-3:
             starts.append(starts[-1] + hop)
-        sr, timer = self.sample_rate, StageTimer(self.device)
+        sr, timer = self.sample_rate, timer or StageTimer(self.device)
         out = torch.zeros(int(round(total * sr)) + 1)
         weight = torch.zeros_like(out)
         notes: list[str] = []
         for i, s in enumerate(starts):
+            if progress is not None:
+                progress(i, len(starts))
             length = min(window, total - s)
             if length * self.spec.sequence.sync_fps < self.spec.sequence.sync_segment_frames:
                 break  # a tail shorter than one sync segment: covered by the previous window's fade
@@ -381,8 +393,8 @@ class Pipeline:
                 ramp[n - fade :] = torch.minimum(ramp[n - fade :], torch.linspace(1, 0, fade))
             out[a : a + n] += r.wave[:n] * ramp
             weight[a : a + n] += ramp
-            if progress is not None:
-                progress(i + 1, len(starts))
+        if progress is not None:
+            progress(len(starts), len(starts))
         covered = int(torch.nonzero(weight > 0).max()) + 1 if (weight > 0).any() else 0
         wave, _ = limit_peak(out[:covered] / weight[:covered].clamp(min=1e-6))
         return GenerationResult(wave, sr, covered / sr, 0.0, False, 0, dict(timer.times), notes)

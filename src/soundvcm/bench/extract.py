@@ -30,6 +30,7 @@ class ExtractBenchConfig:
     duration: float = 8.0
     rows_per_shard: int = 64
     cpus: int = 2
+    precision: str = "auto"
 
 
 def _clips(folder: Path, n: int, duration: float) -> list[Path]:
@@ -59,13 +60,14 @@ def run_extract_bench(cfg: ExtractBenchConfig, progress=None) -> list[dict[str, 
             for engine in cfg.engines:
                 out = root / f"cache_{engine}_x{scale}"
                 cmd = [sys.executable, "-m", "soundvcm.cli", "extract", "--input", str(tsv), "--out", str(out),
-                       "--duration", str(cfg.duration), "--rows-per-shard", str(cfg.rows_per_shard)]  # fmt: skip
+                       "--duration", str(cfg.duration), "--rows-per-shard", str(cfg.rows_per_shard),
+                       "--precision", cfg.precision]  # fmt: skip
                 if engine == "ray":
                     cmd += ["--engine", "ray", "--ray-cpus", str(cfg.cpus)]
                 seconds, rss, code = _run(cmd, env)
                 n = cfg.base_rows * scale
                 row = {"engine": engine, "scale": scale, "rows": n, "seconds": seconds, "rows_per_s": n / seconds,
-                       "peak_rss_mb": rss, "exit": code}  # fmt: skip
+                       "peak_rss_mb": rss, "exit": code, "precision": _cache_precision(out)}  # fmt: skip
                 rows.append(row)
                 if progress is not None:
                     progress(row)
@@ -77,6 +79,16 @@ def run_extract_bench(cfg: ExtractBenchConfig, progress=None) -> list[dict[str, 
                                                    root / f"cache_{row['engine']}_x{top}")  # fmt: skip
         shutil.rmtree(root, ignore_errors=True)
     return rows
+
+
+def _cache_precision(cache: Path) -> dict:
+    """The precision the extraction recorded in its cache ({} if it wrote none)."""
+    from soundvcm.data.cache import CacheError, CacheMeta
+
+    try:
+        return CacheMeta.load(cache).precision
+    except CacheError:
+        return {}
 
 
 def _compare(a: Path, b: Path) -> float:

@@ -16,7 +16,9 @@ from typing import Any
 import torch
 
 from soundvcm.bench.measure import peak_memory_mb, time_call
+from soundvcm.device import compile_module
 from soundvcm.network.mmdit import MMDiT, network_preset
+from soundvcm.precision import resolve_precision
 from soundvcm.sampling import SamplerOptions, initial_noise, sample
 
 VCM1, VCM4 = SamplerOptions("consistency", 1), SamplerOptions("consistency", 4)
@@ -29,7 +31,7 @@ class NetworkBenchConfig:
     batch_sizes: tuple[int, ...] = (1, 8)
     repeats: int = 3
     device: str = "cpu"
-    dtype: str = "float32"  # "bfloat16" autocasts the network forward
+    precision: str = "fp32"  # auto | fp32 | bf16 (soundvcm.precision: the network stage's choice)
     compile: bool = False
     reference_mmaudio: str | None = None
 
@@ -93,9 +95,11 @@ def run_network_bench(cfg: NetworkBenchConfig) -> dict[str, Any]:
     device = torch.device(cfg.device)
     torch.manual_seed(0)
     net = MMDiT(network_preset(cfg.preset)).to(device).eval()
-    autocast = torch.bfloat16 if cfg.dtype == "bfloat16" else None
-    fn = torch.compile(net) if cfg.compile else net
-    rows: dict[str, Any] = {"preset": cfg.preset, "params": sum(p.numel() for p in net.parameters())}
+    plan = resolve_precision(cfg.precision, device, ("network",))
+    autocast = plan.dtype("network")
+    fn = compile_module(net, device)[0] if cfg.compile else net
+    rows: dict[str, Any] = {"preset": cfg.preset, "params": sum(p.numel() for p in net.parameters()),
+                            "precision": plan.to_dict()}  # fmt: skip
     ref = _reference(net, cfg.reference_mmaudio, device) if cfg.reference_mmaudio else None
     for b in cfg.batch_sizes:
         rows.update(_bench_batch(net, fn, b, cfg, ref, autocast))
@@ -105,6 +109,8 @@ def run_network_bench(cfg: NetworkBenchConfig) -> dict[str, Any]:
 def table(rows: dict[str, Any]) -> str:
     lines = [f"network `{rows['preset']}`: {rows['params']:,} parameters", "", "| metric | value |", "|---|---|"]
     for k, v in rows.items():
+        if k == "precision":
+            v = v["stages"]["network"]
         if k in ("preset", "params"):
             continue
         lines.append(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |")

@@ -1,11 +1,13 @@
 """``soundvcm bench pipeline``: per-stage times of ``soundvcm generate`` for one clip.
 
 For each network (random-initialised, sized for the lite encoders: ``lite``, the tiny 27.9M
-network, and ``small_16k``) and each sampler setting (1 NFE consistency, 25 x 2 NFE Euler + CFG),
-the same clip goes through decode, visual, sync, text, network, latent decode, vocoder and mux;
-model loading is excluded. Every setting runs ``repeats`` times after one warm-up and the median
-of each stage is reported, with the 25 x 2 / 1 NFE ratio from the same run. Without ``--video``
-an 8 s 1280 x 720 24 fps H.264 + AAC clip with moving shapes is synthesised first.
+network, and ``small_16k``; or trained models by name or path, ``--models default``), each
+precision (``--precisions auto,fp32,bf16``: :mod:`soundvcm.precision`) and each sampler setting
+(1 NFE consistency, 25 x 2 NFE Euler + CFG), the same clip goes through decode, visual, sync,
+text, network, latent decode, vocoder and mux; model loading is excluded. Every setting runs
+``repeats`` times after one warm-up and the median of each stage is reported, with the 25 x 2 /
+1 NFE ratio from the same run. Without ``--video`` an 8 s 1280 x 720 24 fps H.264 + AAC clip with
+moving shapes is synthesised first. Each row carries the precision plan it ran under.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class PipelineBenchConfig:
     settings: tuple[tuple[str, str, int], ...] = (("1 NFE", "consistency", 1), ("25x2 NFE", "euler", 25))
     repeats: int = 2
     prompt: str | None = "footsteps on gravel"
+    models: tuple[str, ...] = ()  # trained models (names or paths) timed after the random networks
+    precisions: tuple[str, ...] = ("auto",)
 
 
 def run_pipeline_bench(cfg: PipelineBenchConfig, progress=None) -> list[dict[str, Any]]:
@@ -43,53 +47,60 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, progress=None) -> list[dict[str
         def progress(line: str) -> None:
             print(line, file=sys.stderr)
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         video = Path(cfg.video) if cfg.video else synthetic_clip(tmp / "clip.mp4", cfg.duration)
+        models: list[tuple[str, str | Path]] = []
         for name in cfg.networks:
             config, encoder_set = preset_for_encoders(name, "lite")
             torch.manual_seed(0)
-            net = MMDiT(config)
-            params = sum(p.numel() for p in net.parameters())
             spec = ModelSpec.create(name, encoder_set, "vcm").to_dict()
-            save_network(tmp / name, net, preset=name, encoder_set=encoder_set, objective="vcm", spec=spec)
-            pipe = Pipeline.load(tmp / name, device="cpu")
-            for label, sampler, steps in cfg.settings:
-                runs = []
-                for r in range(cfg.repeats + 1):  # the first run warms up and is dropped
-                    timer = StageTimer(pipe.device)
-                    res = pipe.generate(
-                        video=video, prompt=cfg.prompt, duration=cfg.duration, sampler=sampler, steps=steps, timer=timer
-                    )
-                    with timer("mux"):
-                        mux_audio(video, res.wave, res.sample_rate, tmp / "out.mp4")
-                    if r > 0:
-                        runs.append(dict(timer.times))
-                    progress(f"  {name} {label} run {r}: {sum(timer.times.values()):.2f} s")
-                stages = {s: statistics.median(run.get(s, 0.0) for run in runs) for s in STAGES}
-                rows.append(
-                    {
-                        "network": name,
-                        "params": params,
-                        "setting": label,
-                        "nfe": res.nfe,
-                        "stages": stages,
-                        "total": sum(stages.values()),
-                    }
-                )
+            save_network(tmp / name, MMDiT(config), preset=name, encoder_set=encoder_set, objective="vcm", spec=spec)
+            models.append((name, tmp / name))
+        models += [(m, m) for m in cfg.models]
+        for label, model in models:
+            for precision in cfg.precisions:
+                pipe = Pipeline.load(model, device="cpu", precision=precision)
+                settings = cfg.settings if label in cfg.networks else ((f"{pipe.default_sampler()}", None, None),)
+                rows += [_time_setting(cfg, pipe, label, setting, video, tmp, progress) for setting in settings]
     return rows
 
 
+def _time_setting(cfg: PipelineBenchConfig, pipe: Pipeline, label: str, setting, video: Path, tmp: Path, progress):
+    name, sampler, steps = setting
+    runs = []
+    for r in range(cfg.repeats + 1):  # the first run warms up and is dropped
+        timer = StageTimer(pipe.device)
+        res = pipe.generate(video=video, prompt=cfg.prompt, duration=cfg.duration, sampler=sampler, steps=steps,
+                            timer=timer)  # fmt: skip
+        with timer("mux"):
+            mux_audio(video, res.wave, res.sample_rate, tmp / "out.mp4")
+        if r > 0:
+            runs.append(dict(timer.times))
+        progress(f"  {label} {pipe.precision.requested} {name} run {r}: {sum(timer.times.values()):.2f} s")
+    stages = {s: statistics.median(run.get(s, 0.0) for run in runs) for s in STAGES}
+    params = sum(p.numel() for p in pipe.net.parameters())
+    return {"network": label, "params": params, "setting": name, "nfe": res.nfe, "stages": stages,
+            "total": sum(stages.values()), "precision": pipe.precision.to_dict()}  # fmt: skip
+
+
+def _precision(row: dict[str, Any]) -> str:
+    plan = row["precision"]
+    chosen = sorted(set(plan["stages"].values()))
+    return f"{plan['requested']} ({'/'.join(chosen)})" if plan["requested"] == "auto" else plan["requested"]
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    head = "| network | setting | NFE | " + " | ".join(STAGES) + " | total s | vs 1 NFE |"
-    lines = [head, "|" + "---|" * (len(STAGES) + 5)]
-    base = {r["network"]: r["total"] for r in rows if r["nfe"] == 1}
+    head = "| network | precision | setting | NFE | " + " | ".join(STAGES) + " | total s | vs 1 NFE |"
+    lines = [head, "|" + "---|" * (len(STAGES) + 6)]
+    base = {(r["network"], _precision(r)): r["total"] for r in rows if r["nfe"] == 1}
     for r in rows:
         cells = " | ".join(f"{r['stages'][s]:.2f}" for s in STAGES)
-        ratio = r["total"] / base[r["network"]] if r["network"] in base else float("nan")
+        key = (r["network"], _precision(r))
+        ratio = r["total"] / base[key] if key in base else float("nan")
         lines.append(
-            f"| {r['network']} ({r['params'] / 1e6:.1f}M) | {r['setting']} | {r['nfe']} | {cells} | "
+            f"| {r['network']} ({r['params'] / 1e6:.1f}M) | {_precision(r)} | {r['setting']} | {r['nfe']} | {cells} | "
             f"{r['total']:.2f} | {ratio:.2f}x |"
         )
     lines.append("")
@@ -97,5 +108,5 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         if r["nfe"] == 1:
             shares = ", ".join(f"{s} {r['stages'][s] / r['total']:.0%}" for s in STAGES if r["stages"][s] > 0)
-            lines.append(f"- {r['network']}: {shares}")
+            lines.append(f"- {r['network']} {_precision(r)}: {shares}")
     return "\n".join(lines)

@@ -179,7 +179,7 @@ def _complete(folder: Path, ts: TestSet) -> bool:
     return (folder / "timings.json").is_file() and all((folder / f"{i.name}.flac").is_file() for i in ts.items)
 
 
-def run_references(ts: TestSet, out: Path, duration: float, seed: int, progress) -> None:
+def run_references(ts: TestSet, out: Path, duration: float, seed: int, progress, precision: str = "auto") -> None:
     from soundvcm.encoders import load_encoder_set
 
     encoders = None
@@ -188,7 +188,7 @@ def run_references(ts: TestSet, out: Path, duration: float, seed: int, progress)
         if _complete(folder, ts):
             continue
         if row == "ceiling" and encoders is None:
-            encoders = load_encoder_set("lite", device="cpu")
+            encoders = load_encoder_set("lite", device="cpu", precision=precision)
         start = time.perf_counter()
         for index, item in enumerate(ts.items):
             wave = reference_audio(row, ts, item, index, duration, seed, encoders)
@@ -198,7 +198,9 @@ def run_references(ts: TestSet, out: Path, duration: float, seed: int, progress)
         _write_json(folder / "timings.json", {"s_per_clip": per_clip})
 
 
-def run_model(rows: list[Row], ts: TestSet, out: Path, duration: float, seed: int, device: str, progress) -> None:
+def run_model(
+    rows: list[Row], ts: TestSet, out: Path, duration: float, seed: int, device: str, progress, precision: str = "auto"
+) -> None:
     """All rows of one model: each clip encoded once, then sampled per row."""
     from soundvcm.pipeline import Pipeline, StageTimer
 
@@ -208,7 +210,7 @@ def run_model(rows: list[Row], ts: TestSet, out: Path, duration: float, seed: in
     model = todo[0].model
     if model is None:
         raise ValueError(f"row {todo[0].name} names no model")
-    pipe = Pipeline.load(model, device=device)
+    pipe = Pipeline.load(model, device=device, precision=precision)
     if pipe.sample_rate != SAMPLE_RATE:
         raise ValueError(
             f"{todo[0].model}: generates at {pipe.sample_rate} Hz; the quality bench compares at {SAMPLE_RATE} Hz"
@@ -233,7 +235,8 @@ def run_model(rows: list[Row], ts: TestSet, out: Path, duration: float, seed: in
     for r in todo:
         stages = {k: float(np.mean([t.get(k, 0.0) for t in times[r.name]])) for k in times[r.name][0]}
         doc = {"s_per_clip": sum(v for k, v in stages.items() if k != "nfe"), "stages": stages,
-               "model": r.model, "sampler": r.sampler or pipe.default_sampler(), "steps": r.steps}  # fmt: skip
+               "model": r.model, "sampler": r.sampler or pipe.default_sampler(), "steps": r.steps,
+               "precision": pipe.precision.to_dict()}  # fmt: skip
         _write_json(out / ts.name / r.name / "timings.json", doc)
 
 
@@ -328,6 +331,7 @@ class QualityConfig:
     seed: int = 0
     references: bool = True
     device: str = "cpu"
+    precision: str = "auto"  # of the models' encoders, network and vocoder, and of the ceiling row (soundvcm.precision)
 
 
 def run_quality(cfg: QualityConfig) -> dict:
@@ -345,9 +349,9 @@ def run_quality(cfg: QualityConfig) -> dict:
         total = len(ts.items) * (len(cfg.rows) + (len(REFERENCES) if cfg.references else 0))
         with tqdm(total=total, desc=f"quality {ts.name}", unit="clip", file=sys.stderr) as bar:
             for rows in models.values():
-                run_model(rows, ts, out, cfg.duration, cfg.seed, cfg.device, bar.update)
+                run_model(rows, ts, out, cfg.duration, cfg.seed, cfg.device, bar.update, cfg.precision)
             if cfg.references:
-                run_references(ts, out, cfg.duration, cfg.seed, bar.update)
+                run_references(ts, out, cfg.duration, cfg.seed, bar.update, cfg.precision)
         classifier = material_classifier(ts) if ts.events_known else None
         results[ts.name] = {
             name: score_row(out / ts.name / name.replace(" ", "_"), gt, ts, cfg.duration, classifier)

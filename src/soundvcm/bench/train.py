@@ -19,8 +19,10 @@ import torch
 
 from soundvcm.bench.measure import peak_memory_mb
 from soundvcm.conditions import Batch
+from soundvcm.device import compile_module
 from soundvcm.network.mmdit import MMDiT, network_preset
 from soundvcm.objectives import OBJECTIVE_PRESETS, build_objective
+from soundvcm.precision import resolve_precision
 from soundvcm.training.parallel import LocalEngine
 from soundvcm.training.step import optimization_step
 
@@ -31,7 +33,7 @@ class TrainBenchConfig:
     batch: int = 8
     steps: int = 2
     device: str = "cpu"
-    bf16: bool = False
+    precision: str = "fp32"  # auto | fp32 | bf16 (soundvcm.precision: the train stage's choice)
     compile: bool = False
     objectives: tuple[str, ...] = ("fm", "vcm", "meanflow")
 
@@ -50,14 +52,14 @@ def _batch(net: MMDiT, b: int, device) -> Batch:
 
 def run_train_bench(cfg: TrainBenchConfig) -> list[dict[str, Any]]:
     device = torch.device(cfg.device)
+    plan = resolve_precision(cfg.precision, device, ("train",))
     rows = []
     for name in cfg.objectives:
         torch.manual_seed(0)
         net = MMDiT(network_preset(cfg.preset)).to(device).train()
-        model = torch.compile(net) if cfg.compile else net
+        model = compile_module(net, device)[0] if cfg.compile else net
         preset = OBJECTIVE_PRESETS[name]
-        autocast = torch.bfloat16 if cfg.bf16 else None
-        objective = build_objective(name, 300_000, replace(preset.config, autocast_dtype=autocast))
+        objective = build_objective(name, 300_000, replace(preset.config, autocast_dtype=plan.dtype("train")))
         optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=1e-6)
         batch = _batch(net, cfg.batch, device)
         gen = torch.Generator(device=device).manual_seed(1)
@@ -77,7 +79,8 @@ def run_train_bench(cfg: TrainBenchConfig) -> list[dict[str, Any]]:
             times.append(time.perf_counter() - start)
         seconds = statistics.median(times)
         memory = peak_memory_mb(step, device)
-        rows.append({"objective": name, "step_s": seconds, "samples_per_s": cfg.batch / seconds, "peak_mb": memory})
+        rows.append({"objective": name, "step_s": seconds, "samples_per_s": cfg.batch / seconds, "peak_mb": memory,
+                     "precision": plan.to_dict()})  # fmt: skip
         del net, model, optimizer
     return rows
 
@@ -86,7 +89,7 @@ def table(rows: list[dict[str, Any]], cfg: TrainBenchConfig) -> str:
     base = {r["objective"]: r for r in rows}
     fm = base.get("fm")
     lines = [
-        f"## Training step, {cfg.preset}, batch {cfg.batch}, {cfg.device}, {'bf16' if cfg.bf16 else 'fp32'}"
+        f"## Training step, {cfg.preset}, batch {cfg.batch}, {cfg.device}, {rows[0]['precision']['stages']['train']}"
         f"{', compiled' if cfg.compile else ''}\n",
         "| objective | step s | samples/s | peak memory MB | step vs FM | memory vs FM |",
         "|---|---|---|---|---|---|",

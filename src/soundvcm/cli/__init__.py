@@ -14,10 +14,24 @@ import argparse
 import sys
 
 from soundvcm import __version__
-from soundvcm.cli import bench, convert, curves, data, demo, ema, evaluate, extract, generate, model, train, weights
+from soundvcm.cli import (
+    bench,
+    convert,
+    curves,
+    data,
+    demo,
+    doctor,
+    ema,
+    evaluate,
+    extract,
+    generate,
+    model,
+    train,
+    weights,
+)
 from soundvcm.cli.common import NETWORK_PRESET_NAMES
 
-COMMANDS = (generate, demo, extract, train, ema, curves, evaluate, data, model, weights, convert, bench)
+COMMANDS = (generate, demo, extract, train, ema, curves, evaluate, data, model, weights, convert, bench, doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from soundvcm.cli.bench_scale import register_scale
-from soundvcm.cli.common import dim, positive_float, positive_int, save_json
+from soundvcm.cli.common import add_precision_option, dim, positive_float, positive_int, save_json
 
 
 def register(commands) -> None:
@@ -80,7 +80,8 @@ def _register_network(benches) -> None:
     )
     netb.add_argument("--preset", default="small_16k", help="network preset (default small_16k)")
     netb.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    netb.add_argument("--bf16", action="store_true", help="bf16 autocast around the network forward")
+    add_precision_option(netb, "the network forward (default here: fp32)")
+    netb.set_defaults(precision="fp32")
     netb.add_argument("--compile", action="store_true", help="torch.compile the network")
     netb.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (default 3)")
     netb.add_argument(
@@ -102,7 +103,19 @@ def _register_pipeline(benches) -> None:
     )
     pb.add_argument("--video", default=None, help="clip to use (default: a synthesised 8 s 720p H.264 clip)")
     pb.add_argument("--duration", type=positive_float, default=8.0, help="seconds (default 8)")
-    pb.add_argument("--networks", default="lite,small_16k", help="comma-separated presets (default lite,small_16k)")
+    pb.add_argument(
+        "--networks",
+        default="lite,small_16k",
+        help="comma-separated presets, random-initialised (default lite,small_16k; '' for none)",
+    )
+    pb.add_argument(
+        "--models", default="", help="comma-separated trained models (names or paths), e.g. default (default none)"
+    )
+    pb.add_argument(
+        "--precisions",
+        default="auto",
+        help="comma-separated precisions to time, from auto, fp32, bf16 (default auto); each row names its plan",
+    )
     pb.add_argument("--repeats", type=int, default=2, help="timed runs per setting after a warm-up (default 2)")
     pb.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     pb.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
@@ -120,7 +133,8 @@ def _register_train(benches) -> None:
         "--timed-steps", type=positive_int, default=2, help="timed steps per objective after a warm-up (default 2)"
     )
     tb.add_argument("--device", default="cpu", help="cpu or cuda")
-    tb.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
+    add_precision_option(tb, "the network's autocast (default here: fp32)")
+    tb.set_defaults(precision="fp32")
     tb.add_argument("--compile", action="store_true", help="torch.compile the network")
     tb.add_argument("--objectives", default="fm,vcm,meanflow", help="comma-separated (default fm,vcm,meanflow)")
     tb.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
@@ -158,6 +172,7 @@ def _register_quality(benches) -> None:
     bq.add_argument("--seed", type=int, default=0, help="noise and random-clip seed (default 0)")
     bq.add_argument("--no-reference", action="store_true", help="skip the reference rows")
     bq.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    add_precision_option(bq, "the models' encoders, network and vocoder and the ceiling row")
     bq.add_argument("--out", type=Path, default=Path("out/bench/quality"), help="output folder")
     bq.set_defaults(func=_bench_quality)
 
@@ -226,7 +241,7 @@ def _bench_network(args: argparse.Namespace) -> int:
     cfg = NetworkBenchConfig(
         preset=args.preset,
         device=args.device,
-        dtype="bfloat16" if args.bf16 else "float32",
+        precision=args.precision,
         compile=args.compile,
         repeats=args.repeats,
         reference_mmaudio=args.reference_mmaudio,
@@ -251,9 +266,17 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
         duration=args.duration,
         networks=tuple(n.strip() for n in args.networks.split(",") if n.strip()),
         repeats=args.repeats,
+        models=tuple(n.strip() for n in args.models.split(",") if n.strip()),
+        precisions=tuple(p.strip() for p in args.precisions.split(",") if p.strip()),
     )
+    bad = [p for p in cfg.precisions if p not in ("auto", "fp32", "bf16")]
+    if bad or not cfg.precisions:
+        raise ValueError(f"--precisions takes auto, fp32 and bf16, got {args.precisions!r}")
     rows = run_pipeline_bench(cfg)
-    print(f"## Pipeline, {cfg.duration:g} s clip, CPU, {torch.get_num_threads()} threads\n")
+    from soundvcm.precision import cpu_capability, cpu_model
+
+    print(f"## Pipeline, {cfg.duration:g} s clip, CPU ({cpu_model()}, {cpu_capability()}), "
+          f"{torch.get_num_threads()} threads\n")  # fmt: skip
     print(table(rows))
     save_json(args.json, rows)
     return 0
@@ -263,7 +286,7 @@ def _bench_train(args: argparse.Namespace) -> int:
     from soundvcm.bench.train import TrainBenchConfig, run_train_bench, table
 
     cfg = TrainBenchConfig(
-        preset=args.preset, batch=args.batch, steps=args.timed_steps, device=args.device, bf16=args.bf16,
+        preset=args.preset, batch=args.batch, steps=args.timed_steps, device=args.device, precision=args.precision,
         compile=args.compile, objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
     )  # fmt: skip
     rows = run_train_bench(cfg)
@@ -340,7 +363,16 @@ def _bench_quality(args: argparse.Namespace) -> int:
         raise ValueError("--row names must be unique")
     sets = tuple(x.strip() for x in args.sets.split(",") if x.strip())
     cfg = QualityConfig(
-        args.data, args.out, rows, sets, args.duration, args.limit, args.seed, not args.no_reference, args.device
+        args.data,
+        args.out,
+        rows,
+        sets,
+        args.duration,
+        args.limit,
+        args.seed,
+        not args.no_reference,
+        args.device,
+        args.precision,
     )
     doc = run_quality(cfg)
     print(doc["table"])

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from soundvcm.cli.common import positive_float, positive_int, save_json
+from soundvcm.cli.common import add_precision_option, positive_float, positive_int, save_json
 
 
 def register_scale(benches) -> None:
@@ -62,6 +62,7 @@ def _register_extract(benches) -> None:
     eb.add_argument("--engines", default="local,ray", help="comma-separated: local, ray (default both)")
     eb.add_argument("--duration", type=positive_float, default=8.0, help="seconds per clip (default 8)")
     eb.add_argument("--cpus", type=positive_int, default=2, help="CPUs of the local Ray instance (default 2)")
+    add_precision_option(eb, "the encoders")
     eb.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
     eb.set_defaults(func=_bench_extract)
 
@@ -81,7 +82,7 @@ def _bench_extract(args: argparse.Namespace) -> int:
 
         require_ray()
     cfg = ExtractBenchConfig(base_rows=args.base_rows, scales=scales, engines=engines, duration=args.duration,
-                             cpus=args.cpus)  # fmt: skip
+                             cpus=args.cpus, precision=args.precision)  # fmt: skip
 
     def progress(row: dict) -> None:
         print(f"  {row['engine']} x{row['scale']}: {row['rows_per_s']:.2f} rows/s, {row['peak_rss_mb']:.0f} MB",

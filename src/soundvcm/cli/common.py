@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 NETWORK_PRESET_NAMES = (
     "small_16k", "small_44k", "medium_44k", "large_44k", "large_44k_v2", "lite", "lite_small", "debug", "debug_v2",
@@ -10,11 +11,40 @@ NETWORK_PRESET_NAMES = (
 """Listed in help texts without importing torch; tests check it equals ``NETWORK_PRESETS``."""
 
 
+def finite_float(text: str) -> float:
+    """A number that is not NaN or infinite (``float`` alone accepts 'nan' and 'inf')."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
-    value = float(text)
+    value = finite_float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def add_precision_option(parser, what: str = "every stage") -> None:
+    """``--precision auto|fp32|bf16``, worded the same on every command (:mod:`soundvcm.precision`)."""
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help=f"numeric precision of {what}: auto (default: bf16 on a GPU, and on a CPU only where it computes bf16 "
+        "natively and a short measured check finds it faster; fp32 elsewhere), fp32 or bf16",
+    )
 
 
 def positive_int(text: str) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from soundvcm.cli.common import positive_float
+from soundvcm.cli.common import add_precision_option, positive_float
 
 
 def register(commands) -> None:
@@ -23,6 +23,7 @@ def register(commands) -> None:
     demo.add_argument("--max-upload-mb", type=positive_float, default=50.0, help="upload size limit (default 50)")
     demo.add_argument("--max-seconds", type=positive_float, default=60.0, help="longest video taken (default 60)")
     demo.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    add_precision_option(demo, "the encoders, the network and the vocoder")
     demo.set_defaults(func=_demo)
 
 
@@ -33,6 +34,6 @@ def _demo(args: argparse.Namespace) -> int:
     for item in args.model or ["default"]:
         label, _, model = item.rpartition("=")
         models[label or model] = model
-    cfg = DemoConfig(models, args.host, args.port, args.max_upload_mb, args.max_seconds, args.device)
+    cfg = DemoConfig(models, args.host, args.port, args.max_upload_mb, args.max_seconds, args.device, args.precision)
     launch(cfg, block=True)
     return 0

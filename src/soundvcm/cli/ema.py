@@ -37,7 +37,13 @@ def _ema(args: argparse.Namespace) -> int:
         train = train_config_from_dict(doc["config"])
         spec = ModelSpec.create(train.network, doc["encoder_set"], train.objective, train.objective_config())
     path, info = export_ema_checkpoint(
-        args.run, args.sigma_rel, doc["step"], config_from_dict(doc["network_config"]), spec, args.out
+        args.run,
+        args.sigma_rel,
+        doc["step"],
+        config_from_dict(doc["network_config"]),
+        spec,
+        args.out,
+        precision=doc.get("precision"),
     )
     print(f"EMA sigma_rel {args.sigma_rel} at step {info['step']} from {info['snapshots']} snapshots -> {path}")
     print(json.dumps(info))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from soundvcm.cli.common import add_engine_options, check_engine_options, positive_float
+from soundvcm.cli.common import add_engine_options, add_precision_option, check_engine_options, positive_float
 
 
 def register(commands) -> None:
@@ -21,6 +21,7 @@ def register(commands) -> None:
     ext.add_argument("--duration", type=positive_float, default=8.0, help="seconds per clip (default 8)")
     ext.add_argument("--rows-per-shard", type=int, default=64, help="rows per shard file (default 64)")
     ext.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_precision_option(ext, "the encoders (recorded in the cache's meta.json)")
     add_engine_options(ext, "extracts")
     ext.set_defaults(func=_extract)
 
@@ -39,10 +40,13 @@ def _extract(args: argparse.Namespace) -> int:
 
         require_ray()
         meta, usable = extract_ray(args.input, args.out, args.encoders, args.duration, args.rows_per_shard,
-                                   args.ray_address, args.ray_cpus, args.actors)  # fmt: skip
+                                   args.ray_address, args.ray_cpus, args.actors, args.precision)  # fmt: skip
     else:
-        meta, usable = extract(args.input, args.out, args.encoders, args.duration, args.rows_per_shard, device=device)
+        meta, usable = extract(args.input, args.out, args.encoders, args.duration, args.rows_per_shard, device=device,
+                               precision=args.precision)  # fmt: skip
     kind = "video-text-audio" if meta.has_video else "text-audio"
     counted = f"{usable} of {meta.rows} rows usable" if usable is not None else f"{meta.rows} rows"
-    print(f"{args.out}: {counted} ({kind}), {meta.num_shards} shard(s), encoders {meta.encoder_set}")
+    stages = meta.precision.get("stages", {})
+    print(f"{args.out}: {counted} ({kind}), {meta.num_shards} shard(s), encoders {meta.encoder_set}, "
+          f"precision {', '.join(f'{k} {v}' for k, v in stages.items())}")  # fmt: skip
     return 0

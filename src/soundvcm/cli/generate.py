@@ -7,7 +7,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from soundvcm.cli.common import add_engine_options, check_engine_options, positive_float, positive_int
+from soundvcm.cli.common import (
+    add_engine_options,
+    add_precision_option,
+    check_engine_options,
+    finite_float,
+    positive_float,
+    positive_int,
+)
 
 
 def register(commands) -> None:
@@ -46,11 +53,13 @@ def _inputs(group) -> None:
         help="seconds to generate (with --full: the window); default: the length the model was trained on "
         "(4 s for the shipped models, 8 s for MMAudio's)",
     )
-    group.add_argument("--start", type=float, default=0.0, help="where in the video to start, seconds (default 0)")
+    group.add_argument(
+        "--start", type=finite_float, default=0.0, help="where in the video to start, seconds (default 0)"
+    )
     group.add_argument(
         "--full", action="store_true", help="the whole video, in --duration windows crossfaded over --overlap seconds"
     )
-    group.add_argument("--overlap", type=float, default=0.5, help="window overlap for --full (default 0.5 s)")
+    group.add_argument("--overlap", type=finite_float, default=0.5, help="window overlap for --full (default 0.5 s)")
 
 
 def _sampling(group) -> None:
@@ -70,20 +79,21 @@ def _sampling(group) -> None:
         "--steps", type=positive_int, default=None, help="sampling steps (default 1 for consistency, 25 for euler)"
     )
     group.add_argument("--seed", type=int, default=42, help="noise seed (default 42)")
-    group.add_argument("--cfg", type=float, default=None, help="euler sampler only: CFG strength (default 4.5)")
+    group.add_argument("--cfg", type=finite_float, default=None, help="euler sampler only: CFG strength (default 4.5)")
     group.add_argument(
         "--cfg-t-max",
-        type=float,
+        type=finite_float,
         default=None,
         help="euler sampler only: apply CFG at steps with t <= this (t = 1 is noise; default 1: every step)",
     )
     group.add_argument(
         "--negative-scale",
-        type=float,
+        type=finite_float,
         default=None,
         help="consistency sampler only: how hard to steer away from --negative-prompt (default 1)",
     )
     group.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda or mps")
+    add_precision_option(group, "the encoders, the network and the vocoder (--profile shows the choice)")
 
 
 def _outputs(group, gen) -> None:
@@ -130,12 +140,8 @@ def _check_sampler_options(args: argparse.Namespace, sampler: str) -> None:
         )
 
 
-def _generate(args: argparse.Namespace) -> int:
-    from soundvcm.encoders import encoder_spec
-    from soundvcm.generate import check_inputs, jobs_from_input, plan_jobs, run_generate
-    from soundvcm.pipeline import Pipeline, min_duration
-
-    model = _model_name(args)
+def _check_args(args: argparse.Namespace) -> None:
+    """What can be refused from the command line alone, before any file is read."""
     check_engine_options(args)
     if args.engine == "ray":
         from soundvcm.scale.ray_engine import require_ray
@@ -145,27 +151,13 @@ def _generate(args: argparse.Namespace) -> int:
             raise ValueError("--engine ray generates fixed-length clips: leave out --full and --profile")
     if args.full and args.overlap < 0:
         raise ValueError("--overlap must be >= 0")
-    # everything that can be checked is checked before the model and encoders load (10-20 s)
     if args.start < 0:
         raise ValueError(f"--start must be >= 0, got {args.start}")
-    jobs = plan_jobs(jobs_from_input(args.input, args.prompt, args.image), args.out, args.overwrite, args.skip_existing)
-    if not jobs:
-        print(f"nothing to do: every output exists in {args.out} (--skip-existing)")
-        return 0
-    spec, doc = Pipeline.peek(model)
-    if args.duration is None:
-        args.duration = float(doc.get("network", {}).get("sequence", {}).get("duration", 8.0))
-    _check_sampler_options(args, args.sampler or spec.sampler.kind)
-    jobs, errors = check_inputs(jobs, min_duration(encoder_spec(spec.encoder_set)), 0.0 if args.full else args.start)
-    if errors and not jobs:
-        if len(errors) == 1:
-            raise ValueError(errors[0])
-        for line in errors:
-            print(f"soundvcm: error: {line}", file=sys.stderr)
-        print(f"soundvcm: {len(errors)} of {len(errors)} job(s) failed", file=sys.stderr)
-        return 2
-    for line in errors:
-        print(f"soundvcm: error: {line}", file=sys.stderr)
+    if args.image is not None and args.input is not None:
+        raise ValueError("--image replaces the video as the visual condition: give either VIDEO or --image, not both")
+
+
+def _options(args: argparse.Namespace) -> dict:
     options = {
         "negative_prompt": args.negative_prompt,
         "negative_scale": args.negative_scale,
@@ -181,9 +173,44 @@ def _generate(args: argparse.Namespace) -> int:
     }
     if args.full:
         options["overlap"] = args.overlap
+    return options
+
+
+def _report(errors: list[str]) -> None:
+    for line in errors:
+        print(f"soundvcm: error: {line}", file=sys.stderr)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from soundvcm.encoders import encoder_spec
+    from soundvcm.generate import check_inputs, jobs_from_input, plan_jobs, run_generate
+    from soundvcm.pipeline import Pipeline, min_duration
+
+    model = _model_name(args)
+    _check_args(args)  # everything that can be checked is checked before the model and encoders load
+    jobs = plan_jobs(jobs_from_input(args.input, args.prompt, args.image), args.out, args.overwrite, args.skip_existing)
+    if not jobs:
+        print(f"nothing to do: every output exists in {args.out} (--skip-existing)")
+        return 0
+    spec, doc = Pipeline.peek(model)
+    if args.duration is None:
+        args.duration = float(doc.get("network", {}).get("sequence", {}).get("duration", 8.0))
+    _check_sampler_options(args, args.sampler or spec.sampler.kind)
+    jobs, errors = check_inputs(jobs, min_duration(encoder_spec(spec.encoder_set)), 0.0 if args.full else args.start)
+    if errors and not jobs:
+        if len(errors) == 1:
+            raise ValueError(errors[0])
+        _report(errors)
+        print(f"soundvcm: {len(errors)} of {len(errors)} job(s) failed", file=sys.stderr)
+        return 2
+    _report(errors)
     if args.engine == "ray":
         from soundvcm.scale.ray_engine import generate_ray
 
-        return generate_ray(model, jobs, args.out, options, args.ray_address, args.ray_cpus, args.actors, len(errors))
-    pipe = Pipeline.load(model, device=args.device)
-    return run_generate(pipe, jobs, args.out, options, args.full, args.profile, failed=len(errors))
+        return generate_ray(model, jobs, args.out, _options(args), args.ray_address, args.ray_cpus, args.actors,
+                            len(errors), args.precision)  # fmt: skip
+    from soundvcm.console import StageStatus
+
+    with StageStatus("soundvcm").stage(f"loading {model} and its encoders"):
+        pipe = Pipeline.load(model, device=args.device, precision=args.precision)
+    return run_generate(pipe, jobs, args.out, _options(args), args.full, args.profile, failed=len(errors))

@@ -55,6 +55,14 @@ def register(commands) -> None:
         "backward, no overlap: a fallback). One process: ignored. Not fixed on resume",
     )
     tr.add_argument("--fsdp", action="store_const", const="fsdp", dest="parallel", help="same as --parallel fsdp")
+    tr.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default=None,
+        help="the network's autocast while training: auto (bf16 on a GPU, and on a CPU only where it computes bf16 "
+        "natively and a measured check finds it faster; fp32 elsewhere), fp32 or bf16; default: the preset's "
+        "(auto), with --resume the run's own. The choice is printed and saved in RUN/config.json and checkpoints",
+    )
     tr.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=2e-4 batch_size=64")
     tr.set_defaults(func=_train)
 
@@ -67,6 +75,8 @@ def _train(args: argparse.Namespace) -> int:
     from soundvcm.training.trainer import Trainer, TrainingAborted, TrainingInterrupted
 
     extra = {"steps": args.steps} if args.steps is not None else {}
+    if args.precision is not None:
+        extra["precision"] = args.precision
     saved = latest_checkpoint(args.out / "checkpoints") if args.resume else None
     if saved is not None:  # the run's own config, changed only when asked to
         config = resume_config(
@@ -94,7 +104,7 @@ def _train(args: argparse.Namespace) -> int:
         from soundvcm.atomic import atomic_write
 
         resolved = {"train": config_dict(config), "objective": dataclasses.asdict(trainer.objective.config),
-                    "init": args.init if saved is None else None}  # fmt: skip
+                    "init": args.init if saved is None else None, "precision": trainer.made_with()}  # fmt: skip
         text = json.dumps(resolved, default=str)
         print(f"config: {text}", file=sys.stderr)
         atomic_write(Path(args.out) / "config.json", lambda tmp: tmp.write_text(json.dumps(json.loads(text), indent=1)))

@@ -3,7 +3,9 @@
 Layout of a cache directory::
 
     meta.json                 encoder set, weight hashes, sample rate, fps, duration, dimensions,
-                              sequence lengths, rows per shard, number of rows, has_video
+                              sequence lengths, rows per shard, number of rows, has_video, and the
+                              precision the encoders ran in (soundvcm.precision; {} = before it was
+                              recorded: those caches were made with bf16 lite visual features)
     shard_00000.safetensors   rows [0, R): mean, std (N, L, C) latent posterior; clip (N, Nc, Dc)
     shard_00001.safetensors   and sync (N, Ns, Ds) when has_video; text (N, 77, Dt); the row ids,
     ...                       captions and a "valid" flag per row in the file's metadata
@@ -62,6 +64,7 @@ class CacheMeta:
     rows: int
     rows_per_shard: int
     weight_hashes: dict[str, str] = field(default_factory=dict)
+    precision: dict = field(default_factory=dict)  # PrecisionPlan.to_dict() of the extraction
     source: str = "soundvcm"
     format: int = FORMAT
 

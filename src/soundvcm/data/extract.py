@@ -15,7 +15,6 @@ shards ``rank, rank + world, ...``; no process group is needed.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -24,10 +23,12 @@ import torch
 from tqdm import tqdm
 
 from soundvcm.data.cache import CacheError, CacheMeta, shard_path, write_shard
+from soundvcm.device import dist_info
 from soundvcm.encoders import encoder_spec, load_encoder_set
 from soundvcm.media.audio import load_audio
 from soundvcm.media.errors import MediaError
 from soundvcm.media.video import load_video, probe
+from soundvcm.precision import PrecisionPlan, resolve_precision
 
 
 def read_tsv(path: Path) -> list[tuple[Path, str]]:
@@ -82,7 +83,9 @@ def _has_video(path: Path) -> bool:
         return False
 
 
-def _meta(rows, spec, seq, encoder_set: str, duration: float, rows_per_shard: int, custom: bool) -> CacheMeta:
+def _meta(
+    rows, spec, seq, encoder_set: str, duration: float, rows_per_shard: int, custom: bool, precision: PrecisionPlan
+) -> CacheMeta:
     has_video = next((_has_video(p) for p, _ in rows if p.is_file()), False)
     return CacheMeta(
         encoder_set=encoder_set,
@@ -98,6 +101,7 @@ def _meta(rows, spec, seq, encoder_set: str, duration: float, rows_per_shard: in
         rows=len(rows),
         rows_per_shard=rows_per_shard,
         weight_hashes={"custom": "test"} if custom else weight_hashes(encoder_set),
+        precision=precision.to_dict(),
     )
 
 
@@ -112,6 +116,13 @@ def _check_or_save_meta(out: Path, meta: CacheMeta, rank: int) -> None:
         ]
         if diff:
             raise CacheError(f"{out} holds a different extraction ({'; '.join(diff)}); use another --out")
+        was, now = old.precision.get("stages"), meta.precision.get("stages")
+        if was is not None and was != now:  # shards of one cache come from one precision
+            choice = "bf16" if "bf16" in was.values() else "fp32"
+            raise CacheError(
+                f"{out} was extracted with {was}, this run would use {now}: resume it with --precision {choice}, "
+                "or use another --out"
+            )
     elif rank == 0:
         meta.save(out)
 
@@ -141,18 +152,25 @@ def extract(
     world: int | None = None,
     device: str = "cpu",
     encoders=None,
+    precision: str = "auto",
 ) -> tuple[CacheMeta, int | None]:
     """Extract every shard assigned to this rank; returns the cache metadata and, once every shard
-    exists, the number of usable rows (a cache without one is an error)."""
-    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
-    world = int(os.environ.get("WORLD_SIZE", 1)) if world is None else world
+    exists, the number of usable rows (a cache without one is an error). ``precision``: what the
+    encoders run in (auto, fp32, bf16; :mod:`soundvcm.precision`), recorded in the cache."""
+    env_rank, env_world, _ = dist_info()
+    rank = env_rank if rank is None else rank
+    world = env_world if world is None else world
     rows = read_tsv(Path(tsv))
     spec = encoder_spec(encoder_set)
     seq = spec.sequence.with_duration(duration)
-    meta = _meta(rows, spec, seq, encoder_set, duration, rows_per_shard, custom=encoders is not None)
+    plan = resolve_precision(precision, device, ("visual", "text"))
+    meta = _meta(rows, spec, seq, encoder_set, duration, rows_per_shard, encoders is not None, plan)
     out = Path(out)
     _check_or_save_meta(out, meta, rank)
-    encoders = encoders or load_encoder_set(encoder_set, device=device)
+    if encoders is None:
+        encoders = load_encoder_set(encoder_set, device=device, precision=resolve_precision(precision, device))
+    else:
+        encoders.set_precision(resolve_precision(precision, device))
     specs = {"clip": spec.clip_frames, "sync": spec.sync_frames}
     mine = [s for s in range(meta.num_shards) if s % world == rank and not shard_path(out, s).is_file()]
     todo = sum(min(rows_per_shard, len(rows) - s * rows_per_shard) for s in mine)

@@ -1,9 +1,13 @@
 """Open sources of the data recipe: pinned URLs, verified downloads, and unpacking without tools.
 
-Every source is a file at a fixed URL with its size and SHA-256 (Debian's pool and PyPI keep
-old releases, so the pins stay valid). :func:`fetch` downloads to ``DIR/downloads/`` through a
-``.part`` file (a rerun resumes it with an HTTP range request), checks size and hash, and only
-then renames it into place; a finished, verified file is never downloaded again.
+Every source is a file with its size and SHA-256 (Debian's pool and PyPI keep old releases, so
+the pins stay valid). :func:`fetch` downloads to ``DIR/downloads/`` through a ``.part`` file (a
+rerun resumes it with an HTTP range request), checks size and hash, and only then renames it into
+place; a finished, verified file is never downloaded again. A source that a package index serves
+(``pip``: a requirement such as ``moviepy==2.2.1``) is fetched the way the user's pip would,
+``pip download --no-deps --no-binary :all:``, so the configured index, mirror and proxy apply (a
+fixed files.pythonhosted.org URL bypasses them, and its ``packages/source/`` redirect can 404);
+the pinned hash is checked all the same.
 :func:`extract_deb` reads a Debian package with Python alone (``ar`` + ``tar.xz``/``tar.zst``),
 so the recipe also runs where ``apt``/``dpkg`` do not exist.
 """
@@ -35,6 +39,7 @@ class Source:
     licence: str
     homepage: str
     what: str  # one line for ATTRIBUTION.md
+    pip: str | None = None  # a requirement pip downloads (its index, mirror and proxy) instead of the URL
 
     @property
     def filename(self) -> str:
@@ -107,6 +112,7 @@ SOURCES: dict[str, Source] = {
             "Big Buck Bunny: CC-BY-3.0 (c) Blender Foundation, www.bigbuckbunny.org; moviepy itself MIT",
             "https://peach.blender.org/",
             "the full Big Buck Bunny film (596 s, 24 fps, AAC stereo) inside moviepy's documentation media",
+            pip="moviepy==2.2.1",
         ),
     )
 }
@@ -136,6 +142,8 @@ def fetch(source: Source, folder: Path, progress: Callable[[int, int], None] | N
     if final.is_file():
         verify(final, source)
         return final
+    if source.pip is not None:
+        return _pip_download(source, final)
     part = final.with_name(final.name + ".part")
     have = part.stat().st_size if part.is_file() else 0
     if have > source.size:
@@ -161,6 +169,30 @@ def fetch(source: Source, folder: Path, progress: Callable[[int, int], None] | N
         part.unlink(missing_ok=True)  # a corrupt partial file would fail the same way again
         raise
     os.replace(part, final)
+    return final
+
+
+def _pip_download(source: Source, final: Path) -> Path:
+    assert source.pip is not None
+    """``pip download`` of ``source.pip`` (an sdist) into a temporary folder beside ``final``,
+    verified, then renamed into place; pip's own configuration (index, mirror, proxy) applies."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=".pip-", dir=final.parent) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q", "-d", tmp]
+        cmd.append(source.pip)
+        try:
+            run = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SourceError(f"{source.name}: pip download {source.pip} failed ({exc}); rerun") from None
+        got = Path(tmp) / source.filename
+        if run.returncode != 0 or not got.is_file():
+            why = (run.stderr.strip().splitlines() or ["no file named " + source.filename])[-1]
+            raise SourceError(f"{source.name}: pip download {source.pip} failed ({why}); check pip's index settings")
+        verify(got, source)
+        os.replace(got, final)
     return final
 
 

@@ -17,6 +17,7 @@ import torch
 from soundvcm.encoders.base import EncoderSetSpec
 from soundvcm.encoders.lite import LITE_SPEC, LiteEncoderSet
 from soundvcm.encoders.mmaudio_set import MMAUDIO_SPECS, MMAudioEncoderSet, missing_weights_hint
+from soundvcm.precision import PrecisionPlan, resolve_precision
 from soundvcm.weights import WeightsError
 
 ENCODER_SPECS: dict[str, EncoderSetSpec] = {
@@ -32,8 +33,18 @@ def encoder_spec(name: str) -> EncoderSetSpec:
     return ENCODER_SPECS[name]
 
 
-def load_encoder_set(name: str, device: str | torch.device = "cpu", pretrained: bool = True):
-    """Build an encoder set on ``device`` (frozen, eval)."""
+def load_encoder_set(
+    name: str, device: str | torch.device = "cpu", pretrained: bool = True, precision: str | PrecisionPlan = "auto"
+):
+    """Build an encoder set on ``device`` (frozen, eval), each stage in the precision ``precision``
+    resolves to there (:func:`soundvcm.precision.resolve_precision`)."""
+    encoders = _build(name, device, pretrained)
+    plan = precision if isinstance(precision, PrecisionPlan) else resolve_precision(precision, device)
+    encoders.set_precision(plan)
+    return encoders
+
+
+def _build(name: str, device: str | torch.device, pretrained: bool):
     encoder_spec(name)
     if name == "lite":
         return LiteEncoderSet(pretrained=pretrained).to(device)

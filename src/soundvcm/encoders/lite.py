@@ -26,6 +26,7 @@ from soundvcm.encoders.minilm import MiniLMText
 from soundvcm.encoders.motion_sync import MotionSync
 from soundvcm.media.mel import MEL_HIFIGAN, mel_spectrogram
 from soundvcm.media.video import FrameSpec
+from soundvcm.precision import PrecisionPlan
 from soundvcm.sequence import SEQUENCE_LITE
 
 PATCH = 2  # mel frames per latent frame
@@ -69,20 +70,27 @@ class LiteEncoderSet(nn.Module):
             self.text, self.visual, self.vocoder = MiniLMText(), EfficientNetLite0(), HiFiGAN()
         self.sync = MotionSync()
         self.clip_chunk = clip_chunk
-        self.dtype: torch.dtype | None = None  # autocast dtype for the visual and text encoders
-        # the visual encoder always runs under bf16 autocast: 2.9x faster on a CPU core than fp32 at
-        # 224 px (32 frames: 0.58 s vs 1.68 s), per-frame cosine 0.998 to fp32 features; caches and
-        # generation use the same path, so a model sees at inference the features it trained on
-        self.visual_dtype: torch.dtype = torch.bfloat16
-        # the vocoder too: 2.2x faster on a CPU core (4 s of audio: 2.5 s vs 5.5 s under load), log-mel
-        # L1 of the resynthesis to the input 0.270 vs 0.269 in fp32 (BENCHMARKS.md)
-        self.vocoder_dtype: torch.dtype = torch.bfloat16
+        # autocast dtypes per stage (None: fp32), set from a PrecisionPlan by set_precision: bf16 only
+        # where the CPU computes it natively and it measures faster (soundvcm.precision); on such a CPU
+        # the visual encoder runs 2.9x and the vocoder 2.2x faster in bf16 (per-frame cosine 0.998 to
+        # fp32 features, resynthesis log-mel L1 unchanged: BENCHMARKS.md), on an AVX2-only CPU 40x slower
+        self.dtype: torch.dtype | None = None  # the text encoder
+        self.visual_dtype: torch.dtype | None = None
+        self.vocoder_dtype: torch.dtype | None = None
         self.visual.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # ~1.8x faster on CPU
         freeze(self)
 
     @property
     def device(self) -> torch.device:
         return self.visual._fc.weight.device
+
+    def set_precision(self, plan: PrecisionPlan) -> None:
+        """Run each encoder as ``plan`` says (visual, text, vocoder)."""
+        self.visual_dtype, self.dtype, self.vocoder_dtype = (
+            plan.dtype("visual"),
+            plan.dtype("text"),
+            plan.dtype("vocoder"),
+        )
 
     @torch.inference_mode()
     def encode_clip(self, frames: Tensor) -> Tensor:

@@ -30,6 +30,7 @@ from soundvcm.encoders.mel_vae import VAE_WEIGHTS, MelVAE
 from soundvcm.encoders.motionformer import SYNC_MEAN, SYNC_STD, SYNCHFORMER_FILE, MotionFormer, sync_segments
 from soundvcm.media.mel import MEL_16K, MEL_44K, MelConfig, mel_spectrogram
 from soundvcm.media.video import FrameSpec
+from soundvcm.precision import PrecisionPlan
 from soundvcm.sequence import SEQUENCE_16K, SEQUENCE_44K
 from soundvcm.weights import RELEASES, WeightFile, WeightsError, load_strict, load_weights, resolve
 
@@ -69,8 +70,13 @@ class MMAudioEncoderSet(nn.Module):
         self.clip, self.tokenizer, self.motionformer = clip, tokenizer, motionformer
         self.vae, self.vocoder = vae, vocoder
         self.chunk = chunk
-        self.dtype: torch.dtype | None = None
+        self.dtype: torch.dtype | None = None  # visual, sync and text encoders
+        self.vocoder_dtype: torch.dtype | None = None  # VAE decoder and BigVGAN
         freeze(self)
+
+    def set_precision(self, plan: PrecisionPlan) -> None:
+        """Run each encoder as ``plan`` says (the visual stage's choice covers CLIP, Synchformer and text)."""
+        self.dtype, self.vocoder_dtype = plan.dtype("visual"), plan.dtype("vocoder")
 
     @classmethod
     def pretrained(cls, mode: str = "16k", directory: Path | None = None) -> MMAudioEncoderSet:
@@ -142,7 +148,8 @@ class MMAudioEncoderSet(nn.Module):
 
     @torch.inference_mode()
     def vocode(self, mel: Tensor) -> Tensor:
-        return self.vocoder(mel)
+        with autocast(self.device, self.vocoder_dtype):
+            return self.vocoder(mel).float()
 
     def decode_audio(self, latent: Tensor) -> Tensor:
         return self.vocode(self.decode_latent(latent))

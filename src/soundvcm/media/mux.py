@@ -159,8 +159,10 @@ def aac_peak(path: Path) -> float:
 
 
 def _write_reencoded(
-    source, target, vin, start: float, duration: float, rotation: int, audio: np.ndarray, sample_rate: int
+    source, target, vin, t0: float, start: float, duration: float, rotation: int, audio: np.ndarray, sample_rate: int
 ) -> None:
+    """Frames from ``t0 + start`` (``t0``: the first displayed frame's time, the clip's 0) re-encoded
+    with their own times on the output's clock."""
     rate = vin.guessed_rate or vin.average_rate or Fraction(25)
     vout = target.add_stream("libx264", rate=rate)
     w, h = vin.codec_context.width, vin.codec_context.height
@@ -172,9 +174,8 @@ def _write_reencoded(
     if rotation:
         vout.set_display_rotation(rotation)
     encode_aac(target, audio, sample_rate)
-    t0 = float(vin.start_time * vin.time_base) if vin.start_time is not None else None
     if start > 0:
-        source.seek(int(((t0 or 0.0) + start) * av.time_base), any_frame=False, backward=True)
+        source.seek(int((t0 + start) * av.time_base), any_frame=False, backward=True)
     last_pts = -1
     held = None  # the latest frame at or before `start`: on screen at time 0
 
@@ -190,8 +191,6 @@ def _write_reencoded(
     for frame in source.decode(vin):
         if frame.time is None:
             continue
-        if t0 is None:
-            t0 = frame.time
         rel = frame.time - t0 - start  # this frame's time on the output's clock
         if rel <= 1e-6:
             held = frame
@@ -241,7 +240,7 @@ def mux_audio(
             if copy and plan is not None:
                 _write_copy(source, target, vin, plan, rotation, samples, sample_rate)
             else:
-                _write_reencoded(source, target, vin, start, duration, rotation, samples, sample_rate)
+                _write_reencoded(source, target, vin, info.first_time, start, duration, rotation, samples, sample_rate)
 
     def write_checked(tmp: Path) -> None:
         nonlocal samples

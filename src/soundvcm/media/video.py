@@ -7,9 +7,12 @@ so a 4K input never holds full-size frames in memory.
 Frame selection (``nearest`` rule, the same as FFmpeg's ``fps`` filter that MMAudio's training
 extraction used): the frame for target time k/fps is the decoded frame whose timestamp is
 nearest to it. Low-fps input therefore repeats frames, high-fps input drops them, and variable
-or non-integer frame rates need no special case. Timestamps are relative to the first decoded
-frame. Rotation metadata (the display matrix) is applied, so frames are seen as a player shows
-them. Corrupt packets are skipped with a warning; only a file from which nothing decodes fails.
+or non-integer frame rates need no special case. Time 0 is the first *displayed* frame (the first
+frame the decoder returns), not the stream's ``start_time``: in an AVI with B-frames the first
+picture is at one frame period while ``start_time`` says 0, and the muxer
+(:mod:`soundvcm.media.mux`) puts that same frame at 0. Rotation metadata (the display matrix) is
+applied, so frames are seen as a player shows them. Corrupt packets are skipped with a warning;
+only a file from which nothing decodes fails.
 
 A clip shorter than the requested duration is truncated to the shortest stream
 (min over specs of frames/fps), as MMAudio does, and flagged ``truncated``.
@@ -62,6 +65,7 @@ class VideoInfo:
     rotation: int
     has_audio: bool
     codec: str
+    first_time: float = 0.0  # presentation time of the first displayed frame, seconds: the clip's time 0
 
 
 @dataclass
@@ -101,9 +105,11 @@ def probe(path: str | Path) -> VideoInfo:
             raise MediaError(f"{path}: no video stream (an audio-only or image file was given where a video is needed)")
         stream = container.streams.video[0]
         rate = stream.guessed_rate or stream.average_rate or stream.base_rate
-        rotation = 0
-        for frame in _decode_frames(container, stream, path, max_frames=1):
-            rotation = int(frame.rotation or 0)
+        rotation, first = 0, None
+        for frame in _decode_frames(container, stream, path, max_frames=4):
+            if frame.time is not None:
+                rotation, first = int(frame.rotation or 0), float(frame.time)
+                break
         w, h = stream.codec_context.width, stream.codec_context.height
         if rotation % 180:
             w, h = h, w
@@ -115,7 +121,12 @@ def probe(path: str | Path) -> VideoInfo:
             rotation=rotation,
             has_audio=bool(container.streams.audio),
             codec=stream.codec_context.name,
+            first_time=first if first is not None else _start_time(stream),
         )
+
+
+def _start_time(stream) -> float:
+    return float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
 
 
 def _decode_frames(container, stream, path: Path, max_frames: int | None = None, counter: list[int] | None = None):
@@ -188,21 +199,20 @@ class _FramePicker:
 
 
 def _decode_span(
-    path: Path, picker: _FramePicker, start: float, wanted_end: float, frame_step: float, skipped, messages
+    path: Path, picker: _FramePicker, t0: float, start: float, wanted_end: float, frame_step: float, skipped, messages
 ):
-    """Decode from ``start`` and feed the picker; returns the last (time, frame) or None."""
-    prev, t0 = None, None
+    """Decode from ``start`` seconds after ``t0`` (the first displayed frame's time) and feed the
+    picker; returns the last (time, frame) or None."""
+    prev = None
     with open_media(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         if start > 0:
-            container.seek(int(start * av.time_base), any_frame=False, backward=True)
+            container.seek(int((t0 + start) * av.time_base), any_frame=False, backward=True)
         try:
             for frame in _decode_frames(container, stream, path, counter=skipped):
                 if frame.time is None:
                     continue
-                if t0 is None:
-                    t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else frame.time
                 t = frame.time - t0
                 if prev is not None:
                     if t <= prev[0]:  # out-of-order or duplicate timestamp: keep the first
@@ -239,7 +249,7 @@ def load_video(
     wanted_end = math.inf if duration is None else start + duration
     frame_step = 1.0 / info.fps if info.fps and math.isfinite(info.fps) else 0.04
     picker = _FramePicker(specs, start, duration)
-    if _decode_span(path, picker, start, wanted_end, frame_step, skipped, messages) is None:
+    if _decode_span(path, picker, info.first_time, start, wanted_end, frame_step, skipped, messages) is None:
         raise MediaError(f"{path}: no video frame could be decoded")
     if skipped[0]:
         messages.append(f"skipped {skipped[0]} corrupt packet(s)/frame(s)")

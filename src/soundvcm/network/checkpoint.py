@@ -94,16 +94,26 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
             f"{config}: checkpoint config not found (a soundvcm checkpoint is NAME.json + NAME.safetensors)"
         )
     try:
-        return json.loads(config.read_text())
-    except ValueError as exc:
-        raise ValueError(f"{config}: not a JSON checkpoint config ({exc})") from exc
+        doc = json.loads(config.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{config}: not a soundvcm model (not a JSON checkpoint config: {exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("network"), dict):
+        what = "a feature cache's meta.json" if isinstance(doc, dict) and "rows_per_shard" in doc else "another file"
+        raise ValueError(
+            f"{config}: not a soundvcm model ({what}: no network config); a model is NAME.json + NAME.safetensors "
+            "as written by `soundvcm train`, `soundvcm ema` or `soundvcm model init`"
+        )
+    return doc
 
 
 def load_network(path: str | Path, device: str | torch.device = "cpu") -> MMDiT:
     """Build the network from ``NAME.json`` and load ``NAME.safetensors`` strictly."""
     weights, _ = checkpoint_paths(path)
     doc = read_checkpoint_config(path)
-    net = MMDiT(config_from_dict(doc["network"]))
+    try:
+        net = MMDiT(config_from_dict(doc["network"]))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{checkpoint_paths(path)[1]}: not a soundvcm model (bad network config: {exc})") from None
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: checkpoint weights not found")
     try:

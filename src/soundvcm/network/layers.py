@@ -78,6 +78,14 @@ def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return out.transpose(1, 2).flatten(2)
 
 
+def _norm_wide(norm: nn.Module, x: Tensor) -> Tensor:
+    """``norm(x)`` computed in fp32 when ``x`` is bf16/fp16 (autocast leaves norms to the input's
+    dtype, and the fused RMSNorm kernel needs the weight's); other dtypes pass through unchanged."""
+    if x.dtype in (torch.bfloat16, torch.float16):
+        return norm(x.float()).to(x.dtype)
+    return norm(x)
+
+
 class SelfAttentionProjection(nn.Module):
     """qkv projection with per-head RMSNorm on q and k and optional RoPE (attention runs outside)."""
 
@@ -93,7 +101,7 @@ class SelfAttentionProjection(nn.Module):
         b, n, _ = x.shape
         # MMAudio interleaves q, k, v innermost: channel = (head, head_dim, qkv)
         qkv = self.qkv(x).view(b, n, self.num_heads, self.head_dim, 3).permute(4, 0, 2, 1, 3)  # (3, B, H, N, hd)
-        q, k, v = self.q_norm(qkv[0]), self.k_norm(qkv[1]), qkv[2]
+        q, k, v = _norm_wide(self.q_norm, qkv[0]), _norm_wide(self.k_norm, qkv[1]), qkv[2]
         if rot is not None:
             q, k = apply_rope(q, rot), apply_rope(k, rot)
         return q, k, v

@@ -112,14 +112,14 @@ class _Decode:
 class _Encode:
     """Actor stage of extraction: the encoder set, loaded once, applied row by row."""
 
-    def __init__(self, encoder_set: str, meta: dict, threads: int):
+    def __init__(self, encoder_set: str, meta: dict, threads: int, precision: str = "auto"):
         from soundvcm.data.cache import CacheMeta
         from soundvcm.encoders import load_encoder_set
 
         torch.set_num_threads(threads)
         self.meta = CacheMeta(**meta)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.encoders = load_encoder_set(encoder_set, device=device)
+        self.encoders = load_encoder_set(encoder_set, device=device, precision=precision)
 
     def __call__(self, batch: dict) -> dict:
         from soundvcm.data.extract import encode_row
@@ -148,16 +148,20 @@ def extract_ray(
     address: str | None = None,
     num_cpus: int | None = None,
     actors: int | None = None,
+    precision: str = "auto",
 ):
     """:func:`soundvcm.data.extract.extract` on Ray Data: same cache, same shards, same rows."""
     from soundvcm.data.cache import shard_path
     from soundvcm.data.extract import _check_or_save_meta, _meta, finish_extraction, read_tsv
     from soundvcm.encoders import encoder_spec
+    from soundvcm.precision import resolve_precision
 
     ray = init_ray(address, num_cpus)
     rows = read_tsv(Path(tsv))
     spec = encoder_spec(encoder_set)
-    meta = _meta(rows, spec, spec.sequence.with_duration(duration), encoder_set, duration, rows_per_shard, False)
+    plan = resolve_precision(precision, "cuda" if torch.cuda.is_available() else "cpu", ("visual", "text"))
+    seq = spec.sequence.with_duration(duration)
+    meta = _meta(rows, spec, seq, encoder_set, duration, rows_per_shard, False, plan)
     out = Path(out)
     _check_or_save_meta(out, meta, 0)
     todo = [s for s in range(meta.num_shards) if not shard_path(out, s).is_file()]
@@ -172,7 +176,7 @@ def extract_ray(
         decode = dict(encoder_set=encoder_set, duration=duration, has_video=meta.has_video)
         ds = ds.map(_Decode, fn_constructor_kwargs=decode, compute=_actors(ray, split.decoders),
                     num_cpus=split.decoder_cpus)  # fmt: skip
-        encode = dict(encoder_set=encoder_set, meta=asdict(meta), threads=split.threads)
+        encode = dict(encoder_set=encoder_set, meta=asdict(meta), threads=split.threads, precision=precision)
         ds = ds.map_batches(_Encode, fn_constructor_kwargs=encode, batch_size=4, compute=_actors(ray, split.actors),
                             num_cpus=split.actor_cpus, num_gpus=split.gpus)  # fmt: skip
         _write_shards(ds, out, meta, len(items))
@@ -237,11 +241,12 @@ class _DecodeJob:
 class _Generate:
     """Actor stage of generation: the pipeline, loaded once; each job written as the local engine does."""
 
-    def __init__(self, model: str, out_dir: str, options: dict, threads: int):
+    def __init__(self, model: str, out_dir: str, options: dict, threads: int, precision: str = "auto"):
         from soundvcm.pipeline import Pipeline
 
         torch.set_num_threads(threads)
-        self.pipe = Pipeline.load(model, device="cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.pipe = Pipeline.load(model, device=device, precision=precision)
         self.out_dir, self.options = Path(out_dir), options
 
     def __call__(self, batch: dict) -> dict:
@@ -269,7 +274,8 @@ class _Generate:
 
 
 def generate_ray(model: str, jobs: list, out_dir: Path, options: dict, address: str | None = None,
-                 num_cpus: int | None = None, actors: int | None = None, failed: int = 0) -> int:  # fmt: skip
+                 num_cpus: int | None = None, actors: int | None = None, failed: int = 0,
+                 precision: str = "auto") -> int:  # fmt: skip
     """:func:`soundvcm.generate.run_generate` on Ray Data: the same outputs; exit status 1 if a job failed."""
     from soundvcm.pipeline import Pipeline
 
@@ -283,7 +289,8 @@ def generate_ray(model: str, jobs: list, out_dir: Path, options: dict, address: 
     decode = dict(encoder_set=spec.encoder_set, duration=options["duration"], start=options.get("start", 0.0))
     ds = ds.map(_DecodeJob, fn_constructor_kwargs=decode, compute=_actors(ray, split.decoders),
                 num_cpus=split.decoder_cpus)  # fmt: skip
-    generate = dict(model=str(model), out_dir=str(out_dir), options=options, threads=split.threads)
+    generate = dict(model=str(model), out_dir=str(out_dir), options=options, threads=split.threads,
+                    precision=precision)  # fmt: skip
     ds = ds.map_batches(_Generate, fn_constructor_kwargs=generate, batch_size=1, compute=_actors(ray, split.actors),
                         num_cpus=split.actor_cpus, num_gpus=split.gpus)  # fmt: skip
     total = len(jobs) + failed

@@ -10,8 +10,9 @@ Presets (``soundvcm train --preset NAME``):
 * ``lite_cpu``: the 27.9M ``lite`` network on the lite encoders, batch 16, for a few CPU cores.
 * ``lite_small`` / ``lite_small_fm`` / ``lite_small_split_p`` / ``lite_small_meanflow``: the shipped default (8.2M
   ``lite_small`` network, 4 s clips) with VCM (Alg. 1), its flow-matching twin, and the t = s
-  weighting ablation (split adaptive p), and MeanFlow; batch 16, lr 3e-4, bf16 autocast (1.5x faster than fp32
-  on a CPU core here), checkpoints every 250 steps so a stopped session loses little.
+  weighting ablation (split adaptive p), and MeanFlow; batch 16, lr 3e-4, precision auto (bf16 autocast only on
+  a GPU or a CPU with native bf16, where it is 1.5x faster than fp32; on an AVX2-only CPU bf16 is 40x slower),
+  checkpoints every 250 steps so a stopped session loses little.
 * ``tiny_cpu``: the ``debug`` network (feature sizes from the cache), batch 8, for tests/smoke runs.
 """
 
@@ -38,7 +39,7 @@ class TrainConfig:
     milestones: tuple[int, ...] = (240_000, 270_000)
     lr_decay: float = 0.1
     grad_clip: float = 1.0
-    precision: str = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU; or "fp32" / "bf16"
+    precision: str = "auto"  # auto (soundvcm.precision: bf16 on GPU and on a native-bf16 CPU where faster), fp32, bf16
     compile: bool = False
     ema_sigma_rels: tuple[float, ...] = (0.05, 0.1)
     ema_export_sigma_rel: float = 0.05
@@ -118,7 +119,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     ),
     "lite_small": (LITE_SMALL := replace(
         PAPER, network="lite_small", batch_size=16, steps=8_000, lr=3e-4, warmup=200, milestones=(6_400, 7_200),
-        precision="bf16", ema_sigma_rels=(0.05, 0.1), ema_snapshot_every=250, checkpoint_every=250, log_every=20,
+        ema_sigma_rels=(0.05, 0.1), ema_snapshot_every=250, checkpoint_every=250, log_every=20,
         val_every=250, val_batch=32, sample_every=0, latent_stats_rows=500,
     )),
     "lite_small_fm": replace(LITE_SMALL, objective="fm"),
@@ -206,6 +207,10 @@ def train_config(preset: str, overrides: list[str] | None = None, base: TrainCon
     return replace(base, **changes)
 
 
+# How a step is computed, not what it computes: a resume may change these without --allow-changes.
+RUNTIME_FIELDS = ("precision", "compile")
+
+
 def config_changes(saved: TrainConfig, new: TrainConfig) -> dict[str, tuple[Any, Any]]:
     """Fields where ``new`` differs from ``saved``: key -> (saved, new)."""
     return {f.name: (getattr(saved, f.name), getattr(new, f.name)) for f in fields(TrainConfig)
@@ -219,11 +224,13 @@ def resume_config(
 
     Changes (a preset, ``--steps`` or ``key=value`` given with ``--resume``) are listed, and
     refused unless ``allow_changes``; the run's identity (:data:`FIXED_ON_RESUME`) never changes.
+    How the machine computes (:data:`RUNTIME_FIELDS`) may change freely: a run continued on another
+    kind of CPU picks its own precision.
     """
     new = train_config(preset or "", overrides, base=None if preset else saved, **kwargs)
     changes = config_changes(saved, new)
-    if not changes:
-        return saved
+    if all(k in RUNTIME_FIELDS for k in changes):
+        return new
     listed = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items())
     fixed = [k for k in changes if k in FIXED_ON_RESUME]
     if fixed:

@@ -29,9 +29,10 @@ def ema_network(config, weights: dict) -> MMDiT:
 
 
 def export_ema_checkpoint(
-    run: Path, sigma_rel: float, step: int, config, spec: ModelSpec, out=None
+    run: Path, sigma_rel: float, step: int, config, spec: ModelSpec, out=None, precision: dict | None = None
 ) -> tuple[Path, dict]:
-    """Synthesise ``run``'s post-hoc EMA at ``sigma_rel`` and ``step``; save it (default RUN/ema_sigma...)."""
+    """Synthesise ``run``'s post-hoc EMA at ``sigma_rel`` and ``step``; save it (default RUN/ema_sigma...).
+    ``precision``: what the run trained in and what its features were extracted in (kept in provenance)."""
     weights, info = synthesize(Path(run) / "ema", sigma_rel, step)
     path, _ = save_network(
         out or Path(run) / ema_name(sigma_rel),
@@ -41,6 +42,6 @@ def export_ema_checkpoint(
         objective=spec.objective,
         spec=spec.to_dict(),
         ema_sigma_rel=sigma_rel,
-        provenance={"kind": "trained", "step": info["step"], "ema": info},
+        provenance={"kind": "trained", "step": info["step"], "ema": info, "precision": precision or {}},
     )
     return path, info

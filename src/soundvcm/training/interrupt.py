@@ -9,10 +9,23 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
+
+
+class TrainingAborted(RuntimeError):
+    """Too many consecutive non-finite losses."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM: the run stopped at a step boundary and saved ``checkpoint``."""
+
+    def __init__(self, step: int, checkpoint: Path | None):
+        super().__init__(f"interrupted at step {step}")
+        self.step, self.checkpoint = step, checkpoint
 
 
 class StopRequest:

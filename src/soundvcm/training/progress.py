@@ -5,6 +5,20 @@ from __future__ import annotations
 import math
 import time
 
+from torch import Tensor
+
+T_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0001)
+
+
+def loss_by_t(t: Tensor, mse: Tensor) -> dict[str, float]:
+    """The step's mean MSE per bucket of t (``loss_t0.00-0.25`` ...), for the buckets it sampled."""
+    out = {}
+    for lo, hi in zip(T_BUCKETS[:-1], T_BUCKETS[1:]):
+        mask = (t >= lo) & (t < hi)
+        if mask.any():
+            out[f"loss_t{lo:.2f}-{min(hi, 1):.2f}"] = float(mse[mask].mean())
+    return out
+
 
 class ProgressLog:
     """The progress bar's postfix (loss, lr, it/s, loss by t bucket) and TensorBoard scalars

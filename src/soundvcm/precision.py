@@ -1,0 +1,233 @@
+"""Numeric precision per stage, decided in one place from what the device can do (issue 22).
+
+Stages: ``visual`` (clip-frame encoder, also in extraction), ``text`` (text encoder), ``vocoder``
+(latent decoder and vocoder), ``network`` (the velocity network at inference) and ``train`` (the
+network's autocast while training). :func:`resolve_precision` turns a request (``auto``,
+``fp32`` or ``bf16``) and a device into a :class:`PrecisionPlan` that says, for each stage,
+whether it runs under bf16 autocast, and why.
+
+``auto``:
+
+* CUDA: bf16 where the GPU supports it (Ampere and later), else fp32.
+* CPU: bf16 only where the processor has **native bf16** (x86: the ``avx512_bf16`` or
+  ``amx_bf16`` flag, with PyTorch's kernels at the AVX512 level and oneDNN not capped below
+  it; Arm: the ``bf16`` feature) **and** a short measured check of the stage's kind of kernel
+  (matmul, conv1d or conv2d, on one thread; ~30 ms each, once per process) finds bf16 at least
+  10 % faster. On a
+  CPU without native bf16 (AVX2 only, for instance) bf16 is emulated and 40-90x *slower* than
+  fp32 (issue 22's AMD EPYC: a Conv1d 45x, a 1024^2 matmul 92x), so it is never chosen there.
+* anything else (MPS, ...): fp32.
+
+``fp32`` and ``bf16`` force every stage; a forced bf16 on a CPU without native bf16 runs, with a
+warning in :attr:`PrecisionPlan.notes`. The plan is written into benchmark JSON, run configs,
+feature caches and checkpoints (:meth:`PrecisionPlan.to_dict`), and ``soundvcm doctor``
+prints it beside a micro-benchmark of each real stage.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16")
+STAGES = ("visual", "text", "vocoder", "network", "train")
+# the kind of kernel that dominates each stage, for the measured check
+STAGE_KERNELS = {"visual": "conv2d", "text": "matmul", "vocoder": "conv1d", "network": "matmul", "train": "matmul"}
+SPEEDUP = 1.1  # bf16 must be at least this much faster than fp32 for auto to choose it
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) that still include bf16 instructions
+_BF16_ISAS = ("ALL", "AVX512_CORE_BF16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX",
+              "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2", "AVX2_VNNI_2")  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The processor's name (``/proc/cpuinfo``, ``sysctl`` on macOS, else ``platform``)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if platform.system() == "Darwin":
+        try:
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
+                                  text=True, timeout=5).stdout.strip() or platform.processor()  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The processor's feature flags (x86 ``flags``, Arm ``Features``; macOS: ``bf16`` from sysctl)."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key = line.split(":", 1)[0].strip().lower()
+                if key in ("flags", "features"):
+                    flags.update(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    if platform.system() == "Darwin":
+        try:
+            out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True,
+                                 timeout=5).stdout.strip()  # fmt: skip
+            if out == "1":
+                flags.add("bf16")
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return frozenset(flags)
+
+
+def cpu_capability() -> str:
+    """PyTorch's CPU kernel level (``AVX2``, ``AVX512``, ``DEFAULT``, ``SVE256``, ...)."""
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
+def native_bf16_cpu() -> tuple[bool, str]:
+    """(does this CPU compute bf16 natively, the reason in words)."""
+    flags, machine = cpu_flags(), platform.machine().lower()
+    if machine in ("x86_64", "amd64", "i686", "x86"):
+        native = sorted(flags & {"avx512_bf16", "amx_bf16"})
+        if not native:
+            return False, "no avx512_bf16/amx_bf16 flag: bf16 would be emulated (40-90x slower than fp32)"
+        cap = cpu_capability()
+        if not cap.startswith("AVX512"):
+            return False, f"PyTorch's kernels run at {cap} (ATEN_CPU_CAPABILITY?): bf16 would be emulated"
+        isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+        if isa not in _BF16_ISAS:
+            return False, f"ONEDNN_MAX_CPU_ISA={isa} caps oneDNN below bf16"
+        return True, f"native bf16 ({', '.join(native)})"
+    if machine in ("arm64", "aarch64"):
+        if "bf16" in flags:
+            return True, "native bf16 (Arm bf16 feature)"
+        return False, "no Arm bf16 feature: bf16 would be emulated"
+    return False, f"{machine}: no known native bf16"
+
+
+def _kernel(kind: str) -> tuple[Callable[[], object], int]:
+    """A small, representative kernel of each stage kind, and how many calls make one timing."""
+    g = torch.Generator().manual_seed(0)
+    if kind == "matmul":  # the network's and text encoder's linear layers
+        a, b = torch.randn(128, 384, generator=g), torch.randn(384, 768, generator=g)
+        return (lambda: a @ b), 4
+    if kind == "conv1d":  # the vocoder's dilated residual convolutions
+        conv = torch.nn.Conv1d(128, 128, 7, padding=9, dilation=3)
+        x = torch.randn(1, 128, 1024, generator=g)
+        return (lambda: conv(x)), 2
+    if kind == "conv2d":  # the visual encoder's depthwise + pointwise blocks, channels-last
+        dw, pw = torch.nn.Conv2d(96, 96, 3, padding=1, groups=96), torch.nn.Conv2d(96, 192, 1)
+        x = torch.randn(4, 96, 28, 28, generator=g).contiguous(memory_format=torch.channels_last)
+        return (lambda: pw(dw(x))), 2
+    raise ValueError(f"unknown kernel kind {kind!r}")
+
+
+def _timed(fn: Callable[[], object], calls: int, dtype: torch.dtype | None) -> float:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return time.perf_counter() - start
+
+
+@functools.cache
+def measured_speedup(kind: str, repeats: int = 3) -> float:
+    """fp32 time / bf16 time of the ``kind`` kernel on one core of this CPU: both warmed up first
+    (oneDNN builds its primitives), then the best of ``repeats`` alternating timings of each.
+
+    One thread, because that ratio is what the instruction set decides and it holds when other
+    work shares the machine: with both cores busy elsewhere, 2-thread timings measured bf16 at
+    0.65x while one thread (and the real stages) measured 1.8x (BENCHMARKS.md)."""
+    fn, calls = _kernel(kind)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            _timed(fn, 1, None), _timed(fn, 1, torch.bfloat16)
+            fp32 = bf16 = float("inf")
+            for _ in range(repeats):
+                fp32 = min(fp32, _timed(fn, calls, None))
+                bf16 = min(bf16, _timed(fn, calls, torch.bfloat16))
+    finally:
+        torch.set_num_threads(threads)
+    return fp32 / bf16
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """What each stage runs in, and why (see the module docstring)."""
+
+    requested: str
+    device: str
+    stages: dict[str, str] = field(default_factory=dict)  # stage -> "fp32" | "bf16"
+    reason: str = ""
+    speedups: dict[str, float] = field(default_factory=dict)  # stage -> measured fp32/bf16 time (CPU auto)
+    notes: tuple[str, ...] = ()
+
+    def dtype(self, stage: str) -> torch.dtype | None:
+        """The autocast dtype of ``stage`` (None: plain fp32)."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
+        return torch.bfloat16 if self.stages.get(stage, "fp32") == "bf16" else None
+
+    def name(self, stage: str) -> str:
+        return self.stages.get(stage, "fp32")
+
+    def describe(self) -> str:
+        """One line: the request, the device, each stage's choice (with its measured speed-up)."""
+        parts = []
+        for stage in STAGES:
+            if stage in self.stages:
+                x = f" {self.speedups[stage]:.2f}x" if stage in self.speedups else ""
+                parts.append(f"{stage} {self.stages[stage]}{x}")
+        return f"precision {self.requested} on {self.device}: {', '.join(parts)} ({self.reason})"
+
+    def to_dict(self) -> dict:
+        out = {"requested": self.requested, "device": self.device, "stages": dict(self.stages), "reason": self.reason}
+        if self.speedups:
+            out["bf16_speedup"] = {k: round(v, 3) for k, v in self.speedups.items()}
+        if self.device == "cpu":
+            out["cpu"] = {"model": cpu_model(), "capability": cpu_capability(), "threads": torch.get_num_threads()}
+        return out
+
+
+def resolve_precision(
+    requested: str = "auto", device: str | torch.device = "cpu", stages: tuple[str, ...] = STAGES
+) -> PrecisionPlan:
+    """The :class:`PrecisionPlan` for ``stages`` on ``device`` (the one place this is decided)."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage {unknown[0]!r}; one of {', '.join(STAGES)}")
+    dev = torch.device(device)
+    notes: list[str] = []
+    if requested != "auto":
+        reason = f"forced by --precision {requested}"
+        if requested == "bf16" and dev.type == "cpu":
+            native, why = native_bf16_cpu()
+            if not native:
+                notes.append(f"bf16 on this CPU is slow: {why}; --precision auto would use fp32")
+        return PrecisionPlan(requested, dev.type, {s: requested for s in stages}, reason, notes=tuple(notes))
+    if dev.type == "cuda":
+        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        choice = "bf16" if ok else "fp32"
+        return PrecisionPlan("auto", "cuda", {s: choice for s in stages}, "GPU bf16" if ok else "GPU without bf16")
+    if dev.type != "cpu":
+        return PrecisionPlan("auto", dev.type, {s: "fp32" for s in stages}, f"{dev.type}: fp32")
+    native, why = native_bf16_cpu()
+    if not native:
+        return PrecisionPlan("auto", "cpu", {s: "fp32" for s in stages}, why)
+    speedups = {s: measured_speedup(STAGE_KERNELS[s]) for s in stages}
+    chosen = {s: "bf16" if speedups[s] >= SPEEDUP else "fp32" for s in stages}
+    reason = f"{why}; bf16 where a measured kernel ran >= {SPEEDUP:g}x faster"
+    return PrecisionPlan("auto", "cpu", chosen, reason, speedups)

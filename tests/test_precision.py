@@ -1,0 +1,108 @@
+"""Precision by capability (issue 22): the one policy, what it records, and the status line.
+
+The policy is tested on this machine as it is and with its CPU made to look like another kind
+(flags, PyTorch's kernel level, oneDNN's cap), so that both branches run on every CI machine."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+
+from soundvcm import precision
+from soundvcm.console import StageStatus
+from soundvcm.device import StageTimer
+from soundvcm.precision import STAGES, PrecisionPlan, resolve_precision
+
+
+@pytest.fixture
+def cpu_kind(monkeypatch):
+    """Make the CPU look like ``flags`` with PyTorch at ``capability`` (and oneDNN capped at ``isa``)."""
+
+    def set_kind(flags: set[str], capability: str = "AVX512", isa: str | None = None, machine: str = "x86_64"):
+        monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
+        monkeypatch.setattr(precision, "cpu_capability", lambda: capability)
+        monkeypatch.setattr(precision.platform, "machine", lambda: machine)
+        if isa is None:
+            monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+        else:
+            monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+
+    return set_kind
+
+
+def test_a_cpu_without_native_bf16_runs_every_stage_in_fp32_without_measuring(cpu_kind, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("no bf16 timing on a CPU that emulates it")
+
+    monkeypatch.setattr(precision, "measured_speedup", never)
+    for flags, capability, isa in [({"avx2", "fma"}, "AVX2", None),  # AVX2 only (issue 22's EPYC)
+                                   ({"avx512_bf16"}, "AVX2", None),  # ATEN_CPU_CAPABILITY=avx2
+                                   ({"avx512_bf16"}, "AVX512", "AVX2")]:  # oneDNN capped  # fmt: skip
+        cpu_kind(flags, capability, isa)
+        plan = resolve_precision("auto", "cpu")
+        assert set(plan.stages) == set(STAGES) and set(plan.stages.values()) == {"fp32"}, plan
+        assert all(plan.dtype(s) is None for s in STAGES)
+        assert "emulated" in plan.reason or "caps oneDNN" in plan.reason, plan.reason
+    cpu_kind({"asimd"}, "DEFAULT", machine="aarch64")
+    assert set(resolve_precision("auto", "cpu").stages.values()) == {"fp32"}
+
+
+def test_native_bf16_is_used_only_where_the_measured_kernel_is_faster(cpu_kind, monkeypatch):
+    cpu_kind({"avx512f", "avx512_bf16"})
+    speed = {"matmul": 2.0, "conv1d": 1.05, "conv2d": 0.5}  # conv1d below the 1.1x margin
+    monkeypatch.setattr(precision, "measured_speedup", lambda kind: speed[kind])
+    plan = resolve_precision("auto", "cpu")
+    assert plan.stages == {"visual": "fp32", "text": "bf16", "vocoder": "fp32", "network": "bf16", "train": "bf16"}
+    assert plan.dtype("network") is torch.bfloat16 and plan.dtype("vocoder") is None
+    assert plan.speedups["visual"] == 0.5 and "native bf16" in plan.reason
+    cpu_kind({"bf16", "asimd"}, "DEFAULT", machine="aarch64")  # an Arm core with the bf16 feature
+    assert resolve_precision("auto", "cpu").stages["network"] == "bf16"
+
+
+def test_forced_precisions_and_what_the_plan_records(cpu_kind):
+    cpu_kind({"avx2"}, "AVX2")
+    forced = resolve_precision("bf16", "cpu", ("visual", "text"))
+    assert forced.stages == {"visual": "bf16", "text": "bf16"} and "slow" in forced.notes[0]
+    assert "--precision auto would use fp32" in forced.notes[0]
+    assert resolve_precision("fp32", "cpu").notes == ()
+    doc = json.loads(json.dumps(forced.to_dict()))  # what caches, checkpoints and bench JSON hold
+    assert doc["requested"] == "bf16" and doc["stages"]["visual"] == "bf16" and doc["cpu"]["capability"] == "AVX2"
+    assert "threads" in doc["cpu"] and "model" in doc["cpu"]
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("fp16")
+    with pytest.raises(ValueError, match="unknown stage"):
+        resolve_precision("auto", "cpu", ("decoder",))
+    with pytest.raises(ValueError, match="unknown stage"):
+        PrecisionPlan("auto", "cpu").dtype("decoder")
+
+
+def test_the_real_check_on_this_machine_is_short_and_restores_threads():
+    before = torch.get_num_threads()
+    ratio = precision.measured_speedup.__wrapped__("matmul", repeats=1)  # not the cached value
+    assert ratio > 0 and torch.get_num_threads() == before
+    plan = resolve_precision("auto", "cpu")  # whatever this CPU is: a complete, consistent plan
+    native, _ = precision.native_bf16_cpu()
+    assert set(plan.stages) == set(STAGES)
+    assert native or set(plan.stages.values()) == {"fp32"}
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_stage_status_shows_on_a_terminal_and_stays_quiet_when_piped():
+    tty, pipe = _Terminal(), io.StringIO()
+    for stream in (tty, pipe):
+        timer = StageTimer(torch.device("cpu"), StageStatus("generate clip", stream=stream, every=0.01))
+        with timer("vocoder"):
+            import time
+
+            time.sleep(0.05)
+        assert timer.times["vocoder"] >= 0.04
+    shown = tty.getvalue()
+    assert "generate clip: vocoder" in shown and " s" in shown and shown.endswith("\r")  # the line is cleared
+    assert pipe.getvalue() == ""
