@@ -397,3 +397,20 @@ def test_encoders_and_mux_agree_on_time_zero(tmp_path, name):
         assert on_screen and on_screen[-1] == counter, (k, counter, shown[:4], audio_start)
     # and the first picture of the output starts with its sound, within half a frame
     assert abs(shown[0][0] - audio_start) <= half_frame
+
+
+@pytest.mark.parametrize("start", [0.0, 0.5])  # the copy path and the re-encode path
+def test_a_sparse_vfr_video_is_cut_to_the_audio_length(tmp_path, start):
+    """Issue 24: frames at 0, 1.6, 5.6, 9.6 and 10.4 s; 4.04 s of audio. The mp4 ends with its sound:
+    the picture on screen at the end stays up to it (not to the next frame 1.5 s later)."""
+    src = make_counter_video(tmp_path / "sparse.mp4", [0, 1.6, 5.6, 9.6, 10.4], audio_rate=16_000)
+    seconds = 4.04
+    out = mux_audio(src, torch.zeros(int(16_000 * seconds)), 16_000, tmp_path / "out.mp4", start=start)
+    with av.open(str(out)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        video_end = max(float((p.pts + p.duration) * v.time_base) for p in c.demux(v) if p.pts is not None)
+        assert abs(c.duration / 1e6 - seconds) < 0.03
+        assert abs(float(a.duration * a.time_base) - seconds) < 0.03
+    assert abs(video_end - seconds) < 1e-3, video_end
+    _, shown = _shown(out)
+    assert [i for _, i in shown] == [0, 1]  # the frames of [start, start + 4.04)

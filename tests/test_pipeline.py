@@ -165,7 +165,16 @@ def test_cli_corrupt_middle_warns_and_works(workdir, tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = _run(["generate", bad, "--model", workdir / "vcm", "--duration", "3", "--out", out], capsys)
     assert code == 0 and (out / "bad.mp4").is_file()
-    assert re.search(r"warning: bad: skipped \d+ corrupt packet", err), err  # and it says so
+    assert re.search(r"warning: \S*bad.mp4: skipped \d+ corrupt packet.* from \d\.\d\d s", err), err  # and it says so
+    assert "re-encoded without them" in err
+    errors = 0
+    with av.open(str(out / "bad.mp4")) as c:  # the output decodes all through: no corrupt packet copied
+        for packet in c.demux(c.streams.video[0]):
+            try:
+                packet.decode()
+            except av.error.FFmpegError:
+                errors += 1
+    assert errors == 0
 
 
 def _bad_weights(d: Path, workdir: Path) -> Path:

@@ -51,7 +51,12 @@ def test_reference_rows_give_the_known_answers(tmp_path):
     assert shifted["Onset-F1"] < 0.3 and shifted["Onset-Lag-ms"] == pytest.approx(100, abs=15)
     assert shifted["Event-error-ms"] == pytest.approx(100, abs=15) or shifted["Onset-F1"] == 0.0
     assert ceiling["FD-AISFX"] < silence["FD-AISFX"] and ceiling["KID-AISFX"] < silence["KID-AISFX"]
-    assert set(doc["results"]["sfx"]) == {"silence", "random train clip", "ceiling", "gt +100 ms"}
+    bed, other = foley["noise bed"], foley["other clip"]  # issue 23's known answers of the fixed detector
+    assert bed["Onset-F1"] == 0.0 and bed["Onset-Acc"] == 0.0 and bed["Onset-AP"] == 0.0
+    assert other["Onset-Acc"] < ceiling["Onset-Acc"] and other["Onset-AP"] < ceiling["Onset-AP"]
+    assert ceiling["Onset-Acc"] >= 0.95 and silence["Onset-AP"] == 0.0
+    assert set(doc["results"]["sfx"]) == {"silence", "noise bed", "random train clip", "other clip", "ceiling",
+                                          "gt +100 ms"}  # fmt: skip
     for name in ("foley_spectrograms.png", "sfx_spectrograms.png", "foley_sync.png", "quality.json"):
         assert (tmp_path / "q" / name).stat().st_size > 1000
     assert "| ceiling |" in doc["table"] and "Onset-F1" in doc["table"]

@@ -1,11 +1,24 @@
-"""Write-then-rename: outputs appear complete or not at all; write errors are ``OSError``."""
+"""Write-then-rename: outputs appear complete or not at all; write errors are ``OSError``.
+
+Temporary files are named ``.STEM.pPID.XXXX.tmpSUFFIX`` beside their target, so that what a
+killed process left behind can be told from what a running one is still writing:
+:func:`remove_stale` deletes the temporaries (and ``temporary_dir`` folders) whose process is gone.
+SIGTERM is handled like Ctrl-C by the command line (:func:`soundvcm.cli.main`), so a terminated
+command removes its own temporaries on the way out.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
+
+_OWNER = re.compile(r"[.-]p(\d+)\.")
+OLD_FORMAT_AGE = 600.0  # temporaries named before the pid was recorded: stale after 10 minutes
 
 
 def umask() -> int:
@@ -20,7 +33,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     ``path`` with the usual permissions; on any failure the temporary file is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp{path.suffix}", dir=path.parent)
+    fd, name = tempfile.mkstemp(
+        prefix=f".{path.stem}.p{os.getpid()}.", suffix=f"{path.suffix}.tmp{path.suffix}", dir=path.parent
+    )
     os.close(fd)
     tmp = Path(name)
     try:
@@ -42,3 +57,50 @@ def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str] | Non
         save_file(tensors, str(path), metadata=metadata)
     except SafetensorError as exc:
         raise OSError(f"{path}: could not be written ({exc})") from exc
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def is_stale(path: Path) -> bool:
+    """A temporary whose writing process is gone (or, named without a pid, untouched for 10 minutes)."""
+    owner = _OWNER.search(path.name)
+    if owner is not None:
+        return not _alive(int(owner.group(1)))
+    try:
+        return time.time() - path.stat().st_mtime > OLD_FORMAT_AGE
+    except OSError:
+        return False
+
+
+def remove_stale(folder: str | Path, pattern: str = ".*.tmp*", recursive: bool = False) -> list[Path]:
+    """Delete what killed processes left in ``folder`` (and its subfolders if ``recursive``): files
+    and folders matching ``pattern`` whose process is gone. Returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    found = (folder.rglob(pattern) if recursive else folder.glob(pattern)) if folder.is_dir() else []
+    for path in list(found):
+        if is_stale(path):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def temporary_dir(prefix: str, parent: str | Path | None = None) -> Path:
+    """``tempfile.mkdtemp`` with the owner's pid in the name (``PREFIXpPID.XXXX``), so that a later
+    run can remove it with :func:`remove_stale` once that process is gone."""
+    parent = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+    remove_stale(parent, f"{prefix}p*.*")
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}p{os.getpid()}.", dir=parent))

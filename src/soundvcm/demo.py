@@ -17,12 +17,12 @@ import atexit
 import json
 import random
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from soundvcm.atomic import temporary_dir
 from soundvcm.generate import Job, run_job
 from soundvcm.media.errors import MediaError
 from soundvcm.media.video import probe
@@ -51,7 +51,7 @@ class DemoBackend:
         self.pipes = pipelines or {
             label: Pipeline.load(m, device=cfg.device, precision=cfg.precision) for label, m in cfg.models.items()
         }
-        self.root = Path(tempfile.mkdtemp(prefix="soundvcm-demo-"))
+        self.root = temporary_dir("soundvcm-demo-")  # earlier demos' folders, if their process is gone, are removed
         self.count = 0
         atexit.register(shutil.rmtree, self.root, True)
 

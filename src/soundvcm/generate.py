@@ -25,6 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from soundvcm.atomic import remove_stale
 from soundvcm.console import StageStatus
 from soundvcm.media.audio import write_audio
 from soundvcm.media.errors import MediaError, check_input_path
@@ -201,9 +202,13 @@ def run_job(
     written = [write_audio(out_dir / f"{job.name}.flac", result.wave, result.sample_rate)]
     if job.video is not None:
         try:
+            # a video with corrupt packets is re-encoded: a stream copy would carry them into the output
+            reencode = True if result.damaged else None
+            if result.damaged:
+                result.warnings.append("the video had corrupt packets: the mp4's picture was re-encoded without them")
             with timer("mux"):
                 written.append(
-                    mux_audio(job.video, result.wave, result.sample_rate, out_dir / f"{job.name}.mp4", start)
+                    mux_audio(job.video, result.wave, result.sample_rate, out_dir / f"{job.name}.mp4", start, reencode)
                 )
         except BaseException:
             for p in written:
@@ -237,6 +242,7 @@ def run_generate(
     pipe: Pipeline, jobs: list[Job], out_dir: Path, options: dict, full: bool, profile: bool, failed: int = 0
 ) -> int:
     """Run the jobs with a progress bar; ``failed`` counts jobs already refused by the checks."""
+    remove_stale(out_dir)  # what a killed run was writing
     total = len(jobs) + failed
     for note in pipe.precision.notes:
         tqdm.write(f"soundvcm: warning: {note}", file=sys.stderr)

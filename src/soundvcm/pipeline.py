@@ -32,6 +32,7 @@ from torch import Tensor
 from soundvcm import models
 from soundvcm.device import StageTimer, select_device
 from soundvcm.encoders import encoder_spec, load_encoder_set
+from soundvcm.encoders.base import take_frames
 from soundvcm.hub import is_hub_id, resolve_hub, resolve_model
 from soundvcm.media.audio import limit_peak
 from soundvcm.media.video import VideoClip, load_image, load_video, probe
@@ -45,8 +46,9 @@ STAGES = ("decode", "visual", "sync", "text", "network", "latent_decode", "vocod
 
 
 def min_duration(spec) -> float:
-    """Seconds of video one sync segment needs (16 frames at 25 fps = 0.64 s for both sets)."""
-    return spec.sequence.sync_segment_frames / spec.sequence.sync_fps
+    """The shortest clip an encoder set takes (0.64 s: one Synchformer-layout segment; lite2: one
+    visual frame, 0.125 s)."""
+    return spec.sequence.min_duration
 
 
 @dataclass
@@ -59,6 +61,7 @@ class GenerationResult:
     nfe: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    damaged: bool = False  # the video had corrupt packets (mux re-encodes rather than copy them)
 
 
 @dataclass
@@ -71,6 +74,7 @@ class Encoded:
     truncated: bool = False
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    damaged: bool = False
 
 
 class Pipeline:
@@ -204,10 +208,10 @@ class Pipeline:
         duration: float,
         start: float,
         decoded: VideoClip | None = None,
-    ) -> tuple[dict[str, Tensor], float, bool, list[str]]:
+    ) -> tuple[dict[str, Tensor], float, bool, list[str], bool]:
         spec, notes = self.spec, []
         specs = {"clip": spec.clip_frames, "sync": spec.sync_frames}
-        truncated = False
+        truncated = damaged = False
         frames = None
         if video is not None:
             with timer("decode"):
@@ -215,6 +219,7 @@ class Pipeline:
                     warnings.simplefilter("ignore")  # collected in clip.warnings instead
                     clip = decoded or load_video(video, specs, duration=duration, start=start)
                 notes += clip.warnings
+                damaged = clip.skipped_packets > 0
                 if clip.truncated:
                     truncated = True
                     duration = math.floor(clip.duration * 100) / 100  # whole centiseconds
@@ -228,8 +233,8 @@ class Pipeline:
             with timer("visual"):
                 conditions["clip"] = self.encoders.encode_clip(frames["clip"][None, : seq.clip_seq_len])
             with timer("sync"):
-                need = (seq.num_sync_segments - 1) * seq.sync_step + seq.sync_segment_frames
-                conditions["sync"] = self.encoders.encode_sync(frames["sync"][None, :need])
+                sync = take_frames(frames["sync"], seq.sync_frames_needed)
+                conditions["sync"] = self.encoders.encode_sync(sync[None])
         elif image is not None:
             with timer("decode"):
                 still = load_image(image, {"clip": spec.clip_frames})["clip"]
@@ -246,7 +251,7 @@ class Pipeline:
             if tuple(conditions[key].shape[1:]) != (n, d):
                 raise ValueError(f"{key} features have shape {tuple(conditions[key].shape[1:])}, expected {(n, d)}")
         dev = self.device
-        return {k: v.to(dev, torch.float32) for k, v in conditions.items()}, duration, truncated, notes
+        return {k: v.to(dev, torch.float32) for k, v in conditions.items()}, duration, truncated, notes, damaged
 
     # ----- generation --------------------------------------------------------------------
     @torch.inference_mode()
@@ -270,8 +275,8 @@ class Pipeline:
         if duration <= 0:
             raise ValueError(f"duration must be positive, got {duration}")
         timer = timer or StageTimer(self.device)
-        cond, duration, truncated, notes = self._encode(timer, video, image, prompt, duration, start, decoded)
-        return Encoded(cond, duration, start, truncated, notes, dict(timer.times))
+        cond, duration, truncated, notes, damaged = self._encode(timer, video, image, prompt, duration, start, decoded)
+        return Encoded(cond, duration, start, truncated, notes, dict(timer.times), damaged)
 
     @torch.inference_mode()
     def synthesize(
@@ -320,7 +325,9 @@ class Pipeline:
         times = {**encoded.timings}
         for k, v in timer.times.items():
             times[k] = times.get(k, 0.0) + v
-        return GenerationResult(wave, self.sample_rate, duration, encoded.start, encoded.truncated, nfe, times, notes)
+        return GenerationResult(
+            wave, self.sample_rate, duration, encoded.start, encoded.truncated, nfe, times, notes, encoded.damaged
+        )
 
     @torch.inference_mode()
     def generate(
@@ -374,14 +381,16 @@ class Pipeline:
         out = torch.zeros(int(round(total * sr)) + 1)
         weight = torch.zeros_like(out)
         notes: list[str] = []
+        damaged = False
         for i, s in enumerate(starts):
             if progress is not None:
                 progress(i, len(starts))
             length = min(window, total - s)
-            if length * self.spec.sequence.sync_fps < self.spec.sequence.sync_segment_frames:
+            if length < self.min_duration:
                 break  # a tail shorter than one sync segment: covered by the previous window's fade
             r = self.generate(video=video, start=s, duration=length, seed=seed + i, timer=timer, **kwargs)
             notes += r.warnings
+            damaged = damaged or r.damaged
             n = r.wave.numel()
             a = int(round(s * sr))
             n = min(n, out.numel() - a)
@@ -397,4 +406,4 @@ class Pipeline:
             progress(len(starts), len(starts))
         covered = int(torch.nonzero(weight > 0).max()) + 1 if (weight > 0).any() else 0
         wave, _ = limit_peak(out[:covered] / weight[:covered].clamp(min=1e-6))
-        return GenerationResult(wave, sr, covered / sr, 0.0, False, 0, dict(timer.times), notes)
+        return GenerationResult(wave, sr, covered / sr, 0.0, False, 0, dict(timer.times), notes, damaged)

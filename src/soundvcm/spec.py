@@ -24,7 +24,7 @@ from soundvcm.sampling import SamplerOptions
 PRESET_ENCODERS = {
     "small_16k": "mmaudio_16k", "small_44k": "mmaudio_44k", "medium_44k": "mmaudio_44k",
     "large_44k": "mmaudio_44k", "large_44k_v2": "mmaudio_44k", "lite": "lite", "lite_small": "lite",
-    "debug": "debug", "debug_v2": "debug",
+    "lite2_small": "lite2", "debug": "debug", "debug_v2": "debug",
 }  # fmt: skip
 """The encoder set each network preset was sized for ("debug": tiny sizes, no real encoders)."""
 

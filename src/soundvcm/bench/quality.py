@@ -44,7 +44,8 @@ from soundvcm.media.audio import load_audio, write_audio
 
 SETS = ("foley", "bbb", "sfx")
 SAMPLE_RATE = 22_050
-REFERENCES = ("silence", "random train clip", "ceiling", "gt +100 ms")
+REFERENCES = ("silence", "noise bed", "random train clip", "other clip", "ceiling", "gt +100 ms")
+NOISE_BED_DBFS = -30.0  # the "noise bed" row: white noise at this level, no events
 
 
 @dataclass(frozen=True)
@@ -160,12 +161,19 @@ def reference_audio(row: str, ts: TestSet, item: Item, index: int, duration: flo
     n = int(round(duration * SAMPLE_RATE))
     if row == "silence":
         return torch.zeros(n)
+    if row == "noise bed":  # a generated bed with nothing in it: the onset metric must find nothing
+        g = torch.Generator().manual_seed(seed * 1_000_003 + index)
+        return torch.randn(n, generator=g) * 10 ** (NOISE_BED_DBFS / 20)
+    if row == "other clip":  # another test clip's real soundtrack: the chance level of every event metric
+        item = ts.items[(index + 1) % len(ts.items)]
     if row == "random train clip":
         rng = np.random.default_rng([seed, index])
         wave, _ = load_audio(ts.train_audio[int(rng.integers(len(ts.train_audio)))], SAMPLE_RATE, duration=duration)
         return _fit(wave, n)
     wave, _ = load_audio(item.gt, SAMPLE_RATE, duration=duration)
     wave = _fit(wave, n)
+    if row == "other clip":
+        return wave
     if row == "gt +100 ms":
         shift = int(round(0.1 * SAMPLE_RATE))
         return torch.cat([torch.zeros(shift), wave[: n - shift]])
@@ -246,16 +254,21 @@ def _write_json(path: Path, doc: dict, indent: int | None = None) -> None:
 
 # ----- scoring ------------------------------------------------------------------------------------
 def event_scores(folder: Path, ts: TestSet, classifier) -> dict[str, float]:
-    """Onset F1 (pooled), timing error of matched onsets, material accuracy of isolated matches."""
-    from soundvcm.evaluation.events import detect_onsets, material_accuracy, onset_f1
+    """Onset F1 (pooled), onset accuracy and AP at ±0.1 s (CondFoleyGen's protocol, per clip, averaged),
+    detections per event, timing error of matched onsets, material accuracy of isolated matches."""
+    from soundvcm.evaluation.events import detect_onsets_scored, material_accuracy, onset_acc_ap, onset_f1
 
     tp = fp = fn = correct = scored = 0
     errors: list[float] = []
+    accs, aps = [], []
     for item in ts.items:
         wave, _ = load_audio(folder / f"{item.name}.flac", SAMPLE_RATE)
-        detected = detect_onsets(wave, SAMPLE_RATE)
+        detected, strength = detect_onsets_scored(wave, SAMPLE_RATE)
         events = item.events or []
         score = onset_f1(detected, [t for t, _ in events])
+        acc, ap = onset_acc_ap(detected, strength, [t for t, _ in events])
+        accs.append(acc)
+        aps.append(ap)
         tp += len(score.matches)
         fp += len(detected) - len(score.matches)
         fn += len(score.reference) - len(score.matches)
@@ -265,6 +278,9 @@ def event_scores(folder: Path, ts: TestSet, classifier) -> dict[str, float]:
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
     return {
         "Onset-F1": f1,
+        "Onset-Acc": float(np.mean(accs)) if accs else math.nan,
+        "Onset-AP": float(np.mean(aps)) if aps else math.nan,
+        "Detections-per-event": (tp + fp) / (tp + fn) if tp + fn else math.nan,
         "Onset-precision": tp / (tp + fp) if tp + fp else 0.0,
         "Onset-recall": tp / (tp + fn) if tp + fn else 0.0,
         "Event-error-ms": 1000 * float(np.mean(errors)) if errors else math.nan,
@@ -298,8 +314,21 @@ def score_row(folder: Path, gt: Path, ts: TestSet, duration: float, classifier) 
     return metrics
 
 
-COLUMNS = ("FD-AISFX", "KID-AISFX", "KL-AISFX", "Onset-Lag-ms", "Onset-F1", "Event-abs-error-ms",
-           "Material-accuracy", "NFE", "network s/clip", "s/clip")  # fmt: skip
+COLUMNS = (
+    "FD-AISFX",
+    "KID-AISFX",
+    "KL-AISFX",
+    "Onset-Lag-ms",
+    "Onset-F1",
+    "Onset-Acc",
+    "Onset-AP",
+    "Detections-per-event",
+    "Event-abs-error-ms",
+    "Material-accuracy",
+    "NFE",
+    "network s/clip",
+    "s/clip",
+)
 
 
 def table(results: dict[str, dict[str, dict[str, float]]], sets: list[TestSet]) -> str:

@@ -27,11 +27,27 @@ from soundvcm.cli import (
     generate,
     model,
     train,
+    vocoder,
     weights,
 )
 from soundvcm.cli.common import NETWORK_PRESET_NAMES
 
-COMMANDS = (generate, demo, extract, train, ema, curves, evaluate, data, model, weights, convert, bench, doctor)
+COMMANDS = (
+    generate,
+    demo,
+    extract,
+    train,
+    ema,
+    curves,
+    evaluate,
+    data,
+    model,
+    weights,
+    convert,
+    bench,
+    doctor,
+    vocoder,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +72,20 @@ def _mark_leaves(parser: argparse.ArgumentParser) -> None:
             _mark_leaves(child)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C: the same clean-up runs (temporaries removed)."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     parser = build_parser()
     _mark_leaves(parser)
     args, unknown = parser.parse_known_args(argv)
@@ -67,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:  # bad input, missing files, bad weights: one line, no traceback
         print(f"soundvcm: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

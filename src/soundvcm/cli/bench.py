@@ -8,6 +8,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from soundvcm.cli.bench_listen import register_listen
 from soundvcm.cli.bench_scale import register_scale
 from soundvcm.cli.common import add_precision_option, dim, positive_float, positive_int, save_json
 
@@ -22,6 +23,7 @@ def register(commands) -> None:
     register_scale(benches)
     _register_embed(benches)
     _register_quality(benches)
+    register_listen(benches)
 
 
 def _register_toy(benches) -> None:

@@ -6,7 +6,8 @@ import argparse
 import math
 
 NETWORK_PRESET_NAMES = (
-    "small_16k", "small_44k", "medium_44k", "large_44k", "large_44k_v2", "lite", "lite_small", "debug", "debug_v2",
+    "small_16k", "small_44k", "medium_44k", "large_44k", "large_44k_v2", "lite", "lite_small", "lite2_small", "debug",
+    "debug_v2",
 )  # fmt: skip
 """Listed in help texts without importing torch; tests check it equals ``NETWORK_PRESETS``."""
 

@@ -22,9 +22,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from soundvcm.atomic import remove_stale
 from soundvcm.data.cache import CacheError, CacheMeta, shard_path, write_shard
 from soundvcm.device import dist_info
 from soundvcm.encoders import encoder_spec, load_encoder_set
+from soundvcm.encoders.base import take_frames
 from soundvcm.media.audio import load_audio
 from soundvcm.media.errors import MediaError
 from soundvcm.media.video import load_video, probe
@@ -57,7 +59,7 @@ def _md5(path: Path) -> str:
 
 def weight_hashes(encoder_set: str) -> dict[str, str]:
     """md5 of every weight file the encoder set reads (recorded so caches never mix encoders)."""
-    if encoder_set == "lite":
+    if encoder_set in ("lite", "lite2"):
         from soundvcm.encoders import efficientnet_lite, hifigan, minilm
         from soundvcm.weights import package_dir
 
@@ -166,6 +168,8 @@ def extract(
     plan = resolve_precision(precision, device, ("visual", "text"))
     meta = _meta(rows, spec, seq, encoder_set, duration, rows_per_shard, encoders is not None, plan)
     out = Path(out)
+    if rank == 0:
+        remove_stale(out)  # shards a killed run was writing
     _check_or_save_meta(out, meta, rank)
     if encoders is None:
         encoders = load_encoder_set(encoder_set, device=device, precision=resolve_precision(precision, device))
@@ -218,8 +222,7 @@ def decode_row(path: Path, seq, specs, has_video: bool) -> dict[str, torch.Tenso
                 if clip.truncated:
                     raise MediaError(f"video shorter than {seq.duration} s")
                 decoded["clip_frames"] = clip.frames["clip"][: seq.clip_seq_len]
-                need = (seq.num_sync_segments - 1) * seq.sync_step + seq.sync_segment_frames
-                decoded["sync_frames"] = clip.frames["sync"][:need]
+                decoded["sync_frames"] = take_frames(clip.frames["sync"], seq.sync_frames_needed)
     except (MediaError, OSError, ValueError) as exc:
         return str(exc)
     peak = wave.abs().max() if wave.numel() else torch.tensor(0.0)

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from soundvcm.atomic import atomic_write
+from soundvcm.atomic import atomic_write, remove_stale
 from soundvcm.media.audio import write_audio
 from soundvcm.media.mux import write_mp4
 
@@ -300,6 +300,7 @@ def make_split(
     skipped, so a rerun resumes. Returns the manifest path."""
     cfg = cfg or FoleyConfig()
     bank = bank or ModalBank(cfg.sample_rate)
+    remove_stale(Path(out) / split)  # what a killed run was writing
     rows = []
     for i in range(count):
         stem = Path(out) / split / f"foley_{split}_{i:05d}"

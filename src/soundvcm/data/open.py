@@ -33,7 +33,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from soundvcm.atomic import atomic_write
+from soundvcm.atomic import atomic_write, remove_stale
 from soundvcm.data import foley
 from soundvcm.data.oneshots import RecordedBank, wanted
 from soundvcm.data.sources import SOURCES, Source, attribution, extract_deb, extract_tar_member, fetch
@@ -313,6 +313,7 @@ def build_open(out: Path, cfg: OpenConfig | None = None, parts=PARTS, progress: 
     if unknown:
         raise ValueError(f"unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
     out = Path(out)
+    remove_stale(out, recursive=True)  # what a killed run was writing, anywhere in the recipe's folders
     sources = out / "sources"
     built = {}
     builders = {"foley": build_foley, "bbb": build_bbb, "sfx": build_sfx}

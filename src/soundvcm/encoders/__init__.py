@@ -5,6 +5,8 @@ weights); :func:`load_encoder_set` builds the modules. Sets:
 
 * ``lite``: real offline weights from pip packages (MiniLM, EfficientNet-Lite0, motion-energy
   sync, HiFi-GAN mel); runs and is tested here end to end.
+* ``lite2``: the same weights; visual frames at 160 px and time-ordered signed-motion sync
+  tokens, one per latent frame (issue 23); the set the shipped models are trained on.
 * ``mmaudio_16k`` / ``mmaudio_44k``: the paper's set (CLIP DFN5B ViT-H-14-384, Synchformer's
   MotionFormer, mel VAE, BigVGAN), our own modules loading the official files from the weight
   registry (``soundvcm weights download ...``).
@@ -15,13 +17,13 @@ from __future__ import annotations
 import torch
 
 from soundvcm.encoders.base import EncoderSetSpec
-from soundvcm.encoders.lite import LITE_SPEC, LiteEncoderSet
+from soundvcm.encoders.lite import LITE_SPECS, LiteEncoderSet
 from soundvcm.encoders.mmaudio_set import MMAUDIO_SPECS, MMAudioEncoderSet, missing_weights_hint
 from soundvcm.precision import PrecisionPlan, resolve_precision
 from soundvcm.weights import WeightsError
 
 ENCODER_SPECS: dict[str, EncoderSetSpec] = {
-    "lite": LITE_SPEC,
+    **LITE_SPECS,
     "mmaudio_16k": MMAUDIO_SPECS["16k"],
     "mmaudio_44k": MMAUDIO_SPECS["44k"],
 }
@@ -46,8 +48,8 @@ def load_encoder_set(
 
 def _build(name: str, device: str | torch.device, pretrained: bool):
     encoder_spec(name)
-    if name == "lite":
-        return LiteEncoderSet(pretrained=pretrained).to(device)
+    if name in LITE_SPECS:
+        return LiteEncoderSet(pretrained=pretrained, name=name).to(device)
     if not name.startswith("mmaudio_"):  # a set registered by hand (tests, experiments) brings its own
         raise ValueError(f"encoder set '{name}' has no loader here; pass its encoders explicitly")
     mode = name.split("_")[1]

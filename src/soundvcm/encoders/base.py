@@ -42,7 +42,7 @@ class EncoderSetSpec:
             if getattr(config, key) != getattr(self, key):
                 bad.append(f"{key} {getattr(config, key)} (encoders: {getattr(self, key)})")
         seq = config.sequence
-        for key in ("sample_rate", "hop_length", "latent_downsample", "clip_fps", "sync_fps"):
+        for key in ("sample_rate", "hop_length", "latent_downsample", "clip_fps", "sync_fps", "sync_layout"):
             if getattr(seq, key) != getattr(self.sequence, key):
                 bad.append(f"sequence.{key} {getattr(seq, key)} (encoders: {getattr(self.sequence, key)})")
         if bad:
@@ -71,6 +71,14 @@ def to_float_frames(frames: Tensor, mean: tuple[float, ...], std: tuple[float, .
     m = torch.tensor(mean, device=x.device).view(-1, 1, 1)
     s = torch.tensor(std, device=x.device).view(-1, 1, 1)
     return (x - m) / s
+
+
+def take_frames(frames: Tensor, need: int) -> Tensor:
+    """The first ``need`` frames (T, ...); a clip ending within the last one is padded by repeating
+    its last frame (nothing moves after the video ends)."""
+    if frames.shape[0] >= need:
+        return frames[:need]
+    return torch.cat([frames, frames[-1:].expand(need - frames.shape[0], *frames.shape[1:])])
 
 
 def chunked(fn, x: Tensor, chunk: int) -> Tensor:

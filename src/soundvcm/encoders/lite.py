@@ -1,4 +1,4 @@
-"""The "lite" encoder set: real pretrained weights from pip packages, runs offline on a CPU.
+"""The "lite" and "lite2" encoder sets: real pretrained weights from pip packages, run offline on a CPU.
 
 * text: all-MiniLM-L6-v2, 77 L2-normalised token states, 384-d (:mod:`.minilm`);
 * visual: EfficientNet-Lite0 pooled features of 224 x 224 frames at 8 fps, 1280-d (:mod:`.efficientnet_lite`);
@@ -6,6 +6,13 @@
 * audio: HiFi-GAN's own 22.05 kHz log-mel *is* the latent, two mel frames per latent frame
   (80 x 2 = 160 channels, 43.07 latents/s, 345 for 8 s: MMAudio-44k's sequence length), and the
   HiFi-GAN universal generator is the decoder (:mod:`.hifigan`).
+
+``lite2`` (issue 23) keeps the text encoder and the latent, and changes the two video features:
+sync tokens in time order, one per latent frame, carrying signed motion (:mod:`.motion_flow`:
+a probe reads impacts from them at onset F1 0.83 against 0.51 for lite's tokens as the network
+received them), and visual frames at 160 px instead of 224 (3x faster on a CPU core, so the
+whole clip runs well under its length on 2 AVX2 cores in fp32; BENCHMARKS.md). Models and caches
+of the ``lite`` set load as before under its name.
 
 Why the mel and not a small learned VAE (see docs/ARCHITECTURE.md): no audio VAE is available
 offline, and one trained here on a few minutes of sound would be the weakest link; the mel is
@@ -23,11 +30,12 @@ from soundvcm.encoders.base import EncoderSetSpec, autocast, chunked, freeze, to
 from soundvcm.encoders.efficientnet_lite import MEAN, STD, EfficientNetLite0
 from soundvcm.encoders.hifigan import HiFiGAN
 from soundvcm.encoders.minilm import MiniLMText
+from soundvcm.encoders.motion_flow import MotionFlowSync
 from soundvcm.encoders.motion_sync import MotionSync
 from soundvcm.media.mel import MEL_HIFIGAN, mel_spectrogram
 from soundvcm.media.video import FrameSpec
 from soundvcm.precision import PrecisionPlan
-from soundvcm.sequence import SEQUENCE_LITE
+from soundvcm.sequence import SEQUENCE_LITE, SEQUENCE_LITE2
 
 PATCH = 2  # mel frames per latent frame
 LITE_SEQUENCE = SEQUENCE_LITE
@@ -43,6 +51,18 @@ LITE_SPEC = EncoderSetSpec(
     clip_frames=FrameSpec(fps=8.0, height=224, width=224, fit="squash"),
     sync_frames=FrameSpec(fps=25.0, height=64, width=64, fit="squash", gray=True),
 )
+LITE2_SPEC = EncoderSetSpec(
+    name="lite2",
+    clip_dim=1280,
+    sync_dim=192,
+    text_dim=384,
+    text_seq_len=77,
+    latent_dim=80 * PATCH,
+    sequence=SEQUENCE_LITE2,
+    clip_frames=FrameSpec(fps=8.0, height=160, width=160, fit="squash"),
+    sync_frames=FrameSpec(fps=SEQUENCE_LITE2.sync_fps, height=64, width=64, fit="squash", gray=True),
+)
+LITE_SPECS = {"lite": LITE_SPEC, "lite2": LITE2_SPEC}
 
 
 def mel_to_latent(mel: Tensor) -> Tensor:
@@ -58,17 +78,18 @@ def latent_to_mel(latent: Tensor) -> Tensor:
 
 
 class LiteEncoderSet(nn.Module):
-    spec = LITE_SPEC
-
-    def __init__(self, pretrained: bool = True, clip_chunk: int = 32):
+    def __init__(self, pretrained: bool = True, clip_chunk: int = 32, name: str = "lite"):
         super().__init__()
+        if name not in LITE_SPECS:
+            raise ValueError(f"unknown lite encoder set {name!r}; one of {', '.join(LITE_SPECS)}")
+        self.spec = LITE_SPECS[name]
         if pretrained:
             self.text = MiniLMText.pretrained()
             self.visual = EfficientNetLite0.pretrained()
             self.vocoder = HiFiGAN.pretrained()
         else:  # random initialisation, for tests of shapes and plumbing
             self.text, self.visual, self.vocoder = MiniLMText(), EfficientNetLite0(), HiFiGAN()
-        self.sync = MotionSync()
+        self.sync: nn.Module = MotionFlowSync() if name == "lite2" else MotionSync()
         self.clip_chunk = clip_chunk
         # autocast dtypes per stage (None: fp32), set from a PrecisionPlan by set_precision: bf16 only
         # where the CPU computes it natively and it measures faster (soundvcm.precision); on such a CPU
@@ -94,7 +115,7 @@ class LiteEncoderSet(nn.Module):
 
     @torch.inference_mode()
     def encode_clip(self, frames: Tensor) -> Tensor:
-        """uint8 (B, T, 3, 224, 224) at 8 fps -> (B, T, 1280), L2-normalised per frame."""
+        """uint8 (B, T, 3, S, S) at 8 fps (S = 224 for lite, 160 for lite2) -> (B, T, 1280), L2-normalised."""
         b, t = frames.shape[:2]
 
         def run(x: Tensor) -> Tensor:
@@ -107,7 +128,8 @@ class LiteEncoderSet(nn.Module):
 
     @torch.inference_mode()
     def encode_sync(self, frames: Tensor) -> Tensor:
-        """uint8 (B, T, 1, 64, 64) at 25 fps -> (B, 8 * ((T - 16) // 8 + 1), 128)."""
+        """lite: uint8 (B, T, 1, 64, 64) at 25 fps -> (B, 8 * ((T - 16) // 8 + 1), 128); lite2: at
+        86.13 fps -> (B, T // 2, 192), one token per latent frame."""
         return self.sync(frames.to(self.device))
 
     @torch.inference_mode()

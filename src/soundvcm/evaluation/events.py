@@ -24,16 +24,32 @@ from torch import Tensor
 from soundvcm.media.mel import MelConfig, mel_spectrogram
 
 DB = 20 / torch.log(torch.tensor(10.0)).item()
+BACKGROUND_QUANTILE = 0.5  # each band's bed: its median level over the clip ...
+BED_MARGIN_DB = 3.0  # ... plus this margin: a rise has to clear the bed's own fluctuations
 
 
-def onset_strength(wave: Tensor, sample_rate: int, floor: float = 1e-2) -> tuple[Tensor, float, float]:
+def onset_strength(
+    wave: Tensor,
+    sample_rate: int,
+    floor: float = 1e-2,
+    background: float | None = BACKGROUND_QUANTILE,
+    margin_db: float = BED_MARGIN_DB,
+) -> tuple[Tensor, float, float]:
     """(strength per frame, frame period in s, latency in s): the mean rise in dB over the louder of the
     two previous frames. The rise peaks when the onset reaches the Hann window's half-weight point,
-    a quarter window after the frame's centre: that is the latency to add to a frame's centre time."""
+    a quarter window after the frame's centre: that is the latency to add to a frame's centre time.
+
+    ``background``: each band is first floored at its own level over the clip (this quantile of its
+    frames, plus ``margin_db``), so only what rises *above the clip's bed* counts; a generated bed
+    louder than the real one then no longer fires the detector with its fluctuations. ``None``: the
+    absolute ``floor`` alone (the detector before issue 23)."""
     hop = max(1, sample_rate // 200)
     n_fft = 1 << (round(sample_rate * 0.046) - 1).bit_length()  # the power of two >= 46 ms: 1024 at 22.05 kHz
     cfg = MelConfig(sample_rate, n_fft, hop, n_fft, 64, 0.0, sample_rate / 2, log="ln", clip_val=floor)
     db = mel_spectrogram(torch.as_tensor(wave, dtype=torch.float32).reshape(1, -1), cfg)[0] * DB  # (64, frames)
+    if background is not None and db.shape[1] > 4:
+        bed = db.quantile(background, dim=1, keepdim=True) + margin_db
+        db = torch.maximum(db, bed)
     pad = torch.full((db.shape[0], 2), float("-inf"))
     padded = torch.cat([pad, db], dim=1)
     previous = torch.maximum(padded[:, 1:-1], padded[:, :-2])
@@ -44,18 +60,35 @@ def onset_strength(wave: Tensor, sample_rate: int, floor: float = 1e-2) -> tuple
     return rise.mean(0), hop / sample_rate, n_fft / (4 * sample_rate)
 
 
-def detect_onsets(
-    wave: Tensor, sample_rate: int, threshold: float = 0.25, min_gap: float = 0.03, floor: float = 1e-2
-) -> list[float]:
-    """Onset times in seconds (see the module docstring)."""
-    strength, period, latency = onset_strength(wave, sample_rate, floor)
+def detect_onsets_scored(
+    wave: Tensor,
+    sample_rate: int,
+    threshold: float = 0.25,
+    min_gap: float = 0.03,
+    floor: float = 1e-2,
+    background: float | None = BACKGROUND_QUANTILE,
+) -> tuple[list[float], list[float]]:
+    """(onset times in s, their strengths): peaks of :func:`onset_strength` (see the module docstring)."""
+    strength, period, latency = onset_strength(wave, sample_rate, floor, background)
     gap = max(1, int(round(min_gap / period)))
     onsets: list[int] = []
     for i in range(strength.numel()):
         window = strength[max(0, i - gap) : i + gap + 1]
         if strength[i] >= threshold and strength[i] == window.max() and (not onsets or i - onsets[-1] > gap):
             onsets.append(i)
-    return [(i + 0.5) * period + latency for i in onsets]
+    return [(i + 0.5) * period + latency for i in onsets], [float(strength[i]) for i in onsets]
+
+
+def detect_onsets(
+    wave: Tensor,
+    sample_rate: int,
+    threshold: float = 0.25,
+    min_gap: float = 0.03,
+    floor: float = 1e-2,
+    background: float | None = BACKGROUND_QUANTILE,
+) -> list[float]:
+    """Onset times in seconds (see the module docstring)."""
+    return detect_onsets_scored(wave, sample_rate, threshold, min_gap, floor, background)[0]
 
 
 @dataclass
@@ -98,6 +131,52 @@ def onset_f1(detected: list[float], reference: list[float], tolerance: float = 0
     recall = len(matches) / len(ref) if ref else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return OnsetScore(precision, recall, f1, sorted(matches), ref)
+
+
+def average_precision(labels: list[int], scores: list[float], positives: int | None = None) -> float:
+    """Area under the precision-recall curve as a step function (scikit-learn's
+    ``average_precision_score``): sum over distinct score thresholds, high to low, of
+    (recall gained) x (precision there). ``positives``: the recall's denominator when some
+    positives were never retrieved (default: the positive labels). 0 when there is no positive."""
+    positives = sum(labels) if positives is None else positives
+    if positives == 0:
+        return 0.0
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    ap = tp = seen = 0.0
+    last_recall, i = 0.0, 0
+    while i < len(order):
+        j = i
+        while j < len(order) and scores[order[j]] == scores[order[i]]:  # one threshold per distinct score
+            tp += labels[order[j]]
+            seen += 1
+            j += 1
+        recall = tp / positives
+        ap += (recall - last_recall) * (tp / seen)
+        last_recall, i = recall, j
+    return ap
+
+
+def onset_acc_ap(
+    detected: list[float], confidence: list[float], reference: list[float], delta: float = 0.1, min_gap: float = 0.03
+) -> tuple[float, float]:
+    """(onset accuracy, AP) of one clip as in CondFoleyGen's Greatest Hits evaluation (±``delta`` s):
+    each reference onset takes the most confident unused detection within ``delta`` (a hit) or is
+    missed; detections left over are false alarms. Accuracy = hits / reference onsets; AP ranks the
+    detections by confidence (hits positive, false alarms negative) with every reference onset in
+    the recall's denominator. Two deviations, both for known answers: the reference is the exact
+    event list (merged within ``min_gap``), not onsets detected on the ground truth; and a missed
+    onset is never "retrieved" (CondFoleyGen scores it 0 among the ranked items, which gives a
+    silent output AP 1 when the clip has no false alarm to rank; here silence scores 0)."""
+    ref = merge_events(reference, min_gap)
+    unused = list(range(len(detected)))
+    hits = 0
+    for r in ref:
+        near = [i for i in unused if abs(detected[i] - r) < delta]
+        if near:
+            unused.remove(max(near, key=lambda i: confidence[i]))
+            hits += 1
+    labels = [0 if i in unused else 1 for i in range(len(detected))]
+    return (hits / len(ref) if ref else 0.0), average_precision(labels, list(confidence), positives=len(ref))
 
 
 # ----- materials of matched events -------------------------------------------------------------------

@@ -69,8 +69,15 @@ def mel_filterbank(
     """(n_mels, n_fft // 2 + 1) triangular filters (librosa's definition).
 
     Slaney mel scale by default (``htk=True``: 2595 log10(1 + f / 700)); ``norm="slaney"`` gives
-    each filter constant area, a number p gives it unit L_p norm, None leaves peaks at 1.
+    each filter constant area, a number p gives it unit L_p norm, None leaves peaks at 1. Cached, and
+    built as a normal tensor even under ``torch.inference_mode`` (so a bank built there can still
+    be used in a loss that needs gradients).
     """
+    with torch.inference_mode(False):
+        return _filterbank(sample_rate, n_fft, n_mels, fmin, fmax, htk, norm)
+
+
+def _filterbank(sample_rate, n_fft, n_mels, fmin, fmax, htk, norm) -> Tensor:
     fmax = sample_rate / 2 if fmax is None else fmax
     to_mel, to_hz = (_hz_to_mel_htk, _mel_to_hz_htk) if htk else (_hz_to_mel, _mel_to_hz)
     fft_freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)

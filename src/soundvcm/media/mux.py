@@ -11,11 +11,14 @@ Time 0 of the generated audio is the video's first *displayed* frame (what the e
   them. Packets after the end are dropped unless a frame shown before the end is decoded from
   them. The result is then *checked*: its first displayed video frame and its audio must both
   start at 0. When that cannot be proven the clip is re-encoded instead.
-* **Re-encode** (any other codec, any clip starting later than 0 s, or a failed check): frames
+* **Re-encode** (any other codec, any clip starting later than 0 s, a source with corrupt packets,
+  which a copy would carry into the output, or a failed check): frames
   are decoded and written to H.264 with their own presentation times, relative to ``start``; the
   frame on screen at ``start`` is shown from 0. Variable frame rates stay variable.
 
-The video is cut to the audio's length. Rotation metadata is kept. AAC coding can overshoot the
+The video is cut to the audio's length: the last picture shown stays on screen up to the audio's
+end and no further, also when a variable frame rate leaves seconds between two frames. Rotation
+metadata is kept. AAC coding can overshoot the
 input's peak (by ~20 % on the near-square waves a saturated vocoder makes); the written track is
 decoded once and, if it peaks above -0.5 dBFS, encoded again with a gain below 1, so the mp4's
 sound never exceeds full scale.
@@ -36,7 +39,7 @@ from torch import Tensor
 from soundvcm.atomic import atomic_write
 from soundvcm.media.audio import resample
 from soundvcm.media.errors import check_input_path
-from soundvcm.media.video import open_media, probe
+from soundvcm.media.video import decode_frames, open_media, probe
 
 COPYABLE = {"h264", "hevc", "mpeg4", "av1"}
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
@@ -73,6 +76,8 @@ class CopyPlan:
     shift: int
     last: int
     frame_ticks: float  # one frame period in stream ticks, for the check
+    last_shown: int = 0  # pts (before the shift) of the last frame shown before the end
+    end: int = 0  # the audio's end in stream ticks, after the shift
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate: int, crf: int = 20) -> Path:
@@ -116,10 +121,11 @@ def plan_copy(video: Path, duration: float) -> CopyPlan | None:
         return None
     first = min(pts for _, pts in shown)
     end = first + duration / float(tb)
-    needed = [index for index, pts in shown if pts < end - 1e-6]
+    needed = [(index, pts) for index, pts in shown if pts < end - 1e-6]
     if not needed:
         return None
-    return CopyPlan(shift=first, last=max(needed), frame_ticks=float(1 / (float(rate) * tb)))
+    return CopyPlan(shift=first, last=max(i for i, _ in needed), frame_ticks=float(1 / (float(rate) * tb)),
+                    last_shown=max(p for _, p in needed), end=int(round(duration / float(tb))))  # fmt: skip
 
 
 def _write_copy(source, target, vin, plan: CopyPlan, rotation: int, audio: np.ndarray, sample_rate: int) -> None:
@@ -132,6 +138,8 @@ def _write_copy(source, target, vin, plan: CopyPlan, rotation: int, audio: np.nd
             break
         if packet.pts is None or packet.dts is None:
             continue
+        if packet.pts == plan.last_shown:  # the last picture stays up to the audio's end, not beyond (VFR)
+            packet.duration = max(1, plan.end - (packet.pts - plan.shift))
         packet.pts -= plan.shift
         packet.dts -= plan.shift
         packet.stream = vout
@@ -188,7 +196,7 @@ def _write_reencoded(
         for packet in vout.encode(img):
             target.mux(packet)
 
-    for frame in source.decode(vin):
+    for frame in decode_frames(source, vin):  # corrupt packets skipped: the output decodes all through
         if frame.time is None:
             continue
         rel = frame.time - t0 - start  # this frame's time on the output's clock
@@ -203,7 +211,10 @@ def _write_reencoded(
         emit(frame, rel)
     if held is not None:
         emit(held, 0.0)
+    end = int(round(duration / REENCODE_TIME_BASE))
     for packet in vout.encode(None):
+        if packet.pts == last_pts:  # the last picture stays up to the audio's end, not beyond or short of it
+            packet.duration = max(1, end - last_pts)
         target.mux(packet)
 
 

@@ -106,7 +106,7 @@ def probe(path: str | Path) -> VideoInfo:
         stream = container.streams.video[0]
         rate = stream.guessed_rate or stream.average_rate or stream.base_rate
         rotation, first = 0, None
-        for frame in _decode_frames(container, stream, path, max_frames=4):
+        for frame in decode_frames(container, stream, max_frames=4):
             if frame.time is not None:
                 rotation, first = int(frame.rotation or 0), float(frame.time)
                 break
@@ -129,21 +129,36 @@ def _start_time(stream) -> float:
     return float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
 
 
-def _decode_frames(container, stream, path: Path, max_frames: int | None = None, counter: list[int] | None = None):
-    """Yield decoded frames, skipping packets FFmpeg cannot decode (counted in ``counter``)."""
-    n = 0
+@dataclass
+class Damage:
+    """Packets or frames a decode had to skip, and the picture time just before the first one."""
+
+    count: int = 0
+    at: float | None = None
+
+    def add(self, last_time: float | None) -> None:
+        self.count += 1
+        if self.at is None:
+            self.at = last_time if last_time is not None else 0.0
+
+
+def decode_frames(container, stream, damage: Damage | None = None, max_frames: int | None = None):
+    """Yield decoded frames, skipping packets FFmpeg cannot decode and corrupt frames (counted in
+    ``damage``), so one bad packet never ends the decode."""
+    n, last = 0, None
     for packet in container.demux(stream):
         try:
             frames = packet.decode()
         except (av.error.InvalidDataError, av.error.FFmpegError):
-            if counter is not None:
-                counter[0] += 1
+            if damage is not None:
+                damage.add(last)
             continue
         for frame in frames:
             if getattr(frame, "is_corrupt", False):
-                if counter is not None:
-                    counter[0] += 1
+                if damage is not None:
+                    damage.add(last)
                 continue
+            last = frame.time if frame.time is not None else last
             yield frame
             n += 1
             if max_frames is not None and n >= max_frames:
@@ -210,7 +225,7 @@ def _decode_span(
         if start > 0:
             container.seek(int((t0 + start) * av.time_base), any_frame=False, backward=True)
         try:
-            for frame in _decode_frames(container, stream, path, counter=skipped):
+            for frame in decode_frames(container, stream, skipped):
                 if frame.time is None:
                     continue
                 t = frame.time - t0
@@ -245,14 +260,15 @@ def load_video(
         raise ValueError(f"duration must be positive, got {duration}")
     info = probe(path)
     messages: list[str] = []
-    skipped = [0]
+    skipped = Damage()
     wanted_end = math.inf if duration is None else start + duration
     frame_step = 1.0 / info.fps if info.fps and math.isfinite(info.fps) else 0.04
     picker = _FramePicker(specs, start, duration)
     if _decode_span(path, picker, info.first_time, start, wanted_end, frame_step, skipped, messages) is None:
         raise MediaError(f"{path}: no video frame could be decoded")
-    if skipped[0]:
-        messages.append(f"skipped {skipped[0]} corrupt packet(s)/frame(s)")
+    if skipped.count:
+        at = f" from {skipped.at - info.first_time:.2f} s" if skipped.at is not None else ""
+        messages.append(f"skipped {skipped.count} corrupt packet(s)/frame(s){at}")
     out, limits = picker.out, picker.limits
     if not all(out.values()):
         raise MediaError(f"{path}: the video ends before {start:.2f} s")
@@ -267,7 +283,7 @@ def load_video(
     for m in messages:
         warnings.warn(f"{path.name}: {m}", stacklevel=2)
     return VideoClip(frames=frames, duration=available, info=info, requested_duration=duration, truncated=truncated,
-                     skipped_packets=skipped[0], warnings=messages)  # fmt: skip
+                     skipped_packets=skipped.count, warnings=messages)  # fmt: skip
 
 
 def load_image(path: str | Path, specs: dict[str, FrameSpec]) -> dict[str, Tensor]:
@@ -276,6 +292,6 @@ def load_image(path: str | Path, specs: dict[str, FrameSpec]) -> dict[str, Tenso
     with open_media(path) as container:
         if not container.streams.video:
             raise MediaError(f"{path}: not an image")
-        for frame in _decode_frames(container, container.streams.video[0], path, max_frames=1):
+        for frame in decode_frames(container, container.streams.video[0], max_frames=1):
             return {name: torch.from_numpy(_convert(frame, spec))[None] for name, spec in specs.items()}
     raise MediaError(f"{path}: the image could not be decoded")

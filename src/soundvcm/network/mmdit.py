@@ -27,7 +27,7 @@ from soundvcm.conditions import Conditions, Prepared
 from soundvcm.network.embeddings import TimeEmbedder
 from soundvcm.network.layers import ChannelLastConv1d, FinalBlock, JointBlock, StreamBlock, SwiGLU, rope_rotations
 from soundvcm.network.protocol import VelocityNet
-from soundvcm.sequence import SEQUENCE_16K, SEQUENCE_44K, SEQUENCE_LITE, SequenceConfig
+from soundvcm.sequence import SEQUENCE_16K, SEQUENCE_44K, SEQUENCE_LITE, SEQUENCE_LITE2, SequenceConfig
 
 
 @dataclass(frozen=True)
@@ -266,6 +266,10 @@ NETWORK_PRESETS["debug_v2"] = replace(NETWORK_PRESETS["debug"], v2=True)
 # (8.2M parameters; sized by measurement to train on 2 CPU cores, docs/MODEL_CARD.md)
 NETWORK_PRESETS["lite_small"] = replace(
     NETWORK_PRESETS["lite"], num_heads=2, depth=4, fused_depth=2, sequence=replace(SEQUENCE_LITE, duration=4.0)
+)
+# the same network on the lite2 set: 192-d sync tokens, one per latent frame (issue 23)
+NETWORK_PRESETS["lite2_small"] = replace(
+    NETWORK_PRESETS["lite_small"], sync_dim=192, sequence=replace(SEQUENCE_LITE2, duration=4.0)
 )
 
 

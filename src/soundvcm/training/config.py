@@ -13,6 +13,8 @@ Presets (``soundvcm train --preset NAME``):
   weighting ablation (split adaptive p), and MeanFlow; batch 16, lr 3e-4, precision auto (bf16 autocast only on
   a GPU or a CPU with native bf16, where it is 1.5x faster than fp32; on an AVX2-only CPU bf16 is 40x slower),
   checkpoints every 250 steps so a stopped session loses little.
+* ``lite2_small`` / ``lite2_small_fm`` / ``lite2_small_meanflow``: the same on the lite2 encoder set (time-ordered
+  signed-motion sync, 160 px frames), 20k steps with the LR steps at 16k and 18k: the shipped models (issue 23).
 * ``tiny_cpu``: the ``debug`` network (feature sizes from the cache), batch 8, for tests/smoke runs.
 """
 
@@ -125,6 +127,14 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "lite_small_fm": replace(LITE_SMALL, objective="fm"),
     "lite_small_split_p": replace(LITE_SMALL, objective="vcm_split_p"),
     "lite_small_meanflow": replace(LITE_SMALL, objective="meanflow"),
+    # the shipped models since issue 23: the same network and recipe on the lite2 encoder set, trained
+    # longer (flow matching first, then VCM from it with --init; MeanFlow at equal compute)
+    "lite2_small": (LITE2_SMALL := replace(
+        LITE_SMALL, network="lite2_small", steps=20_000, milestones=(16_000, 18_000), ema_snapshot_every=500,
+        checkpoint_every=500, val_every=500,
+    )),
+    "lite2_small_fm": replace(LITE2_SMALL, objective="fm"),
+    "lite2_small_meanflow": replace(LITE2_SMALL, objective="meanflow"),
     "tiny_cpu": replace(
         PAPER, network="debug", batch_size=8, steps=200, warmup=10, milestones=(150,), ema_snapshot_every=50,
         checkpoint_every=50, log_every=10, val_every=50, val_batch=8, sample_every=100, latent_stats_rows=64,

@@ -1,6 +1,6 @@
-"""Ctrl-C during training: finish the step, save, stop; a second Ctrl-C stops at once.
+"""Ctrl-C (or SIGTERM) during training: finish the step, save, stop; a second one stops at once.
 
-SIGINT only sets a flag. The loop asks :meth:`StopRequest.now` at each step boundary; with
+SIGINT and SIGTERM only set a flag. The loop asks :meth:`StopRequest.now` at each step boundary; with
 several ranks the flag is all-reduced (MAX), so every rank stops after the same step.
 """
 
@@ -35,15 +35,16 @@ class StopRequest:
 
     @contextmanager
     def installed(self):
-        """Handle SIGINT while inside (main thread only; other threads cannot own signals)."""
+        """Handle SIGINT and SIGTERM while inside (main thread only; other threads cannot own signals)."""
         self.requested = False
         main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, self._on_sigint) if main_thread else None
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {s: signal.signal(s, self._on_sigint) for s in handled} if main_thread else {}
         try:
             yield self
         finally:
-            if main_thread:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _on_sigint(self, signum, frame) -> None:
         if self.requested:

@@ -1,0 +1,59 @@
+"""``soundvcm vocoder distill|export``: the lighter vocoder distilled from HiFi-GAN V1 (issue 22)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from soundvcm.cli.common import add_precision_option, positive_int
+
+
+def register(commands) -> None:
+    voc = commands.add_parser("vocoder", help="distil a lighter vocoder from HiFi-GAN V1 universal, or export it")
+    sub = voc.add_subparsers(dest="vocoder", required=True, metavar="ACTION")
+    dist = sub.add_parser(
+        "distill",
+        help="build the teacher bank from the open data (if missing) and train the student (resumable)",
+        description="Segments of the open data's training audio are vocoded by HiFi-GAN V1 universal (the teacher) "
+        "into OUT/bank; the student (HiFi-GAN V2's shape, ~16x fewer multiply-adds) learns to reproduce the "
+        "teacher's waveform from the same mel. Rerun the same command to resume the bank or the training.",
+    )
+    dist.add_argument("--data", required=True, type=Path, help="folder written by `soundvcm data open`")
+    dist.add_argument("--out", required=True, type=Path, help="run folder (bank, checkpoint)")
+    dist.add_argument("--steps", type=positive_int, default=None, help="total steps (default 6000)")
+    dist.add_argument("--segments", type=positive_int, default=None, help="bank segments (default 3000)")
+    add_precision_option(dist, "the teacher and the student's training (auto: bf16 where the CPU has it)")
+    dist.set_defaults(func=_distill)
+    exp = sub.add_parser("export", help="write a run's student as fp16 weights + JSON")
+    exp.add_argument("run", type=Path, help="run folder of `soundvcm vocoder distill`")
+    exp.add_argument("out", type=Path, help="output stem (OUT.safetensors + OUT.json)")
+    exp.set_defaults(func=_export)
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from soundvcm.encoders.hifigan import HiFiGAN
+    from soundvcm.precision import resolve_precision
+    from soundvcm.training.vocoder import DistillConfig, StudentShape, VocoderDistiller, build_bank, load_bank
+
+    cfg = DistillConfig()
+    cfg = replace(cfg, steps=args.steps or cfg.steps, segments=args.segments or cfg.segments)
+    plan = resolve_precision(args.precision, "cpu", ("vocoder", "train"))
+    print(plan.describe())
+    build_bank(args.data, args.out / "bank", cfg, HiFiGAN.pretrained(), plan.dtype("vocoder"))
+    distiller = VocoderDistiller(load_bank(args.out / "bank", cfg), args.out, cfg, StudentShape(), plan.dtype("train"))
+    history = distiller.fit()
+    if history:
+        print(f"step {distiller.step}: held-out log-mel L1 to the teacher {history[-1]['val_mel_l1']:.4f}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from soundvcm.training.vocoder import export_student
+
+    if not (args.run / "checkpoint.json").is_file():
+        raise FileNotFoundError(f"{args.run}: no distillation checkpoint (run `soundvcm vocoder distill` first)")
+    out = export_student(args.run, args.out)
+    print(f"{out}.safetensors, {out}.json")
+    return 0
