@@ -3,7 +3,7 @@
 import torch
 
 from soundvcm.flow import from_mmaudio_time, from_mmaudio_velocity, interpolate, jump, path_velocity
-from soundvcm.sampling import consistency_sample, euler_cfg_sample
+from soundvcm.sampling import ConsistencyOptions, EulerOptions, consistency_sample, euler_sample
 
 
 def test_interpolation_endpoints_and_velocity():
@@ -36,11 +36,11 @@ def test_exact_samplers_carry_noise_to_data(flow, exact):
     noise = torch.randn(labels.shape[0], 3, dtype=torch.float64)
     unguided = type(exact)(flow, None, steps=64)
     prepared = unguided.prepare(unguided.one_hot(labels))
-    out = consistency_sample(unguided, noise, prepared, steps=1).double()
+    out = consistency_sample(unguided, noise, prepared, ConsistencyOptions(steps=1)).double()
     for c in range(3):
         torch.testing.assert_close(out[labels == c].mean(0), flow.means[c].mean(0), atol=0.12, rtol=0)
     # the Euler sampler on the same field agrees with the exact endpoint as steps grow
-    euler = euler_cfg_sample(unguided, noise[:50], select(prepared, 50), steps=200).double()
+    euler = euler_sample(unguided, noise[:50], select(prepared, 50), EulerOptions(steps=200, cfg_scale=1.0)).double()
     assert (euler - out[:50]).abs().max() < 0.05
 
 

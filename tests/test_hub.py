@@ -52,7 +52,7 @@ def test_hub_ids_load_from_the_cache_offline(hub_cache):
     assert spec.objective == "fm" and spec.sampler.kind == "euler"
     pipe = Pipeline.load(f"org/tiny@{COMMIT}", pretrained_encoders=False)
     video = make_video(hub_cache / "v.mp4", duration=1.5, size=(64, 48))
-    assert pipe.generate(video=video, duration=1.0, steps=2).nfe == 4
+    assert pipe.generate(video=video, duration=1.0, options=pipe.sampler(steps=2)).nfe == 4
 
 
 def test_a_hub_id_not_cached_offline_is_one_line(hub_cache, capsys):

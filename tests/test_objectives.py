@@ -55,16 +55,16 @@ def test_vcm_residual_on_exact_flow_shrinks_with_lambda(flow, guidance, exact):
 
 
 def test_one_consistency_step_with_exact_u_is_exact(flow, guidance, exact):
-    from soundvcm.sampling import consistency_sample
+    from soundvcm.sampling import ConsistencyOptions, consistency_sample
 
     labels = torch.tensor([0, 1, 2, 2, 1])
     noise = torch.randn(5, 3, dtype=torch.float64)
     prepared = exact.prepare(exact.one_hot(labels))
     endpoint = flow.integrate(noise, 1.0, 0.0, labels, guidance, steps=512)
     for steps in (1, 3):
-        out = consistency_sample(exact, noise, prepared, steps=steps)
+        out = consistency_sample(exact, noise, prepared, ConsistencyOptions(steps=steps))
         torch.testing.assert_close(out.double(), endpoint, atol=1e-5, rtol=0)
-    out = consistency_sample(exact, noise, prepared, times=[1.0, 0.93, 0.5, 0.0])
+    out = consistency_sample(exact, noise, prepared, ConsistencyOptions(times=(1.0, 0.93, 0.5, 0.0)))
     torch.testing.assert_close(out.double(), endpoint, atol=1e-5, rtol=0)
 
 

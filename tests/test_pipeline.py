@@ -91,11 +91,13 @@ def test_short_video_generates_its_real_length(pipe, tmp_path):
 
 def test_samplers_and_negative_prompt_count_nfe(pipe, workdir):
     video = workdir / "clip.mp4"
-    assert pipe.generate(video=video, duration=1.0, steps=4).nfe == 4
+    assert pipe.generate(video=video, duration=1.0, options=pipe.sampler(steps=4)).nfe == 4
     assert pipe.generate(video=video, duration=1.0, negative_prompt="music").nfe == 2
-    assert pipe.generate(video=video, duration=1.0, sampler="euler", steps=3).nfe == 6
+    assert pipe.generate(video=video, duration=1.0, options=pipe.sampler("euler", steps=3)).nfe == 6
     fm = Pipeline.load(workdir / "fm")
-    assert fm.default_sampler() == "euler" and fm.generate(video=video, duration=1.0, steps=2).nfe == 4
+    assert (
+        fm.default_sampler() == "euler" and fm.generate(video=video, duration=1.0, options=fm.sampler(steps=2)).nfe == 4
+    )
 
 
 def test_long_video_in_windows(pipe, tmp_path):

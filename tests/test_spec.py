@@ -12,7 +12,17 @@ from soundvcm.cli import main
 from soundvcm.network.checkpoint import read_checkpoint_config, save_network
 from soundvcm.network.mmdit import MMDiT
 from soundvcm.pipeline import Pipeline
-from soundvcm.sampling import NegativeGuided, SamplerOptions, consistency_sample, euler_cfg_sample, sample
+from soundvcm.sampling import (
+    ClassifierFreeGuided,
+    ConsistencyOptions,
+    EulerOptions,
+    NegativeGuided,
+    consistency_sample,
+    euler_sample,
+    options_for,
+    options_from_dict,
+    sample,
+)
 from soundvcm.spec import ModelSpec, legacy_spec, preset_for_encoders, read_spec
 
 
@@ -26,7 +36,7 @@ class _Linear(torch.nn.Module):
 def test_spec_round_trips_and_picks_the_sampler():
     vcm = ModelSpec.create("lite_small", "lite", "vcm")
     assert ModelSpec.from_dict(json.loads(json.dumps(vcm.to_dict()))) == vcm
-    assert vcm.sampler == SamplerOptions("consistency", 1) and vcm.objective_config["guidance"]["mix"] == 0.25
+    assert vcm.sampler == ConsistencyOptions(1) and vcm.objective_config["guidance"]["mix"] == 0.25
     fm = ModelSpec.create("lite_small", "lite", "fm")
     assert fm.sampler.kind == "euler" and fm.sampler.steps == 25 and fm.sampler.cfg_scale == 4.5
     assert ModelSpec.create("debug", "lite", "meanflow_split_p").sampler.kind == "consistency"
@@ -66,19 +76,20 @@ def test_the_pipeline_samples_as_the_spec_says(tmp_path):
     config, encoder_set = preset_for_encoders("debug", "lite")
     spec = ModelSpec.create("debug", encoder_set, "vcm")
     spec = ModelSpec(spec.network, spec.encoder_set, spec.objective, spec.objective_config,
-                     SamplerOptions("euler", steps=3, cfg_scale=1.0))  # fmt: skip
+                     EulerOptions(steps=3, cfg_scale=1.0))  # fmt: skip
     save_network(tmp_path / "m", MMDiT(config), preset="debug", encoder_set=encoder_set, objective="vcm",
                  spec=spec.to_dict())  # fmt: skip
     pipe = Pipeline.load(tmp_path / "m", pretrained_encoders=False)
     video = make_video(tmp_path / "v.mp4", duration=1.5, size=(64, 48))
     assert pipe.default_sampler() == "euler"
     assert pipe.generate(video=video, duration=1.0).nfe == 3  # 3 steps, no CFG pass
-    assert pipe.generate(video=video, duration=1.0, cfg_scale=2.0).nfe == 6
-    assert pipe.generate(video=video, duration=1.0, sampler="consistency").nfe == 1
+    assert pipe.generate(video=video, duration=1.0, options=pipe.sampler(cfg_scale=2.0)).nfe == 6
+    assert pipe.generate(video=video, duration=1.0, options=pipe.sampler("consistency")).nfe == 1
     # the guidance window: at t = 1, 2/3, 1/3 only the last step is guided when t_max = 0.5
-    assert pipe.generate(video=video, duration=1.0, cfg_scale=2.0, guidance_t_max=0.5).nfe == 4
+    assert pipe.generate(video=video, duration=1.0, options=pipe.sampler(cfg_scale=2.0, guidance_t_max=0.5)).nfe == 4
     with pytest.raises(ValueError, match="steps must be >= 1"):
-        pipe.generate(video=video, duration=1.0, steps=0)
+        pipe.sampler(steps=0)
+    assert pipe.generate(video=video).duration == 1.0  # the default length is the model's own (debug: 1 s)
 
 
 def test_one_entry_point_dispatches_to_both_samplers():
@@ -86,26 +97,33 @@ def test_one_entry_point_dispatches_to_both_samplers():
     noise = torch.randn(3, 4)
     cond, null = {"c": torch.ones(3, 4)}, {"c": torch.zeros(3, 4)}
     net = _Linear()
-    out = sample(net, noise, cond, None, SamplerOptions("consistency", 2))
-    assert torch.equal(out, consistency_sample(net, noise, cond, steps=2))
-    out = sample(net, noise, cond, null, SamplerOptions("euler", 5, cfg_scale=3.0, guidance_t_max=0.6))
-    assert torch.equal(out, euler_cfg_sample(net, noise, cond, null, steps=5, cfg_scale=3.0, guidance_t_max=0.6))
+    out = sample(net, noise, cond, ConsistencyOptions(2))
+    assert torch.equal(out, consistency_sample(net, noise, cond, ConsistencyOptions(2)))
+    euler = EulerOptions(5, cfg_scale=3.0, guidance_t_max=0.6)
+    out = sample(net, noise, cond, euler, null)
+    assert torch.equal(out, euler_sample(ClassifierFreeGuided(net, null, 3.0, 0.6), noise, cond, euler))
     # a negative prompt on a consistency model: (1 + g) u(c) - g u(neg) per step
-    out = sample(net, noise, cond, null, SamplerOptions("consistency", 1, negative_scale=0.5))
-    assert torch.equal(out, consistency_sample(NegativeGuided(net, null, 0.5), noise, cond, steps=1))
+    out = sample(net, noise, cond, ConsistencyOptions(1, negative_scale=0.5), null)
+    assert torch.equal(out, consistency_sample(NegativeGuided(net, null, 0.5), noise, cond, ConsistencyOptions(1)))
     torch.testing.assert_close(out, torch.full_like(out, 1.5))  # one jump to the guided endpoint
-    assert SamplerOptions("consistency", 4).nfe() == 4 and SamplerOptions("consistency", 4).nfe(negative=True) == 8
-    assert SamplerOptions("euler", 25).nfe() == 50 and SamplerOptions("euler", 25, cfg_scale=1.0).nfe() == 25
+    assert ConsistencyOptions(4).nfe() == 4 and ConsistencyOptions(4).nfe(negative=True) == 8
+    assert EulerOptions(25).nfe() == 50 and EulerOptions(25, cfg_scale=1.0).nfe() == 25
+    # options saved by specs before typed options (every field of both samplers) still read
+    old = {"kind": "euler", "steps": 10, "cfg_scale": 2.0, "guidance_t_max": 1.0, "negative_scale": 1.0}
+    assert options_from_dict(old) == EulerOptions(10, cfg_scale=2.0)
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"kind": "heun"}, "sampler must be one of"), ({"steps": 0}, "steps must be"),
-     ({"guidance_t_max": 1.5}, "guidance_t_max")],
+     ({"kind": "euler", "guidance_t_max": 1.5}, "guidance_t_max"),
+     ({"kind": "consistency", "cfg_scale": 2.0}, "cfg_scale is a setting of the euler sampler, not of consistency"),
+     ({"kind": "euler", "negative_scale": 2.0}, "negative_scale is a setting of the consistency sampler")],
 )  # fmt: skip
 def test_sampler_options_refuse_bad_settings(kwargs, message):
+    kwargs = {"kind": "consistency", **kwargs}
     with pytest.raises(ValueError, match=message):
-        SamplerOptions(**kwargs)
+        options_for(**kwargs)
 
 
 def test_generate_help_says_which_options_apply(capsys):

@@ -97,7 +97,7 @@ class DemoBackend:
         job = Job("output", video=source if mode == "video" else None, image=source if mode == "image" else None,
                   prompt=prompt.strip() or None)  # fmt: skip
         options = {"negative_prompt": negative.strip() or None, "duration": duration, "start": 0.0,
-                   "steps": int(steps), "seed": seed, "plot": True}  # fmt: skip
+                   "options": pipe.sampler(steps=int(steps)), "seed": seed, "plot": True}  # fmt: skip
         start = time.perf_counter()
         try:
             result, written = run_job(pipe, job, folder, options)

@@ -129,10 +129,10 @@ def _stage_calls(pipe) -> dict[str, tuple[str, Callable[[], object]]]:
     mel = torch.randn(1, 80 if pipe.encoder_set.startswith("lite") else enc.mel.n_mels, mel_frames) * 2 - 5
 
     def network() -> object:
-        from soundvcm.network.protocol import call_network
+        from soundvcm.network.protocol import autocast
 
         with torch.inference_mode():
-            return call_network(net, x, t, 0 * t, prepared, pipe.dtype)
+            return autocast(net, pipe.dtype)(x, t, 0 * t, prepared)
 
     return {
         "visual": ("8 frames", lambda: enc.encode_clip(frames)),

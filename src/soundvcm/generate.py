@@ -248,6 +248,7 @@ def run_generate(
         tqdm.write(f"soundvcm: warning: {note}", file=sys.stderr)
     if profile:
         tqdm.write(pipe.precision.describe())
+        tqdm.write(f"vocoder: {getattr(pipe.encoders, 'vocoder_name', 'the encoder set own')}")
     if pipe.untrained:
         tqdm.write(
             "soundvcm: warning: this checkpoint was never trained (random initialisation): it makes noise",

@@ -37,6 +37,7 @@ from soundvcm.hub import is_hub_id, resolve_hub, resolve_model
 from soundvcm.media.audio import limit_peak
 from soundvcm.media.video import VideoClip, load_image, load_video, probe
 from soundvcm.network.checkpoint import MMAUDIO_NETWORKS, is_registered_mmaudio, load_network, read_checkpoint_config
+from soundvcm.network.protocol import autocast
 from soundvcm.precision import PrecisionPlan, resolve_precision
 from soundvcm.sampling import SamplerOptions, initial_noise, sample
 from soundvcm.spec import ModelSpec, legacy_spec, read_spec
@@ -97,6 +98,7 @@ class Pipeline:
         self.precision = precision if isinstance(precision, PrecisionPlan) else resolve_precision(precision, device)
         self.dtype = self.precision.dtype("network")
         self.model_path = model_path
+        self.default_duration = float(net.sequence.duration)  # the clip length the model was trained on
         self.spec = getattr(encoders, "spec", None) or encoder_spec(self.encoder_set)
         self.spec.check_network(net.config)
         self.encoders.set_precision(self.precision)
@@ -123,13 +125,19 @@ class Pipeline:
 
     @classmethod
     def load(
-        cls, model: str | Path, device: str = "auto", pretrained_encoders: bool = True, precision: str = "auto"
+        cls,
+        model: str | Path,
+        device: str = "auto",
+        pretrained_encoders: bool = True,
+        precision: str = "auto",
+        vocoder: str = "auto",
     ) -> Pipeline:
         """Load a checkpoint (NAME, NAME.json or NAME.safetensors) and its encoder set, a model that
         ships with the package by name (``default``, see :mod:`soundvcm.models`), a hub id
         ``org/name[@revision]`` from huggingface_hub's cache (:mod:`soundvcm.hub`), or a registered
         MMAudio network by name (e.g. ``mmaudio_small_16k``), converted on the fly. ``precision``:
-        auto, fp32 or bf16 (:func:`soundvcm.precision.resolve_precision`)."""
+        auto, fp32 or bf16 (:func:`soundvcm.precision.resolve_precision`); ``vocoder``: auto, fast,
+        hifigan or a distilled vocoder's path (:func:`soundvcm.encoders.lite.load_vocoder`)."""
         if is_registered_mmaudio(model):
             return cls._load_mmaudio(str(model), device, pretrained_encoders, precision)
         path = resolve_model(model)
@@ -138,7 +146,7 @@ class Pipeline:
         net = load_network(path, device=dev)
         encoder_spec(spec.encoder_set).check_network(net.config)  # before loading any encoder weights
         plan = resolve_precision(precision, dev)
-        encoders = load_encoder_set(spec.encoder_set, device=dev, pretrained=pretrained_encoders, precision=plan)
+        encoders = load_encoder_set(spec.encoder_set, dev, pretrained_encoders, plan, vocoder)
         return cls(net, encoders, spec, dev, plan, path, doc.get("provenance"))
 
     @classmethod
@@ -171,26 +179,11 @@ class Pipeline:
     def default_sampler(self) -> str:
         return self.model_spec.sampler.kind
 
-    def sampler_options(
-        self,
-        sampler: str | None = None,
-        steps: int | None = None,
-        cfg_scale: float | None = None,
-        negative_scale: float | None = None,
-        guidance_t_max: float | None = None,
-    ) -> SamplerOptions:
-        """The spec's default sampler with the given settings replaced; another kind of sampler
-        starts from that kind's defaults (Alg. 2 in 1 step, or Euler 25 x CFG 4.5)."""
-        base = self.model_spec.sampler
-        if sampler is not None and sampler != base.kind:
-            base = SamplerOptions(sampler, steps=1) if sampler == "consistency" else SamplerOptions(sampler, 25)
-        return SamplerOptions(
-            base.kind,
-            steps if steps is not None else base.steps,
-            cfg_scale if cfg_scale is not None else base.cfg_scale,
-            guidance_t_max if guidance_t_max is not None else base.guidance_t_max,
-            negative_scale if negative_scale is not None else base.negative_scale,
-        )
+    def sampler(self, kind: str | None = None, **settings) -> SamplerOptions:
+        """The model's own sampler options (its spec) with ``settings`` replaced (None: kept); ``kind``
+        another sampler's defaults instead (Alg. 2 in 1 step, or Euler 25 x CFG 4.5). A setting the
+        sampler does not have is a ValueError naming it."""
+        return self.model_spec.sampler_for(kind, **settings)
 
     # ----- conditions --------------------------------------------------------------------
     def _set_duration(self, duration: float, source: str | Path | None = None) -> None:
@@ -260,7 +253,7 @@ class Pipeline:
         video: str | Path | None = None,
         prompt: str | None = None,
         image: str | Path | None = None,
-        duration: float = 8.0,
+        duration: float | None = None,
         start: float = 0.0,
         timer: StageTimer | None = None,
         decoded: VideoClip | None = None,
@@ -272,6 +265,7 @@ class Pipeline:
             raise ValueError("nothing to condition on: give a video, an image or a prompt")
         if video is not None and image is not None:
             raise ValueError("give either a video or an image, not both")
+        duration = self.default_duration if duration is None else duration
         if duration <= 0:
             raise ValueError(f"duration must be positive, got {duration}")
         timer = timer or StageTimer(self.device)
@@ -282,18 +276,15 @@ class Pipeline:
     def synthesize(
         self,
         encoded: Encoded,
-        steps: int | None = None,
+        options: SamplerOptions | None = None,
         seed: int = 42,
-        sampler: str | None = None,
-        cfg_scale: float | None = None,
         negative_prompt: str | None = None,
-        negative_scale: float | None = None,
         timer: StageTimer | None = None,
-        guidance_t_max: float | None = None,
     ) -> GenerationResult:
-        """Sample a latent for ``encoded``'s conditions, decode it and vocode it. ``cfg_scale``
-        applies to the Euler sampler; a negative prompt to both (see :func:`soundvcm.sampling.sample`)."""
-        options = self.sampler_options(sampler, steps, cfg_scale, negative_scale, guidance_t_max)
+        """Sample a latent for ``encoded``'s conditions with ``options`` (default: the model's own
+        sampler, :meth:`sampler`), decode it and vocode it. A negative prompt steers both samplers
+        (:func:`soundvcm.sampling.sample`)."""
+        options = options or self.model_spec.sampler
         timer = timer or StageTimer(self.device)
         self._set_duration(encoded.duration)
         net, notes = self.net, list(encoded.warnings)
@@ -303,15 +294,12 @@ class Pipeline:
                 neg["text"] = self.encoders.encode_text([negative_prompt]).to(self.device)
         with timer("network"):
             prepared = net.prepare(encoded.conditions)
-            if negative_prompt is not None:
-                null = net.prepare(neg)
-            elif options.kind == "euler" and options.cfg_scale != 1.0:
-                null = net.prepare_null(1)
-            else:
-                null = None
+            null = net.prepare(neg) if negative_prompt is not None else None
+            if null is None and options.needs_null:
+                null = net.prepare_null(1)  # CFG's unconditional branch
             shape = (1, net.sequence.latent_seq_len, net.config.latent_dim)
             noise = initial_noise(shape, seed=seed).to(self.device)
-            x = sample(net, noise, prepared, null, options, autocast_dtype=self.dtype)
+            x = sample(autocast(net, self.dtype), noise, prepared, options, null)
             nfe = options.nfe(negative=negative_prompt is not None)
             latent = net.unnormalize(x)
         with timer("latent_decode"):
@@ -336,30 +324,24 @@ class Pipeline:
         prompt: str | None = None,
         negative_prompt: str | None = None,
         image: str | Path | None = None,
-        duration: float = 8.0,
+        duration: float | None = None,
         start: float = 0.0,
-        steps: int | None = None,
+        options: SamplerOptions | None = None,
         seed: int = 42,
-        sampler: str | None = None,
-        cfg_scale: float | None = None,
-        negative_scale: float | None = None,
         timer: StageTimer | None = None,
-        guidance_t_max: float | None = None,
         decoded: VideoClip | None = None,
     ) -> GenerationResult:
-        """Generate audio for a video (``start`` to ``start + duration``), an image and/or a prompt."""
-        self.sampler_options(sampler, steps, cfg_scale, negative_scale, guidance_t_max)  # fail before decoding
+        """Generate audio for a video (``start`` to ``start + duration``; default: the length the model
+        was trained on), an image and/or a prompt, with the sampler ``options`` (default: the model's)."""
         timer = timer or StageTimer(self.device)
         encoded = self.encode(video, prompt, image, duration, start, timer, decoded)
         encoded.timings = {}  # already in the shared timer
-        return self.synthesize(
-            encoded, steps, seed, sampler, cfg_scale, negative_prompt, negative_scale, timer, guidance_t_max
-        )
+        return self.synthesize(encoded, options, seed, negative_prompt, timer)
 
     def generate_long(
         self,
         video: str | Path,
-        window: float = 8.0,
+        window: float | None = None,
         overlap: float = 0.5,
         seed: int = 42,
         progress=None,
@@ -368,6 +350,7 @@ class Pipeline:
     ) -> GenerationResult:
         """The whole video, window by window (see the module docstring); progress(i, n) before
         window i of n (0-based) and once more at the end."""
+        window = self.default_duration if window is None else window
         if not 0 <= overlap < window / 2:
             raise ValueError(f"overlap must be in [0, window / 2), got {overlap}")
         total = probe(video).duration

@@ -1,23 +1,35 @@
-"""Samplers as pure functions (Algorithm 2 and the Euler + CFG baseline), and the one entry point.
+"""Samplers as pure functions with one signature, their typed options, and guidance as model wrappers.
 
-:func:`sample` with :class:`SamplerOptions` is what the pipeline, the trainer's samples, the
-benchmarks and evaluation call; it picks the sampler by ``options.kind``. Both samplers
-integrate from t = 1 (noise) to t = 0 (data) in the paper's convention
-(:mod:`soundvcm.flow`), keep their state in fp32, and take the initial noise explicitly or a
-seed / generator. They call ``net(x, t, s, prepared)`` with conditions prepared once.
+k-diffusion's shape: every sampler is ``sample_fn(model, noise, prepared, options) -> x_0``; the
+model is anything called as ``model(x, t, s, prepared)`` (the network, or a wrapper around it);
+each sampler's options are a frozen dataclass registered beside its function in
+:data:`SAMPLERS`:
+
+* ``consistency`` (:class:`ConsistencyOptions`): Algorithm 2, ``steps`` jumps of the average
+  velocity; a negative prompt adds ``negative_scale`` of extra guidance (:class:`NegativeGuided`).
+* ``euler`` (:class:`EulerOptions`): Euler on u(x, t, t) = v(x, t) with classifier-free guidance
+  at ``cfg_scale`` for steps with t <= ``guidance_t_max`` (:class:`ClassifierFreeGuided`, Eq. 15);
+  a negative prompt replaces CFG's null condition.
+
+:func:`sample` is the one entry point (the pipeline, the trainer's samples and the benchmarks call
+it): the options' own type picks the sampler and the guidance wrapper, so the kind is decided in
+one place, by the options object the caller built (:func:`options_for` from a ``--sampler`` name).
+All samplers integrate from t = 1 (noise) to t = 0 (data) in the paper's convention
+(:mod:`soundvcm.flow`) and keep their state in fp32; precision is the network call's business
+(:class:`soundvcm.network.protocol.Autocast`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from soundvcm.conditions import Prepared
 from soundvcm.flow import jump
-from soundvcm.network.protocol import call_network
 
 
 def initial_noise(
@@ -43,63 +55,73 @@ def _check_grid(times: Sequence[float]) -> list[float]:
     return times
 
 
-def consistency_sample(
-    net,
-    noise: Tensor,
-    prepared: Prepared,
-    steps: int = 1,
-    times: Sequence[float] | None = None,
-    autocast_dtype: torch.dtype | None = None,
-) -> Tensor:
-    """Algorithm 2: x <- x + (s - t) u(x, t, s, c) over a descending grid (default i/N).
+# ----- options --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConsistencyOptions:
+    """Alg. 2 over ``times`` (default the uniform grid i / ``steps``); ``negative_scale``: the extra
+    guidance away from a negative prompt, when one is given."""
 
-    One network evaluation per step; with the exact average velocity each step is exact.
-    """
-    grid = _check_grid(times if times is not None else uniform_times(steps))
-    x = noise.float()
-    b = x.shape[0]
-    for t_i, s_i in zip(grid[:-1], grid[1:]):
-        t = torch.full((b,), t_i, device=x.device)
-        s = torch.full((b,), s_i, device=x.device)
-        x = jump(x, t, s, call_network(net, x, t, s, prepared, autocast_dtype))  # Alg. 2 line 4
-    return x
+    steps: int = 1
+    negative_scale: float = 1.0
+    times: tuple[float, ...] | None = None
+    kind: ClassVar[str] = "consistency"
 
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
 
-def euler_cfg_sample(
-    net,
-    noise: Tensor,
-    prepared: Prepared,
-    prepared_null: Prepared | None = None,
-    steps: int = 25,
-    cfg_scale: float = 1.0,
-    guidance_t_max: float = 1.0,
-    times: Sequence[float] | None = None,
-    autocast_dtype: torch.dtype | None = None,
-) -> Tensor:
-    """Euler on v = w v(x, t | c) + (1 - w) v(x, t | phi) (Eq. 15), using u(x, t, t) = v(x, t).
+    def grid(self) -> list[float]:
+        return _check_grid(self.times if self.times is not None else uniform_times(self.steps))
 
-    Guidance applies at steps whose t <= ``guidance_t_max``; above it the conditional field
-    alone is used and the unconditional pass is skipped. ``steps=25, cfg_scale=4.5`` with
-    guidance everywhere is MMAudio's 25 x 2 NFE sampler.
-    """
-    grid = _check_grid(times if times is not None else uniform_times(steps))
-    x = noise.float()
-    b = x.shape[0]
-    guided = cfg_scale != 1.0
-    if guided and prepared_null is None:
-        raise ValueError("cfg_scale != 1 needs prepared_null (the prepared null conditions)")
-    null: Prepared = prepared_null if prepared_null is not None else {}
-    for t_i, s_i in zip(grid[:-1], grid[1:]):
-        t = torch.full((b,), t_i, device=x.device)
-        s = torch.full((b,), s_i, device=x.device)
-        v = call_network(net, x, t, t, prepared, autocast_dtype)
-        if guided and t_i <= guidance_t_max:
-            v_null = call_network(net, x, t, t, null, autocast_dtype)
-            v = cfg_scale * v + (1 - cfg_scale) * v_null  # Eq. 15
-        x = jump(x, t, s, v)
-    return x
+    needs_null: ClassVar[bool] = False  # its guidance is baked in: no null conditions to prepare
+
+    def nfe(self, negative: bool = False) -> int:
+        """Network evaluations per sample (a negative prompt doubles them)."""
+        return (len(self.grid()) - 1) * (2 if negative else 1)
 
 
+@dataclass(frozen=True)
+class EulerOptions:
+    """Euler over ``times`` (default i / ``steps``) with CFG at ``cfg_scale`` for steps with t <=
+    ``guidance_t_max``. ``steps=25, cfg_scale=4.5`` with guidance everywhere is MMAudio's 25 x 2 NFE."""
+
+    steps: int = 25
+    cfg_scale: float = 4.5
+    guidance_t_max: float = 1.0
+    times: tuple[float, ...] | None = None
+    kind: ClassVar[str] = "euler"
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if not 0.0 <= self.guidance_t_max <= 1.0:
+            raise ValueError(f"guidance_t_max must be in [0, 1], got {self.guidance_t_max}")
+
+    def grid(self) -> list[float]:
+        return _check_grid(self.times if self.times is not None else uniform_times(self.steps))
+
+    @property
+    def guided(self) -> bool:
+        return self.cfg_scale != 1.0
+
+    @property
+    def needs_null(self) -> bool:
+        """CFG needs the network's prepared null conditions (unless a negative prompt stands in)."""
+        return self.guided
+
+    def nfe(self, negative: bool = False) -> int:
+        """Network evaluations per sample: one per step, plus one per guided step (a negative prompt
+        takes the null condition's place, so it costs nothing more)."""
+        grid = self.grid()
+        if not self.guided:
+            return len(grid) - 1
+        return len(grid) - 1 + sum(1 for t in grid[:-1] if t <= self.guidance_t_max)
+
+
+SamplerOptions = ConsistencyOptions | EulerOptions
+
+
+# ----- guidance wrappers ------------------------------------------------------------------------------
 class NegativeGuided(nn.Module):
     """u = (1 + g) u(x, t, s | c) - g u(x, t, s | negative): a negative prompt on top of a
     consistency model's baked-in guidance (Eq. 15's form, two network evaluations per step)."""
@@ -112,54 +134,124 @@ class NegativeGuided(nn.Module):
         return (1 + self.scale) * self.net(x, t, s, prepared) - self.scale * self.net(x, t, s, self.negative)
 
 
-SAMPLER_KINDS = ("consistency", "euler")
+class ClassifierFreeGuided(nn.Module):
+    """v = w v(x, t | c) + (1 - w) v(x, t | null) (Eq. 15) where t <= ``t_max``; above it the
+    conditional field alone, and the null pass is skipped."""
+
+    def __init__(self, net, null: Prepared, scale: float, t_max: float = 1.0):
+        super().__init__()
+        self.net, self.null, self.scale, self.t_max = net, null, scale, t_max
+
+    def forward(self, x: Tensor, t: Tensor, s: Tensor, prepared: Prepared) -> Tensor:
+        v = self.net(x, t, s, prepared).float()
+        if float(t.max()) > self.t_max + 1e-6:  # fp32 times: 0.8 is 0.80000001
+            return v
+        return self.scale * v + (1 - self.scale) * self.net(x, t, s, self.null).float()  # Eq. 15
+
+
+# ----- samplers ---------------------------------------------------------------------------------------
+def consistency_sample(model, noise: Tensor, prepared: Prepared, options: ConsistencyOptions) -> Tensor:
+    """Algorithm 2: x <- x + (s - t) u(x, t, s, c) over a descending grid. One evaluation per step;
+    with the exact average velocity each step is exact."""
+    x = noise.float()
+    b = x.shape[0]
+    grid = options.grid()
+    for t_i, s_i in zip(grid[:-1], grid[1:]):
+        t = torch.full((b,), t_i, device=x.device)
+        s = torch.full((b,), s_i, device=x.device)
+        x = jump(x, t, s, model(x, t, s, prepared).float())  # Alg. 2 line 4
+    return x
+
+
+def euler_sample(model, noise: Tensor, prepared: Prepared, options: EulerOptions) -> Tensor:
+    """Euler on the instantaneous velocity u(x, t, t) = v(x, t) of ``model`` (guidance, if any, is
+    the model's: :class:`ClassifierFreeGuided`)."""
+    x = noise.float()
+    b = x.shape[0]
+    grid = options.grid()
+    for t_i, s_i in zip(grid[:-1], grid[1:]):
+        t = torch.full((b,), t_i, device=x.device)
+        s = torch.full((b,), s_i, device=x.device)
+        x = jump(x, t, s, model(x, t, t, prepared).float())
+    return x
+
+
+def _negative(net, options: ConsistencyOptions, null: Prepared | None):
+    return NegativeGuided(net, null, options.negative_scale) if null is not None else net
+
+
+def _cfg(net, options: EulerOptions, null: Prepared | None):
+    if not options.guided:  # w = 1: the conditional field alone (a negative prompt has no effect)
+        return net
+    if null is None:
+        raise ValueError("cfg_scale != 1 needs the prepared null conditions (net.prepare_null)")
+    return ClassifierFreeGuided(net, null, options.cfg_scale, options.guidance_t_max)
 
 
 @dataclass(frozen=True)
-class SamplerOptions:
-    """How to sample. ``consistency``: Alg. 2 with ``steps`` jumps; a negative prompt (``null``
-    given to :func:`sample`) adds ``negative_scale`` of extra guidance. ``euler``: Euler + CFG
-    (Eq. 15) at ``cfg_scale`` for steps with t <= ``guidance_t_max``."""
+class Sampler:
+    """A registered sampler: its options type, its function, the guidance wrapper its options ask
+    for (``guide(net, options, null)``), and what ``null`` means for it."""
 
-    kind: str = "consistency"
-    steps: int = 1
-    cfg_scale: float = 4.5
-    guidance_t_max: float = 1.0
-    negative_scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.kind not in SAMPLER_KINDS:
-            raise ValueError(f"sampler must be one of {', '.join(SAMPLER_KINDS)}, got {self.kind!r}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if not 0.0 <= self.guidance_t_max <= 1.0:
-            raise ValueError(f"guidance_t_max must be in [0, 1], got {self.guidance_t_max}")
-
-    def nfe(self, negative: bool = False) -> int:
-        """Network evaluations per sample."""
-        if self.kind == "consistency":
-            return self.steps * (2 if negative else 1)
-        if self.cfg_scale == 1.0:
-            return self.steps
-        guided = sum(1 for t in uniform_times(self.steps)[:-1] if t <= self.guidance_t_max)
-        return self.steps + guided
+    options: type
+    sample: Callable[..., Tensor]
+    guide: Callable[..., Any]
+    null: str
 
 
-def sample(
-    net,
-    noise: Tensor,
-    prepared: Prepared,
-    null: Prepared | None,
-    options: SamplerOptions,
-    autocast_dtype: torch.dtype | None = None,
-) -> Tensor:
-    """x_0 from x_1 = ``noise``. ``null``: the conditions guidance pushes away from (Euler: the
-    null or negative conditions, required when cfg_scale != 1; consistency: a negative prompt's
-    conditions, or None for the baked-in guidance alone)."""
-    if options.kind == "consistency":
-        model = NegativeGuided(net, null, options.negative_scale) if null is not None else net
-        return consistency_sample(model, noise, prepared, steps=options.steps, autocast_dtype=autocast_dtype)
-    return euler_cfg_sample(
-        net, noise, prepared, null, steps=options.steps, cfg_scale=options.cfg_scale,
-        guidance_t_max=options.guidance_t_max, autocast_dtype=autocast_dtype,
-    )  # fmt: skip
+SAMPLERS: dict[str, Sampler] = {
+    "consistency": Sampler(ConsistencyOptions, consistency_sample, _negative, "a negative prompt's conditions"),
+    "euler": Sampler(EulerOptions, euler_sample, _cfg, "CFG's null conditions, or a negative prompt's"),
+}
+SAMPLER_KINDS = tuple(SAMPLERS)
+
+
+def sample(net, noise: Tensor, prepared: Prepared, options: SamplerOptions, null: Prepared | None = None) -> Tensor:
+    """x_0 from x_1 = ``noise`` with the sampler ``options`` belongs to. ``null``: the conditions
+    guidance pushes away from (a consistency model: a negative prompt's, or None for its baked-in
+    guidance alone; Euler: CFG's null conditions or a negative prompt's, needed when cfg_scale != 1)."""
+    entry = SAMPLERS[options.kind]
+    return entry.sample(entry.guide(net, options, null), noise, prepared, options)
+
+
+class ForeignSetting(ValueError):
+    """A setting given to a sampler that does not have it (``setting``; ``kind``: that sampler)."""
+
+    def __init__(self, setting: str, kind: str, owners: list[str]):
+        super().__init__(f"{setting} is a setting of the {' or '.join(owners) or 'no'} sampler, not of {kind}")
+        self.setting, self.kind, self.owners = setting, kind, owners
+
+
+def options_for(kind: str, **settings: Any) -> SamplerOptions:
+    """The ``kind`` sampler's options with ``settings`` (None values left at the defaults); a setting
+    the sampler does not have is a ValueError naming it and the sampler it belongs to."""
+    if kind not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLER_KINDS)}, got {kind!r}")
+    cls = SAMPLERS[kind].options
+    names = {f.name for f in fields(cls)}
+    given = {k: v for k, v in settings.items() if v is not None}
+    foreign = [k for k in given if k not in names]
+    if foreign:
+        owners = [other for other, e in SAMPLERS.items() if foreign[0] in {f.name for f in fields(e.options)}]
+        raise ForeignSetting(foreign[0], kind, owners)
+    return cls(**given)
+
+
+def with_settings(options: SamplerOptions, **settings: Any) -> SamplerOptions:
+    """``options`` with the given (non-None) settings replaced; foreign settings are refused."""
+    given = {k: v for k, v in settings.items() if v is not None}
+    options_for(options.kind, **given)  # names every foreign setting
+    return replace(options, **given)
+
+
+def options_from_dict(data: dict[str, Any]) -> SamplerOptions:
+    """Options saved in a spec: ``{"kind": ..., settings}``; settings of the other sampler (specs
+    written before typed options held every field) are dropped."""
+    data = dict(data)
+    kind = data.pop("kind", "consistency")
+    names = {f.name for f in fields(SAMPLERS[kind].options)} if kind in SAMPLERS else set()
+    return options_for(kind, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names})
+
+
+def options_to_dict(options: SamplerOptions) -> dict[str, Any]:
+    return {"kind": options.kind, **{f.name: getattr(options, f.name) for f in fields(options)}}

@@ -19,7 +19,15 @@ from soundvcm.encoders import encoder_spec
 from soundvcm.network.checkpoint import read_checkpoint_config
 from soundvcm.network.mmdit import MMDiTConfig, network_preset
 from soundvcm.objectives import OBJECTIVE_PRESETS, FlowMatching
-from soundvcm.sampling import SamplerOptions
+from soundvcm.sampling import (
+    ConsistencyOptions,
+    EulerOptions,
+    SamplerOptions,
+    options_for,
+    options_from_dict,
+    options_to_dict,
+    with_settings,
+)
 
 PRESET_ENCODERS = {
     "small_16k": "mmaudio_16k", "small_44k": "mmaudio_44k", "medium_44k": "mmaudio_44k",
@@ -37,8 +45,8 @@ def is_consistency(objective: str | None) -> bool:
 def default_sampler(objective: str | None) -> SamplerOptions:
     """Alg. 2 in 1 step for consistency objectives; MMAudio's Euler 25 x CFG 4.5 otherwise."""
     if is_consistency(objective):
-        return SamplerOptions("consistency", steps=1)
-    return SamplerOptions("euler", steps=25, cfg_scale=4.5)
+        return ConsistencyOptions(steps=1)
+    return EulerOptions(steps=25, cfg_scale=4.5)
 
 
 @dataclass(frozen=True)
@@ -47,24 +55,30 @@ class ModelSpec:
     encoder_set: str
     objective: str | None  # None: never trained (model init) and no objective named
     objective_config: dict[str, Any] = field(default_factory=dict)
-    sampler: SamplerOptions = SamplerOptions()
+    sampler: SamplerOptions = field(default_factory=ConsistencyOptions)
 
     @classmethod
     def create(cls, network: str | None, encoder_set: str, objective: str | None, objective_config=None) -> ModelSpec:
         if objective_config is None and objective in OBJECTIVE_PRESETS:
             objective_config = OBJECTIVE_PRESETS[objective].config
         cfg = asdict(objective_config) if objective_config is not None else {}
-        cfg.pop("autocast_dtype", None)  # a runtime setting, not part of the objective
         return cls(network, encoder_set, objective, cfg, default_sampler(objective))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "sampler": options_to_dict(self.sampler)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
         data = dict(data)
-        data["sampler"] = SamplerOptions(**data.get("sampler", {}))
+        data["sampler"] = options_from_dict(data.get("sampler", {}))
         return cls(**data)
+
+    def sampler_for(self, kind: str | None = None, **settings: Any) -> SamplerOptions:
+        """This model's sampler options with ``settings`` replaced (None: kept); another ``kind`` starts
+        from that sampler's defaults. A setting the sampler does not have is a ValueError naming it."""
+        if kind is not None and kind != self.sampler.kind:
+            return options_for(kind, **settings)
+        return with_settings(self.sampler, **settings)
 
 
 def preset_for_encoders(name: str, encoder_set: str | None = None) -> tuple[MMDiTConfig, str]:

@@ -18,11 +18,12 @@ import torch
 from soundvcm.bench.measure import peak_memory_mb, time_call
 from soundvcm.device import compile_module
 from soundvcm.network.mmdit import MMDiT, network_preset
+from soundvcm.network.protocol import autocast
 from soundvcm.precision import resolve_precision
-from soundvcm.sampling import SamplerOptions, initial_noise, sample
+from soundvcm.sampling import ConsistencyOptions, EulerOptions, initial_noise, sample
 
-VCM1, VCM4 = SamplerOptions("consistency", 1), SamplerOptions("consistency", 4)
-FM25 = SamplerOptions("euler", 25, cfg_scale=4.5)
+VCM1, VCM4 = ConsistencyOptions(1), ConsistencyOptions(4)
+FM25 = EulerOptions(25, cfg_scale=4.5)
 
 
 @dataclass(frozen=True)
@@ -60,24 +61,24 @@ def _reference(net: MMDiT, src: str, device):
 
 
 @torch.inference_mode()
-def _bench_batch(net: MMDiT, fn, b: int, cfg: NetworkBenchConfig, ref, autocast) -> dict[str, float]:
+def _bench_batch(net: MMDiT, fn, b: int, cfg: NetworkBenchConfig, ref, dtype) -> dict[str, float]:
     """Timings at batch size b: one NFE, the samplers, and the reference network if given."""
     device = torch.device(cfg.device)
+    model = autocast(fn, dtype)
     prepared = net.prepare(_conditions(net, b, device))
     null = net.prepare_null(b)
     x = initial_noise((b, net.sequence.latent_seq_len, net.config.latent_dim), seed=0, device=device)
     t = torch.full((b,), 0.5, device=device)
 
     def one_nfe():
-        with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-            return fn(x, t, t, prepared)
+        return model(x, t, t, prepared)
 
     one_nfe()  # warm-up (and compilation)
     rows = {
         f"nfe_s@b{b}": time_call(one_nfe, cfg.repeats, device),
-        f"vcm@1_s@b{b}": time_call(lambda: sample(fn, x, prepared, None, VCM1, autocast), cfg.repeats, device),
-        f"vcm@4_s@b{b}": time_call(lambda: sample(fn, x, prepared, None, VCM4, autocast)),
-        f"fm@50_s@b{b}": time_call(lambda: sample(fn, x, prepared, null, FM25, autocast)),
+        f"vcm@1_s@b{b}": time_call(lambda: sample(model, x, prepared, VCM1), cfg.repeats, device),
+        f"vcm@4_s@b{b}": time_call(lambda: sample(model, x, prepared, VCM4)),
+        f"fm@50_s@b{b}": time_call(lambda: sample(model, x, prepared, FM25, null)),
     }
     if ref is not None:
         c = _conditions(net, b, device)
@@ -96,13 +97,13 @@ def run_network_bench(cfg: NetworkBenchConfig) -> dict[str, Any]:
     torch.manual_seed(0)
     net = MMDiT(network_preset(cfg.preset)).to(device).eval()
     plan = resolve_precision(cfg.precision, device, ("network",))
-    autocast = plan.dtype("network")
+    dtype = plan.dtype("network")
     fn = compile_module(net, device)[0] if cfg.compile else net
     rows: dict[str, Any] = {"preset": cfg.preset, "params": sum(p.numel() for p in net.parameters()),
                             "precision": plan.to_dict()}  # fmt: skip
     ref = _reference(net, cfg.reference_mmaudio, device) if cfg.reference_mmaudio else None
     for b in cfg.batch_sizes:
-        rows.update(_bench_batch(net, fn, b, cfg, ref, autocast))
+        rows.update(_bench_batch(net, fn, b, cfg, ref, dtype))
     return rows
 
 

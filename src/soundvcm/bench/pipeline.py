@@ -72,8 +72,8 @@ def _time_setting(cfg: PipelineBenchConfig, pipe: Pipeline, label: str, setting,
     runs = []
     for r in range(cfg.repeats + 1):  # the first run warms up and is dropped
         timer = StageTimer(pipe.device)
-        res = pipe.generate(video=video, prompt=cfg.prompt, duration=cfg.duration, sampler=sampler, steps=steps,
-                            timer=timer)  # fmt: skip
+        options = pipe.sampler(sampler, steps=steps)
+        res = pipe.generate(video=video, prompt=cfg.prompt, duration=cfg.duration, options=options, timer=timer)
         with timer("mux"):
             mux_audio(video, res.wave, res.sample_rate, tmp / "out.mp4")
         if r > 0:

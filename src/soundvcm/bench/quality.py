@@ -54,7 +54,7 @@ class Row:
     model: str | None = None  # None: a reference row
     sampler: str | None = None
     steps: int | None = None
-    cfg: float = 4.5
+    cfg: float | None = None  # Euler rows: the CFG strength (None: the sampler's default, 4.5)
 
     @classmethod
     def parse(cls, text: str) -> Row:
@@ -70,7 +70,7 @@ class Row:
             raise ValueError(f"bad --row {text!r}: sampler must be consistency or euler, got {sampler!r}")
         try:
             steps = int(parts[2]) if len(parts) > 2 and parts[2] else None
-            cfg = float(parts[3]) if len(parts) > 3 and parts[3] else 4.5
+            cfg = float(parts[3]) if len(parts) > 3 and parts[3] else None
         except ValueError:
             raise ValueError(f"bad --row {text!r}: STEPS is a whole number and CFG a number") from None
         if steps is not None and steps < 1:
@@ -232,7 +232,8 @@ def run_model(
             encoded = pipe.encode(prompt=item.caption, duration=duration, timer=timer)
         for r in todo:
             t = StageTimer(pipe.device)
-            result = pipe.synthesize(encoded, r.steps, seed, r.sampler, r.cfg, timer=t)
+            options = pipe.sampler(r.sampler, steps=r.steps, cfg_scale=r.cfg)
+            result = pipe.synthesize(encoded, options, seed, timer=t)
             write_audio(
                 out / ts.name / r.name / f"{item.name}.flac",
                 _fit(result.wave, int(round(duration * SAMPLE_RATE))),

@@ -56,7 +56,7 @@ from soundvcm.exact_flow import GaussianMixtureFlow, classwise_sw2
 from soundvcm.flow import interpolate
 from soundvcm.network.toy import ToyVelocityNet
 from soundvcm.objectives import TimeSampling, build_objective
-from soundvcm.sampling import SamplerOptions, initial_noise, sample
+from soundvcm.sampling import ConsistencyOptions, EulerOptions, initial_noise, sample
 from soundvcm.training.ema import EMA
 from soundvcm.training.parallel import LocalEngine
 from soundvcm.training.step import optimization_step
@@ -158,9 +158,9 @@ def train_variant(
 def sample_setting(model: ToyVelocityNet, variant: Variant, steps: int, labels, noise, cfg: ToyBenchConfig):
     prepared = model.prepare(model.one_hot(labels))
     if not variant.consistency:
-        options = SamplerOptions("euler", steps, cfg_scale=cfg.guidance_scale, guidance_t_max=cfg.guidance_t_max)
-        return sample(model, noise, prepared, model.prepare_null(labels.shape[0]), options)
-    return sample(model, noise, prepared, None, SamplerOptions("consistency", steps))
+        options = EulerOptions(steps, cfg_scale=cfg.guidance_scale, guidance_t_max=cfg.guidance_t_max)
+        return sample(model, noise, prepared, options, model.prepare_null(labels.shape[0]))
+    return sample(model, noise, prepared, ConsistencyOptions(steps))
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ from soundvcm.bench.measure import peak_memory_mb
 from soundvcm.conditions import Batch
 from soundvcm.device import compile_module
 from soundvcm.network.mmdit import MMDiT, network_preset
+from soundvcm.network.protocol import autocast
 from soundvcm.objectives import OBJECTIVE_PRESETS, build_objective
 from soundvcm.precision import resolve_precision
 from soundvcm.training.parallel import LocalEngine
@@ -57,9 +58,9 @@ def run_train_bench(cfg: TrainBenchConfig) -> list[dict[str, Any]]:
     for name in cfg.objectives:
         torch.manual_seed(0)
         net = MMDiT(network_preset(cfg.preset)).to(device).train()
-        model = compile_module(net, device)[0] if cfg.compile else net
+        model = autocast(compile_module(net, device)[0] if cfg.compile else net, plan.dtype("train"))
         preset = OBJECTIVE_PRESETS[name]
-        objective = build_objective(name, 300_000, replace(preset.config, autocast_dtype=plan.dtype("train")))
+        objective = build_objective(name, 300_000, preset.config)
         optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=1e-6)
         batch = _batch(net, cfg.batch, device)
         gen = torch.Generator(device=device).manual_seed(1)

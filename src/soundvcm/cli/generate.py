@@ -94,6 +94,13 @@ def _sampling(group) -> None:
     )
     group.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda or mps")
     add_precision_option(group, "the encoders, the network and the vocoder (--profile shows the choice)")
+    group.add_argument(
+        "--vocoder",
+        default="auto",
+        metavar="auto|fast|hifigan|PATH",
+        help="lite sets: fast (HiFi-GAN distilled to ~1/16 of the work), hifigan (V1 universal, the reference) or "
+        "a `soundvcm vocoder export` path; auto (default): fast for lite2 models, hifigan for lite ones",
+    )
 
 
 def _outputs(group, gen) -> None:
@@ -126,18 +133,26 @@ def _model_name(args: argparse.Namespace) -> str:
     return model
 
 
-def _check_sampler_options(args: argparse.Namespace, sampler: str) -> None:
-    """Refuse options that do not apply to the sampler the model will use (never ignore them)."""
-    if (args.cfg is not None or args.cfg_t_max is not None) and sampler == "consistency":
-        raise ValueError(
-            "--cfg/--cfg-t-max set the euler sampler's guidance; this model samples with the consistency sampler, "
-            "whose guidance is baked in by training (use --sampler euler to apply CFG, or leave --cfg out)"
-        )
-    if args.negative_scale is not None and sampler == "euler":
-        raise ValueError(
-            "--negative-scale applies to the consistency sampler; with the euler sampler the negative prompt "
-            "replaces CFG's null condition and --cfg sets the strength"
-        )
+# what to say when a sampling option does not apply to the sampler the model will use (never ignored)
+FOREIGN = {
+    "cfg_scale": "--cfg/--cfg-t-max set the euler sampler's guidance; this model samples with the consistency "
+    "sampler, whose guidance is baked in by training (use --sampler euler to apply CFG, or leave --cfg out)",
+    "negative_scale": "--negative-scale applies to the consistency sampler; with the euler sampler the negative "
+    "prompt replaces CFG's null condition and --cfg sets the strength",
+}
+FOREIGN["guidance_t_max"] = FOREIGN["cfg_scale"]
+
+
+def _sampler(args: argparse.Namespace, spec):
+    """The one sampler options object of this run: the model's own (its spec), or --sampler's defaults,
+    with --steps, --cfg, --cfg-t-max and --negative-scale applied."""
+    from soundvcm.sampling import ForeignSetting
+
+    try:
+        settings = {"steps": args.steps, "cfg_scale": args.cfg, "guidance_t_max": args.cfg_t_max}
+        return spec.sampler_for(args.sampler, negative_scale=args.negative_scale, **settings)
+    except ForeignSetting as exc:
+        raise ValueError(FOREIGN.get(exc.setting, str(exc))) from None
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -157,17 +172,13 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError("--image replaces the video as the visual condition: give either VIDEO or --image, not both")
 
 
-def _options(args: argparse.Namespace) -> dict:
+def _options(args: argparse.Namespace, sampler) -> dict:
     options = {
         "negative_prompt": args.negative_prompt,
-        "negative_scale": args.negative_scale,
         "duration": args.duration,
         "start": args.start,
-        "steps": args.steps,
+        "options": sampler,
         "seed": args.seed,
-        "sampler": args.sampler,
-        "cfg_scale": args.cfg,
-        "guidance_t_max": args.cfg_t_max,
         "window": args.duration,
         "plot": args.plot,
     }
@@ -195,7 +206,7 @@ def _generate(args: argparse.Namespace) -> int:
     spec, doc = Pipeline.peek(model)
     if args.duration is None:
         args.duration = float(doc.get("network", {}).get("sequence", {}).get("duration", 8.0))
-    _check_sampler_options(args, args.sampler or spec.sampler.kind)
+    sampler = _sampler(args, spec)
     jobs, errors = check_inputs(jobs, min_duration(encoder_spec(spec.encoder_set)), 0.0 if args.full else args.start)
     if errors and not jobs:
         if len(errors) == 1:
@@ -207,10 +218,12 @@ def _generate(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         from soundvcm.scale.ray_engine import generate_ray
 
-        return generate_ray(model, jobs, args.out, _options(args), args.ray_address, args.ray_cpus, args.actors,
-                            len(errors), args.precision)  # fmt: skip
+        options = _options(args, sampler)
+        return generate_ray(
+            model, jobs, args.out, options, args.ray_address, args.ray_cpus, args.actors, len(errors), args.precision
+        )
     from soundvcm.console import StageStatus
 
     with StageStatus("soundvcm").stage(f"loading {model} and its encoders"):
-        pipe = Pipeline.load(model, device=args.device, precision=args.precision)
-    return run_generate(pipe, jobs, args.out, _options(args), args.full, args.profile, failed=len(errors))
+        pipe = Pipeline.load(model, device=args.device, precision=args.precision, vocoder=args.vocoder)
+    return run_generate(pipe, jobs, args.out, _options(args, sampler), args.full, args.profile, failed=len(errors))

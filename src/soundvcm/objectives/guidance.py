@@ -49,7 +49,6 @@ class TrainingGuidance:
         prepared: Prepared,
         prepared_null: Prepared,
         is_null: Tensor,
-        autocast_dtype: torch.dtype | None = None,
     ) -> Tensor:
         """v_mix of Eq. 16 for every row; only the rows that need them get network passes."""
         w = self.row_scales(t, is_null)
@@ -65,7 +64,7 @@ class TrainingGuidance:
         xs = torch.cat([x_t[cond_rows], x_t[un_rows]])
         ts = torch.cat([t[cond_rows], t[un_rows]])
         preps = concat_rows(select_rows(prepared, cond_rows), select_rows(prepared_null, un_rows))
-        out = call_network(net, xs, ts, ts, preps, autocast_dtype)
+        out = call_network(net, xs, ts, ts, preps)
         v_guided = out[: cond_rows.numel()]
         v_uncond = torch.zeros_like(v_guided)
         v_uncond[need_uncond] = out[cond_rows.numel() :]

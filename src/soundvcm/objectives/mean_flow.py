@@ -33,7 +33,6 @@ class MeanFlowConfig:
     adaptive_eps: float = 0.01
     adaptive_p_equal: float | None = None  # as in VelocityConsistencyConfig
     adaptive_eps_equal: float | None = None
-    autocast_dtype: torch.dtype | None = None
 
 
 class MeanFlow:
@@ -54,10 +53,10 @@ class MeanFlow:
         x_t = interpolate(x0, eps, t)
         v_t = path_velocity(x0, eps)
         prepared, prepared_null, is_null = prepare_with_null(net, batch.conditions, generator, cfg.guidance.dropout)
-        v_mix = cfg.guidance.mixed_velocity(net, x_t, t, v_t, prepared, prepared_null, is_null, cfg.autocast_dtype)
+        v_mix = cfg.guidance.mixed_velocity(net, x_t, t, v_t, prepared, prepared_null, is_null)
 
         def average_velocity(z, tt):
-            return call_network(net, z, tt, s, prepared, cfg.autocast_dtype)
+            return call_network(net, z, tt, s, prepared)
 
         with sdpa_kernel(SDPBackend.MATH):  # forward-mode AD needs the math attention kernel
             # d/dt u(z_t, t, s) along the flow: tangent (dz/dt, dt/dt, ds/dt) = (v_mix, 1, 0)

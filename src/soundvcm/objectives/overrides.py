@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-SKIP = ("autocast_dtype",)  # set by the trainer from its precision, not a hyperparameter
+SKIP: tuple[str, ...] = ()  # fields that are not hyperparameters (none: precision is the network call's)
 
 
 def objective_keys(config: Any, prefix: str = "") -> dict[str, Any]:

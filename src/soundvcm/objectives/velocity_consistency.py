@@ -59,7 +59,6 @@ class VelocityConsistencyConfig:
     # A deviation from the paper, off by default; see objectives.base.row_adaptive_weight.
     adaptive_p_equal: float | None = None
     adaptive_eps_equal: float | None = None
-    autocast_dtype: torch.dtype | None = None
 
     def __post_init__(self) -> None:
         for name in ("adaptive_p", "adaptive_p_equal"):
@@ -99,7 +98,7 @@ class VelocityConsistency:
             l, lam_eff = intermediate_time(t[gap], s[gap], lam, cfg.time.min_gap)  # Alg. 1 l.6
             x_l = jump(x_t[gap], t[gap], l, v_mix[gap])  # x_hat_l = x_t + (l - t) v_mix
             with torch.no_grad():
-                u_ls = call_network(net, x_l, l, s[gap], select_rows(prepared, gap), cfg.autocast_dtype)
+                u_ls = call_network(net, x_l, l, s[gap], select_rows(prepared, gap))
             lb = lam_eff.reshape((-1,) + (1,) * (v_mix.ndim - 1))
             target[gap] = lb * v_mix[gap] + (1 - lb) * u_ls
         return target
@@ -113,12 +112,10 @@ class VelocityConsistency:
         x_t = interpolate(x0, eps, t)  # Alg. 1 l.3
         v_t = path_velocity(x0, eps)
         prepared, prepared_null, is_null = prepare_with_null(net, batch.conditions, generator, cfg.guidance.dropout)
-        v_mix = cfg.guidance.mixed_velocity(
-            net, x_t, t, v_t, prepared, prepared_null, is_null, cfg.autocast_dtype
-        )  # Alg. 1 l.4-5
+        v_mix = cfg.guidance.mixed_velocity(net, x_t, t, v_t, prepared, prepared_null, is_null)  # Alg. 1 l.4-5
         lam = self.lam(step)
         target = self.targets(net, x_t, t, s, v_mix, prepared, lam)  # Alg. 1 l.6-7
-        u = call_network(net, x_t, t, s, prepared, cfg.autocast_dtype)  # u_ts, Alg. 1 l.7
+        u = call_network(net, x_t, t, s, prepared)  # u_ts, Alg. 1 l.7
         mse = per_row_mse(u, target)  # Alg. 1 l.8
         w = row_adaptive_weight(  # Alg. 1 l.9 (Eq. 11), optionally with its own p on t = s rows
             mse, t, s, cfg.adaptive_p, cfg.adaptive_eps, cfg.adaptive_p_equal, cfg.adaptive_eps_equal

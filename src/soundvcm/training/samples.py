@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 from soundvcm.data.mixing import step_generator  # noqa: E402
 from soundvcm.media.audio import write_audio  # noqa: E402
-from soundvcm.sampling import initial_noise, sample  # noqa: E402
+from soundvcm.sampling import ConsistencyOptions, initial_noise, sample  # noqa: E402
 from soundvcm.training.export import ema_network  # noqa: E402
 
 _DECODERS: dict[str, object] = {}
@@ -81,10 +81,9 @@ def write_samples(trainer, folder: Path, weights: dict[str, torch.Tensor], rows:
     prepared = net.prepare(conditions)
     noise = initial_noise((rows, *batch.x0.shape[1:]), seed=trainer.config.seed).to(trainer.device)
     options = trainer.spec.sampler
-    if options.kind == "consistency":
+    if isinstance(options, ConsistencyOptions):
         options = replace(options, steps=trainer.config.sample_steps)
-    null = net.prepare_null(rows) if options.kind == "euler" else None
-    x = sample(net, noise, prepared, null, options)
+    x = sample(net, noise, prepared, options, net.prepare_null(rows) if options.needs_null else None)
     latent = net.unnormalize(x)
     decoder = trainer.decoder if trainer.decoder is not None else _decoder(trainer.encoder_set)
     written = []

@@ -24,7 +24,6 @@ with native bf16 where it measures faster; fp32 elsewhere.
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from soundvcm.data.mixing import MixedSource, step_generator
 from soundvcm.device import compile_module, dist_info
 from soundvcm.network.checkpoint import config_to_dict
 from soundvcm.network.mmdit import MMDiT
+from soundvcm.network.protocol import autocast
 from soundvcm.objectives import build_objective
 from soundvcm.precision import resolve_precision
 from soundvcm.spec import ModelSpec, network_for_cache
@@ -103,17 +103,14 @@ class Trainer:
         self._adapt()
         # autocast: bf16 on a GPU or a native-bf16 CPU where faster (soundvcm.precision); recorded in checkpoints
         self.precision = resolve_precision(config.precision, self.device, ("train",))
-        autocast = self.precision.dtype("train")
-        self.objective = build_objective(
-            config.objective, config.steps, replace(config.objective_config(), autocast_dtype=autocast)
-        )
+        self.objective = build_objective(config.objective, config.steps, config.objective_config())
         self.spec = ModelSpec.create(config.network, self.encoder_set, config.objective, self.objective.config)
         saved = self._start_or_resume(init)  # whole weights go in before any sharding
         # the compiled module proxies prepare/null_conditions/normalize to the network
-        self.model: Any
-        self.model, note = compile_module(self.net, self.device) if config.compile else (self.net, None)
+        compiled, note = compile_module(self.net, self.device) if config.compile else (self.net, None)
         if note and self.rank == 0:
             print(f"soundvcm: {note}", file=sys.stderr)
+        self.model: Any = autocast(compiled, self.precision.dtype("train"))  # what the objective calls
         self.engine = build_engine(self.engine_name, self.net, self.model, self.objective, self.device)
         params = [p for p in self.net.parameters() if p.requires_grad]  # FSDP's sharded ones, if sharded
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay,
