@@ -493,7 +493,8 @@ CONFIG_ERRORS = {
     "objective": (["objective=foo"], "objective='foo' is not one of fm, meanflow, meanflow_split_p, vcm"),
     "network": (["network=foo"], "network='foo' is not one of"),
     "betas": (["betas=0.9"], "betas needs two values"),
-    "lr": (["lr=fast"], "lr='fast': expected float"),
+    "lr": (["lr=fast"], "lr='fast': expected a number"),  # one parser for training and objective keys
+    "lr_nan": (["lr=nan"], "lr='nan': expected a finite number"),
     "steps_type": (["warmup=1.5"], "warmup='1.5': expected a whole number"),
     "device": (["--device", "cuda"], "no CUDA GPU is available"),
 }
@@ -694,7 +695,9 @@ def test_dotted_overrides_are_checked_and_fixed_on_resume():
     with pytest.raises(ValueError, match="objective 'fm'"):
         train_config("fm_baseline", ["guidance.scale=3"])  # flow matching has no training guidance
     cfg = train_config("paper", ["guidance.scale=3", "adaptive_p_equal=none"])
-    assert cfg.objective_config().guidance.scale == 3.0 and cfg.objective_config().adaptive_p_equal is None
+    assert cfg.objective_config.guidance.scale == 3.0 and cfg.objective_config.adaptive_p_equal is None
+    # parsed once: configs derived from it keep the resolved objective config
+    assert replace(cfg, steps=5).objective_config is cfg.objective_config
     with pytest.raises(ValueError, match="keeps its objective_overrides"):
         resume_config(cfg, None, ["guidance.scale=2"], allow_changes=True)
 

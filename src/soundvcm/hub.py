@@ -81,7 +81,7 @@ def package(checkpoint: str | Path, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "model.safetensors", lambda tmp: shutil.copyfile(weights, tmp))
     atomic_write(out / "model.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1)))
-    sequence = doc["network"].get("sequence", {})
+    seconds = spec.duration if spec.duration is not None else "?"
     card = f"""---
 library_name: soundvcm
 tags: [video-to-audio, text-to-audio, soundvcm]
@@ -89,7 +89,7 @@ tags: [video-to-audio, text-to-audio, soundvcm]
 # {out.name}
 
 A soundvcm checkpoint: network `{spec.network}`, encoder set `{spec.encoder_set}`, objective `{spec.objective}`,
-{sequence.get("duration", "?")} s clips. Default sampler: {spec.sampler.kind}, {spec.sampler.steps} step(s).
+{seconds} s clips. Default sampler: {spec.sampler.kind}, {spec.sampler.steps} step(s).
 
     soundvcm generate clip.mp4 --model ORG/{out.name}
 

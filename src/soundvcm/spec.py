@@ -11,13 +11,14 @@ that infers it (from the fields those checkpoints hold).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from soundvcm.encoders import encoder_spec
-from soundvcm.network.checkpoint import read_checkpoint_config
-from soundvcm.network.mmdit import MMDiTConfig, network_preset
+from soundvcm.configs import from_dict, to_dict
+from soundvcm.encoders import ENCODER_SPECS, encoder_spec
+from soundvcm.network.checkpoint import config_from_dict, config_to_dict, read_checkpoint_config
+from soundvcm.network.config import PRESET_ENCODERS, MMDiTConfig, network_preset
 from soundvcm.objectives import OBJECTIVE_PRESETS, FlowMatching
 from soundvcm.sampling import (
     ConsistencyOptions,
@@ -28,13 +29,6 @@ from soundvcm.sampling import (
     options_to_dict,
     with_settings,
 )
-
-PRESET_ENCODERS = {
-    "small_16k": "mmaudio_16k", "small_44k": "mmaudio_44k", "medium_44k": "mmaudio_44k",
-    "large_44k": "mmaudio_44k", "large_44k_v2": "mmaudio_44k", "lite": "lite", "lite_small": "lite",
-    "lite2_small": "lite2", "debug": "debug", "debug_v2": "debug",
-}  # fmt: skip
-"""The encoder set each network preset was sized for ("debug": tiny sizes, no real encoders)."""
 
 
 def is_consistency(objective: str | None) -> bool:
@@ -54,23 +48,53 @@ class ModelSpec:
     network: str | None  # the preset the network was built from (None: not a preset)
     encoder_set: str
     objective: str | None  # None: never trained (model init) and no objective named
-    objective_config: dict[str, Any] = field(default_factory=dict)
+    objective_config: Any = None  # the objective's config dataclass (None: no objective)
     sampler: SamplerOptions = field(default_factory=ConsistencyOptions)
+    network_config: MMDiTConfig | None = None  # the network's sizes and sequence (clip length included)
 
     @classmethod
-    def create(cls, network: str | None, encoder_set: str, objective: str | None, objective_config=None) -> ModelSpec:
+    def create(
+        cls,
+        network: str | None,
+        encoder_set: str,
+        objective: str | None,
+        objective_config: Any = None,
+        network_config: MMDiTConfig | None = None,
+    ) -> ModelSpec:
         if objective_config is None and objective in OBJECTIVE_PRESETS:
             objective_config = OBJECTIVE_PRESETS[objective].config
-        cfg = asdict(objective_config) if objective_config is not None else {}
-        return cls(network, encoder_set, objective, cfg, default_sampler(objective))
+        if network_config is None and network in PRESET_ENCODERS:
+            network_config = preset_for_encoders(network, encoder_set if encoder_set in ENCODER_SPECS else None)[0]
+        return cls(network, encoder_set, objective, objective_config, default_sampler(objective), network_config)
+
+    @property
+    def duration(self) -> float | None:
+        """The clip length the network was trained on (None when the spec does not know its network)."""
+        return None if self.network_config is None else float(self.network_config.sequence.duration)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "sampler": options_to_dict(self.sampler)}
+        return {
+            "network": self.network,
+            "encoder_set": self.encoder_set,
+            "objective": self.objective,
+            "objective_config": to_dict(self.objective_config) if self.objective_config is not None else {},
+            "sampler": options_to_dict(self.sampler),
+            "network_config": config_to_dict(self.network_config) if self.network_config is not None else None,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+    def from_dict(cls, data: dict[str, Any], network: dict[str, Any] | None = None) -> ModelSpec:
+        """The spec of :meth:`to_dict`; ``network``: the checkpoint's own network config, for specs
+        saved before they carried it."""
         data = dict(data)
         data["sampler"] = options_from_dict(data.get("sampler", {}))
+        objective, saved = data.get("objective"), data.get("objective_config")
+        if objective in OBJECTIVE_PRESETS and isinstance(saved, dict):
+            data["objective_config"] = from_dict(type(OBJECTIVE_PRESETS[objective].config), saved) if saved else None
+        elif not saved:
+            data["objective_config"] = None
+        net = data.get("network_config") or network
+        data["network_config"] = config_from_dict(net) if isinstance(net, dict) else None
         return cls(**data)
 
     def sampler_for(self, kind: str | None = None, **settings: Any) -> SamplerOptions:
@@ -129,12 +153,13 @@ def legacy_spec(doc: dict[str, Any]) -> ModelSpec:
     objective = doc.get("objective")
     if objective is None and (doc.get("provenance") or {}).get("kind") == "converted":
         objective = "fm"
-    return ModelSpec.create(doc.get("preset"), encoder_set, objective)
+    network = config_from_dict(doc["network"]) if isinstance(doc.get("network"), dict) else None
+    return ModelSpec.create(doc.get("preset"), encoder_set, objective, network_config=network)
 
 
 def read_spec(source: str | Path | dict[str, Any]) -> ModelSpec:
     """The spec of a checkpoint (path or its parsed JSON)."""
     doc = source if isinstance(source, dict) else read_checkpoint_config(source)
     if "spec" in doc:
-        return ModelSpec.from_dict(doc["spec"])
+        return ModelSpec.from_dict(doc["spec"], doc.get("network"))
     return legacy_spec(doc)

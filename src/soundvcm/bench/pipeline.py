@@ -55,7 +55,7 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, progress=None) -> list[dict[str
         for name in cfg.networks:
             config, encoder_set = preset_for_encoders(name, "lite")
             torch.manual_seed(0)
-            spec = ModelSpec.create(name, encoder_set, "vcm").to_dict()
+            spec = ModelSpec.create(name, encoder_set, "vcm", network_config=config).to_dict()
             save_network(tmp / name, MMDiT(config), preset=name, encoder_set=encoder_set, objective="vcm", spec=spec)
             models.append((name, tmp / name))
         models += [(m, m) for m in cfg.models]

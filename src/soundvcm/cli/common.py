@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import math
 
-NETWORK_PRESET_NAMES = (
-    "small_16k", "small_44k", "medium_44k", "large_44k", "large_44k_v2", "lite", "lite_small", "lite2_small", "debug",
-    "debug_v2",
-)  # fmt: skip
-"""Listed in help texts without importing torch; tests check it equals ``NETWORK_PRESETS``."""
+from soundvcm.network.config import PRESETS
+
+NETWORK_PRESET_NAMES = tuple(PRESETS)  # from the one preset table, without importing torch
 
 
 def finite_float(text: str) -> float:

@@ -36,7 +36,7 @@ def _convert_mmaudio(args: argparse.Namespace) -> int:
     state = read_mmaudio_state(args.input)
     variant = args.variant or detect_mmaudio_variant(state)
     net = mmaudio_to_soundvcm(state, variant)
-    spec = ModelSpec.create(variant, PRESET_ENCODERS[variant], "fm")  # the spec, inferred once here
+    spec = ModelSpec.create(variant, PRESET_ENCODERS[variant], "fm", network_config=net.config)  # inferred once, here
     weights, cfg = save_network(
         args.output,
         net,

@@ -203,9 +203,9 @@ def _generate(args: argparse.Namespace) -> int:
     if not jobs:
         print(f"nothing to do: every output exists in {args.out} (--skip-existing)")
         return 0
-    spec, doc = Pipeline.peek(model)
-    if args.duration is None:
-        args.duration = float(doc.get("network", {}).get("sequence", {}).get("duration", 8.0))
+    spec, _ = Pipeline.peek(model)
+    if args.duration is None:  # the clip length the model was trained on
+        args.duration = spec.duration or 8.0
     sampler = _sampler(args, spec)
     jobs, errors = check_inputs(jobs, min_duration(encoder_spec(spec.encoder_set)), 0.0 if args.full else args.start)
     if errors and not jobs:

@@ -105,7 +105,7 @@ def _model_init(args: argparse.Namespace) -> int:
         encoder_set=encoder_set,
         objective=args.objective,
         provenance={"kind": "random-init", "seed": args.seed},
-        spec=ModelSpec.create(args.preset, encoder_set, args.objective).to_dict(),
+        spec=ModelSpec.create(args.preset, encoder_set, args.objective, network_config=config).to_dict(),
     )
     n = sum(p.numel() for p in net.parameters())
     print(f"wrote {weights} and {cfg} ({args.preset}, {n:,} parameters, random init)")

@@ -17,52 +17,16 @@ A network converted from MMAudio keeps MMAudio's time convention inside
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from soundvcm.conditions import Conditions, Prepared
+from soundvcm.network.config import NETWORK_PRESETS, PRESET_ENCODERS, PRESETS, MMDiTConfig, network_preset
 from soundvcm.network.embeddings import TimeEmbedder
 from soundvcm.network.layers import ChannelLastConv1d, FinalBlock, JointBlock, StreamBlock, SwiGLU, rope_rotations
 from soundvcm.network.protocol import VelocityNet
-from soundvcm.sequence import SEQUENCE_16K, SEQUENCE_44K, SEQUENCE_LITE, SEQUENCE_LITE2, SequenceConfig
-
-
-@dataclass(frozen=True)
-class MMDiTConfig:
-    """Sizes and switches of the network; token lengths come from ``sequence``."""
-
-    latent_dim: int = 20
-    clip_dim: int = 1024
-    sync_dim: int = 768
-    text_dim: int = 1024
-    text_seq_len: int = 77
-    num_heads: int = 7
-    head_dim: int = 64
-    depth: int = 12
-    fused_depth: int = 8
-    mlp_ratio: float = 4.0
-    sequence: SequenceConfig = field(default_factory=lambda: SEQUENCE_16K)
-    v2: bool = False  # MMAudio-v2 projections (SiLU) and t-embedding (F = D, max_period 1)
-    offset_embedding: bool = True  # SoundVCM's second time embedding for s - t (§3.5.2)
-    final_uses_extended: bool = True  # fix of MMAudio issue #55; False for MMAudio parity
-    mmaudio_time: bool = False  # weights trained in MMAudio's convention (t = 1 is data)
-    t_freq_dim: int = 256
-    t_max_period: float = 1e4
-
-    @property
-    def hidden_dim(self) -> int:
-        return self.num_heads * self.head_dim
-
-    @property
-    def num_joint(self) -> int:
-        return self.depth - self.fused_depth
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.fused_depth < self.depth:
-            raise ValueError(f"need 0 <= fused_depth < depth, got {self.fused_depth}, {self.depth}")
+from soundvcm.sequence import SequenceConfig
 
 
 class MMDiT(VelocityNet):
@@ -229,52 +193,4 @@ class MMDiT(VelocityNet):
         return latent * self.latent_std + self.latent_mean
 
 
-NETWORK_PRESETS: dict[str, MMDiTConfig] = {
-    "small_16k": MMDiTConfig(),
-    "small_44k": MMDiTConfig(latent_dim=40, sequence=SEQUENCE_44K),
-    "medium_44k": MMDiTConfig(latent_dim=40, num_heads=14, sequence=SEQUENCE_44K),
-    "large_44k": MMDiTConfig(latent_dim=40, num_heads=14, depth=21, fused_depth=14, sequence=SEQUENCE_44K),
-    "large_44k_v2": MMDiTConfig(latent_dim=40, num_heads=14, depth=21, fused_depth=14, sequence=SEQUENCE_44K, v2=True),
-    # the lite encoder set's network (MiniLM text, EfficientNet-Lite0 frames, motion sync, mel
-    # latent): 27.9M parameters, sized to train on a few CPU cores
-    "lite": MMDiTConfig(
-        latent_dim=160,
-        clip_dim=1280,
-        sync_dim=128,
-        text_dim=384,
-        num_heads=4,
-        depth=5,
-        fused_depth=3,
-        sequence=SEQUENCE_LITE,
-    ),
-    # tiny presets for tests and CPU smoke runs: every code path, seconds on a CPU
-    "debug": MMDiTConfig(
-        latent_dim=8,
-        clip_dim=32,
-        sync_dim=24,
-        text_dim=16,
-        text_seq_len=7,
-        num_heads=2,
-        head_dim=16,
-        depth=3,
-        fused_depth=1,
-        sequence=SequenceConfig(duration=1.0),
-    ),
-}
-NETWORK_PRESETS["debug_v2"] = replace(NETWORK_PRESETS["debug"], v2=True)
-# the shipped default: the lite network at hidden 128, 2 joint + 2 audio-only blocks, 4 s clips
-# (8.2M parameters; sized by measurement to train on 2 CPU cores, docs/MODEL_CARD.md)
-NETWORK_PRESETS["lite_small"] = replace(
-    NETWORK_PRESETS["lite"], num_heads=2, depth=4, fused_depth=2, sequence=replace(SEQUENCE_LITE, duration=4.0)
-)
-# the same network on the lite2 set: 192-d sync tokens, one per latent frame (issue 23)
-NETWORK_PRESETS["lite2_small"] = replace(
-    NETWORK_PRESETS["lite_small"], sync_dim=192, sequence=replace(SEQUENCE_LITE2, duration=4.0)
-)
-
-
-def network_preset(name: str, **overrides) -> MMDiTConfig:
-    """A named preset with fields replaced (e.g. feature dimensions of another encoder set)."""
-    if name not in NETWORK_PRESETS:
-        raise ValueError(f"unknown network preset {name!r}; choose one of {', '.join(NETWORK_PRESETS)}")
-    return replace(NETWORK_PRESETS[name], **overrides)
+__all__ = ["MMDiT", "MMDiTConfig", "NETWORK_PRESETS", "PRESETS", "PRESET_ENCODERS", "network_preset"]

@@ -20,10 +20,12 @@ Presets (``soundvcm train --preset NAME``):
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
+
+from soundvcm.configs import apply_overrides, from_dict, leaf_keys, parse_value, to_dict
+from soundvcm.objectives import OBJECTIVE_PRESETS
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,11 @@ class TrainConfig:
     seed: int = 14159265
     max_nonfinite: int = 10  # consecutive skipped (NaN/inf) steps before aborting
     latent_stats_rows: int = 1_000  # rows used for the latent mean/std of a fresh run
-    # dotted overrides of the objective's config, e.g. (("guidance.scale", "3"), ("lambda_end", "0.001"))
+    # dotted overrides of the objective's config, e.g. (("guidance.scale", "3"), ("lambda_end", "0.001")): kept
+    # as given (the run's identity, config.json), parsed once into objective_config
     objective_overrides: tuple[tuple[str, str], ...] = ()
+    # the objective's config with the overrides applied (None: resolved from the preset on construction)
+    objective_config: Any = None
     # fine-tuning (training/finetune.py): only parameters matching these regular expressions train
     # (empty: all), e.g. trainable=offset_embed,adaLN_modulation
     trainable: tuple[str, ...] = ()
@@ -67,7 +72,6 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         from soundvcm.network.mmdit import NETWORK_PRESETS
-        from soundvcm.objectives import OBJECTIVE_PRESETS
 
         choices: dict[str, Any] = {
             "network": NETWORK_PRESETS,
@@ -94,14 +98,10 @@ class TrainConfig:
                 raise ValueError(f"{pattern!r} is not a regular expression ({exc})") from None
         if not self.ema_sigma_rels or not all(0 < s < 0.28 for s in self.ema_sigma_rels):
             raise ValueError(f"ema_sigma_rels needs values in (0, 0.28), e.g. 0.05,0.1; got {self.ema_sigma_rels}")
-        self.objective_config()  # unknown keys and bad values fail here, naming the key
-
-    def objective_config(self) -> Any:
-        """The objective's preset config with :attr:`objective_overrides` applied."""
-        from soundvcm.objectives import OBJECTIVE_PRESETS
-        from soundvcm.objectives.overrides import apply_overrides
-
-        return apply_overrides(OBJECTIVE_PRESETS[self.objective].config, self.objective_overrides, self.objective)
+        preset = OBJECTIVE_PRESETS[self.objective].config
+        if not isinstance(self.objective_config, type(preset)):  # a preset, or the objective was replaced
+            resolved = apply_overrides(preset, self.objective_overrides, f"objective {self.objective!r}")
+            object.__setattr__(self, "objective_config", resolved)
 
     def schedule(self, step: int) -> float:
         """LR multiplier at ``step``: linear warm-up (step + 1) / (warmup + 1), then steps at milestones."""
@@ -142,42 +142,20 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 }  # fmt: skip
 
 
-def _parse_one(value: str, current: Any) -> Any:
-    if isinstance(current, bool):
-        if value.lower() not in ("true", "false", "1", "0"):
-            raise ValueError("expected true or false")
-        return value.lower() in ("true", "1")
-    if isinstance(current, int):
-        number = float(value)
-        if number != int(number):
-            raise ValueError("expected a whole number")
-        return int(number)
-    if isinstance(current, float):
-        return float(value)
-    if isinstance(current, tuple):
-        items = [v for v in value.strip("()[]").split(",") if v.strip()]
-        kind = type(current[0]) if current else float
-        return tuple(_parse_one(v.strip(), kind()) for v in items)
-    return value
-
-
 STRING_LISTS = ("trainable", "lora_targets")  # comma-separated strings (regular expressions)
 
 
 def _parse(key: str, value: str, current: Any) -> Any:
-    """``value`` as the type of the field's current value; errors name the key."""
+    """``value`` as the type of the field's current value (:func:`soundvcm.configs.parse_value`)."""
     if key in STRING_LISTS:
         return tuple(v.strip() for v in value.split(",") if v.strip())
-    try:
-        return _parse_one(value, current)
-    except ValueError as exc:
-        kind = f"a list of {type(current[0]).__name__}" if isinstance(current, tuple) else type(current).__name__
-        raise ValueError(f"{key}={value!r}: {exc if 'expected' in str(exc) else 'expected ' + kind}") from None
+    return parse_value(key, value, current)
 
 
 # The run's identity: a resumed run can never change these.
 FIXED_ON_RESUME = (
-    "network", "objective", "objective_overrides", "batch_size", "accumulation", "seed", "ema_sigma_rels",
+    "network", "objective", "objective_overrides", "objective_config", "batch_size", "accumulation", "seed",
+    "ema_sigma_rels",
     "trainable", "lora_rank", "lora_alpha", "lora_targets",
 )  # fmt: skip
 
@@ -188,7 +166,7 @@ def train_config(preset: str, overrides: list[str] | None = None, base: TrainCon
         if preset not in TRAIN_PRESETS:
             raise ValueError(f"unknown training preset '{preset}'; choose one of {', '.join(sorted(TRAIN_PRESETS))}")
         base = TRAIN_PRESETS[preset]
-    names = {f.name for f in fields(TrainConfig)} - {"objective_overrides"}
+    names = {f.name for f in fields(TrainConfig)} - {"objective_overrides", "objective_config"}
     changes = dict(kwargs)
     dotted: list[tuple[str, str]] = []
     for item in overrides or []:
@@ -199,12 +177,9 @@ def train_config(preset: str, overrides: list[str] | None = None, base: TrainCon
             changes[key] = _parse(key, value, getattr(base, key))
         else:
             dotted.append((key, value))
+    objective = changes.get("objective", base.objective)
     if dotted:
-        from soundvcm.objectives import OBJECTIVE_PRESETS
-        from soundvcm.objectives.overrides import objective_keys
-
-        objective = changes.get("objective", base.objective)
-        valid = objective_keys(OBJECTIVE_PRESETS[objective].config) if objective in OBJECTIVE_PRESETS else {}
+        valid = leaf_keys(OBJECTIVE_PRESETS[objective].config) if objective in OBJECTIVE_PRESETS else {}
         unknown = [k for k, _ in dotted if k not in valid]
         if unknown:
             raise ValueError(
@@ -214,6 +189,12 @@ def train_config(preset: str, overrides: list[str] | None = None, base: TrainCon
         merged = dict(base.objective_overrides)
         merged.update(dotted)
         changes["objective_overrides"] = tuple(merged.items())
+    if (dotted or objective != base.objective) and objective in OBJECTIVE_PRESETS:  # parsed here, once
+        changes["objective_config"] = apply_overrides(
+            OBJECTIVE_PRESETS[objective].config,
+            changes.get("objective_overrides", base.objective_overrides),
+            f"objective {objective!r}",
+        )
     return replace(base, **changes)
 
 
@@ -251,13 +232,17 @@ def resume_config(
 
 
 def config_dict(config: TrainConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    return to_dict(config)
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    data["objective_overrides"] = tuple(tuple(pair) for pair in data.get("objective_overrides", ()))
-    return TrainConfig(**data)
+    """A saved TrainConfig (checkpoint, config.json); the objective's config rebuilt as its dataclass
+    (runs saved before it was stored are resolved from their overrides)."""
+    data = dict(data)
+    saved = data.pop("objective_config", None)
+    if isinstance(saved, dict):
+        data["objective_config"] = from_dict(type(OBJECTIVE_PRESETS[data.get("objective", "vcm")].config), saved)
+    return from_dict(TrainConfig, data)
 
 
 __all__ = [

@@ -103,8 +103,10 @@ class Trainer:
         self._adapt()
         # autocast: bf16 on a GPU or a native-bf16 CPU where faster (soundvcm.precision); recorded in checkpoints
         self.precision = resolve_precision(config.precision, self.device, ("train",))
-        self.objective = build_objective(config.objective, config.steps, config.objective_config())
-        self.spec = ModelSpec.create(config.network, self.encoder_set, config.objective, self.objective.config)
+        self.objective = build_objective(config.objective, config.steps, config.objective_config)
+        self.spec = ModelSpec.create(
+            config.network, self.encoder_set, config.objective, self.objective.config, self.net.config
+        )
         saved = self._start_or_resume(init)  # whole weights go in before any sharding
         # the compiled module proxies prepare/null_conditions/normalize to the network
         compiled, note = compile_module(self.net, self.device) if config.compile else (self.net, None)
