@@ -6,6 +6,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from soundvcm.precision import cpu_model
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -18,18 +20,21 @@ def rule_weight(key, shape, seed):
 
 def fixture_check(actual, expected, meta, record=None, rtol=1e-5, atol=1e-5) -> str:
     """Compare ``actual`` to a stored fixture's ``expected``: bit for bit where this machine is the
-    kind the fixture was made on (its recorded ``cpu_capability`` and ``threads``), since float sums
-    in the CPU kernels depend on both; within ``rtol``/``atol`` elsewhere. Returns (and, through
-    pytest's ``record_property``, reports) which check ran."""
-    made = (meta.get("cpu_capability"), meta.get("threads"))
-    here = (str(torch.backends.cpu.get_cpu_capability()), str(torch.get_num_threads()))
+    one kind the fixture was made on (its recorded ``cpu_model``, ``cpu_capability`` and ``threads``),
+    since float sums in the CPU kernels depend on all three; within ``rtol``/``atol`` elsewhere.
+    Capability and threads alone are not enough: two machines both reporting AVX512 gave results
+    1 ulp apart at 2 threads (2.7714e-02 vs 2.7715e-02). A fixture without a recorded model is never
+    compared bitwise. Returns (and, through pytest's ``record_property``, reports)
+    which check ran."""
+    made = (meta.get("cpu_model"), meta.get("cpu_capability"), meta.get("threads"))
+    here = (cpu_model(), str(torch.backends.cpu.get_cpu_capability()), str(torch.get_num_threads()))
     if made == here:
-        assert torch.equal(actual, expected), "bitwise mismatch on the fixture's own CPU kind and thread count"
-        kind = f"bitwise ({here[0]}, {here[1]} threads: the fixture's machine kind)"
+        assert torch.equal(actual, expected), "bitwise mismatch on the fixture's own CPU and thread count"
+        kind = f"bitwise ({here[0]}, {here[1]}, {here[2]} threads: the fixture's machine)"
     else:
         torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol)
-        kind = f"rtol {rtol:g} / atol {atol:g} (fixture made on {made[0]} at {made[1]} threads; here {here[0]} at "
-        kind += f"{here[1]})"
+        kind = f"rtol {rtol:g} / atol {atol:g} (fixture made on {made[0] or 'an unrecorded CPU'}, {made[1]}, "
+        kind += f"{made[2]} threads; here {here[0]}, {here[1]}, {here[2]} threads)"
     print(f"fixture check: {kind}")
     if record is not None:
         record("fixture_check", kind)

@@ -94,6 +94,10 @@ def test_page_end_to_end_in_a_real_browser(backend, tmp_path):
     from soundvcm.demo import build_app
 
     browser = _browser()
+    # an upload has reached the server once the input shows its player with the served file
+    uploaded = lambda: browser.execute_script(  # noqa: E731
+        "const v = document.querySelector('#video-in video'); return !!(v && v.getAttribute('src'));"
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -104,7 +108,7 @@ def test_page_end_to_end_in_a_real_browser(backend, tmp_path):
         browser.get(f"http://127.0.0.1:{port}/")
         upload = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#video-in input[type=file]"), 60)[0]
         upload.send_keys(str(make_video(tmp_path / "clip.mp4", duration=1.5, size=(96, 64))))
-        time.sleep(2)
+        _wait(uploaded, 60)
         browser.find_element(By.ID, "video-generate").click()
         script = "const v = document.querySelector('#video-out-video video'); return v && v.duration > 0 && v.duration;"
         assert _wait(lambda: browser.execute_script(script)) > 0  # the muxed mp4 plays in the page
@@ -114,7 +118,7 @@ def test_page_end_to_end_in_a_real_browser(backend, tmp_path):
         browser.refresh()
         upload = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#video-in input[type=file]"), 60)[0]
         upload.send_keys(str(corrupt))
-        time.sleep(2)
+        _wait(uploaded, 60)
         browser.find_element(By.ID, "video-generate").click()
         body = lambda: browser.find_element(By.TAG_NAME, "body").text  # noqa: E731
         assert _wait(lambda: "this file cannot be used as a video" in body(), 60)

@@ -425,7 +425,20 @@ def test_ib_score_through_evaluate(tmp_path, monkeypatch):
         write_audio(pred / f"c{i}.wav", _clicks(16_000, 4.0, freq=500 + 300 * i), 16_000)
         make_video(videos / f"c{i}.mp4", duration=4.0, size=(320, 240), audio_rate=None)
     result = evaluate(pred, gt, audio_length=4.0, video_dir=videos, progress=False)
-    assert -100.0 <= result["IB-Score"] <= 100.0 and "IB-Score" not in result["report"]["not_computed"]
+    assert "IB-Score" not in result["report"]["not_computed"]
+    # the same score computed by hand: each prediction against its own video's frames, x 100
+    from soundvcm.media.audio import load_audio
+    from soundvcm.media.video import FrameSpec, load_video
+
+    cosines = []
+    with torch.inference_mode():
+        for i in range(2):
+            frames = load_video(videos / f"c{i}.mp4", {"ib": FrameSpec(ib.VIDEO_FPS, 224, 224, fit="short")}, 4.0)
+            v = tiny.encode_vision(ib.video_clips(frames.frames["ib"])).mean(0)
+            wave, _ = load_audio(pred / f"c{i}.wav", 16_000, duration=4.0)
+            a = tiny.encode_audio(ib.audio_clips(wave)).mean(0)
+            cosines.append(torch.nn.functional.cosine_similarity(v.double(), a.double(), dim=0))
+    assert result["IB-Score"] == pytest.approx(float(torch.stack(cosines).mean() * 100), abs=1e-3)
     assert "DeSync" in result["report"]["not_computed"]  # no Synchformer file in this store
 
 

@@ -268,7 +268,15 @@ def test_mel_matches_mmaudio_converter(key, config, seconds):
     reference = load_file(FIXTURES / "mel_reference.safetensors")[key]
     ours = mel_spectrogram(_reference_signal(config.sample_rate, seconds), config)
     assert ours.shape == reference.shape
-    assert (ours - reference).abs().max() < 1e-3
+    # Bins near the clip floor (energy ~1e-5) are fp32 FFT rounding, which differs between CPUs
+    # (up to 5e-3 in log units on one AVX512 machine against the fixture's): so the log values are
+    # compared tightly within 60 dB of the peak, and every bin in linear magnitude, against the peak.
+    linear = (lambda m: 10**m) if config.log == "log10" else torch.exp
+    peak = linear(reference).max()
+    loud = linear(reference) > 1e-3 * peak
+    assert loud.float().mean() > 0.4
+    assert (ours - reference).abs()[loud].max() < 1e-4
+    assert (linear(ours) - linear(reference)).abs().max() < 1e-5 * peak
     assert ours.shape[-1] == config.num_frames(int(config.sample_rate * seconds))
 
 

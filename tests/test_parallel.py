@@ -14,8 +14,6 @@ from soundvcm.training.parallel import resolve_engine
 from soundvcm.training.trainer import Trainer
 from test_training import _config, _free_port, _synthetic_cache, _test_spec
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(autouse=True)
 def _test_encoder_set(monkeypatch):
@@ -76,6 +74,7 @@ ENGINE_CASES = [("auto", "vcm"), ("fsdp", "vcm"), ("fsdp", "fm"), ("auto", "mean
                 ("allreduce", "meanflow")]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel,objective", ENGINE_CASES)
 def test_two_ranks_equal_one_process_accumulating(parallel, objective, tmp_path):
     """DDP (the default), FSDP2 and the flat all-reduce, MeanFlow's JVP included: the same update as
@@ -93,6 +92,7 @@ def test_two_ranks_equal_one_process_accumulating(parallel, objective, tmp_path)
     _assert_same(single, got)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_a_run_saved_on_two_ranks_resumes_on_one_and_back(parallel, tmp_path):
     """2 ranks -> 1 process -> 2 ranks equals 6 uninterrupted steps of one process: the checkpoint
@@ -138,6 +138,7 @@ def _lite_shaped_cache(root: Path, rows: int = 8) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_torchrun_fsdp_run_resumes_in_one_process(tmp_path):
     """`torchrun ... -m soundvcm.cli train --fsdp`, then `soundvcm train --resume` in one process."""
     import json
@@ -162,6 +163,7 @@ def test_torchrun_fsdp_run_resumes_in_one_process(tmp_path):
     assert json.loads((run / "checkpoints" / "ckpt_000000004" / "state.json").read_text())["world"] == 1
 
 
+@pytest.mark.slow
 def test_bench_dist_prints_the_engines_and_fsdp_halves_the_state(tmp_path, capsys):
     """`soundvcm bench dist` end to end (tiny network); memory per rank is counted, not timed."""
     import json
@@ -179,6 +181,7 @@ def test_bench_dist_prints_the_engines_and_fsdp_halves_the_state(tmp_path, capsy
     assert rows["local"]["params_mb"] == ddp["params_mb"]  # DDP replicates
 
 
+@pytest.mark.slow
 def test_bench_extract_runs_the_cli_and_reports_memory(tmp_path, capsys):
     from soundvcm.cli import main
 

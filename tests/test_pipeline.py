@@ -485,8 +485,29 @@ def test_edge_media_corpus(name, workdir, tmp_path, capsys):
         assert produced == [] and "Traceback" not in err
 
 
-def test_corpus_is_large_enough():
-    assert len(CORPUS) >= 30
+def test_corpus_cases_are_what_their_names_say(tmp_path):
+    """The usable entries are distinct media (no two probe alike: container, codec, size, rate,
+    rotation, audio, start, length), and the named properties hold where probing can see them."""
+    seen = {}
+    for name, (make, failure) in CORPUS.items():
+        if failure is not None:
+            continue
+        folder = tmp_path / name
+        folder.mkdir()
+        video = make(folder)
+        info = probe(video)
+        key = (video.suffix, info.codec, info.width, info.height, round(info.fps, 2), info.rotation)
+        key += (info.has_audio, round(info.first_time, 2), round(info.duration, 1), name == "corrupt_middle")
+        assert key not in seen, f"{name} probes like {seen.get(key)}: {key}"
+        seen[key] = name
+    by_name = {v: k for k, v in seen.items()}
+    assert by_name["4k"][2:4] == (3840, 2160) and by_name["portrait"][2:4] == (48, 96)
+    assert by_name["hevc"][1] == "hevc" and by_name["webm_vp9"][1] == "vp9" and by_name["avi_mjpeg"][1] == "mjpeg"
+    assert by_name["rotated_90"][2:4] == (48, 64) and by_name["rotated_90"][5] == 90  # displayed portrait
+    assert by_name["rotated_180"][2:4] == (64, 48) and abs(by_name["rotated_180"][5]) == 180
+    assert by_name["offset_start"][7] == pytest.approx(2.0) and not by_name["no_audio"][6]
+    assert by_name["5fps"][4] == 5 and by_name["120fps"][4] == 120 and by_name["29.97fps"][4] == 29.97
+    assert len(seen) >= 25 and len(CORPUS) - len(seen) >= 7  # the issue-10 sweep: 25 usable, 7 unusable
 
 
 def test_the_default_duration_is_the_length_the_model_was_trained_on(workdir, tmp_path, capsys):

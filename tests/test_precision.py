@@ -81,7 +81,7 @@ def test_forced_precisions_and_what_the_plan_records(cpu_kind):
 
 def test_the_real_check_on_this_machine_is_short_and_restores_threads():
     before = torch.get_num_threads()
-    ratio = precision.measured_speedup.__wrapped__("matmul", repeats=1)  # not the cached value
+    ratio = precision.measure_speedup("matmul", repeats=1)  # the measurement itself, not the remembered one
     assert ratio > 0 and torch.get_num_threads() == before
     plan = resolve_precision("auto", "cpu")  # whatever this CPU is: a complete, consistent plan
     native, _ = precision.native_bf16_cpu()
@@ -106,3 +106,24 @@ def test_stage_status_shows_on_a_terminal_and_stays_quiet_when_piped():
     shown = tty.getvalue()
     assert "generate clip: vocoder" in shown and " s" in shown and shown.endswith("\r")  # the line is cleared
     assert pipe.getvalue() == ""
+
+
+def test_the_measured_answer_is_remembered_per_machine(cpu_kind, monkeypatch, tmp_path):
+    """Every process on a machine makes the same choice: the first measurement is kept on disk."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cpu_kind({"avx512f", "avx512_bf16"})
+    calls = []
+
+    def measure(kind, repeats=3):
+        calls.append(kind)
+        return {"matmul": 1.5, "conv1d": 0.9, "conv2d": 2.0}[kind]
+
+    monkeypatch.setattr(precision, "measure_speedup", measure)
+    precision.measured_speedup.cache_clear()
+    first = resolve_precision("auto", "cpu")
+    assert first.stages["vocoder"] == "fp32" and first.stages["network"] == "bf16" and sorted(calls) == [
+        "conv1d", "conv2d", "matmul"]  # fmt: skip
+    precision.measured_speedup.cache_clear()  # a new process: nothing measured again, the same plan
+    assert resolve_precision("auto", "cpu").stages == first.stages and len(calls) == 3
+    assert (tmp_path / "soundvcm" / "precision.json").is_file()
+    precision.measured_speedup.cache_clear()

@@ -167,3 +167,22 @@ def test_generate_plot_writes_frames_over_the_spectrogram(tmp_path):
     tall, short = matplotlib.image.imread(with_video), matplotlib.image.imread(audio_only)
     assert tall.shape[0] > short.shape[0] * 1.3  # the frame strip sits above the spectrogram
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+@pytest.mark.slow
+def test_bench_precision_reports_the_drift_of_each_feature(tmp_path, capsys):
+    """Real lite2 encoders on 2 clips: sync and the mel take no autocast (identical in both); the bf16
+    visual and text features stay close to fp32's; both resyntheses are near the mel they vocode."""
+    from soundvcm.cli import main
+
+    data = _mini_open(tmp_path / "open")
+    out = tmp_path / "drift.json"
+    assert main(["bench", "precision", "--data", str(data), "--clips", "2", "--duration", "3", "--json", str(out)]) == 0
+    rows = {(r["feature"], r["measure"]): r for r in json.loads(out.read_text())}
+    assert rows[("sync", "cosine bf16 vs fp32")]["worst"] == pytest.approx(1.0, abs=1e-9)
+    assert 0.95 < rows[("visual", "cosine bf16 vs fp32")]["mean"] <= 1.0
+    assert 0.99 < rows[("text", "cosine bf16 vs fp32")]["mean"] <= 1.0
+    fp32 = rows[("vocoder", "log-mel L1, fp32 resynthesis vs the mel")]
+    between = rows[("vocoder", "log-mel L1 between the two")]
+    assert 0 < between["mean"] < fp32["mean"]  # the precisions differ by less than the vocoder's own loss
+    assert "| visual | cosine bf16 vs fp32 |" in capsys.readouterr().out

@@ -19,8 +19,6 @@ from soundvcm.media import load_audio
 from soundvcm.scale.ray_engine import plan
 from test_pipeline import _model
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def local_ray():
@@ -51,6 +49,7 @@ def _shard_metadata(path):
         return {k: json.loads(v) for k, v in f.metadata().items()}
 
 
+@pytest.mark.slow
 def test_ray_extraction_equals_the_local_engine_and_resumes(local_ray, media, tmp_path, capsys):
     assert _extract(media, tmp_path / "local") == 0
     assert _extract(media, tmp_path / "ray", "--engine", "ray") == 0
@@ -77,6 +76,7 @@ def test_ray_extraction_equals_the_local_engine_and_resumes(local_ray, media, tm
     assert _shard_metadata(tmp_path / "ray" / "shard_00001.safetensors")["valid"] == [True, False]
 
 
+@pytest.mark.slow
 def test_ray_generation_writes_the_local_engines_outputs(local_ray, media, tmp_path, capsys):
     model = _model(tmp_path / "vcm")
     (tmp_path / "jobs.tsv").write_text(f"{media / 'v3.mp4'}\tthunder\n{media / 'v4.mp4'}\t\n\tbirds singing\n")
@@ -118,6 +118,7 @@ def test_the_plan_splits_cpus_between_decoding_and_the_models():
     assert plan(64, 0, actors=4).actors == 4
 
 
+@pytest.mark.slow
 def test_a_failing_ray_job_is_reported_and_the_others_are_written(local_ray, tmp_path, capsys):
     from soundvcm.generate import Job
     from soundvcm.scale.ray_engine import generate_ray

@@ -16,8 +16,6 @@ import pytest
 from media_factory import make_video
 from soundvcm.atomic import atomic_write, is_stale, remove_stale, temporary_dir
 
-pytestmark = pytest.mark.slow
-
 
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -71,6 +69,7 @@ def test_stale_temporaries_are_those_of_dead_processes(tmp_path):
     assert target.read_text() == "ok" and not list(tmp_path.glob(".done.*"))
 
 
+@pytest.mark.slow
 def test_data_foley_stopped_by_sigterm_leaves_nothing_and_resumes(tmp_path):
     out = tmp_path / "world"
     (out / "train").mkdir(parents=True)
@@ -88,6 +87,7 @@ def test_data_foley_stopped_by_sigterm_leaves_nothing_and_resumes(tmp_path):
     assert proc.returncode == 0 and len(list((out / "train").glob("*.mp4"))) == done + 1
 
 
+@pytest.mark.slow
 def test_generate_and_extract_stopped_by_sigterm_leave_nothing(tmp_path):
     from soundvcm.network.checkpoint import save_network
     from soundvcm.network.mmdit import MMDiT
@@ -125,6 +125,7 @@ sys.exit(main(["train", "--preset", "tiny_cpu", "--data", {data!r}, "--out", {ou
 """
 
 
+@pytest.mark.slow
 def test_train_stopped_by_sigterm_saves_a_checkpoint_and_leaves_nothing(tmp_path):
     from soundvcm.training.checkpoint import latest_checkpoint
     from test_training import _synthetic_cache
@@ -139,6 +140,7 @@ def test_train_stopped_by_sigterm_saves_a_checkpoint_and_leaves_nothing(tmp_path
     assert latest_checkpoint(out / "checkpoints") is not None and _leftovers(out) == []
 
 
+@pytest.mark.slow
 def test_demo_stopped_by_sigterm_removes_its_folder(tmp_path):
     pytest.importorskip("gradio")
     from soundvcm.network.checkpoint import save_network

@@ -249,6 +249,13 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
     assert not [p for p in (run / "ema").iterdir() if p.name.startswith(".")]
 
 
+def test_train_help_lists_every_preset():
+    from soundvcm.cli.train import TRAIN_PRESET_NAMES
+    from soundvcm.training.config import TRAIN_PRESETS
+
+    assert tuple(TRAIN_PRESETS) == TRAIN_PRESET_NAMES
+
+
 def test_overrides_and_presets():
     cfg = train_config("paper", ["lr=2e-4", "milestones=100,200", "compile=true"])
     assert (cfg.lr, cfg.milestones, cfg.compile, cfg.batch_size, cfg.objective) == (2e-4, (100, 200), True, 512, "vcm")
@@ -337,10 +344,17 @@ def test_kill_9_leaves_a_loadable_checkpoint(tmp_path):
     out = tmp_path / "run"
     script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), data=data, out=str(out))
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline and not (out / "checkpoints" / "latest").exists():
-        time.sleep(0.2)
-    time.sleep(1.5)  # let it write a few more checkpoints, then kill it mid-run
+
+    def saved_step() -> int:
+        found = latest_checkpoint(out / "checkpoints")
+        return int(found.name.split("_")[1]) if found is not None else 0
+
+    # kill it mid-run once it has written a few checkpoints (waits on the run, not on a clock;
+    # the bound only stops a hung run from hanging the suite)
+    deadline = time.time() + 600
+    while saved_step() < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None and saved_step() >= 3, "the training process ended or never checkpointed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     latest = latest_checkpoint(out / "checkpoints")

@@ -79,8 +79,17 @@ class DemoBackend:
             limit = self.cfg.max_seconds
             raise ValueError(f"{name} is {info.duration:.1f} s long; this demo takes videos up to {limit:g} s")
 
-    def generate(self, mode: str, media: str | None, prompt: str, negative: str, seed: float, steps: float,
-                 duration: float, model: str) -> tuple[str | None, str, str, str]:  # fmt: skip
+    def generate(
+        self,
+        mode: str,
+        media: str | None,
+        prompt: str,
+        negative: str,
+        seed: float,
+        steps: float,
+        duration: float,
+        model: str,
+    ) -> tuple[str | None, str, str, str]:
         """(mp4 or None, audio, spectrogram png, markdown of stage times and NFE)."""
         pipe = self.pipes[model]
         if mode == "video":
@@ -94,10 +103,20 @@ class DemoBackend:
         seed = random.randrange(2**31) if seed < 0 else int(seed)
         folder = self._request_dir()
         source = Path(media) if media else None
-        job = Job("output", video=source if mode == "video" else None, image=source if mode == "image" else None,
-                  prompt=prompt.strip() or None)  # fmt: skip
-        options = {"negative_prompt": negative.strip() or None, "duration": duration, "start": 0.0,
-                   "options": pipe.sampler(steps=int(steps)), "seed": seed, "plot": True}  # fmt: skip
+        job = Job(
+            "output",
+            video=source if mode == "video" else None,
+            image=source if mode == "image" else None,
+            prompt=prompt.strip() or None,
+        )
+        options = {
+            "negative_prompt": negative.strip() or None,
+            "duration": duration,
+            "start": 0.0,
+            "options": pipe.sampler(steps=int(steps)),
+            "seed": seed,
+            "plot": True,
+        }
         start = time.perf_counter()
         try:
             result, written = run_job(pipe, job, folder, options)
@@ -106,8 +125,10 @@ class DemoBackend:
             raise
         by_suffix = {p.suffix: str(p) for p in written}
         rows = "".join(f"| {k} | {v:.2f} |\n" for k, v in result.timings.items())
-        report = (f"**{result.nfe} network evaluations**, seed {seed}, {time.perf_counter() - start:.1f} s in all\n\n"
-                  f"| stage | seconds |\n|---|---|\n{rows}")  # fmt: skip
+        report = (
+            f"**{result.nfe} network evaluations**, seed {seed}, {time.perf_counter() - start:.1f} s in all\n\n"
+            f"| stage | seconds |\n|---|---|\n{rows}"
+        )
         if result.warnings:
             report += "\n" + "\n".join(f"- {w}" for w in result.warnings)
         return by_suffix.get(".mp4"), by_suffix[".flac"], by_suffix[".png"], report
@@ -119,8 +140,13 @@ def _controls(gr, labels: list[str], consistency: bool, max_seconds: float):
         negative = gr.Textbox(label="negative prompt", placeholder="what to steer away from")
     with gr.Row():
         seed = gr.Number(value=-1, label="seed (-1: random)", precision=0)
-        steps = gr.Slider(1, 50, value=1 if consistency else 25, step=1,
-                          label="steps (1-4 for consistency models, more for flow matching)")  # fmt: skip
+        steps = gr.Slider(
+            1,
+            50,
+            value=1 if consistency else 25,
+            step=1,
+            label="steps (1-4 for consistency models, more for flow matching)",
+        )
         duration = gr.Number(value=min(4.0, max_seconds), label="duration (s)")
         model = gr.Dropdown(labels, value=labels[0], label="model")
     return prompt, negative, seed, steps, duration, model
@@ -179,6 +205,12 @@ def launch(cfg: DemoConfig, block: bool = True):
     app = build_app(backend)
     app.queue(default_concurrency_limit=1)
     print(json.dumps({"url": f"http://{cfg.host}:{cfg.port}", "models": list(backend.pipes)}))
-    app.launch(server_name=cfg.host, server_port=cfg.port, max_file_size=f"{cfg.max_upload_mb:g}mb",
-               prevent_thread_lock=not block, show_error=True, quiet=True)  # fmt: skip
+    app.launch(
+        server_name=cfg.host,
+        server_port=cfg.port,
+        max_file_size=f"{cfg.max_upload_mb:g}mb",
+        prevent_thread_lock=not block,
+        show_error=True,
+        quiet=True,
+    )
     return app, backend

@@ -118,8 +118,9 @@ def _best_of(fn: Callable[[], object], repeats: int) -> float:
 def _stage_calls(pipe) -> dict[str, tuple[str, Callable[[], object]]]:
     """One small, real call per stage of ``pipe`` (a few hundred ms each in fp32 on 2 cores)."""
     enc, net = pipe.encoders, pipe.net
-    frames = torch.randint(0, 256, (1, 8, 3, pipe.spec.clip_frames.height, pipe.spec.clip_frames.width),
-                           dtype=torch.uint8)  # fmt: skip
+    frames = torch.randint(
+        0, 256, (1, 8, 3, pipe.spec.clip_frames.height, pipe.spec.clip_frames.width), dtype=torch.uint8
+    )
     net.set_duration(float(net.config.sequence.duration))
     seq = net.sequence
     prepared = net.prepare({k: v.to(pipe.device) for k, v in net.null_conditions(1).items()})
@@ -162,12 +163,21 @@ def _stages(report: Report, model: str, device: torch.device, repeats: int) -> N
         ratio = times.get(chosen, float("nan")) / best
         bf16 = f"{times['bf16']:.3f}" if "bf16" in times else "not run (no native bf16)"
         report.add(f"| {stage} | {what} | {times['fp32']:.3f} | {bf16} | {chosen} | {ratio:.2f}x |")
-        report.stages.append({"stage": stage, "input": what, **{f"{p}_s": v for p, v in times.items()},
-                              "auto": chosen, "auto_vs_best": ratio})  # fmt: skip
+        report.stages.append(
+            {
+                "stage": stage,
+                "input": what,
+                **{f"{p}_s": v for p, v in times.items()},
+                "auto": chosen,
+                "auto_vs_best": ratio,
+            }
+        )
         if ratio > SLOW:
             other = "fp32" if chosen == "bf16" else "bf16"
-            report.hints.append(f"{stage}: auto chose {chosen}, {ratio:.2f}x slower than {other} here: pass "
-                                f"--precision {other} (and please report this output)")  # fmt: skip
+            report.hints.append(
+                f"{stage}: auto chose {chosen}, {ratio:.2f}x slower than {other} here: pass "
+                f"--precision {other} (and please report this output)"
+            )
 
 
 def diagnose(model: str | None = "default", device: str = "auto", repeats: int = 3) -> Report:

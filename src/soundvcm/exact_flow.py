@@ -150,8 +150,10 @@ class GaussianMixtureFlow:
         s = torch.as_tensor(s, dtype=torch.float64).expand(x.shape[0])
         x = x.double()
         gap = (t - s)[:, None]
-        end = self.integrate(x, t, s, labels, guidance, steps)
         inst = self.guided_velocity(x, t, labels, guidance)
+        if not bool((gap > 0).any()):  # every row at s = t (a flow-matching query): no flow to solve
+            return inst
+        end = self.integrate(x, t, s, labels, guidance, steps)
         safe = torch.where(gap > 0, gap, torch.ones_like(gap))
         return torch.where(gap > 0, (x - end) / safe, inst)
 

@@ -37,8 +37,9 @@ def resolve_hub(hub_id: str) -> Path:
     except ImportError:
         raise ValueError(f"{hub_id}: loading hub ids needs huggingface_hub (pip install huggingface_hub)") from None
     try:
-        folder = Path(snapshot_download(repo, revision=revision or None, allow_patterns=["*.json", "*.safetensors",
-                                                                                        "*.md"]))  # fmt: skip
+        folder = Path(
+            snapshot_download(repo, revision=revision or None, allow_patterns=["*.json", "*.safetensors", "*.md"])
+        )
     except LocalEntryNotFoundError:
         raise ValueError(
             f"{hub_id}: no local checkpoint by that name, and not in the local hub cache while offline; fetch it with "

@@ -112,8 +112,9 @@ class Pipeline:
         """(spec, checkpoint config) of ``model`` without loading any weights: enough to check
         inputs against the encoder set's rates before the slow part."""
         if is_registered_mmaudio(model):
-            return legacy_spec({"encoder_set": "mmaudio", "preset": str(model).removeprefix("mmaudio_"),
-                                "objective": "fm"}), {"objective": "fm"}  # fmt: skip
+            return legacy_spec(
+                {"encoder_set": "mmaudio", "preset": str(model).removeprefix("mmaudio_"), "objective": "fm"}
+            ), {"objective": "fm"}
         if models.is_shipped(model):
             model = models.resolve_shipped(str(model), check=False)
         elif is_hub_id(model):

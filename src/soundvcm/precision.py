@@ -42,8 +42,17 @@ STAGES = ("visual", "text", "vocoder", "network", "train")
 STAGE_KERNELS = {"visual": "conv2d", "text": "matmul", "vocoder": "conv1d", "network": "matmul", "train": "matmul"}
 SPEEDUP = 1.1  # bf16 must be at least this much faster than fp32 for auto to choose it
 # oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) that still include bf16 instructions
-_BF16_ISAS = ("ALL", "AVX512_CORE_BF16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX",
-              "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2", "AVX2_VNNI_2")  # fmt: skip
+_BF16_ISAS = (
+    "ALL",
+    "AVX512_CORE_BF16",
+    "AVX512_CORE_AMX",
+    "AVX512_CORE_AMX_FP16",
+    "AVX10_1_512_AMX",
+    "AVX10_1_512_AMX_FP16",
+    "AVX10_2_512",
+    "AVX10_2_512_AMX_2",
+    "AVX2_VNNI_2",
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,8 +67,12 @@ def cpu_model() -> str:
         pass
     if platform.system() == "Darwin":
         try:
-            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
-                                  text=True, timeout=5).stdout.strip() or platform.processor()  # fmt: skip
+            return (
+                subprocess.run(
+                    ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
+                ).stdout.strip()
+                or platform.processor()
+            )
         except (OSError, subprocess.SubprocessError):
             pass
     return platform.processor() or platform.machine() or "unknown"
@@ -79,8 +92,9 @@ def cpu_flags() -> frozenset[str]:
         pass
     if platform.system() == "Darwin":
         try:
-            out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True,
-                                 timeout=5).stdout.strip()  # fmt: skip
+            out = subprocess.run(
+                ["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
             if out == "1":
                 flags.add("bf16")
         except (OSError, subprocess.SubprocessError):
@@ -139,8 +153,48 @@ def _timed(fn: Callable[[], object], calls: int, dtype: torch.dtype | None) -> f
         return time.perf_counter() - start
 
 
+def _cache_path():
+    from pathlib import Path
+
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "soundvcm" / "precision.json"
+
+
+def _machine_key() -> str:
+    """What the check's answer depends on: the processor, its flags and PyTorch's build."""
+    import hashlib
+
+    flags = hashlib.md5(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:12]
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL")
+    return f"{cpu_model()}|{flags}|{cpu_capability()}|{isa}|torch {torch.__version__}"
+
+
 @functools.cache
 def measured_speedup(kind: str, repeats: int = 3) -> float:
+    """The fp32/bf16 speed ratio of the ``kind`` kernel on this machine: measured once per machine
+    (:func:`measure_speedup`) and remembered in ``~/.cache/soundvcm/precision.json``, so that every
+    process on it makes the same choice (a generation reproduces whichever process runs it)."""
+    import json
+
+    path, key = _cache_path(), _machine_key()
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known.get(key), dict) and kind in known[key]:
+        return float(known[key][kind])
+    ratio = measure_speedup(kind, repeats)
+    known.setdefault(key, {})[kind] = round(ratio, 4)
+    try:
+        from soundvcm.atomic import atomic_write
+
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(known, indent=1)))
+    except OSError:
+        pass  # a read-only home: measure again next time
+    return float(known[key][kind])
+
+
+def measure_speedup(kind: str, repeats: int = 3) -> float:
     """fp32 time / bf16 time of the ``kind`` kernel on one core of this CPU: both warmed up first
     (oneDNN builds its primitives), then the best of ``repeats`` alternating timings of each.
 

@@ -133,8 +133,11 @@ def network_for_cache(name: str, meta) -> tuple[MMDiTConfig, str]:
     net_config, encoder_set = preset_for_encoders(name, meta.encoder_set)
     net_config = replace(net_config, sequence=replace(net_config.sequence, duration=meta.duration))
     seq = net_config.sequence
-    lengths = {"latent": (seq.latent_seq_len, meta.latent_shape[0]), "clip": (seq.clip_seq_len, meta.clip_shape[0]),
-               "sync": (seq.sync_seq_len, meta.sync_shape[0])}  # fmt: skip
+    lengths = {
+        "latent": (seq.latent_seq_len, meta.latent_shape[0]),
+        "clip": (seq.clip_seq_len, meta.clip_shape[0]),
+        "sync": (seq.sync_seq_len, meta.sync_shape[0]),
+    }
     bad = {k: v for k, v in lengths.items() if v[0] != v[1]}
     if bad:
         raise ValueError(f"the caches' sequence lengths do not fit a {meta.duration} s network: {bad} (network, cache)")

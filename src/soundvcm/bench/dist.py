@@ -50,8 +50,9 @@ def _local_bytes(tensors) -> int:
 
 
 def _worker(rank: int, world: int, port: int, cfg: DistBenchConfig, engine: str, result: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))  # fmt: skip
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(cfg.threads)
     import torch.distributed as dist
 

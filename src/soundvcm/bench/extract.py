@@ -59,15 +59,36 @@ def run_extract_bench(cfg: ExtractBenchConfig, progress=None) -> list[dict[str, 
             tsv.write_text("".join(f"{c}\tclip {i % cfg.base_rows}\n" for i, c in enumerate(clips * scale)))
             for engine in cfg.engines:
                 out = root / f"cache_{engine}_x{scale}"
-                cmd = [sys.executable, "-m", "soundvcm.cli", "extract", "--input", str(tsv), "--out", str(out),
-                       "--duration", str(cfg.duration), "--rows-per-shard", str(cfg.rows_per_shard),
-                       "--precision", cfg.precision]  # fmt: skip
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "soundvcm.cli",
+                    "extract",
+                    "--input",
+                    str(tsv),
+                    "--out",
+                    str(out),
+                    "--duration",
+                    str(cfg.duration),
+                    "--rows-per-shard",
+                    str(cfg.rows_per_shard),
+                    "--precision",
+                    cfg.precision,
+                ]
                 if engine == "ray":
                     cmd += ["--engine", "ray", "--ray-cpus", str(cfg.cpus)]
                 seconds, rss, code = _run(cmd, env)
                 n = cfg.base_rows * scale
-                row = {"engine": engine, "scale": scale, "rows": n, "seconds": seconds, "rows_per_s": n / seconds,
-                       "peak_rss_mb": rss, "exit": code, "precision": _cache_precision(out)}  # fmt: skip
+                row = {
+                    "engine": engine,
+                    "scale": scale,
+                    "rows": n,
+                    "seconds": seconds,
+                    "rows_per_s": n / seconds,
+                    "peak_rss_mb": rss,
+                    "exit": code,
+                    "precision": _cache_precision(out),
+                }
                 rows.append(row)
                 if progress is not None:
                     progress(row)
@@ -75,8 +96,9 @@ def run_extract_bench(cfg: ExtractBenchConfig, progress=None) -> list[dict[str, 
         if len(cfg.engines) > 1:
             for row in rows:
                 if row["scale"] == top and row["engine"] != cfg.engines[0]:
-                    row["max_abs_diff"] = _compare(root / f"cache_{cfg.engines[0]}_x{top}",
-                                                   root / f"cache_{row['engine']}_x{top}")  # fmt: skip
+                    row["max_abs_diff"] = _compare(
+                        root / f"cache_{cfg.engines[0]}_x{top}", root / f"cache_{row['engine']}_x{top}"
+                    )
         shutil.rmtree(root, ignore_errors=True)
     return rows
 
@@ -118,10 +140,14 @@ def table(rows: list[dict[str, Any]], cfg: ExtractBenchConfig) -> str:
         base = local.get(r["scale"])
         vs = f"{r['rows_per_s'] / base['rows_per_s']:.2f}x" if base else "-"
         grow = f"{r['peak_rss_mb'] / first[r['engine']]['peak_rss_mb']:.2f}x"
-        lines.append(f"| {r['engine']} | {r['rows']} | {r['seconds']:.1f} | {r['rows_per_s']:.2f} | {vs} | "
-                     f"{r['peak_rss_mb']:.0f} | {grow} | {r['exit']} |")  # fmt: skip
+        lines.append(
+            f"| {r['engine']} | {r['rows']} | {r['seconds']:.1f} | {r['rows_per_s']:.2f} | {vs} | "
+            f"{r['peak_rss_mb']:.0f} | {grow} | {r['exit']} |"
+        )
     diffs = [r for r in rows if "max_abs_diff" in r]
     for r in diffs:
-        lines.append(f"\n{r['engine']} vs {cfg.engines[0]} at {r['rows']} rows: largest tensor difference "
-                     f"{r['max_abs_diff']:.2e}")  # fmt: skip
+        lines.append(
+            f"\n{r['engine']} vs {cfg.engines[0]} at {r['rows']} rows: largest tensor difference "
+            f"{r['max_abs_diff']:.2e}"
+        )
     return "\n".join(lines)

@@ -105,8 +105,11 @@ def field_plot(path: Path, study: dict) -> Path:
     mesh = ax.pcolormesh(axis, axis, study["bias"].numpy(), cmap="magma", shading="auto")
     fig.colorbar(mesh, ax=ax, label="|fixed point of the p = 1 weight - exact guided velocity|")
     ax.contour(axis, axis, study["density"].numpy(), levels=5, colors="white", linewidths=0.7)
-    ax.set_title(f"t = s rows, class {study['label']}, t = {study['t']}: bias of the adaptive weight\n"
-                 "(white: density of x_t; the bias sits between the class's components)", fontsize=9)  # fmt: skip
+    ax.set_title(
+        f"t = s rows, class {study['label']}, t = {study['t']}: bias of the adaptive weight\n"
+        "(white: density of x_t; the bias sits between the class's components)",
+        fontsize=9,
+    )
     ax.set_xlabel("x_t[0]")
     ax.set_ylabel("x_t[1]")
     ax.set_aspect("equal")

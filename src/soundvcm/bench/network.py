@@ -99,8 +99,11 @@ def run_network_bench(cfg: NetworkBenchConfig) -> dict[str, Any]:
     plan = resolve_precision(cfg.precision, device, ("network",))
     dtype = plan.dtype("network")
     fn = compile_module(net, device)[0] if cfg.compile else net
-    rows: dict[str, Any] = {"preset": cfg.preset, "params": sum(p.numel() for p in net.parameters()),
-                            "precision": plan.to_dict()}  # fmt: skip
+    rows: dict[str, Any] = {
+        "preset": cfg.preset,
+        "params": sum(p.numel() for p in net.parameters()),
+        "precision": plan.to_dict(),
+    }
     ref = _reference(net, cfg.reference_mmaudio, device) if cfg.reference_mmaudio else None
     for b in cfg.batch_sizes:
         rows.update(_bench_batch(net, fn, b, cfg, ref, dtype))

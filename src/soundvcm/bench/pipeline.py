@@ -81,8 +81,15 @@ def _time_setting(cfg: PipelineBenchConfig, pipe: Pipeline, label: str, setting,
         progress(f"  {label} {pipe.precision.requested} {name} run {r}: {sum(timer.times.values()):.2f} s")
     stages = {s: statistics.median(run.get(s, 0.0) for run in runs) for s in STAGES}
     params = sum(p.numel() for p in pipe.net.parameters())
-    return {"network": label, "params": params, "setting": name, "nfe": res.nfe, "stages": stages,
-            "total": sum(stages.values()), "precision": pipe.precision.to_dict()}  # fmt: skip
+    return {
+        "network": label,
+        "params": params,
+        "setting": name,
+        "nfe": res.nfe,
+        "stages": stages,
+        "total": sum(stages.values()),
+        "precision": pipe.precision.to_dict(),
+    }
 
 
 def _precision(row: dict[str, Any]) -> str:

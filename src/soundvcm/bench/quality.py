@@ -28,10 +28,9 @@ skips rows whose folder is complete.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +39,10 @@ import torch
 
 from soundvcm.atomic import atomic_write
 from soundvcm.bench.quality_figures import spectrogram_grid, sync_plot
+from soundvcm.bench.quality_scores import material_classifier, score_row, table
+from soundvcm.bench.quality_sets import SETS, Item, TestSet, load_sets
 from soundvcm.media.audio import load_audio, write_audio
 
-SETS = ("foley", "bbb", "sfx")
 SAMPLE_RATE = 22_050
 REFERENCES = ("silence", "noise bed", "random train clip", "other clip", "ceiling", "gt +100 ms")
 NOISE_BED_DBFS = -30.0  # the "noise bed" row: white noise at this level, no events
@@ -78,67 +78,6 @@ class Row:
         if name in REFERENCES or "/" in name:
             raise ValueError(f"bad --row {text!r}: the name may not contain '/' or be a reference row's name")
         return cls(name, model, sampler, steps, cfg)
-
-
-@dataclass
-class Item:
-    name: str
-    gt: Path
-    media: Path | None = None  # the video (None: text-to-audio)
-    caption: str = ""
-    events: list[tuple[float, str]] | None = None
-
-
-@dataclass
-class TestSet:
-    name: str
-    items: list[Item]
-    train_audio: list[Path] = field(default_factory=list)
-    train_events: list[tuple[Path, list[tuple[float, str]]]] = field(default_factory=list)
-
-    @property
-    def events_known(self) -> bool:
-        return self.name == "foley"
-
-
-def _manifest(path: Path) -> list[tuple[Path, str]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: build the open data first with `soundvcm data open DIR`")
-    rows = []
-    for line in path.read_text().splitlines()[1:]:
-        if line.strip():
-            rel, _, caption = line.partition("\t")
-            rows.append((path.parent / rel, caption))
-    return rows
-
-
-def _events(stem: Path, duration: float) -> list[tuple[float, str]]:
-    doc = json.loads((stem.parent / f"{stem.name}.events.json").read_text())
-    return [(e["time"], e["material"]) for e in doc["events"] if e["time"] < duration]
-
-
-def load_sets(data: Path, names: tuple[str, ...], duration: float, limit: int | None = None) -> list[TestSet]:
-    """The test splits (and what the references need of the training splits) of ``data``."""
-    sets = []
-    for name in names:
-        if name not in SETS:
-            raise ValueError(f"unknown test set {name!r}; choose from {', '.join(SETS)}")
-        test = _manifest(data / name / "test.tsv")[:limit]
-        train = _manifest(data / name / "train.tsv")
-        video = name != "sfx"
-        items = [
-            Item(p.stem, p.with_suffix(".flac"), p if video else None, caption,
-                 _events(p.with_suffix(""), duration) if name == "foley" else None)
-            for p, caption in test
-        ]  # fmt: skip
-        train_audio = [p.with_suffix(".flac") for p, _ in train]
-        train_events = (
-            [(p.with_suffix(".flac"), _events(p.with_suffix(""), duration)) for p, _ in train[:300]]
-            if name == "foley"
-            else []
-        )
-        sets.append(TestSet(name, items, train_audio, train_events))
-    return sets
 
 
 def _fit(wave: torch.Tensor, n: int) -> torch.Tensor:
@@ -243,110 +182,19 @@ def run_model(
             progress(1)
     for r in todo:
         stages = {k: float(np.mean([t.get(k, 0.0) for t in times[r.name]])) for k in times[r.name][0]}
-        doc = {"s_per_clip": sum(v for k, v in stages.items() if k != "nfe"), "stages": stages,
-               "model": r.model, "sampler": r.sampler or pipe.default_sampler(), "steps": r.steps,
-               "precision": pipe.precision.to_dict()}  # fmt: skip
+        doc = {
+            "s_per_clip": sum(v for k, v in stages.items() if k != "nfe"),
+            "stages": stages,
+            "model": r.model,
+            "sampler": r.sampler or pipe.default_sampler(),
+            "steps": r.steps,
+            "precision": pipe.precision.to_dict(),
+        }
         _write_json(out / ts.name / r.name / "timings.json", doc)
 
 
 def _write_json(path: Path, doc: dict, indent: int | None = None) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(doc, indent=indent, default=str)))
-
-
-# ----- scoring ------------------------------------------------------------------------------------
-def event_scores(folder: Path, ts: TestSet, classifier) -> dict[str, float]:
-    """Onset F1 (pooled), onset accuracy and AP at ±0.1 s (CondFoleyGen's protocol, per clip, averaged),
-    detections per event, timing error of matched onsets, material accuracy of isolated matches."""
-    from soundvcm.evaluation.events import detect_onsets_scored, material_accuracy, onset_acc_ap, onset_f1
-
-    tp = fp = fn = correct = scored = 0
-    errors: list[float] = []
-    accs, aps = [], []
-    for item in ts.items:
-        wave, _ = load_audio(folder / f"{item.name}.flac", SAMPLE_RATE)
-        detected, strength = detect_onsets_scored(wave, SAMPLE_RATE)
-        events = item.events or []
-        score = onset_f1(detected, [t for t, _ in events])
-        acc, ap = onset_acc_ap(detected, strength, [t for t, _ in events])
-        accs.append(acc)
-        aps.append(ap)
-        tp += len(score.matches)
-        fp += len(detected) - len(score.matches)
-        fn += len(score.reference) - len(score.matches)
-        errors += [detected[i] - score.reference[j] for i, j in score.matches]
-        c, s = material_accuracy(wave, events, score, detected, classifier)
-        correct, scored = correct + c, scored + s
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
-    return {
-        "Onset-F1": f1,
-        "Onset-Acc": float(np.mean(accs)) if accs else math.nan,
-        "Onset-AP": float(np.mean(aps)) if aps else math.nan,
-        "Detections-per-event": (tp + fp) / (tp + fn) if tp + fn else math.nan,
-        "Onset-precision": tp / (tp + fp) if tp + fp else 0.0,
-        "Onset-recall": tp / (tp + fn) if tp + fn else 0.0,
-        "Event-error-ms": 1000 * float(np.mean(errors)) if errors else math.nan,
-        "Event-abs-error-ms": 1000 * float(np.mean(np.abs(errors))) if errors else math.nan,
-        "Material-accuracy": correct / scored if scored else math.nan,
-        "Material-scored": scored,
-    }
-
-
-def material_classifier(ts: TestSet):
-    from soundvcm.evaluation.events import MaterialClassifier
-
-    clips = ((load_audio(p, SAMPLE_RATE)[0], events) for p, events in ts.train_events)
-    return MaterialClassifier.fit_clips(clips, SAMPLE_RATE)
-
-
-def score_row(folder: Path, gt: Path, ts: TestSet, duration: float, classifier) -> dict[str, float]:
-    from soundvcm.evaluation.evaluate import evaluate
-
-    # only this run's clips: a folder may hold more from an earlier run with a larger --limit
-    result = evaluate(folder, gt, audio_length=duration, progress=False, only={item.name for item in ts.items})
-    keep = ("FD-AISFX", "KID-AISFX", "KL-AISFX", "ISC-AISFX", "Onset-Lag-ms")
-    metrics = {k: float(result[k]) for k in keep if k in result}
-    if ts.events_known:
-        metrics.update(event_scores(folder, ts, classifier))
-    timings = json.loads((folder / "timings.json").read_text())
-    metrics["s/clip"] = timings["s_per_clip"]
-    if "stages" in timings:
-        metrics["network s/clip"] = timings["stages"].get("network", math.nan)
-        metrics["NFE"] = timings["stages"].get("nfe", math.nan)
-    return metrics
-
-
-COLUMNS = (
-    "FD-AISFX",
-    "KID-AISFX",
-    "KL-AISFX",
-    "Onset-Lag-ms",
-    "Onset-F1",
-    "Onset-Acc",
-    "Onset-AP",
-    "Detections-per-event",
-    "Event-abs-error-ms",
-    "Material-accuracy",
-    "NFE",
-    "network s/clip",
-    "s/clip",
-)
-
-
-def table(results: dict[str, dict[str, dict[str, float]]], sets: list[TestSet]) -> str:
-    lines = []
-    for ts in sets:
-        rows = results.get(ts.name, {})
-        cols = [c for c in COLUMNS if any(c in m for m in rows.values())]
-        lines += [f"\n### {ts.name} ({len(ts.items)} test clips)\n", "| row | " + " | ".join(cols) + " |",
-                  "|---" * (len(cols) + 1) + "|"]  # fmt: skip
-        for name, m in rows.items():
-            cells = []
-            for c in cols:
-                v = m.get(c)
-                cells.append("-" if v is None or (isinstance(v, float) and math.isnan(v)) else
-                             f"{v:.0f}" if c == "NFE" else f"{v:.3g}" if abs(v) < 100 else f"{v:.1f}")  # fmt: skip
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 # ----- the whole bench ------------------------------------------------------------------------------
@@ -390,8 +238,11 @@ def run_quality(cfg: QualityConfig) -> dict:
         spectrogram_grid(out, ts, row_names, SAMPLE_RATE)
         if ts.events_known:
             sync_plot(out, ts, row_names, SAMPLE_RATE)
-    doc: dict[str, Any] = {"config": {**asdict(cfg), "data": str(cfg.data), "out": str(cfg.out)},
-                           "results": results, "clips": {ts.name: len(ts.items) for ts in sets}}  # fmt: skip
+    doc: dict[str, Any] = {
+        "config": {**asdict(cfg), "data": str(cfg.data), "out": str(cfg.out)},
+        "results": results,
+        "clips": {ts.name: len(ts.items) for ts in sets},
+    }
     _write_json(out / "quality.json", doc, indent=1)
     doc["table"] = table(results, sets)
     return doc

@@ -33,8 +33,14 @@ def spectrogram_grid(out: Path, ts, rows: list[str], sample_rate: int, clips: in
     for c, item in enumerate(items):
         for r, row in enumerate(names):
             ax = axes[r][c]
-            ax.imshow(_logmel(out / ts.name / row.replace(" ", "_") / f"{item.name}.flac", sample_rate), origin="lower",
-                      aspect="auto", cmap="magma", vmin=math.log(1e-5), vmax=2.0)  # fmt: skip
+            ax.imshow(
+                _logmel(out / ts.name / row.replace(" ", "_") / f"{item.name}.flac", sample_rate),
+                origin="lower",
+                aspect="auto",
+                cmap="magma",
+                vmin=math.log(1e-5),
+                vmax=2.0,
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:

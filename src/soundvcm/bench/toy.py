@@ -91,9 +91,13 @@ class _Stepper:
         cfg = self.cfg
         batches = ((_batch(self.flow, self.net, cfg.batch_size, self.g), self.g) for _ in range(1))
         out = optimization_step(
-            self.engine, batches, self.opt, step,
-            lr=_lr_at(cfg, step, self.objective.total_steps), grad_clip=cfg.grad_clip,
-        )  # fmt: skip
+            self.engine,
+            batches,
+            self.opt,
+            step,
+            lr=_lr_at(cfg, step, self.objective.total_steps),
+            grad_clip=cfg.grad_clip,
+        )
         self.ema.update(self.net)
         return out.loss
 
@@ -123,9 +127,13 @@ def calibrate(cfg: ToyBenchConfig, variants: tuple[Variant, ...]) -> dict[str, d
                 start = time.process_time()
                 probe(i)
                 spent[label] += time.process_time() - start
-        return {label: {"cpu_ms_per_step": 1e3 * spent[label] / cfg.calibration_steps,
-                        "peak_mem_mb": peak_memory_mb(partial(probe, 0))}
-                for label, probe in probes.items()}  # fmt: skip
+        return {
+            label: {
+                "cpu_ms_per_step": 1e3 * spent[label] / cfg.calibration_steps,
+                "peak_mem_mb": peak_memory_mb(partial(probe, 0)),
+            }
+            for label, probe in probes.items()
+        }
     finally:
         torch.set_num_threads(threads)
 
@@ -191,8 +199,13 @@ def evaluation_set(cfg: ToyBenchConfig, seed: int) -> dict[str, Any]:
     target = flow.target_samples(labels, cfg.guidance, g, cfg.ode_steps).float()
     second = flow.target_samples(labels, cfg.guidance, g, cfg.ode_steps).float()
     noise = initial_noise((labels.shape[0], cfg.dim), seed=seed + 20)
-    return {"flow": flow, "labels": labels, "target": target, "noise": noise,
-            "floor": classwise_sw2(second, target, labels, seed=seed)}  # fmt: skip
+    return {
+        "flow": flow,
+        "labels": labels,
+        "target": target,
+        "noise": noise,
+        "floor": classwise_sw2(second, target, labels, seed=seed),
+    }
 
 
 def run_job(cfg: ToyBenchConfig, variant: Variant, seed: int, total: int, keep_samples: bool = False) -> dict:
@@ -214,8 +227,16 @@ def _run_job(cfg: ToyBenchConfig, variant: Variant, seed: int, total: int, keep_
     scale = dict(variant.changes).get("guidance.scale")
     cfg = cfg if scale is None else replace(cfg, guidance_scale=scale)
     ev = evaluation_set(cfg, seed)
-    out: dict[str, Any] = {"label": variant.label, "seed": seed, "steps": total, "train_cpu_s": train_cpu,
-                           "floor": ev["floor"], "sw2": {}, "sw2_raw": {}, "samples": {}}  # fmt: skip
+    out: dict[str, Any] = {
+        "label": variant.label,
+        "seed": seed,
+        "steps": total,
+        "train_cpu_s": train_cpu,
+        "floor": ev["floor"],
+        "sw2": {},
+        "sw2_raw": {},
+        "samples": {},
+    }
     for key, n in variant.settings().items():
         x = sample_setting(ema, variant, n, ev["labels"], ev["noise"], cfg)
         out["sw2"][key] = classwise_sw2(x, ev["target"], ev["labels"], seed=seed)
@@ -253,9 +274,16 @@ def run_variants(cfg: ToyBenchConfig, variants: tuple[Variant, ...], desc: str =
     bar.close()
     order = {(v.label, s): i for i, (_, v, s, _, _) in enumerate(jobs)}
     results.sort(key=lambda r: order[(r["label"], r["seed"])])
-    return {"config": asdict(cfg), "variants": [asdict(v) for v in variants], "steps": steps, "costs": costs,
-            "jobs": results, "summary": summarise(results), "wall_s": time.perf_counter() - start,
-            "workers": cfg.workers}  # fmt: skip
+    return {
+        "config": asdict(cfg),
+        "variants": [asdict(v) for v in variants],
+        "steps": steps,
+        "costs": costs,
+        "jobs": results,
+        "summary": summarise(results),
+        "wall_s": time.perf_counter() - start,
+        "workers": cfg.workers,
+    }
 
 
 def scatter_plot(path: Path, result: dict[str, Any], cfg: ToyBenchConfig) -> Path | None:

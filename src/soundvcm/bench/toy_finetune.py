@@ -61,8 +61,14 @@ def run_seed(cfg: ToyBenchConfig, ft: FinetuneConfig, seed: int) -> dict[str, An
         torch.set_num_threads(threads)
     goal = scratch[-1][1]
     reach = next((step for step, sw2 in tuned if sw2 <= goal), None)
-    return {"seed": seed, "scratch": scratch, "finetuned": tuned, "scratch_final": goal, "reach_step": reach,
-            "ratio": None if reach is None else reach / ft.vcm_steps}  # fmt: skip
+    return {
+        "seed": seed,
+        "scratch": scratch,
+        "finetuned": tuned,
+        "scratch_final": goal,
+        "reach_step": reach,
+        "ratio": None if reach is None else reach / ft.vcm_steps,
+    }
 
 
 def table(results: list[dict[str, Any]], ft: FinetuneConfig) -> str:
@@ -75,8 +81,10 @@ def table(results: list[dict[str, Any]], ft: FinetuneConfig) -> str:
     for r in results:
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.3f}"
         met = "no" if r["ratio"] is None or r["ratio"] > 1 / 3 else "yes"
-        lines.append(f"| {r['seed']} | {r['scratch_final']:.3f} | {r['finetuned'][-1][1]:.3f} | "
-                     f"{r['reach_step'] or 'never'} | {ratio} | {met} |")  # fmt: skip
+        lines.append(
+            f"| {r['seed']} | {r['scratch_final']:.3f} | {r['finetuned'][-1][1]:.3f} | "
+            f"{r['reach_step'] or 'never'} | {ratio} | {met} |"
+        )
     ratios = [r["ratio"] if r["ratio"] is not None else float("inf") for r in results]
     lines.append(f"\nmedian ratio over seeds: {statistics.median(ratios):.3f} (goal <= 0.333)")
     return "\n".join(lines)

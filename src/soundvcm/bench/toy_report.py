@@ -10,8 +10,11 @@ from soundvcm.bench.toy_config import Variant
 
 
 def _mean_std(values: list[float]) -> dict[str, Any]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "values": values}  # fmt: skip
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "values": values,
+    }
 
 
 def summarise(results: list[dict]) -> dict[str, Any]:

@@ -80,8 +80,15 @@ def run_train_bench(cfg: TrainBenchConfig) -> list[dict[str, Any]]:
             times.append(time.perf_counter() - start)
         seconds = statistics.median(times)
         memory = peak_memory_mb(step, device)
-        rows.append({"objective": name, "step_s": seconds, "samples_per_s": cfg.batch / seconds, "peak_mb": memory,
-                     "precision": plan.to_dict()})  # fmt: skip
+        rows.append(
+            {
+                "objective": name,
+                "step_s": seconds,
+                "samples_per_s": cfg.batch / seconds,
+                "peak_mb": memory,
+                "precision": plan.to_dict(),
+            }
+        )
         del net, model, optimizer
     return rows
 

@@ -1,4 +1,4 @@
-"""``soundvcm bench toy|network|pipeline|train|dist|extract|embed|quality``: each benchmark prints a table
+"""``soundvcm bench toy|network|pipeline|train|dist|extract|embed|quality|listen|sync``: each benchmark prints a table
 (results go to BENCHMARKS.md)."""
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ def register(commands) -> None:
     _register_embed(benches)
     _register_quality(benches)
     register_listen(benches)
+    _register_sync(benches)
+    _register_precision(benches)
 
 
 def _register_toy(benches) -> None:
@@ -148,6 +150,50 @@ def _register_embed(benches) -> None:
     be.add_argument("--clips", type=int, default=16, help="8 s clips to embed (default 16)")
     be.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
     be.set_defaults(func=_bench_embed)
+
+
+def _register_sync(benches) -> None:
+    bs = benches.add_parser(
+        "sync",
+        help="A/V alignment of muxed outputs on real clips (copy and re-encode paths), read from the pictures",
+    )
+    bs.add_argument("folder", type=Path, help="a folder of videos")
+    bs.add_argument("--start", type=positive_float, default=1.5, help="the re-encode path's start (default 1.5 s)")
+    bs.add_argument("--out", type=Path, default=Path("out/bench/sync"), help="muxed outputs (default out/bench/sync)")
+    bs.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
+    bs.set_defaults(func=_bench_sync)
+
+
+def _bench_sync(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from soundvcm.bench.mux_sync import run_sync_bench, table
+
+    rows = run_sync_bench(args.folder, args.out, args.start)
+    print(table(rows))
+    save_json(args.json, [asdict(r) for r in rows])
+    return 0 if all(r.in_sync for r in rows) else 1
+
+
+def _register_precision(benches) -> None:
+    bp = benches.add_parser("precision", help="how far the lite encoders' features move between fp32 and bf16")
+    bp.add_argument("--data", required=True, type=Path, help="folder written by `soundvcm data open`")
+    bp.add_argument("--encoders", default="lite2", help="lite or lite2 (default lite2)")
+    bp.add_argument("--clips", type=positive_int, default=8, help="Foley test clips (default 8)")
+    bp.add_argument("--duration", type=positive_float, default=4.0, help="seconds per clip (default 4)")
+    bp.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
+    bp.set_defaults(func=_bench_precision)
+
+
+def _bench_precision(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from soundvcm.bench.precision_drift import run_precision_bench, table
+
+    rows = run_precision_bench(args.data, args.encoders, args.clips, args.duration)
+    print(table(rows, args.clips))
+    save_json(args.json, [asdict(r) for r in rows])
+    return 0
 
 
 def _register_quality(benches) -> None:
@@ -277,8 +323,10 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
     rows = run_pipeline_bench(cfg)
     from soundvcm.precision import cpu_capability, cpu_model
 
-    print(f"## Pipeline, {cfg.duration:g} s clip, CPU ({cpu_model()}, {cpu_capability()}), "
-          f"{torch.get_num_threads()} threads\n")  # fmt: skip
+    print(
+        f"## Pipeline, {cfg.duration:g} s clip, CPU ({cpu_model()}, {cpu_capability()}), "
+        f"{torch.get_num_threads()} threads\n"
+    )
     print(table(rows))
     save_json(args.json, rows)
     return 0
@@ -288,9 +336,14 @@ def _bench_train(args: argparse.Namespace) -> int:
     from soundvcm.bench.train import TrainBenchConfig, run_train_bench, table
 
     cfg = TrainBenchConfig(
-        preset=args.preset, batch=args.batch, steps=args.timed_steps, device=args.device, precision=args.precision,
-        compile=args.compile, objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
-    )  # fmt: skip
+        preset=args.preset,
+        batch=args.batch,
+        steps=args.timed_steps,
+        device=args.device,
+        precision=args.precision,
+        compile=args.compile,
+        objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
+    )
     rows = run_train_bench(cfg)
     print(table(rows, cfg))
     save_json(args.json, rows)
@@ -298,60 +351,10 @@ def _bench_train(args: argparse.Namespace) -> int:
 
 
 def _bench_embed(args: argparse.Namespace) -> int:
-    import time
+    from soundvcm.bench.embed import run_embed_bench, table
 
-    import torch
-
-    from soundvcm.evaluation import aisfx
-    from soundvcm.evaluation.panns import Cnn14
-    from soundvcm.evaluation.vggish import VGGish
-    from soundvcm.media.audio import resample
-
-    net = aisfx.load_aisfx()
-    panns, vgg = Cnn14().eval(), VGGish().eval()  # random init: throughput does not depend on the weights
-
-    def run_panns(w):
-        with torch.inference_mode():
-            return panns(w[None])
-
-    def run_vggish(w):
-        with torch.inference_mode():
-            return vgg.embed(w)
-
-    from soundvcm.evaluation import passt
-    from soundvcm.evaluation.imagebind import ImageBind, ImageBindConfig, audio_clips
-
-    passt_net = passt.PaSST().eval()
-    ib_audio = ImageBind(
-        ImageBindConfig(vision_dim=64, vision_blocks=1, vision_heads=4)
-    ).eval()  # audio branch full size
-
-    def run_ib(w):
-        with torch.inference_mode():
-            return ib_audio.encode_audio(audio_clips(w))
-
-    models = {
-        "aisfx (real weights)": (aisfx.SAMPLE_RATE, lambda w: aisfx.embed_clip(net, w)),
-        "PANNs Cnn14 16k": (16_000, run_panns),
-        "VGGish": (16_000, run_vggish),
-        "PaSST-S (10 s input)": (passt.SAMPLE_RATE, lambda w: passt.embed_clip(passt_net, w)),
-        "ImageBind audio (3 x 2 s clips)": (16_000, run_ib),
-    }
-    g = torch.Generator().manual_seed(0)
-    clips = [torch.randn(8 * 44_100, generator=g) * 0.1 for _ in range(args.clips)]
-    rows = []
-    print("| embedder | clips (8 s) | seconds | clips/s | threads |\n|---|---|---|---|---|")
-    for name, (sr, fn) in models.items():
-        inputs = [resample(c, 44_100, sr) if sr != 44_100 else c for c in clips]
-        fn(inputs[0])
-        start = time.perf_counter()
-        for clip in inputs:
-            fn(clip)
-        seconds = time.perf_counter() - start
-        row = {"embedder": name, "clips": args.clips, "seconds": seconds, "clips_per_s": args.clips / seconds,
-               "threads": torch.get_num_threads()}  # fmt: skip
-        rows.append(row)
-        print(f"| {name} | {args.clips} | {seconds:.2f} | {row['clips_per_s']:.2f} | {row['threads']} |")
+    rows = run_embed_bench(args.clips)
+    print(table(rows))
     save_json(args.json, rows)
     return 0
 

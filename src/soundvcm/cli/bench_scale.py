@@ -40,8 +40,15 @@ def _bench_dist(args: argparse.Namespace) -> int:
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
         raise ValueError(f"--engines: unknown {', '.join(unknown)}; choose from {', '.join(ENGINES)}")
-    cfg = DistBenchConfig(preset=args.preset, objective=args.objective, batch=args.batch, steps=args.timed_steps,
-                          rounds=args.rounds, threads=args.threads, engines=engines)  # fmt: skip
+    cfg = DistBenchConfig(
+        preset=args.preset,
+        objective=args.objective,
+        batch=args.batch,
+        steps=args.timed_steps,
+        rounds=args.rounds,
+        threads=args.threads,
+        engines=engines,
+    )
 
     def progress(engine: str, result: dict) -> None:
         print(f"  {engine}: step {result['step_s']:.3f} s", file=sys.stderr, flush=True)
@@ -81,12 +88,21 @@ def _bench_extract(args: argparse.Namespace) -> int:
         from soundvcm.scale.ray_engine import require_ray
 
         require_ray()
-    cfg = ExtractBenchConfig(base_rows=args.base_rows, scales=scales, engines=engines, duration=args.duration,
-                             cpus=args.cpus, precision=args.precision)  # fmt: skip
+    cfg = ExtractBenchConfig(
+        base_rows=args.base_rows,
+        scales=scales,
+        engines=engines,
+        duration=args.duration,
+        cpus=args.cpus,
+        precision=args.precision,
+    )
 
     def progress(row: dict) -> None:
-        print(f"  {row['engine']} x{row['scale']}: {row['rows_per_s']:.2f} rows/s, {row['peak_rss_mb']:.0f} MB",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"  {row['engine']} x{row['scale']}: {row['rows_per_s']:.2f} rows/s, {row['peak_rss_mb']:.0f} MB",
+            file=sys.stderr,
+            flush=True,
+        )
 
     rows = run_extract_bench(cfg, progress)
     print(table(rows, cfg))

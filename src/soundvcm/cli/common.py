@@ -66,9 +66,10 @@ def dim(text: str) -> int:
 def add_engine_options(parser, what: str) -> None:
     """--engine local|ray and Ray's cluster options (extract and generate)."""
     group = parser.add_argument_group(
-        "engine", f"--engine ray {what} on Ray Data (install the [scale] extra): decoding on CPU workers, the models "
+        "engine",
+        f"--engine ray {what} on Ray Data (install the [scale] extra): decoding on CPU workers, the models "
         "in an actor pool (one actor per GPU when there are GPUs); resumable; failed rows are reported, not fatal",
-    )  # fmt: skip
+    )
     group.add_argument("--engine", choices=("local", "ray"), default="local", help="local (default) or ray")
     group.add_argument(
         "--ray-address", default=None, metavar="ADDR", help="a running Ray cluster (default: start a local one)"

@@ -15,9 +15,12 @@ def register(commands) -> None:
         "image-to-audio tabs. Models load once at start-up; requests run one at a time.",
     )
     demo.add_argument(
-        "--model", action="append", default=None, metavar="[LABEL=]MODEL",
+        "--model",
+        action="append",
+        default=None,
+        metavar="[LABEL=]MODEL",
         help="a shipped name, checkpoint path or hub id (repeatable; default: the shipped default)",
-    )  # fmt: skip
+    )
     demo.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     demo.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     demo.add_argument("--max-upload-mb", type=positive_float, default=50.0, help="upload size limit (default 50)")

@@ -35,8 +35,13 @@ def _ema(args: argparse.Namespace) -> int:
         from soundvcm.training.config import config_from_dict as train_config_from_dict
 
         train = train_config_from_dict(doc["config"])
-        spec = ModelSpec.create(train.network, doc["encoder_set"], train.objective, train.objective_config,
-                                config_from_dict(doc["network_config"]))  # fmt: skip
+        spec = ModelSpec.create(
+            train.network,
+            doc["encoder_set"],
+            train.objective,
+            train.objective_config,
+            config_from_dict(doc["network_config"]),
+        )
     path, info = export_ema_checkpoint(
         args.run,
         args.sigma_rel,

@@ -39,14 +39,32 @@ def _extract(args: argparse.Namespace) -> int:
         from soundvcm.scale.ray_engine import extract_ray, require_ray
 
         require_ray()
-        meta, usable = extract_ray(args.input, args.out, args.encoders, args.duration, args.rows_per_shard,
-                                   args.ray_address, args.ray_cpus, args.actors, args.precision)  # fmt: skip
+        meta, usable = extract_ray(
+            args.input,
+            args.out,
+            args.encoders,
+            args.duration,
+            args.rows_per_shard,
+            args.ray_address,
+            args.ray_cpus,
+            args.actors,
+            args.precision,
+        )
     else:
-        meta, usable = extract(args.input, args.out, args.encoders, args.duration, args.rows_per_shard, device=device,
-                               precision=args.precision)  # fmt: skip
+        meta, usable = extract(
+            args.input,
+            args.out,
+            args.encoders,
+            args.duration,
+            args.rows_per_shard,
+            device=device,
+            precision=args.precision,
+        )
     kind = "video-text-audio" if meta.has_video else "text-audio"
     counted = f"{usable} of {meta.rows} rows usable" if usable is not None else f"{meta.rows} rows"
     stages = meta.precision.get("stages", {})
-    print(f"{args.out}: {counted} ({kind}), {meta.num_shards} shard(s), encoders {meta.encoder_set}, "
-          f"precision {', '.join(f'{k} {v}' for k, v in stages.items())}")  # fmt: skip
+    print(
+        f"{args.out}: {counted} ({kind}), {meta.num_shards} shard(s), encoders {meta.encoder_set}, "
+        f"precision {', '.join(f'{k} {v}' for k, v in stages.items())}"
+    )
     return 0

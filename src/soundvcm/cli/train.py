@@ -7,6 +7,23 @@ import json
 import sys
 from pathlib import Path
 
+# the training presets by name (soundvcm.training.config.TRAIN_PRESETS, which imports torch; a test
+# keeps the two equal): paper-scale, the lite_small family (the shipped lite models) and lite2_small's
+TRAIN_PRESET_NAMES = (
+    "paper",
+    "fm_baseline",
+    "meanflow_baseline",
+    "lite_cpu",
+    "lite_small",
+    "lite_small_fm",
+    "lite_small_split_p",
+    "lite_small_meanflow",
+    "lite2_small",
+    "lite2_small_fm",
+    "lite2_small_meanflow",
+    "tiny_cpu",
+)
+
 
 def register(commands) -> None:
     tr = commands.add_parser(
@@ -14,7 +31,7 @@ def register(commands) -> None:
         help="train a network on feature caches (FM, VCM or MeanFlow; torchrun for several processes)",
         description="soundvcm train --preset NAME --data CACHE[:WEIGHT]... --out DIR [--steps N] [--resume] "
         "[key=value ...]. "
-        "Presets: paper, fm_baseline, meanflow_baseline, lite_cpu, tiny_cpu. Caches may be soundvcm caches or "
+        f"Presets: {', '.join(TRAIN_PRESET_NAMES)}. Caches may be soundvcm caches or "
         "MMAudio's TensorDict folders; each gets equal exposure unless weighted. Several processes: "
         "torchrun --nproc-per-node G [--nnodes N --node-rank I --rdzv-backend c10d --rdzv-endpoint HOST:PORT] "
         "-m soundvcm.cli train ...",
@@ -67,53 +84,74 @@ def register(commands) -> None:
     tr.set_defaults(func=_train)
 
 
-def _train(args: argparse.Namespace) -> int:
+def _config(args: argparse.Namespace, saved):
+    """The run's config: a preset with overrides, or (``--resume``) the saved one, changed only when asked."""
     import dataclasses
 
-    from soundvcm.training.checkpoint import latest_checkpoint, read_checkpoint_doc
-    from soundvcm.training.config import config_dict, config_from_dict, resume_config, train_config
-    from soundvcm.training.trainer import Trainer, TrainingAborted, TrainingInterrupted
+    from soundvcm.training.checkpoint import read_checkpoint_doc
+    from soundvcm.training.config import config_from_dict, resume_config, train_config
 
     extra = {"steps": args.steps} if args.steps is not None else {}
     if args.precision is not None:
         extra["precision"] = args.precision
-    saved = latest_checkpoint(args.out / "checkpoints") if args.resume else None
-    if saved is not None:  # the run's own config, changed only when asked to
-        config = resume_config(
-            config_from_dict(read_checkpoint_doc(saved)["config"]), args.preset, args.overrides, args.allow_changes,
-            **extra,
-        )  # fmt: skip
-    else:
-        if args.allow_changes and not args.resume:
-            raise ValueError("--allow-changes only goes with --resume")
-        config = train_config(args.preset or "paper", args.overrides, **extra)
-    if args.init is not None and saved is None:  # the network preset comes from the checkpoint
-        from soundvcm.network.mmdit import NETWORK_PRESETS
+    if saved is not None:
+        saved_config = config_from_dict(read_checkpoint_doc(saved)["config"])
+        return resume_config(saved_config, args.preset, args.overrides, args.allow_changes, **extra)
+    if args.allow_changes and not args.resume:
+        raise ValueError("--allow-changes only goes with --resume")
+    config = train_config(args.preset or "paper", args.overrides, **extra)
+    if args.init is not None:  # the network preset comes from the checkpoint
+        from soundvcm.network.config import PRESETS
         from soundvcm.training.finetune import init_preset
 
         preset = init_preset(args.init)
-        if preset not in NETWORK_PRESETS:
+        if preset not in PRESETS:
             raise ValueError(f"--init {args.init}: its network preset {preset!r} is not one of this version's")
         config = dataclasses.replace(config, network=preset)
-    trainer = Trainer(
-        config, args.data, args.out, device=args.device, resume=args.resume,
-        allow_mixed_encoders=args.allow_mixed_encoders, init=args.init if saved is None else None,
-        parallel=args.parallel,
-    )  # fmt: skip
-    if trainer.rank == 0:
-        from soundvcm.atomic import atomic_write
+    return config
 
-        resolved = {"train": config_dict(config), "objective": dataclasses.asdict(trainer.objective.config),
-                    "init": args.init if saved is None else None, "precision": trainer.made_with()}  # fmt: skip
-        text = json.dumps(resolved, default=str)
-        print(f"config: {text}", file=sys.stderr)
-        atomic_write(Path(args.out) / "config.json", lambda tmp: tmp.write_text(json.dumps(json.loads(text), indent=1)))
+
+def _save_resolved(trainer, config, init) -> None:
+    """Print the resolved config and save it as RUN/config.json (the writer only)."""
+    from soundvcm.atomic import atomic_write
+    from soundvcm.configs import to_dict
+
+    resolved = {
+        "train": to_dict(config),
+        "objective": to_dict(trainer.objective.config),
+        "init": init,
+        "precision": trainer.made_with(),
+    }
+    text = json.dumps(resolved, default=str)
+    print(f"config: {text}", file=sys.stderr)
+    atomic_write(Path(trainer.out) / "config.json", lambda tmp: tmp.write_text(json.dumps(json.loads(text), indent=1)))
+
+
+def _train(args: argparse.Namespace) -> int:
+    from soundvcm.training.checkpoint import latest_checkpoint
+    from soundvcm.training.trainer import Trainer, TrainingAborted, TrainingInterrupted
+
+    saved = latest_checkpoint(args.out / "checkpoints") if args.resume else None
+    config = _config(args, saved)
+    init = args.init if saved is None else None
+    trainer = Trainer(
+        config,
+        args.data,
+        args.out,
+        device=args.device,
+        resume=args.resume,
+        allow_mixed_encoders=args.allow_mixed_encoders,
+        init=init,
+        parallel=args.parallel,
+    )
+    if trainer.engine.is_writer:
+        _save_resolved(trainer, config, init)
     try:
         trainer.fit()
     except TrainingAborted as exc:
         raise ValueError(str(exc)) from exc
     except TrainingInterrupted as exc:
-        if trainer.rank == 0:
+        if trainer.engine.is_writer:
             print(f"interrupted at step {exc.step}; saved {exc.checkpoint} (continue with --resume)", file=sys.stderr)
         _close(trainer)
         return 130

@@ -14,7 +14,6 @@ shards ``rank, rank + world, ...``; no process group is needed.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import warnings
 from pathlib import Path
@@ -31,6 +30,7 @@ from soundvcm.media.audio import load_audio
 from soundvcm.media.errors import MediaError
 from soundvcm.media.video import load_video, probe
 from soundvcm.precision import PrecisionPlan, resolve_precision
+from soundvcm.weights import md5sum
 
 
 def read_tsv(path: Path) -> list[tuple[Path, str]]:
@@ -49,14 +49,6 @@ def read_tsv(path: Path) -> list[tuple[Path, str]]:
     return rows
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def weight_hashes(encoder_set: str) -> dict[str, str]:
     """md5 of every weight file the encoder set reads (recorded so caches never mix encoders)."""
     if encoder_set in ("lite", "lite2"):
@@ -70,7 +62,7 @@ def weight_hashes(encoder_set: str) -> dict[str, str]:
             / "efficientnet-lite0-57934424.pth",
             "hifigan": package_dir(hifigan.PACKAGE, "") / "data" / "generator_universal.pth.tar",
         }
-        return {k: _md5(v) for k, v in files.items()}
+        return {k: md5sum(v) for k, v in files.items()}
     from soundvcm.encoders.mmaudio_set import set_files
 
     declared = set_files(encoder_set.split("_")[1])
@@ -180,8 +172,9 @@ def extract(
     todo = sum(min(rows_per_shard, len(rows) - s * rows_per_shard) for s in mine)
     bar = tqdm(total=todo, desc=f"extract (rank {rank}/{world})", unit="clip", file=sys.stderr, disable=todo == 0)
     for shard in mine:
-        _extract_shard(out, shard, rows[shard * rows_per_shard : (shard + 1) * rows_per_shard], encoders, seq, specs,
-                       meta, bar)  # fmt: skip
+        _extract_shard(
+            out, shard, rows[shard * rows_per_shard : (shard + 1) * rows_per_shard], encoders, seq, specs, meta, bar
+        )
     bar.close()
     return meta, finish_extraction(out, meta, tsv)
 
@@ -204,8 +197,13 @@ def finish_extraction(out: Path, meta: CacheMeta, tsv: Path) -> int | None:
 def empty_row(meta: CacheMeta) -> dict[str, torch.Tensor]:
     """The zeros an unusable row is stored as."""
     keys = ("mean", "std", "text") + (("clip", "sync") if meta.has_video else ())
-    shapes = {"mean": meta.latent_shape, "std": meta.latent_shape, "text": meta.text_shape,
-              "clip": meta.clip_shape, "sync": meta.sync_shape}  # fmt: skip
+    shapes = {
+        "mean": meta.latent_shape,
+        "std": meta.latent_shape,
+        "text": meta.text_shape,
+        "clip": meta.clip_shape,
+        "sync": meta.sync_shape,
+    }
     return {k: torch.zeros(shapes[k]) for k in keys}
 
 

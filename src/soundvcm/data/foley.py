@@ -273,9 +273,16 @@ def write_clip(path_stem: Path, cfg: FoleyConfig, scene: Scene, bank: SoundBank)
 
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"seed": scene.seed, "caption": caption(scene), "duration": cfg.duration, "fps": cfg.fps,
-           "sample_rate": sr, "objects": scene.objects, "events": [asdict(e) for e in scene.events],
-           "config": asdict(cfg)}  # fmt: skip
+    doc = {
+        "seed": scene.seed,
+        "caption": caption(scene),
+        "duration": cfg.duration,
+        "fps": cfg.fps,
+        "sample_rate": sr,
+        "objects": scene.objects,
+        "events": [asdict(e) for e in scene.events],
+        "config": asdict(cfg),
+    }
     write_mp4(stem.with_suffix(".mp4"), frames, cfg.fps, audio, sr)
     write_audio(stem.with_suffix(".flac"), audio, sr)
     atomic_write(stem.parent / f"{stem.name}.events.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1)))

@@ -230,17 +230,33 @@ def _hydrogen_label(root: Path, f: Path) -> tuple[str, str]:
 
 
 LIBRARIES = (
-    Library("scratch", "usr/share/scratch/Media/Sounds/", lambda p: p.endswith(AUDIO) and "Music Loops" not in p,
-            _scratch_label),
+    Library(
+        "scratch",
+        "usr/share/scratch/Media/Sounds/",
+        lambda p: p.endswith(AUDIO) and "Music Loops" not in p,
+        _scratch_label,
+    ),
     Library("tuxpaint-stamps-default", "usr/share/tuxpaint/stamps/", _tux_extract_keep, _tux_label),
-    Library("wesnoth-1.16-data", "usr/share/games/wesnoth/1.16/data/core/sounds/", lambda p: p.endswith(AUDIO),
-            _stem_label("a fantasy battle sound effect")),
-    Library("lincity-ng-data", "usr/share/games/lincity-ng/sounds/", lambda p: p.endswith(AUDIO),
-            _stem_label("a city building sound")),
+    Library(
+        "wesnoth-1.16-data",
+        "usr/share/games/wesnoth/1.16/data/core/sounds/",
+        lambda p: p.endswith(AUDIO),
+        _stem_label("a fantasy battle sound effect"),
+    ),
+    Library(
+        "lincity-ng-data",
+        "usr/share/games/lincity-ng/sounds/",
+        lambda p: p.endswith(AUDIO),
+        _stem_label("a city building sound"),
+    ),
     Library("hydrogen-drumkits", "usr/share/hydrogen/data/drumkits/", lambda p: p.endswith(AUDIO), _hydrogen_label),
-    Library("lmms-common", "usr/share/lmms/samples/",
-            lambda p: p.endswith(AUDIO) and "/shapes/" not in p and "/waveforms/" not in p, _lmms_label),
-)  # fmt: skip
+    Library(
+        "lmms-common",
+        "usr/share/lmms/samples/",
+        lambda p: p.endswith(AUDIO) and "/shapes/" not in p and "/waveforms/" not in p,
+        _lmms_label,
+    ),
+)
 
 
 def sfx_split(path: str, members: list[str], fraction: float) -> str:

@@ -268,6 +268,13 @@ def extract_tar_member(archive: Path, member_suffix: str, dest: Path) -> Path:
 def attribution(used: list[Source], extra: str = "") -> str:
     lines = ["# Attribution", "", "Data written by `soundvcm data open`, from these sources:", ""]
     for s in used:
-        lines += [f"## {s.name}", f"- what: {s.what}", f"- licence: {s.licence}", f"- from: {s.url}",
-                  f"- sha256: {s.sha256}", f"- home: {s.homepage}", ""]  # fmt: skip
+        lines += [
+            f"## {s.name}",
+            f"- what: {s.what}",
+            f"- licence: {s.licence}",
+            f"- from: {s.url}",
+            f"- sha256: {s.sha256}",
+            f"- home: {s.homepage}",
+            "",
+        ]
     return "\n".join(lines) + extra

@@ -182,11 +182,20 @@ class BigVGAN(nn.Module):
 
 
 BIGVGAN_WEIGHTS = {
-    "16k": WeightFile("bigvgan_16k", "best_netG.pt", f"{RELEASES}/best_netG.pt", "eeaf372a38a9c31c362120aba2dde292",
-                      "BigVGAN vocoder, 16 kHz (Make-An-Audio 2)",
-                      shapes=lambda: module_shapes(BigVGAN(BIGVGAN_CONFIGS["16k"]))),
-    "44k": WeightFile("bigvgan_v2_44k", "bigvgan_v2_44khz_128band_512x.pt",
-                      "https://huggingface.co/nvidia/bigvgan_v2_44khz_128band_512x/resolve/main/bigvgan_generator.pt",
-                      None, "BigVGAN v2 vocoder, 44.1 kHz, 128 bands",
-                      shapes=lambda: module_shapes(BigVGAN(BIGVGAN_CONFIGS["44k"]))),
-}  # fmt: skip
+    "16k": WeightFile(
+        "bigvgan_16k",
+        "best_netG.pt",
+        f"{RELEASES}/best_netG.pt",
+        "eeaf372a38a9c31c362120aba2dde292",
+        "BigVGAN vocoder, 16 kHz (Make-An-Audio 2)",
+        shapes=lambda: module_shapes(BigVGAN(BIGVGAN_CONFIGS["16k"])),
+    ),
+    "44k": WeightFile(
+        "bigvgan_v2_44k",
+        "bigvgan_v2_44khz_128band_512x.pt",
+        "https://huggingface.co/nvidia/bigvgan_v2_44khz_128band_512x/resolve/main/bigvgan_generator.pt",
+        None,
+        "BigVGAN v2 vocoder, 44.1 kHz, 128 bands",
+        shapes=lambda: module_shapes(BigVGAN(BIGVGAN_CONFIGS["44k"])),
+    ),
+}

@@ -125,7 +125,10 @@ class CLIP(nn.Module):
 
 
 CLIP_WEIGHTS = WeightFile(
-    "clip_dfn5b", "DFN5B-CLIP-ViT-H-14-384.bin",
+    "clip_dfn5b",
+    "DFN5B-CLIP-ViT-H-14-384.bin",
     "https://huggingface.co/apple/DFN5B-CLIP-ViT-H-14-384/resolve/main/open_clip_pytorch_model.bin",
-    None, "CLIP DFN5B ViT-H-14 at 384 px (image and text)", shapes=lambda: module_shapes(CLIP()),
-)  # fmt: skip
+    None,
+    "CLIP DFN5B ViT-H-14 at 384 px (image and text)",
+    shapes=lambda: module_shapes(CLIP()),
+)

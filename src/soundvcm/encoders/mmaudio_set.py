@@ -42,15 +42,23 @@ MMAUDIO_SPECS = {
 }
 MELS = {"16k": MEL_16K, "44k": MEL_44K}
 EMPTY_STRING = WeightFile(
-    "empty_string", "empty_string.pth", f"{RELEASES}/empty_string.pth",
-    None, "CLIP text features of the empty string (MMAudio's frozen null text)",
-)  # fmt: skip
+    "empty_string",
+    "empty_string.pth",
+    f"{RELEASES}/empty_string.pth",
+    None,
+    "CLIP text features of the empty string (MMAudio's frozen null text)",
+)
 
 
 def set_files(mode: str) -> dict[str, WeightFile]:
     """The official files of the 16k or 44k set, by role."""
-    return {"clip": CLIP_WEIGHTS, "bpe": CLIP_BPE, "sync": SYNCHFORMER_FILE, "vae": VAE_WEIGHTS[mode],
-            "vocoder": BIGVGAN_WEIGHTS[mode]}  # fmt: skip
+    return {
+        "clip": CLIP_WEIGHTS,
+        "bpe": CLIP_BPE,
+        "sync": SYNCHFORMER_FILE,
+        "vae": VAE_WEIGHTS[mode],
+        "vocoder": BIGVGAN_WEIGHTS[mode],
+    }
 
 
 class MMAudioEncoderSet(nn.Module):
@@ -162,8 +170,19 @@ def tiny_mmaudio_set(mode: str = "16k") -> MMAudioEncoderSet:
     from soundvcm.encoders.motionformer import MotionFormerConfig
 
     mel = MELS[mode]
-    clip = CLIP(CLIPConfig(embed_dim=32, image_size=42, patch_size=14, vision_width=64, vision_layers=1,
-                           vision_head_width=16, text_width=32, text_heads=4, text_layers=1))  # fmt: skip
+    clip = CLIP(
+        CLIPConfig(
+            embed_dim=32,
+            image_size=42,
+            patch_size=14,
+            vision_width=64,
+            vision_layers=1,
+            vision_head_width=16,
+            text_width=32,
+            text_heads=4,
+            text_layers=1,
+        )
+    )
     motionformer = MotionFormer(MotionFormerConfig(dim=64, depth=1, heads=4, patch=56))
     latent = 20 if mode == "16k" else 40
     vae = MelVAE(data_dim=mel.n_mels, embed_dim=latent, hidden=8).prepare()
@@ -171,9 +190,13 @@ def tiny_mmaudio_set(mode: str = "16k") -> MMAudioEncoderSet:
     vocoder = BigVGAN(BigVGANConfig(mel.n_mels, rates, tuple(2 * r for r in rates), 16))
     base = MMAUDIO_SPECS[mode]
     spec = replace(
-        base, name=f"{base.name}-tiny", clip_dim=32, sync_dim=64, text_dim=32,
+        base,
+        name=f"{base.name}-tiny",
+        clip_dim=32,
+        sync_dim=64,
+        text_dim=32,
         clip_frames=replace(CLIP_FRAMES, height=42, width=42),
-    )  # fmt: skip
+    )
     tokenizer = _ByteTokenizer()
     return MMAudioEncoderSet(spec, mel, clip, tokenizer, motionformer, vae, vocoder)
 

@@ -168,8 +168,11 @@ def sync_segments(frames: Tensor, segment: int = 16, step: int = 8) -> Tensor:
 
 
 SYNCHFORMER_FILE = WeightFile(
-    "synchformer", "synchformer_state_dict.pth", f"{RELEASES}/synchformer_state_dict.pth",
-    "5b2f5594b0730f70e41e549b7c94390c", "Synchformer (its MotionFormer visual extractor is used)",
-)  # fmt: skip
+    "synchformer",
+    "synchformer_state_dict.pth",
+    f"{RELEASES}/synchformer_state_dict.pth",
+    "5b2f5594b0730f70e41e549b7c94390c",
+    "Synchformer (its MotionFormer visual extractor is used)",
+)
 """The whole Synchformer's file; its expected keys are declared with the model in
 :mod:`soundvcm.evaluation.synchformer` (the encoder set uses only ``vfeat_extractor.``)."""

@@ -45,6 +45,7 @@ from soundvcm.evaluation.metrics import (
     kl_softmax,
     mean_abs_onset_lag_ms,
 )
+from soundvcm.evaluation.video_metrics import desync, ib_score
 from soundvcm.media.audio import load_audio, resample
 from soundvcm.media.errors import MediaError
 
@@ -164,78 +165,10 @@ def extractors() -> tuple[dict[str, tuple[int, Any]], dict[str, str]]:
     return available, missing
 
 
-def ib_score(
-    pairs: list[tuple[str, str]], waves: dict[str, torch.Tensor], video_dir: Path, length: float, report
-) -> float | None:
-    """IB-Score: 100 x mean cosine between ImageBind embeddings of each video and its prediction."""
-    from soundvcm.evaluation.imagebind import IMAGEBIND_WEIGHTS, VIDEO_FPS, audio_clips, load_imagebind, video_clips
-    from soundvcm.evaluation.metrics import ib_score as ib_metric
-    from soundvcm.media.video import FrameSpec, load_video
-    from soundvcm.weights import WeightsError, resolve
-
-    try:
-        model = load_imagebind(resolve(IMAGEBIND_WEIGHTS))
-    except WeightsError as exc:
-        report["not_computed"]["IB-Score"] = str(exc)
-        return None
-    videos = video_index(video_dir)
-    spec = {"ib": FrameSpec(VIDEO_FPS, 224, 224, fit="short")}
-    vis, aud = [], []
-    with torch.inference_mode():
-        for p, g in pairs:
-            video = videos.get(g) or videos.get(p)
-            if video is None or p not in waves:
-                report.setdefault("ib_skipped", []).append(f"{p}: no video named {g}.*")
-                continue
-            try:
-                frames = load_video(video, spec, duration=length).frames["ib"]
-                clips = video_clips(frames)
-            except (MediaError, ValueError) as exc:
-                report.setdefault("ib_skipped", []).append(f"{p}: {exc}")
-                continue
-            vis.append(model.encode_vision(clips).mean(0))
-            aud.append(model.encode_audio(audio_clips(waves[p])).mean(0))
-    return ib_metric(torch.stack(vis), torch.stack(aud)) if vis else None
-
-
 def load_passt_file(path):
     from soundvcm.evaluation.passt import load_passt
 
     return load_passt(path)
-
-
-def video_index(video_dir: Path) -> dict[str, Path]:
-    """Videos by stem (predictions pair with the video of their ground-truth name, or their own)."""
-    return {p.stem: p for p in Path(video_dir).iterdir() if p.is_file()}
-
-
-def desync(
-    pairs: list[tuple[str, str]], waves: dict[str, torch.Tensor], video_dir: Path, length: float, report
-) -> float | None:
-    """Mean DeSync (s) of predictions against their videos, with the full Synchformer."""
-    from soundvcm.evaluation.synchformer import SYNCHFORMER_WEIGHTS, desync_seconds, load_synchformer
-    from soundvcm.media.video import FrameSpec, load_video
-    from soundvcm.weights import WeightsError, resolve
-
-    try:
-        model = load_synchformer(resolve(SYNCHFORMER_WEIGHTS))
-    except WeightsError as exc:
-        report["not_computed"]["DeSync"] = str(exc)
-        return None
-    videos = video_index(video_dir)
-    spec = {"sync": FrameSpec(25.0, 224, 224, fit="crop")}
-    scores = []
-    for p, g in pairs:
-        video = videos.get(g) or videos.get(p)
-        if video is None or p not in waves:
-            report.setdefault("desync_skipped", []).append(f"{p}: no video named {g}.*")
-            continue
-        try:
-            frames = load_video(video, spec, duration=length).frames["sync"]
-            scores.append(desync_seconds(model, frames, waves[p]))
-        except (MediaError, ValueError) as exc:
-            report.setdefault("desync_skipped", []).append(f"{p}: {exc}")
-    return sum(scores) / len(scores) if scores else None
 
 
 def _features(models: dict, wave: torch.Tensor, native: int) -> dict[str, torch.Tensor]:
@@ -366,8 +299,14 @@ def evaluate(
     the stems to score, when the folders hold more than one run's files."""
     pred_files, gt_files, cache, gt_names = _sources(pred_dir, gt, None if only is None else set(only))
     pairs, unpaired_pred, unpaired_gt = pair(pred_files, gt_names)
-    report: dict[str, Any] = {"pairs": len(pairs), "unpaired_pred": unpaired_pred, "unpaired_gt": unpaired_gt,
-                              "short": [], "unreadable": [], "sample_rate_mismatch": []}  # fmt: skip
+    report: dict[str, Any] = {
+        "pairs": len(pairs),
+        "unpaired_pred": unpaired_pred,
+        "unpaired_gt": unpaired_gt,
+        "short": [],
+        "unreadable": [],
+        "sample_rate_mismatch": [],
+    }
     models, missing = extractors()
     fields = tuple(f"{m}.{f}" for m in models for f in (("emb", "logits") if m != "vggish" else ("emb",)))
     bar = tqdm(
@@ -394,6 +333,9 @@ def evaluate(
     metrics.update(_video_metrics(valid, waves["pred"], video_dir, audio_length, report, missing))
     for key in ("unpaired_pred", "unpaired_gt", "short", "unreadable", "sample_rate_mismatch"):
         if report[key]:
-            print(f"soundvcm: evaluate: {key.replace('_', ' ')}: {', '.join(report[key][:10])}"
-                  f"{' ...' if len(report[key]) > 10 else ''}", file=sys.stderr)  # fmt: skip
+            print(
+                f"soundvcm: evaluate: {key.replace('_', ' ')}: {', '.join(report[key][:10])}"
+                f"{' ...' if len(report[key]) > 10 else ''}",
+                file=sys.stderr,
+            )
     return {**metrics, "report": report}

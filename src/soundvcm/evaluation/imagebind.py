@@ -199,7 +199,11 @@ def _used_modalities(state: dict) -> dict:
 
 
 IMAGEBIND_WEIGHTS = WeightFile(
-    "imagebind_huge", "imagebind_huge.pth", "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth",
-    None, "ImageBind-Huge (IB-Score; its vision and audio parts are used)",
-    shapes=lambda: module_shapes(ImageBind()), prepare=_used_modalities,
-)  # fmt: skip
+    "imagebind_huge",
+    "imagebind_huge.pth",
+    "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth",
+    None,
+    "ImageBind-Huge (IB-Score; its vision and audio parts are used)",
+    shapes=lambda: module_shapes(ImageBind()),
+    prepare=_used_modalities,
+)

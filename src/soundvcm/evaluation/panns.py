@@ -85,6 +85,10 @@ def load_panns(path) -> Cnn14:
 
 
 PANNS_WEIGHTS = WeightFile(
-    "panns_cnn14_16k", "Cnn14_16k_mAP=0.438.pth", "https://zenodo.org/record/3987831/files/Cnn14_16k_mAP%3D0.438.pth",
-    None, "PANNs Cnn14, 16 kHz (FD-PANN, KL-PANNS-softmax, ISC-PANNS)", shapes=lambda: module_shapes(Cnn14()),
-)  # fmt: skip
+    "panns_cnn14_16k",
+    "Cnn14_16k_mAP=0.438.pth",
+    "https://zenodo.org/record/3987831/files/Cnn14_16k_mAP%3D0.438.pth",
+    None,
+    "PANNs Cnn14, 16 kHz (FD-PANN, KL-PANNS-softmax, ISC-PANNS)",
+    shapes=lambda: module_shapes(Cnn14()),
+)

@@ -31,9 +31,14 @@ def log_mel(wave: Tensor) -> Tensor:
     """(B, samples) at 32 kHz -> (B, 128, frames)."""
     x = F.conv1d(wave[:, None], torch.tensor([[[-0.97, 1.0]]], device=wave.device))[:, 0]
     spec = torch.stft(
-        x, N_FFT, hop_length=HOP, win_length=WIN, window=torch.hann_window(WIN, periodic=False, device=wave.device),
-        center=True, return_complex=True,
-    )  # fmt: skip
+        x,
+        N_FFT,
+        hop_length=HOP,
+        win_length=WIN,
+        window=torch.hann_window(WIN, periodic=False, device=wave.device),
+        center=True,
+        return_complex=True,
+    )
     power = spec.real.square() + spec.imag.square()
     mel = torch.log(kaldi_mel_banks(MELS, N_FFT, SAMPLE_RATE, 0.0, FMAX).to(wave.device) @ power + 1e-5)
     return (mel + 4.5) / 5.0
@@ -110,7 +115,10 @@ __all__ = ["PaSST", "embed_clip", "load_passt", "log_mel"]
 
 
 PASST_WEIGHTS = WeightFile(
-    "passt", "passt-s-f128-p16-s10-ap.476-swa.pt",
+    "passt",
+    "passt-s-f128-p16-s10-ap.476-swa.pt",
     "https://github.com/kkoutini/PaSST/releases/download/v0.0.1-audioset/passt-s-f128-p16-s10-ap.476-swa.pt",
-    None, "PaSST-S, 32 kHz, 10 s (FD-PASST, KL-PASST-softmax)", shapes=lambda: module_shapes(PaSST()),
-)  # fmt: skip
+    None,
+    "PaSST-S, 32 kHz, 10 s (FD-PASST, KL-PASST-softmax)",
+    shapes=lambda: module_shapes(PaSST()),
+)

@@ -192,9 +192,15 @@ def audio_segments(wave: Tensor) -> Tensor:
     segs = torch.stack([wave[:, i * SEGMENT_HOP : i * SEGMENT_HOP + SEGMENT] for i in range(count)], dim=1)
     b, s, n = segs.shape
     spec = torch.stft(
-        segs.reshape(b * s, n), N_FFT, hop_length=HOP, win_length=WIN,
-        window=torch.hann_window(WIN, device=wave.device), center=True, pad_mode="reflect", return_complex=True,
-    )  # fmt: skip
+        segs.reshape(b * s, n),
+        N_FFT,
+        hop_length=HOP,
+        win_length=WIN,
+        window=torch.hann_window(WIN, device=wave.device),
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
+    )
     power = spec.real.square() + spec.imag.square()
     fb = mel_filterbank(AUDIO_SR, N_FFT, MELS, 0.0, AUDIO_SR / 2, htk=True, norm=None).to(wave.device)
     mel = torch.log(fb @ power + 1e-6)

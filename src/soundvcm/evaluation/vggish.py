@@ -91,7 +91,12 @@ def load_vggish(path) -> VGGish:
 
 
 VGGISH_WEIGHTS = WeightFile(
-    "vggish", "vggish-10086976.pth", "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth",
-    None, "VGGish (FD-VGG)", sha256_prefix="10086976", shapes=lambda: module_shapes(VGGish()),
+    "vggish",
+    "vggish-10086976.pth",
+    "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth",
+    None,
+    "VGGish (FD-VGG)",
+    sha256_prefix="10086976",
+    shapes=lambda: module_shapes(VGGish()),
     prepare=lambda state: {k: v for k, v in state.items() if not k.startswith("pproc.")},
-)  # fmt: skip
+)

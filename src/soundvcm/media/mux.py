@@ -124,8 +124,13 @@ def plan_copy(video: Path, duration: float) -> CopyPlan | None:
     needed = [(index, pts) for index, pts in shown if pts < end - 1e-6]
     if not needed:
         return None
-    return CopyPlan(shift=first, last=max(i for i, _ in needed), frame_ticks=float(1 / (float(rate) * tb)),
-                    last_shown=max(p for _, p in needed), end=int(round(duration / float(tb))))  # fmt: skip
+    return CopyPlan(
+        shift=first,
+        last=max(i for i, _ in needed),
+        frame_ticks=float(1 / (float(rate) * tb)),
+        last_shown=max(p for _, p in needed),
+        end=int(round(duration / float(tb))),
+    )
 
 
 def _write_copy(source, target, vin, plan: CopyPlan, rotation: int, audio: np.ndarray, sample_rate: int) -> None:

@@ -196,8 +196,10 @@ class _FramePicker:
     def __init__(self, specs: dict[str, FrameSpec], start: float, duration: float | None):
         self.specs, self.start = specs, start
         self.targets = {name: 0 for name in specs}  # next target index per spec
-        self.limits = {name: (math.inf if duration is None else int(round(duration * spec.fps + 1e-6)))
-                       for name, spec in specs.items()}  # fmt: skip
+        self.limits = {
+            name: (math.inf if duration is None else int(round(duration * spec.fps + 1e-6)))
+            for name, spec in specs.items()
+        }
         self.out: dict[str, list[np.ndarray]] = {name: [] for name in specs}
 
     def emit_until(self, boundary: float, frame) -> None:
@@ -282,8 +284,15 @@ def load_video(
         messages.append(f"video is {available:.2f} s long, shorter than the requested {duration:.2f} s")
     for m in messages:
         warnings.warn(f"{path.name}: {m}", stacklevel=2)
-    return VideoClip(frames=frames, duration=available, info=info, requested_duration=duration, truncated=truncated,
-                     skipped_packets=skipped.count, warnings=messages)  # fmt: skip
+    return VideoClip(
+        frames=frames,
+        duration=available,
+        info=info,
+        requested_duration=duration,
+        truncated=truncated,
+        skipped_packets=skipped.count,
+        warnings=messages,
+    )
 
 
 def load_image(path: str | Path, specs: dict[str, FrameSpec]) -> dict[str, Tensor]:

@@ -9,13 +9,13 @@ generate --model NAME`` find it; ``soundvcm generate`` without ``--model`` uses 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from safetensors.torch import load_file
 
 from soundvcm.atomic import atomic_write, save_tensors
+from soundvcm.weights import md5sum
 
 SHIPPED_DIR = Path(__file__).resolve().parent
 DEFAULT = "default"
@@ -23,14 +23,6 @@ RESTORE = (
     "restore it with `pip install --force-reinstall --no-deps soundvcm` (in a git checkout: "
     "`git checkout -- src/soundvcm/models`), or rebuild the weights with the recipe in docs/MODEL_CARD.md"
 )
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def manifest() -> dict[str, dict]:
@@ -55,7 +47,7 @@ def resolve_shipped(name: str, check: bool = True) -> Path:
         path = SHIPPED_DIR / filename
         if not path.is_file():
             raise FileNotFoundError(f"shipped model {name!r}: {path} is missing; {RESTORE}")
-        if check and _md5(path) != md5:
+        if check and md5sum(path) != md5:
             raise ValueError(f"shipped model {name!r}: {path} is damaged (md5 differs); {RESTORE}")
     return SHIPPED_DIR / name
 
@@ -84,8 +76,8 @@ def ship(checkpoint: str | Path, name: str, description: str = "", folder: Path 
     entries[name] = {
         "description": description,
         "md5": {
-            f"{name}.safetensors": _md5(folder / f"{name}.safetensors"),
-            f"{name}.json": _md5(folder / f"{name}.json"),
+            f"{name}.safetensors": md5sum(folder / f"{name}.safetensors"),
+            f"{name}.json": md5sum(folder / f"{name}.json"),
         },
         "parameters": int(sum(v.numel() for v in state.values() if v.is_floating_point())),
     }

@@ -62,14 +62,32 @@ _SMALL_16K = MMDiTConfig()
 _LARGE_44K = MMDiTConfig(latent_dim=40, num_heads=14, depth=21, fused_depth=14, sequence=SEQUENCE_44K)
 # the lite encoder set's network (MiniLM text, EfficientNet-Lite0 frames, motion sync, mel latent):
 # 27.9M parameters, sized to train on a few CPU cores
-_LITE = MMDiTConfig(latent_dim=160, clip_dim=1280, sync_dim=128, text_dim=384, num_heads=4, depth=5, fused_depth=3,
-                    sequence=SEQUENCE_LITE)  # fmt: skip
+_LITE = MMDiTConfig(
+    latent_dim=160,
+    clip_dim=1280,
+    sync_dim=128,
+    text_dim=384,
+    num_heads=4,
+    depth=5,
+    fused_depth=3,
+    sequence=SEQUENCE_LITE,
+)
 # the shipped size: the lite network at hidden 128, 2 joint + 2 audio-only blocks, 4 s clips (8.2M parameters;
 # sized by measurement to train on 2 CPU cores, docs/MODEL_CARD.md)
 _LITE_SMALL = replace(_LITE, num_heads=2, depth=4, fused_depth=2, sequence=replace(SEQUENCE_LITE, duration=4.0))
 # tiny, for tests and CPU smoke runs: every code path, seconds on a CPU
-_DEBUG = MMDiTConfig(latent_dim=8, clip_dim=32, sync_dim=24, text_dim=16, text_seq_len=7, num_heads=2, head_dim=16,
-                     depth=3, fused_depth=1, sequence=SequenceConfig(duration=1.0))  # fmt: skip
+_DEBUG = MMDiTConfig(
+    latent_dim=8,
+    clip_dim=32,
+    sync_dim=24,
+    text_dim=16,
+    text_seq_len=7,
+    num_heads=2,
+    head_dim=16,
+    depth=3,
+    fused_depth=1,
+    sequence=SequenceConfig(duration=1.0),
+)
 
 PRESETS: dict[str, NetworkPreset] = {
     "small_16k": NetworkPreset(_SMALL_16K, "mmaudio_16k"),

@@ -8,6 +8,8 @@ With t in [0, 1] and ``max_period = 1e4`` (the paper's choice, B.2) the frequenc
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -41,16 +43,23 @@ class TimeEmbedder(nn.Module):
         self.freq_dim = freq_dim
         self.max_period = max_period
         self.register_buffer("freqs", sinusoidal_frequencies(freq_dim, max_period), persistent=False)
-        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        nn.init.normal_(self.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.mlp[2].weight, std=0.02)
+        first, last = nn.Linear(freq_dim, dim), nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(first, nn.SiLU(), last)  # keys mlp.0 / mlp.2, as MMAudio's
+        nn.init.normal_(first.weight, std=0.02)
+        nn.init.normal_(last.weight, std=0.02)
         if zero_output:
-            nn.init.zeros_(self.mlp[2].weight)
-            nn.init.zeros_(self.mlp[2].bias)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+
+    freqs: Tensor  # a buffer (not saved: recomputed from freq_dim and max_period)
 
     def forward(self, t: Tensor) -> Tensor:
         emb = sinusoidal_embedding(t, self.freqs)
-        return self.mlp(emb.to(self.mlp[0].weight.dtype))
+        return self.mlp(emb.to(self.linears()[0].weight.dtype))
+
+    def linears(self) -> tuple[nn.Linear, nn.Linear]:
+        """The MLP's two Linear layers (first, last)."""
+        return cast(nn.Linear, self.mlp[0]), cast(nn.Linear, self.mlp[2])
 
 
 class TwoTimeEmbedder(nn.Module):

@@ -30,6 +30,9 @@ class SwiGLU(nn.Module):
     def __init__(self, dim: int, ratio: float = 4.0, kernel_size: int = 1):
         super().__init__()
         hidden = swiglu_hidden(dim, ratio)
+        self.w1: nn.Module
+        self.w2: nn.Module
+        self.w3: nn.Module
         if kernel_size == 1:
             self.w1 = nn.Linear(dim, hidden, bias=False)
             self.w2 = nn.Linear(hidden, dim, bias=False)
@@ -119,6 +122,7 @@ class StreamBlock(nn.Module):
         n_mod = 2 if pre_only else 6
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, n_mod * dim))
         if not pre_only:
+            self.linear1: nn.Module
             if kernel_size == 1:
                 self.linear1 = nn.Linear(dim, dim)
             else:

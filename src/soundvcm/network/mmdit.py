@@ -17,6 +17,8 @@ A network converted from MMAudio keeps MMAudio's time convention inside
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,6 +35,9 @@ class MMDiT(VelocityNet):
     """u(latent, t, s | clip, sync, text) with MMAudio's parameter names."""
 
     condition_groups = {"video": ("clip", "sync"), "text": ("text",)}
+    latent_rot: Tensor  # RoPE tables (buffers, not saved: recomputed from the sequence lengths)
+    clip_rot: Tensor
+    offset_embed: TimeEmbedder
 
     def __init__(self, config: MMDiTConfig = MMDiTConfig()):
         super().__init__()
@@ -86,20 +91,20 @@ class MMDiT(VelocityNet):
                 nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-        for emb in [self.t_embed] + ([self.offset_embed] if self.config.offset_embedding else []):
-            nn.init.normal_(emb.mlp[0].weight, std=0.02)
-            nn.init.normal_(emb.mlp[2].weight, std=0.02)
+        embedders = [self.t_embed] + ([self.offset_embed] if self.config.offset_embedding else [])
+        for emb in embedders:
+            for linear in emb.linears():
+                nn.init.normal_(linear.weight, std=0.02)
         if self.config.offset_embedding:
-            nn.init.zeros_(self.offset_embed.mlp[2].weight)
-            nn.init.zeros_(self.offset_embed.mlp[2].bias)
-        zero = [b.adaLN_modulation[-1] for b in self.fused_blocks]
-        for jb in self.joint_blocks:
-            zero += [jb.latent_block.adaLN_modulation[-1], jb.clip_block.adaLN_modulation[-1]]
-            zero += [jb.text_block.adaLN_modulation[-1]]
-        zero += [self.final_layer.adaLN_modulation[-1], self.final_layer.conv]
+            _, last = self.offset_embed.linears()
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        # every block's adaLN output layer (joint, fused, final) and the final projection start at 0
+        zero: list[nn.Module] = [self.final_layer.conv]
+        zero += [m.adaLN_modulation[-1] for m in self.modules() if isinstance(m, (StreamBlock, FinalBlock))]
         for m in zero:
-            nn.init.zeros_(m.weight)
-            nn.init.zeros_(m.bias)
+            for p in (cast(nn.Linear, m).weight, cast(nn.Linear, m).bias):
+                nn.init.zeros_(p)
 
     def _set_rotations(self, seq: SequenceConfig) -> None:
         hd = self.config.head_dim

@@ -37,9 +37,10 @@ class AdaLNBlock(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(width, elementwise_affine=False)
         self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.SiLU(), nn.Linear(2 * width, width))
-        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 3 * width))
-        nn.init.zeros_(self.modulation[1].weight)
-        nn.init.zeros_(self.modulation[1].bias)
+        out = nn.Linear(width, 3 * width)
+        self.modulation = nn.Sequential(nn.SiLU(), out)
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
 
     def forward(self, h: Tensor, c: Tensor) -> Tensor:
         shift, scale, gate = self.modulation(c).chunk(3, dim=-1)

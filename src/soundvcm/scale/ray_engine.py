@@ -129,14 +129,21 @@ class _Encode:
             row: dict | str = str(error)
             if not error:
                 try:
-                    row = encode_row(self.encoders, {k: torch.from_numpy(v) for k, v in decoded.items()}, caption,
-                                     self.meta)  # fmt: skip
+                    row = encode_row(
+                        self.encoders, {k: torch.from_numpy(v) for k, v in decoded.items()}, caption, self.meta
+                    )
                 except (ValueError, RuntimeError) as exc:  # a row the encoders refuse: reported, not fatal
                     row = f"encoder error: {exc}"
             features.append({} if isinstance(row, str) else {k: v.numpy() for k, v in row.items()})
             errors.append(row if isinstance(row, str) else "")
-        return {"shard": batch["shard"], "index": batch["index"], "path": batch["path"],
-                "caption": batch["caption"], "error": errors, "features": features}  # fmt: skip
+        return {
+            "shard": batch["shard"],
+            "index": batch["index"],
+            "path": batch["path"],
+            "caption": batch["caption"],
+            "error": errors,
+            "features": features,
+        }
 
 
 def extract_ray(
@@ -174,11 +181,18 @@ def extract_ray(
         split = _plan(ray, actors)
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // 4))
         decode = dict(encoder_set=encoder_set, duration=duration, has_video=meta.has_video)
-        ds = ds.map(_Decode, fn_constructor_kwargs=decode, compute=_actors(ray, split.decoders),
-                    num_cpus=split.decoder_cpus)  # fmt: skip
+        ds = ds.map(
+            _Decode, fn_constructor_kwargs=decode, compute=_actors(ray, split.decoders), num_cpus=split.decoder_cpus
+        )
         encode = dict(encoder_set=encoder_set, meta=asdict(meta), threads=split.threads, precision=precision)
-        ds = ds.map_batches(_Encode, fn_constructor_kwargs=encode, batch_size=4, compute=_actors(ray, split.actors),
-                            num_cpus=split.actor_cpus, num_gpus=split.gpus)  # fmt: skip
+        ds = ds.map_batches(
+            _Encode,
+            fn_constructor_kwargs=encode,
+            batch_size=4,
+            compute=_actors(ray, split.actors),
+            num_cpus=split.actor_cpus,
+            num_gpus=split.gpus,
+        )
         _write_shards(ds, out, meta, len(items))
     return meta, finish_extraction(out, meta, tsv)
 
@@ -202,8 +216,10 @@ def _write_shards(ds, out: Path, meta, total: int) -> None:
         got = pending.pop(shard)
         done = [got[i] for i in sorted(got)]
         zeros = empty_row(meta)
-        tensors = {k: torch.stack([torch.from_numpy(r["features"][k]) if not r["error"] else zeros[k] for r in done])
-                   for k in zeros}  # fmt: skip
+        tensors = {
+            k: torch.stack([torch.from_numpy(r["features"][k]) if not r["error"] else zeros[k] for r in done])
+            for k in zeros
+        }
         ids = [Path(r["path"]).stem for r in done]
         write_shard(out, shard, tensors, ids, [r["caption"] for r in done], [not r["error"] for r in done])
     bar.close()
@@ -258,9 +274,13 @@ class _Generate:
             note: list[str] = []
             error = str(batch["error"][i])
             if not error:
-                job = Job(str(name), Path(batch["video"][i]) if batch["video"][i] else None,
-                          Path(batch["image"][i]) if batch["image"][i] else None, batch["prompt"][i] or None,
-                          float(batch["length"][i]) if batch["length"][i] >= 0 else None)  # fmt: skip
+                job = Job(
+                    str(name),
+                    Path(batch["video"][i]) if batch["video"][i] else None,
+                    Path(batch["image"][i]) if batch["image"][i] else None,
+                    batch["prompt"][i] or None,
+                    float(batch["length"][i]) if batch["length"][i] >= 0 else None,
+                )
                 try:
                     options = {**self.options, "decoded": batch["decoded"][i]} if job.video else self.options
                     result, out = run_job(self.pipe, job, self.out_dir, options)
@@ -273,26 +293,48 @@ class _Generate:
         return {"name": batch["name"], "written": written, "warnings": notes, "error": errors}
 
 
-def generate_ray(model: str, jobs: list, out_dir: Path, options: dict, address: str | None = None,
-                 num_cpus: int | None = None, actors: int | None = None, failed: int = 0,
-                 precision: str = "auto") -> int:  # fmt: skip
+def generate_ray(
+    model: str,
+    jobs: list,
+    out_dir: Path,
+    options: dict,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    actors: int | None = None,
+    failed: int = 0,
+    precision: str = "auto",
+) -> int:
     """:func:`soundvcm.generate.run_generate` on Ray Data: the same outputs; exit status 1 if a job failed."""
     from soundvcm.pipeline import Pipeline
 
     ray = init_ray(address, num_cpus)
     spec, _ = Pipeline.peek(model)
-    items = [{"name": j.name, "video": str(j.video or ""), "image": str(j.image or ""), "prompt": j.prompt or "",
-              "length": -1.0 if j.length is None else float(j.length)} for j in jobs]  # fmt: skip
+    items = [
+        {
+            "name": j.name,
+            "video": str(j.video or ""),
+            "image": str(j.image or ""),
+            "prompt": j.prompt or "",
+            "length": -1.0 if j.length is None else float(j.length),
+        }
+        for j in jobs
+    ]
     split = _plan(ray, actors)
     out_dir.mkdir(parents=True, exist_ok=True)
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // 2))
     decode = dict(encoder_set=spec.encoder_set, duration=options["duration"], start=options.get("start", 0.0))
-    ds = ds.map(_DecodeJob, fn_constructor_kwargs=decode, compute=_actors(ray, split.decoders),
-                num_cpus=split.decoder_cpus)  # fmt: skip
-    generate = dict(model=str(model), out_dir=str(out_dir), options=options, threads=split.threads,
-                    precision=precision)  # fmt: skip
-    ds = ds.map_batches(_Generate, fn_constructor_kwargs=generate, batch_size=1, compute=_actors(ray, split.actors),
-                        num_cpus=split.actor_cpus, num_gpus=split.gpus)  # fmt: skip
+    ds = ds.map(
+        _DecodeJob, fn_constructor_kwargs=decode, compute=_actors(ray, split.decoders), num_cpus=split.decoder_cpus
+    )
+    generate = dict(model=str(model), out_dir=str(out_dir), options=options, threads=split.threads, precision=precision)
+    ds = ds.map_batches(
+        _Generate,
+        fn_constructor_kwargs=generate,
+        batch_size=1,
+        compute=_actors(ray, split.actors),
+        num_cpus=split.actor_cpus,
+        num_gpus=split.gpus,
+    )
     total = len(jobs) + failed
     bar = tqdm(total=len(jobs), desc="generate (ray)", unit="clip", file=sys.stderr, disable=len(jobs) == 1)
     for row in ds.iter_rows():

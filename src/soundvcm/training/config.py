@@ -115,31 +115,73 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "fm_baseline": replace(PAPER, objective="fm"),
     "meanflow_baseline": replace(PAPER, objective="meanflow"),
     "lite_cpu": replace(
-        PAPER, network="lite", batch_size=16, steps=20_000, warmup=200, milestones=(16_000, 18_000),
-        ema_snapshot_every=1_000, checkpoint_every=500, log_every=20, val_every=500, val_batch=16,
-        sample_every=2_000, latent_stats_rows=200,
+        PAPER,
+        network="lite",
+        batch_size=16,
+        steps=20_000,
+        warmup=200,
+        milestones=(16_000, 18_000),
+        ema_snapshot_every=1_000,
+        checkpoint_every=500,
+        log_every=20,
+        val_every=500,
+        val_batch=16,
+        sample_every=2_000,
+        latent_stats_rows=200,
     ),
-    "lite_small": (LITE_SMALL := replace(
-        PAPER, network="lite_small", batch_size=16, steps=8_000, lr=3e-4, warmup=200, milestones=(6_400, 7_200),
-        ema_sigma_rels=(0.05, 0.1), ema_snapshot_every=250, checkpoint_every=250, log_every=20,
-        val_every=250, val_batch=32, sample_every=0, latent_stats_rows=500,
-    )),
+    "lite_small": (
+        LITE_SMALL := replace(
+            PAPER,
+            network="lite_small",
+            batch_size=16,
+            steps=8_000,
+            lr=3e-4,
+            warmup=200,
+            milestones=(6_400, 7_200),
+            ema_sigma_rels=(0.05, 0.1),
+            ema_snapshot_every=250,
+            checkpoint_every=250,
+            log_every=20,
+            val_every=250,
+            val_batch=32,
+            sample_every=0,
+            latent_stats_rows=500,
+        )
+    ),
     "lite_small_fm": replace(LITE_SMALL, objective="fm"),
     "lite_small_split_p": replace(LITE_SMALL, objective="vcm_split_p"),
     "lite_small_meanflow": replace(LITE_SMALL, objective="meanflow"),
     # the shipped models since issue 23: the same network and recipe on the lite2 encoder set, trained
     # longer (flow matching first, then VCM from it with --init; MeanFlow at equal compute)
-    "lite2_small": (LITE2_SMALL := replace(
-        LITE_SMALL, network="lite2_small", steps=20_000, milestones=(16_000, 18_000), ema_snapshot_every=500,
-        checkpoint_every=500, val_every=500,
-    )),
+    "lite2_small": (
+        LITE2_SMALL := replace(
+            LITE_SMALL,
+            network="lite2_small",
+            steps=20_000,
+            milestones=(16_000, 18_000),
+            ema_snapshot_every=500,
+            checkpoint_every=500,
+            val_every=500,
+        )
+    ),
     "lite2_small_fm": replace(LITE2_SMALL, objective="fm"),
     "lite2_small_meanflow": replace(LITE2_SMALL, objective="meanflow"),
     "tiny_cpu": replace(
-        PAPER, network="debug", batch_size=8, steps=200, warmup=10, milestones=(150,), ema_snapshot_every=50,
-        checkpoint_every=50, log_every=10, val_every=50, val_batch=8, sample_every=100, latent_stats_rows=64,
+        PAPER,
+        network="debug",
+        batch_size=8,
+        steps=200,
+        warmup=10,
+        milestones=(150,),
+        ema_snapshot_every=50,
+        checkpoint_every=50,
+        log_every=10,
+        val_every=50,
+        val_batch=8,
+        sample_every=100,
+        latent_stats_rows=64,
     ),
-}  # fmt: skip
+}
 
 
 STRING_LISTS = ("trainable", "lora_targets")  # comma-separated strings (regular expressions)
@@ -154,10 +196,19 @@ def _parse(key: str, value: str, current: Any) -> Any:
 
 # The run's identity: a resumed run can never change these.
 FIXED_ON_RESUME = (
-    "network", "objective", "objective_overrides", "objective_config", "batch_size", "accumulation", "seed",
+    "network",
+    "objective",
+    "objective_overrides",
+    "objective_config",
+    "batch_size",
+    "accumulation",
+    "seed",
     "ema_sigma_rels",
-    "trainable", "lora_rank", "lora_alpha", "lora_targets",
-)  # fmt: skip
+    "trainable",
+    "lora_rank",
+    "lora_alpha",
+    "lora_targets",
+)
 
 
 def train_config(preset: str, overrides: list[str] | None = None, base: TrainConfig | None = None, **kwargs: Any):
@@ -204,8 +255,11 @@ RUNTIME_FIELDS = ("precision", "compile")
 
 def config_changes(saved: TrainConfig, new: TrainConfig) -> dict[str, tuple[Any, Any]]:
     """Fields where ``new`` differs from ``saved``: key -> (saved, new)."""
-    return {f.name: (getattr(saved, f.name), getattr(new, f.name)) for f in fields(TrainConfig)
-            if getattr(saved, f.name) != getattr(new, f.name)}  # fmt: skip
+    return {
+        f.name: (getattr(saved, f.name), getattr(new, f.name))
+        for f in fields(TrainConfig)
+        if getattr(saved, f.name) != getattr(new, f.name)
+    }
 
 
 def resume_config(

@@ -34,8 +34,9 @@ expectation over the global batch).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -45,6 +46,7 @@ from soundvcm.conditions import Batch
 from soundvcm.objectives.base import LossOutput
 
 ENGINES = ("auto", "ddp", "fsdp", "allreduce")
+T = TypeVar("T")
 
 
 def resolve_engine(name: str, world: int) -> str:
@@ -76,12 +78,45 @@ def _all_finite(finite: bool, device: torch.device) -> bool:
 
 
 class LocalEngine:
-    """One process: the objective's loss on the (possibly compiled) network."""
+    """One process: the objective's loss on the (possibly compiled) network.
+
+    Besides the step, an engine owns what distribution means for the rest of the trainer:
+    :attr:`is_writer` (the one process that writes checkpoints, EMA snapshots, samples, logs),
+    :meth:`gather` (whole tensors, collected where they must be: a collective on every rank when
+    the state is sharded, on the writer alone otherwise), :meth:`mean` and :meth:`barrier`.
+    """
 
     always_backward = False  # a non-finite loss skips its backward
+    sharded = False  # parameters split over ranks (FSDP): gathering them is a collective
 
     def __init__(self, model: nn.Module, objective):
         self.model, self.objective = model, objective
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.world = dist.get_world_size() if dist.is_initialized() else 1
+
+    @property
+    def is_writer(self) -> bool:
+        return self.rank == 0
+
+    def gather(self, collect: Callable[[], T]) -> T | None:
+        """``collect()``'s result on the writer (None on the other ranks); ``collect`` runs on every
+        rank when the state is sharded (gathering it is a collective), on the writer alone otherwise."""
+        if self.sharded or self.is_writer:
+            out = collect()
+            return out if self.is_writer else None
+        return None
+
+    def mean(self, value: float) -> float:
+        """The mean of ``value`` over ranks (the logged loss is every rank's, not the writer's)."""
+        if self.world == 1:
+            return value
+        total = torch.tensor([value], device=getattr(self, "device", None))
+        dist.all_reduce(total)
+        return float(total) / self.world
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
 
     def loss(self, batch: Batch, step: int, generator: torch.Generator | None) -> LossOutput:
         return self.objective.loss(self.model, batch, step, generator=generator)
@@ -153,6 +188,8 @@ def frozen_network_tensors(net: nn.Module) -> set[nn.Parameter]:
 
 class FSDPEngine(DDPEngine):
     """FSDP2: parameters, gradients, optimizer moments and EMA copies sharded over all ranks."""
+
+    sharded = True
 
     def __init__(self, net: nn.Module, model: nn.Module, objective, device: torch.device):
         from torch.distributed.device_mesh import init_device_mesh

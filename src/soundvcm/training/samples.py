@@ -1,5 +1,5 @@
 """Periodic training outputs: the validation loss, and samples from the EMA weights (audio (flac)
-and a spectrogram PNG per row).
+and a spectrogram PNG per row), from typed inputs (a network, a batch, the spec, a decoder, a folder).
 
 The network with the first tracked EMA (sigma_rel 0.05 by default) samples the first rows of the
 fixed validation batch with the objective's sampler (Alg. 2 for consistency objectives, Euler +
@@ -18,16 +18,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
 
-from soundvcm.data.mixing import step_generator  # noqa: E402
+from soundvcm.conditions import Batch  # noqa: E402
 from soundvcm.media.audio import write_audio  # noqa: E402
 from soundvcm.sampling import ConsistencyOptions, initial_noise, sample  # noqa: E402
-from soundvcm.training.export import ema_network  # noqa: E402
+from soundvcm.spec import ModelSpec  # noqa: E402
 
 _DECODERS: dict[str, object] = {}
 
 
-def _decoder(encoder_set: str):
+def load_decoder(encoder_set: str):
+    """The encoder set that turns latents into audio (loaded once per set; None, with a warning, when
+    its weights are missing: samples are then latent images only)."""
     if encoder_set not in _DECODERS:
         from soundvcm.encoders import load_encoder_set
 
@@ -53,16 +56,14 @@ VAL_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
 @torch.no_grad()
-def validation_loss(trainer, net) -> dict[str, float]:
-    """Flow-matching MSE of u(x_t, t, t) at fixed t on fixed rows and noise (comparable across runs)."""
+def validation_loss(net, batch: Batch, eps: Tensor) -> dict[str, float]:
+    """Flow-matching MSE of u(x_t, t, t) at the fixed times on ``batch`` with noise ``eps`` (the
+    trainer passes the same rows and noise every time: comparable across steps and runs)."""
     net.eval()
-    g = step_generator(trainer.config.seed, -1, 0, 0, "validation")
-    batch = trainer.data.batch(net, trainer.config.val_batch, g, trainer.device)
     prepared = net.prepare(batch.conditions)
-    eps = torch.randn(batch.x0.shape, generator=g).to(trainer.device)
     out = {}
     for t_val in VAL_TIMES:
-        t = torch.full((batch.x0.shape[0],), t_val, device=trainer.device)
+        t = torch.full((batch.x0.shape[0],), t_val, device=batch.x0.device)
         x_t = (1 - t_val) * batch.x0 + t_val * eps
         u = net(x_t, t, t, prepared).float()
         out[f"val_t{t_val:.1f}"] = float((u - (eps - batch.x0)).square().mean())
@@ -71,31 +72,39 @@ def validation_loss(trainer, net) -> dict[str, float]:
 
 
 @torch.no_grad()
-def write_samples(trainer, folder: Path, weights: dict[str, torch.Tensor], rows: int = 2) -> list[Path]:
-    """Sample the first validation rows with the network carrying ``weights`` (the first EMA)."""
+def write_samples(
+    net,
+    batch: Batch,
+    spec: ModelSpec,
+    decoder,
+    folder: Path,
+    sample_rate: int,
+    step: int,
+    sample_steps: int = 1,
+    seed: int = 0,
+    rows: int = 2,
+) -> list[Path]:
+    """Sample the first ``rows`` of ``batch`` with ``net`` (the EMA weights) and the spec's sampler
+    (a consistency sampler at ``sample_steps``); write audio and a spectrogram per row into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    net = ema_network(trainer.net.config, weights).to(trainer.device).eval()
-    g = step_generator(trainer.config.seed, -1, 0, 0, "validation")
-    batch = trainer.data.batch(net, max(rows, trainer.config.val_batch), g, trainer.device)
     conditions = {k: v[:rows].detach() for k, v in batch.conditions.items()}
     prepared = net.prepare(conditions)
-    noise = initial_noise((rows, *batch.x0.shape[1:]), seed=trainer.config.seed).to(trainer.device)
-    options = trainer.spec.sampler
+    noise = initial_noise((rows, *batch.x0.shape[1:]), seed=seed).to(batch.x0.device)
+    options = spec.sampler
     if isinstance(options, ConsistencyOptions):
-        options = replace(options, steps=trainer.config.sample_steps)
+        options = replace(options, steps=sample_steps)
     x = sample(net, noise, prepared, options, net.prepare_null(rows) if options.needs_null else None)
     latent = net.unnormalize(x)
-    decoder = trainer.decoder if trainer.decoder is not None else _decoder(trainer.encoder_set)
     written = []
     for i in range(rows):
         stem = folder / f"sample_{i}"
         if decoder is None:
-            _png(stem.with_suffix(".png"), latent[i].T.float().cpu(), f"latent, step {trainer.step}")
+            _png(stem.with_suffix(".png"), latent[i].T.float().cpu(), f"latent, step {step}")
             written.append(stem.with_suffix(".png"))
             continue
         mel = decoder.decode_latent(latent[i : i + 1])
         wave = decoder.vocode(mel)[0].float().cpu()
-        written.append(write_audio(stem.with_suffix(".flac"), wave, trainer.data.meta.sample_rate))
-        _png(stem.with_suffix(".png"), mel[0].float().cpu(), f"mel, EMA sample {i}, step {trainer.step}")
+        written.append(write_audio(stem.with_suffix(".flac"), wave, sample_rate))
+        _png(stem.with_suffix(".png"), mel[0].float().cpu(), f"mel, EMA sample {i}, step {step}")
         written.append(stem.with_suffix(".png"))
     return written

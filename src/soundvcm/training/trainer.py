@@ -29,8 +29,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
 from tqdm import tqdm
 
+from soundvcm.conditions import Batch
 from soundvcm.data.mixing import MixedSource, step_generator
 from soundvcm.device import compile_module, dist_info
 from soundvcm.network.checkpoint import config_to_dict
@@ -49,7 +51,7 @@ from soundvcm.training.checkpoint import (
     set_rng_state,
 )
 from soundvcm.training.config import TrainConfig, config_dict
-from soundvcm.training.export import export_ema_checkpoint
+from soundvcm.training.export import ema_network, export_ema_checkpoint
 from soundvcm.training.finetune import add_lora, freeze_except, load_init
 from soundvcm.training.interrupt import StopRequest, TrainingAborted, TrainingInterrupted
 from soundvcm.training.parallel import (
@@ -62,6 +64,7 @@ from soundvcm.training.parallel import (
 from soundvcm.training.posthoc_ema import PostHocEMA
 from soundvcm.training.progress import ProgressLog, loss_by_t
 from soundvcm.training.resume import check_identity, fit_world
+from soundvcm.training.samples import load_decoder, validation_loss, write_samples
 from soundvcm.training.step import optimization_step
 
 __all__ = ["Trainer", "TrainingAborted", "TrainingInterrupted"]
@@ -88,19 +91,11 @@ class Trainer:
         self.config, self.out, self.decoder, self.resume = config, Path(out), decoder, resume
         self.resume_from = latest_checkpoint(self.out / "checkpoints") if resume else None
         self._setup_processes(device)
-        self.engine_name = resolve_engine(parallel, self.world)
-        self.sharded = self.engine_name == "fsdp"
-        self.saved_step = -1
         self.stop = StopRequest(self.rank, self.world, self.device)
         self.data = MixedSource.open(data, allow_mixed_encoders)
         torch.manual_seed(config.seed)
-        net_config = self._network_config()
         self.init = init
-        if init is not None:  # the source's own network config (MMAudio's time convention included)
-            self.net = load_init(init, self.encoder_set, net_config.sequence.duration).to(self.device)
-        else:
-            self.net = MMDiT(net_config).to(self.device)
-        self._adapt()
+        self.net = self._build_network(init)
         # autocast: bf16 on a GPU or a native-bf16 CPU where faster (soundvcm.precision); recorded in checkpoints
         self.precision = resolve_precision(config.precision, self.device, ("train",))
         self.objective = build_objective(config.objective, config.steps, config.objective_config)
@@ -108,22 +103,48 @@ class Trainer:
             config.network, self.encoder_set, config.objective, self.objective.config, self.net.config
         )
         saved = self._start_or_resume(init)  # whole weights go in before any sharding
-        # the compiled module proxies prepare/null_conditions/normalize to the network
-        compiled, note = compile_module(self.net, self.device) if config.compile else (self.net, None)
-        if note and self.rank == 0:
-            print(f"soundvcm: {note}", file=sys.stderr)
-        self.model: Any = autocast(compiled, self.precision.dtype("train"))  # what the objective calls
-        self.engine = build_engine(self.engine_name, self.net, self.model, self.objective, self.device)
+        self.engine = self._build_engine(parallel)
         params = [p for p in self.net.parameters() if p.requires_grad]  # FSDP's sharded ones, if sharded
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay,
-                                           eps=config.eps, fused=self.device.type == "cuda")  # fmt: skip
-        self.ema = PostHocEMA(self.net, config.ema_sigma_rels, config.ema_snapshot_every, self.out / "ema",
-                              write=self.rank == 0)  # fmt: skip
+        self.optimizer = torch.optim.AdamW(
+            params,
+            lr=config.lr,
+            betas=config.betas,
+            weight_decay=config.weight_decay,
+            eps=config.eps,
+            fused=self.device.type == "cuda",
+        )
+        ema_folder, writer = self.out / "ema", self.engine.is_writer
+        self.ema = PostHocEMA(self.net, config.ema_sigma_rels, config.ema_snapshot_every, ema_folder, write=writer)
         self.step = self.nonfinite = self.skipped = 0
+        self.saved_step = -1
         self.history: list[dict[str, float]] = []
         if saved is not None:
             self._restore_state(*saved)
-        self.writer: Any = None  # TensorBoard's SummaryWriter on rank 0 while fitting
+        self.writer: Any = None  # TensorBoard's SummaryWriter on the writer while fitting
+
+    def _build_network(self, init) -> MMDiT:
+        """The preset sized for the caches (or ``init``'s own network), with fine-tuning adapters."""
+        net_config, self.encoder_set = network_for_cache(self.config.network, self.data.meta)
+        if init is not None:  # the source's own network config (MMAudio's time convention included)
+            net = load_init(init, self.encoder_set, net_config.sequence.duration).to(self.device)
+        else:
+            net = MMDiT(net_config).to(self.device)
+        cfg = self.config
+        if cfg.lora_rank:  # fine-tuning: LoRA adapters and/or the trainable subset (training/finetune.py)
+            add_lora(net, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+        if cfg.trainable:
+            freeze_except(net, cfg.trainable)
+        return net
+
+    def _build_engine(self, parallel: str):
+        """What computes the step's loss (the network under the run's autocast, compiled if asked) and
+        combines gradients over ranks; it also owns "who writes" and gathering whole tensors."""
+        self.engine_name = resolve_engine(parallel, self.world)
+        compiled, note = compile_module(self.net, self.device) if self.config.compile else (self.net, None)
+        if note and self.rank == 0:
+            print(f"soundvcm: {note}", file=sys.stderr)
+        model = autocast(compiled, self.precision.dtype("train"))  # what the objective calls
+        return build_engine(self.engine_name, self.net, model, self.objective, self.device)
 
     def _setup_processes(self, device: str) -> None:
         """Rank, device, process group and the per-rank micro-batch size."""
@@ -152,11 +173,6 @@ class Trainer:
             )
         self.micro = per_rank
 
-    def _network_config(self):
-        """The preset sized for the caches' encoder set and clip length, checked against them."""
-        net_config, self.encoder_set = network_for_cache(self.config.network, self.data.meta)
-        return net_config
-
     def _start_or_resume(self, init) -> tuple | None:
         """A new run's latent statistics, or the saved run's network weights (loaded now, into the
         whole network) and its optimizer/EMA states (returned, loaded once those exist)."""
@@ -170,14 +186,6 @@ class Trainer:
         if init is None:
             self._set_latent_stats()
         return None
-
-    def _adapt(self) -> None:
-        """Fine-tuning: LoRA adapters and/or the trainable subset (training/finetune.py)."""
-        cfg = self.config
-        if cfg.lora_rank:
-            add_lora(self.net, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
-        if cfg.trainable:
-            freeze_except(self.net, cfg.trainable)
 
     # ----- setup ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -229,11 +237,7 @@ class Trainer:
         )
         if not out.finite:
             return self._skip(lr)
-        mean_loss = out.loss
-        if self.world > 1:  # the logged loss is the mean over ranks, not rank 0's alone
-            loss_sum = torch.tensor([mean_loss], device=self.device)
-            dist.all_reduce(loss_sum)
-            mean_loss = float(loss_sum) / self.world
+        mean_loss = self.engine.mean(out.loss)  # the logged loss is every rank's, not the writer's
         self.nonfinite = 0
         self.ema.update(self.net)
         self.step += 1
@@ -242,7 +246,7 @@ class Trainer:
     def _skip(self, lr: float) -> dict[str, Any]:
         self.nonfinite += 1
         self.skipped += 1
-        if self.rank == 0:
+        if self.engine.is_writer:
             tqdm.write(f"soundvcm: step {self.step}: non-finite loss, step skipped ({self.nonfinite} in a row)")
         if self.nonfinite >= self.config.max_nonfinite:
             raise TrainingAborted(
@@ -252,26 +256,30 @@ class Trainer:
         self.step += 1
         return {"loss": float("nan"), "lr": lr, "skipped": 1}
 
-    # ----- validation, samples, checkpoints ------------------------------------------------
+    # ----- validation, samples, checkpoints (every rank calls these; the engine gathers, the writer writes)
     def validation_loss(self) -> dict[str, float]:
-        """Flow-matching MSE of u(x_t, t, t) at fixed t on fixed rows and noise (with FSDP every
-        rank calls this, to gather the network whole; rank 0 computes it, the others get {})."""
-        from soundvcm.training.samples import validation_loss
+        """Flow-matching MSE of u(x_t, t, t) at fixed t on fixed rows and noise ({} off the writer)."""
+        net = self.engine.gather(self._whole_network)
+        return validation_loss(net, *self._validation_batch(net)) if net is not None else {}
 
-        net = self._whole_network()
-        return validation_loss(self, net) if net is not None else {}
-
-    def _whole_network(self) -> torch.nn.Module | None:
-        """The network with whole weights: itself, or (FSDP) a copy gathered for rank 0."""
-        if not self.sharded:
+    def _whole_network(self) -> torch.nn.Module:
+        """The network with whole weights: itself, or (sharded) a copy made from the gathered weights."""
+        if not self.engine.sharded:
             return self.net
-        from soundvcm.training.export import ema_network
+        return ema_network(self.net.config, full_state(self.net.state_dict())).to(self.device)
 
-        weights = full_state(self.net.state_dict())  # a collective
-        return ema_network(self.net.config, weights).to(self.device) if self.rank == 0 else None
+    def _validation_batch(self, net, rows: int | None = None) -> tuple[Batch, Tensor]:
+        """The fixed validation rows and noise (drawn with ``net``'s current null features)."""
+        g = step_generator(self.config.seed, -1, 0, 0, "validation")
+        batch = self.data.batch(net, rows or self.config.val_batch, g, self.device)
+        return batch, torch.randn(batch.x0.shape, generator=g).to(self.device)
 
     def checkpoint(self) -> Path:
-        """Save a training checkpoint (call on every rank; rank 0 writes)."""
+        """Save a training checkpoint with whole tensors, the same files whatever the engine."""
+        self.saved_step = self.step
+        state = self.engine.gather(self.checkpoint_state)
+        if state is None:
+            return self.out / "checkpoints"
         doc = {
             "config": config_dict(self.config),
             "encoder_set": self.encoder_set,
@@ -285,46 +293,39 @@ class Trainer:
             "engine": self.engine_name,
             "precision": self.made_with(),
         }
-        # whole tensors whatever the engine, so the files are the same for any world size
-        self.saved_step = self.step
-        if self.rank != 0 and not self.sharded:
-            return self.out / "checkpoints"
-        state = self.checkpoint_state()
-        if self.rank != 0:
-            return self.out / "checkpoints"
-        return save_checkpoint(self.out / "checkpoints", self.step, *state, doc, self.config.keep_checkpoints)
+        net, optimizer, ema = state
+        return save_checkpoint(
+            self.out / "checkpoints", self.step, net, optimizer, ema, doc, self.config.keep_checkpoints
+        )
+
+    def checkpoint_state(self) -> tuple[dict, dict, dict]:
+        """(network, optimizer, EMA) states with whole tensors (a collective when sharded)."""
+        return full_state(self.net.state_dict()), full_optimizer_state(self.optimizer), self.ema.state_dict()
 
     def made_with(self) -> dict:
         """The precision of this run's training steps and of the features it trains on."""
         return {"train": self.precision.to_dict(), "features": self.data.meta.precision}
 
-    def checkpoint_state(self) -> tuple[dict, dict, dict]:
-        """(network, optimizer, EMA) states with whole tensors, whatever the engine (gathering
-        sharded ones is a collective: every rank calls this)."""
-        return full_state(self.net.state_dict()), full_optimizer_state(self.optimizer), self.ema.state_dict()
-
     def samples(self) -> list[Path]:
-        """EMA samples (call on every rank: sharded EMA weights are gathered; rank 0 writes)."""
-        from soundvcm.training.samples import write_samples
-
-        weights = full_state(self.ema.emas[0]) if self.sharded else self.ema.emas[0]
-        if self.rank != 0:
+        """Samples of the first validation rows from the first EMA's weights (audio and spectrograms)."""
+        weights = self.engine.gather(lambda: full_state(self.ema.emas[0]))
+        if weights is None:
             return []
-        return write_samples(self, self.out / "samples" / f"step_{self.step:09d}", weights)
+        net = ema_network(self.net.config, weights).to(self.device).eval()
+        batch, _ = self._validation_batch(net, max(2, self.config.val_batch))
+        decoder = self.decoder if self.decoder is not None else load_decoder(self.encoder_set)
+        folder = self.out / "samples" / f"step_{self.step:09d}"
+        steps, seed, rate = self.config.sample_steps, self.config.seed, self.data.meta.sample_rate
+        return write_samples(net, batch, self.spec, decoder, folder, rate, self.step, steps, seed)
 
     def export_ema(self, sigma_rel: float | None = None) -> Path:
-        """Synthesise the EMA at sigma_rel from the snapshots and save it as a soundvcm checkpoint
-        (call on every rank; rank 0 writes)."""
+        """Synthesise the EMA at sigma_rel from the snapshots and save it as a soundvcm checkpoint."""
         self.ema.snapshot()
-        if self.rank != 0:
+        if not self.engine.is_writer:
             return self.out
+        sigma = sigma_rel or self.config.ema_export_sigma_rel
         path, _ = export_ema_checkpoint(
-            self.out,
-            sigma_rel or self.config.ema_export_sigma_rel,
-            self.step,
-            self.net.config,
-            self.spec,
-            precision=self.made_with(),
+            self.out, sigma, self.step, self.net.config, self.spec, precision=self.made_with()
         )
         return path
 
@@ -338,7 +339,7 @@ class Trainer:
     def _fit(self, steps: int | None) -> list[dict[str, float]]:
         cfg = self.config
         end = min(cfg.steps, self.step + steps) if steps is not None else cfg.steps
-        main = self.rank == 0
+        main = self.engine.is_writer
         if main:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -353,8 +354,7 @@ class Trainer:
                 if main:
                     log.add(record, self.writer if self.step % cfg.log_every == 0 or self.step == end else None)
                 self._periodic(end)
-                if self.world > 1:
-                    dist.barrier()
+                self.engine.barrier()
                 if self.stop.now():  # a step boundary: the state is consistent, save and stop
                     path = self._save_for_stop()
                     raise TrainingInterrupted(self.step, path if main else None)
@@ -362,22 +362,20 @@ class Trainer:
             bar.close()
         if main:
             self.writer.flush()
-        if self.step >= cfg.steps and (main or self.sharded):
+        if self.step >= cfg.steps:
             path = self.export_ema()
             if main:
                 tqdm.write(f"final EMA weights (sigma_rel {cfg.ema_export_sigma_rel}): {path}")
         return self.history
 
     def _periodic(self, end: int) -> None:
-        """Validation, samples and checkpoints on their schedules (every rank calls this: with FSDP
-        they gather whole tensors together; rank 0 writes)."""
+        """Validation, samples and checkpoints on their schedules (every rank calls this)."""
         cfg = self.config
-        involved = self.rank == 0 or self.sharded
-        if cfg.val_every and self.step % cfg.val_every == 0 and involved:
+        if cfg.val_every and self.step % cfg.val_every == 0:
             values = self.validation_loss()
             for k, v in values.items() if self.writer is not None else ():
                 self.writer.add_scalar(f"val/{k}", v, self.step)
-        if cfg.sample_every and self.step % cfg.sample_every == 0 and involved:
+        if cfg.sample_every and self.step % cfg.sample_every == 0:
             self.samples()
         if cfg.checkpoint_every and (self.step % cfg.checkpoint_every == 0 or self.step == end):
             self.checkpoint()
@@ -385,7 +383,7 @@ class Trainer:
     def _save_for_stop(self) -> Path:
         """This step's checkpoint: the periodic one if it was just written, else a new one."""
         if self.saved_step == self.step:
-            path = latest_checkpoint(self.out / "checkpoints") if self.rank == 0 else None
+            path = latest_checkpoint(self.out / "checkpoints") if self.engine.is_writer else None
         else:
             path = self.checkpoint()
         if self.writer is not None:

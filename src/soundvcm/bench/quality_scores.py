@@ -1,0 +1,121 @@
+"""Scoring of ``soundvcm bench quality``'s rows: the project's ``evaluate`` (FD, KID, KL) plus the event
+metrics of the Foley world (onset F1, accuracy and AP, detections per event, timing error,
+material accuracy), and the table of every row (see :mod:`soundvcm.bench.quality`)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from soundvcm.bench.quality_sets import TestSet
+from soundvcm.media.audio import load_audio
+
+SAMPLE_RATE = 22_050
+
+
+def event_scores(folder: Path, ts: TestSet, classifier) -> dict[str, float]:
+    """Onset F1 (pooled), onset accuracy and AP at ±0.1 s (CondFoleyGen's protocol, per clip, averaged),
+    detections per event, timing error of matched onsets, material accuracy of isolated matches."""
+    from soundvcm.evaluation.events import detect_onsets_scored, material_accuracy, onset_acc_ap, onset_f1
+
+    tp = fp = fn = correct = scored = 0
+    errors: list[float] = []
+    accs, aps = [], []
+    for item in ts.items:
+        wave, _ = load_audio(folder / f"{item.name}.flac", SAMPLE_RATE)
+        detected, strength = detect_onsets_scored(wave, SAMPLE_RATE)
+        events = item.events or []
+        score = onset_f1(detected, [t for t, _ in events])
+        acc, ap = onset_acc_ap(detected, strength, [t for t, _ in events])
+        accs.append(acc)
+        aps.append(ap)
+        tp += len(score.matches)
+        fp += len(detected) - len(score.matches)
+        fn += len(score.reference) - len(score.matches)
+        errors += [detected[i] - score.reference[j] for i, j in score.matches]
+        c, s = material_accuracy(wave, events, score, detected, classifier)
+        correct, scored = correct + c, scored + s
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+    return {
+        "Onset-F1": f1,
+        "Onset-Acc": float(np.mean(accs)) if accs else math.nan,
+        "Onset-AP": float(np.mean(aps)) if aps else math.nan,
+        "Detections-per-event": (tp + fp) / (tp + fn) if tp + fn else math.nan,
+        "Onset-precision": tp / (tp + fp) if tp + fp else 0.0,
+        "Onset-recall": tp / (tp + fn) if tp + fn else 0.0,
+        "Event-error-ms": 1000 * float(np.mean(errors)) if errors else math.nan,
+        "Event-abs-error-ms": 1000 * float(np.mean(np.abs(errors))) if errors else math.nan,
+        "Material-accuracy": correct / scored if scored else math.nan,
+        "Material-scored": scored,
+    }
+
+
+def material_classifier(ts: TestSet):
+    from soundvcm.evaluation.events import MaterialClassifier
+
+    clips = ((load_audio(p, SAMPLE_RATE)[0], events) for p, events in ts.train_events)
+    return MaterialClassifier.fit_clips(clips, SAMPLE_RATE)
+
+
+def score_row(folder: Path, gt: Path, ts: TestSet, duration: float, classifier) -> dict[str, float]:
+    from soundvcm.evaluation.evaluate import evaluate
+
+    # only this run's clips: a folder may hold more from an earlier run with a larger --limit
+    result = evaluate(folder, gt, audio_length=duration, progress=False, only={item.name for item in ts.items})
+    keep = ("FD-AISFX", "KID-AISFX", "KL-AISFX", "ISC-AISFX", "Onset-Lag-ms")
+    metrics = {k: float(result[k]) for k in keep if k in result}
+    if ts.events_known:
+        metrics.update(event_scores(folder, ts, classifier))
+    timings = json.loads((folder / "timings.json").read_text())
+    metrics["s/clip"] = timings["s_per_clip"]
+    if "stages" in timings:
+        metrics["network s/clip"] = timings["stages"].get("network", math.nan)
+        metrics["NFE"] = timings["stages"].get("nfe", math.nan)
+    return metrics
+
+
+COLUMNS = (
+    "FD-AISFX",
+    "KID-AISFX",
+    "KL-AISFX",
+    "Onset-Lag-ms",
+    "Onset-F1",
+    "Onset-Acc",
+    "Onset-AP",
+    "Detections-per-event",
+    "Event-abs-error-ms",
+    "Material-accuracy",
+    "NFE",
+    "network s/clip",
+    "s/clip",
+)
+
+
+def table(results: dict[str, dict[str, dict[str, float]]], sets: list[TestSet]) -> str:
+    lines = []
+    for ts in sets:
+        rows = results.get(ts.name, {})
+        cols = [c for c in COLUMNS if any(c in m for m in rows.values())]
+        lines += [
+            f"\n### {ts.name} ({len(ts.items)} test clips)\n",
+            "| row | " + " | ".join(cols) + " |",
+            "|---" * (len(cols) + 1) + "|",
+        ]
+        for name, m in rows.items():
+            cells = []
+            for c in cols:
+                v = m.get(c)
+                cells.append(
+                    "-"
+                    if v is None or (isinstance(v, float) and math.isnan(v))
+                    else f"{v:.0f}"
+                    if c == "NFE"
+                    else f"{v:.3g}"
+                    if abs(v) < 100
+                    else f"{v:.1f}"
+                )
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
