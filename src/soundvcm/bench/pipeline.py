@@ -1,7 +1,8 @@
 """``soundvcm bench pipeline``: per-stage times of ``soundvcm generate`` for one clip.
 
-For each network (random-initialised, sized for the lite encoders: ``lite``, the tiny 27.9M
-network, and ``small_16k``; or trained models by name or path, ``--models default``), each
+For each network (random-initialised, on its own lite encoder set, ``lite`` or ``lite2``, or
+sized for ``lite`` when its own set is the paper's, whose weights are not offline: ``lite``, the
+27.9M network, ``lite2_small``, ``small_16k``; or trained models by name or path, ``--models default``), each
 precision (``--precisions auto,fp32,bf16``: :mod:`soundvcm.precision`) and each sampler setting
 (1 NFE consistency, 25 x 2 NFE Euler + CFG), the same clip goes through decode, visual, sync,
 text, network, latent decode, vocoder and mux; model loading is excluded. Every setting runs
@@ -24,6 +25,7 @@ import torch
 from soundvcm.data.demo import synthetic_clip
 from soundvcm.media.mux import mux_audio
 from soundvcm.network.checkpoint import save_network
+from soundvcm.network.config import PRESET_ENCODERS
 from soundvcm.network.mmdit import MMDiT
 from soundvcm.pipeline import STAGES, Pipeline, StageTimer
 from soundvcm.spec import ModelSpec, preset_for_encoders
@@ -53,7 +55,8 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, progress=None) -> list[dict[str
         video = Path(cfg.video) if cfg.video else synthetic_clip(tmp / "clip.mp4", cfg.duration)
         models: list[tuple[str, str | Path]] = []
         for name in cfg.networks:
-            config, encoder_set = preset_for_encoders(name, "lite")
+            own = PRESET_ENCODERS.get(name, "lite")
+            config, encoder_set = preset_for_encoders(name, own if own.startswith("lite") else "lite")
             torch.manual_seed(0)
             spec = ModelSpec.create(name, encoder_set, "vcm", network_config=config).to_dict()
             save_network(tmp / name, MMDiT(config), preset=name, encoder_set=encoder_set, objective="vcm", spec=spec)

@@ -1,0 +1,48 @@
+"""``bench listen``'s measures on known answers: the spectrogram correlation and the sync probe."""
+
+import pytest
+import torch
+
+from soundvcm.bench.listen import SAMPLE_RATE, frame_labels, mean_pairwise, probe_scores, spectro_corr
+
+RATE = SAMPLE_RATE / 512  # one latent frame
+
+
+def _clicks(times, seconds=2.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    wave = 0.01 * torch.randn(int(seconds * SAMPLE_RATE), generator=g)
+    for t in times:
+        a = int(t * SAMPLE_RATE)
+        wave[a : a + 400] += torch.randn(400, generator=g) * torch.linspace(1, 0, 400)
+    return wave
+
+
+def test_spectrogram_correlation_known_answers():
+    a, b = _clicks([0.3, 1.1], seed=1), _clicks([0.7, 1.6], seed=2)
+    assert abs(spectro_corr(a, a) - 1.0) < 1e-6  # a copy
+    assert spectro_corr(a, 0.5 * a) > 0.99  # a gain shifts the log spectrogram (but for the clip floor)
+    same_events = spectro_corr(a, _clicks([0.3, 1.1], seed=3))  # same times, other noise
+    assert same_events > spectro_corr(a, b) + 0.2  # the events' timing is what correlates
+    assert mean_pairwise([a, a, a]) > 0.999
+
+
+def _probe_clip(seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    length = int(4.0 * RATE)
+    events = sorted((torch.rand(3, generator=g) * 3.8).tolist())
+    labels = frame_labels(events, length, RATE)
+    noise = torch.randn(length, 4, generator=g)
+    good = noise.clone()
+    good[:, 0] += 6 * labels  # a feature that shows each impact in its frame
+    return {"feats": {"good": good, "noise": noise}, "events": events, "labels": labels}
+
+
+@pytest.mark.slow
+def test_the_probe_reads_an_informative_feature_and_not_noise():
+    train = [_probe_clip(i) for i in range(60)]
+    test = [_probe_clip(100 + i) for i in range(20)]
+    rows = probe_scores(train, test, RATE)
+    assert rows["perfect per-frame classifier"]["test F1"] > 0.95
+    assert rows["good"]["test F1"] > 0.9
+    assert rows["noise"]["test F1"] < 0.5
+    assert rows["another clip's events (chance)"]["test F1"] < 0.5
