@@ -58,6 +58,8 @@ def run_precision_bench(data: Path, encoder_set: str = "lite2", clips: int = 8, 
     found: dict[str, list[torch.Tensor]] = {k: [] for k in ("visual", "text", "sync")}
     mel_l1: dict[str, list[float]] = {"fp32": [], "bf16": [], "between": []}
     for item in items:
+        if item.media is None:
+            raise ValueError(f"{item.name}: the Foley test set has no video here")
         decoded = decode_row(item.media, seq, specs, True)
         if isinstance(decoded, str):
             raise ValueError(f"{item.media}: {decoded}")
@@ -85,9 +87,9 @@ def run_precision_bench(data: Path, encoder_set: str = "lite2", clips: int = 8, 
     for key, values in found.items():
         c = torch.cat(values)
         rows.append(DriftRow(key, "cosine bf16 vs fp32", float(c.mean()), float(c.min())))
-    for key, values in mel_l1.items():
+    for key, losses in mel_l1.items():
         what = "log-mel L1 between the two" if key == "between" else f"log-mel L1, {key} resynthesis vs the mel"
-        rows.append(DriftRow("vocoder", what, sum(values) / len(values), max(values)))
+        rows.append(DriftRow("vocoder", what, sum(losses) / len(losses), max(losses)))
     return rows
 
 
