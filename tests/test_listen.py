@@ -46,3 +46,29 @@ def test_the_probe_reads_an_informative_feature_and_not_noise():
     assert rows["good"]["test F1"] > 0.9
     assert rows["noise"]["test F1"] < 0.5
     assert rows["another clip's events (chance)"]["test F1"] < 0.5
+
+
+@pytest.mark.slow
+def test_sensitivity_runs_a_model_through_its_swaps(tmp_path):
+    """The condition-sensitivity rows on a tiny random lite model and three clips: every correlation is
+    computed, and a pair of identical runs (same clip, same seed) would be 1."""
+    from media_factory import make_video
+    from soundvcm.bench.listen import sensitivity
+    from soundvcm.pipeline import Pipeline
+    from test_pipeline import _model
+
+    pipe = Pipeline.load(_model(tmp_path / "vcm"))
+    items = [
+        (make_video(tmp_path / f"c{i}.mp4", duration=2.0, size=(96, 64), fps=24), f"clip {i}", []) for i in range(3)
+    ]
+    rows = sensitivity(pipe, items, (0, 1), 1.0)
+    assert set(rows) == {
+        "same seed, different clips",
+        "same clip, different seeds",
+        "sync from B: corr to A's output",
+        "sync from B: corr to B's output",
+        "text from B: corr to A's output",
+        "text from B: corr to B's output",
+    }
+    assert all(-1.0 <= v <= 1.0 + 1e-6 for v in rows.values())
+    assert rows["same clip, different seeds"] < 1.0 - 1e-3  # the seed changes the output

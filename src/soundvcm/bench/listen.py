@@ -73,7 +73,7 @@ def sensitivity(pipe, items, seeds: tuple[int, int], duration: float, steps: int
     encoded = [pipe.encode(video=v, prompt=caption, duration=duration) for v, caption, _ in items]
 
     def run(enc, seed: int) -> Tensor:
-        return pipe.synthesize(enc, steps=steps, seed=seed).wave
+        return pipe.synthesize(enc, pipe.sampler(steps=steps), seed=seed).wave
 
     first = [run(e, seeds[0]) for e in encoded]
     second = [run(e, seeds[1]) for e in encoded]
