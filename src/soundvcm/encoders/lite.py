@@ -9,10 +9,10 @@
 
 ``lite2`` (issue 23) keeps the text encoder and the latent, and changes the two video features:
 sync tokens in time order, one per latent frame, carrying signed motion (:mod:`.motion_flow`:
-a probe reads impacts from them at onset F1 0.83 against 0.51 for lite's tokens as the network
-received them), and visual frames at 160 px instead of 224 (3x faster on a CPU core, so the
-whole clip runs well under its length on 2 AVX2 cores in fp32; BENCHMARKS.md). Models and caches
-of the ``lite`` set load as before under its name.
+a probe reads impacts from them at onset F1 0.79 against 0.50 for lite's tokens as the network
+received them: BENCHMARKS.md), and visual frames at 160 px instead of 224 (the visual stage 2.3x
+faster in fp32 and in bf16; BENCHMARKS.md). Models and caches of the ``lite`` set load as before
+under its name.
 
 Why the mel and not a small learned VAE (see docs/ARCHITECTURE.md): no audio VAE is available
 offline, and one trained here on a few minutes of sound would be the weakest link; the mel is
