@@ -24,7 +24,7 @@ from soundvcm.bench.quality_sets import load_sets
 from soundvcm.data.extract import decode_row
 from soundvcm.encoders import encoder_spec, load_encoder_set
 from soundvcm.media.mel import MEL_HIFIGAN, mel_spectrogram
-from soundvcm.precision import PrecisionPlan, resolve_precision
+from soundvcm.precision import STAGES, PrecisionPlan, resolve_precision
 
 
 @dataclass
@@ -37,8 +37,7 @@ class DriftRow:
 
 def _bf16_everywhere() -> PrecisionPlan:
     """bf16 for every stage, whatever this CPU does natively (the drift, not the speed, is measured)."""
-    plan = resolve_precision("bf16", "cpu")
-    return PrecisionPlan("bf16", "cpu", {stage: "bf16" for stage in plan.stages}, "forced for the drift")
+    return PrecisionPlan("bf16", "cpu", {stage: "bf16" for stage in STAGES}, "forced for the drift")
 
 
 def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -64,9 +63,9 @@ def run_precision_bench(data: Path, encoder_set: str = "lite2", clips: int = 8, 
         if isinstance(decoded, str):
             raise ValueError(f"{item.media}: {decoded}")
         out = {}
+        mel = mel_spectrogram(decoded["wave"][None], MEL_HIFIGAN)  # the latent: fp32 whatever the plan
         for name, plan in plans.items():
             encoders.set_precision(plan)
-            mel = mel_spectrogram(decoded["wave"][None], MEL_HIFIGAN)
             out[name] = {
                 "visual": encoders.encode_clip(decoded["clip_frames"][None])[0],
                 "text": encoders.encode_text([item.caption])[0],
