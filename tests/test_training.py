@@ -372,11 +372,17 @@ def test_cli_train_resume_and_ema_export(tmp_path, capsys):
     args = ["train", "--preset", "tiny_cpu", "--data", data, "--out", run, "--steps", "2", "batch_size=4",
             "checkpoint_every=2", "ema_snapshot_every=2", "val_every=2", "sample_every=0", "lr=5e-4"]  # fmt: skip
     assert main(args) == 0
+    err = capsys.readouterr().err  # stderr is no terminal here: plain progress lines, no bar
+    assert "train step 2/2 loss=" in err and "eta=" in err and "step/s]" not in err
     assert main(["train", "--out", run, "--data", data, "--resume"]) == 0  # the saved config: nothing left to do
     # changes given with --resume are listed and need --allow-changes
     assert main(["train", "--out", run, "--data", data, "--resume", "--steps", "4"]) == 2
     assert "steps 2 -> 4; pass --allow-changes" in capsys.readouterr().err
-    assert main(["train", "--out", run, "--data", data, "--resume", "--steps", "4", "--allow-changes"]) == 0
+    # the run records its caches: --resume without --data trains on them again
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"] == [data]
+    assert main(["train", "--out", run, "--resume", "--steps", "4", "--allow-changes"]) == 0
+    assert main(["train", "--out", str(tmp_path / "new"), "--preset", "tiny_cpu"]) == 2
+    assert "--data is required" in capsys.readouterr().err
     trainer = Trainer(_config(), [data], tmp_path / "other")
     doc = json.loads(latest_checkpoint(tmp_path / "run" / "checkpoints").joinpath("state.json").read_text())
     assert doc["step"] == 4 and doc["config"]["lr"] == 5e-4 and doc["config"]["steps"] == 4  # lr kept, not the preset's

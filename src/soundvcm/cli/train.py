@@ -37,7 +37,12 @@ def register(commands) -> None:
         "-m soundvcm.cli train ...",
     )
     tr.add_argument("--preset", default=None, help="training preset (default paper; with --resume: the run's own)")
-    tr.add_argument("--data", nargs="+", required=True, help="cache folders, optionally PATH:WEIGHT")
+    tr.add_argument(
+        "--data",
+        nargs="+",
+        default=None,
+        help="cache folders, optionally PATH:WEIGHT (with --resume: default the run's own, from RUN/config.json)",
+    )
     tr.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, EMA snapshots, tb, samples)")
     tr.add_argument("--steps", type=int, default=None, help="total steps (overrides the preset)")
     tr.add_argument(
@@ -111,7 +116,25 @@ def _config(args: argparse.Namespace, saved):
     return config
 
 
-def _save_resolved(trainer, config, init) -> None:
+def _recorded(out: Path) -> dict:
+    """RUN/config.json as the run's writer saved it (empty when there is none)."""
+    path = out / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _data(args: argparse.Namespace) -> list[str]:
+    """--data, or with --resume the caches the run recorded in RUN/config.json."""
+    if args.data:
+        return list(args.data)
+    if not args.resume:
+        raise ValueError("--data is required: the cache folders to train on (PATH[:WEIGHT] ...)")
+    recorded = _recorded(args.out).get("data")
+    if not recorded:
+        raise ValueError(f"--resume without --data: {args.out / 'config.json'} records no caches; pass --data")
+    return list(recorded)
+
+
+def _save_resolved(trainer, config, init, data: list[str]) -> None:
     """Print the resolved config and save it as RUN/config.json (the writer only)."""
     from soundvcm.atomic import atomic_write
     from soundvcm.configs import to_dict
@@ -120,6 +143,7 @@ def _save_resolved(trainer, config, init) -> None:
         "train": to_dict(config),
         "objective": to_dict(trainer.objective.config),
         "init": init,
+        "data": data,
         "precision": trainer.made_with(),
     }
     text = json.dumps(resolved, default=str)
@@ -134,9 +158,11 @@ def _train(args: argparse.Namespace) -> int:
     saved = latest_checkpoint(args.out / "checkpoints") if args.resume else None
     config = _config(args, saved)
     init = args.init if saved is None else None
+    data = _data(args)
+    recorded = _recorded(args.out) if saved is not None else {}
     trainer = Trainer(
         config,
-        args.data,
+        data,
         args.out,
         device=args.device,
         resume=args.resume,
@@ -145,7 +171,7 @@ def _train(args: argparse.Namespace) -> int:
         parallel=args.parallel,
     )
     if trainer.engine.is_writer:
-        _save_resolved(trainer, config, init)
+        _save_resolved(trainer, config, recorded.get("init", init), data)
     try:
         trainer.fit()
     except TrainingAborted as exc:

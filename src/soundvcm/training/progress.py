@@ -1,8 +1,13 @@
-"""Training progress: the bar's postfix and TensorBoard scalars averaged over each log interval."""
+"""Training progress: the bar's postfix and TensorBoard scalars averaged over each log interval.
+
+On a terminal the bar shows them; when stderr is a log file or a pipe the bar stays off and one
+plain line per log interval says the same (step, loss, lr, steps/s, ETA, loss by t bucket).
+"""
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 from torch import Tensor
@@ -24,8 +29,8 @@ class ProgressLog:
     """The progress bar's postfix (loss, lr, it/s, loss by t bucket) and TensorBoard scalars
     averaged over each log interval."""
 
-    def __init__(self, bar, step: int):
-        self.bar, self.start, self.start_step = bar, time.perf_counter(), step
+    def __init__(self, bar, step: int, plain: bool = False):
+        self.bar, self.start, self.start_step, self.plain = bar, time.perf_counter(), step, plain
         self.window: list[dict[str, float]] = []
         self.buckets: dict[str, str] = {}
 
@@ -45,6 +50,10 @@ class ProgressLog:
         postfix.update(self.buckets)
         self.bar.set_postfix(postfix, refresh=False)
         self.bar.update(1)
+        if writer is not None and self.bar.disable and self.plain:
+            left = (self.bar.total - record["step"]) / max(rate, 1e-9) if self.bar.total else 0.0
+            fields = " ".join(f"{k}={v}" for k, v in postfix.items())
+            print(f"train step {record['step']}/{self.bar.total} {fields} eta={left / 60:.0f}min", file=sys.stderr)
 
 
 def _summarise(window: list[dict[str, float]]) -> dict[str, float]:

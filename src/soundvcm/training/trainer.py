@@ -33,6 +33,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from soundvcm.conditions import Batch
+from soundvcm.console import is_terminal
 from soundvcm.data.mixing import MixedSource, step_generator
 from soundvcm.device import compile_module, dist_info
 from soundvcm.network.checkpoint import config_to_dict
@@ -344,8 +345,9 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step)
-        bar = tqdm(total=end, initial=self.step, desc="train", unit="step", disable=not main, file=sys.stderr)
-        log = ProgressLog(bar, self.step)
+        shown = main and is_terminal(sys.stderr)  # a log file gets plain lines (ProgressLog), not a bar
+        bar = tqdm(total=end, initial=self.step, desc="train", unit="step", disable=not shown, file=sys.stderr)
+        log = ProgressLog(bar, self.step, plain=main)
         try:
             while self.step < end:
                 record = self.train_step()
