@@ -35,6 +35,7 @@ def _distill(args: argparse.Namespace) -> int:
 
     from soundvcm.encoders.hifigan import HiFiGAN
     from soundvcm.precision import resolve_precision
+    from soundvcm.training.interrupt import TrainingInterrupted
     from soundvcm.training.vocoder import DistillConfig, StudentShape, VocoderDistiller, build_bank, load_bank
 
     cfg = DistillConfig()
@@ -43,7 +44,11 @@ def _distill(args: argparse.Namespace) -> int:
     print(plan.describe())
     build_bank(args.data, args.out / "bank", cfg, HiFiGAN.pretrained(), plan.dtype("vocoder"))
     distiller = VocoderDistiller(load_bank(args.out / "bank", cfg), args.out, cfg, StudentShape(), plan.dtype("train"))
-    history = distiller.fit()
+    try:
+        history = distiller.fit()
+    except TrainingInterrupted as exc:
+        print(f"interrupted at step {exc.step}; saved {args.out} (rerun the same command to continue)")
+        return 130
     if history:
         print(f"step {distiller.step}: held-out log-mel L1 to the teacher {history[-1]['val_mel_l1']:.4f}")
     return 0
