@@ -100,10 +100,59 @@ def test_samplers_and_negative_prompt_count_nfe(pipe, workdir):
     )
 
 
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+
+
 def test_long_video_in_windows(pipe, tmp_path):
+    """Windows at 0, 1.5 and 3 s; away from the overlaps the stitched, once-vocoded soundtrack is
+    each window's own generation (up to the peak limiter's gain)."""
     video = make_video(tmp_path / "long.mp4", duration=4.5, size=(64, 48))
-    r = pipe.generate_long(video, window=2.0, overlap=0.5)
-    assert abs(r.wave.numel() / SR - 4.5) < 0.1
+    total = probe(video).duration
+    r = pipe.generate_long(video, window=2.0, overlap=0.5, seed=7)
+    assert abs(r.wave.numel() / SR - total) < 0.01
+    # window i starts at its nearest mel frame (256 samples at 22.05 kHz: within 2.9 ms of i * 1.5 s)
+    for i, (start, duration) in enumerate([(0.0, 2.0), (1.5, 2.0), (3.0, total - 3.0)]):
+        own = pipe.generate(video=video, start=start, duration=duration, seed=7 + i).wave
+        at = round(start * SR / 256) * 256
+        lone = slice(int(0.7 * SR) if i else 0, int(1.2 * SR))  # away from the fades (receptive field aside)
+        assert _corr(r.wave[at + lone.start : at + lone.stop], own[lone]) > 0.999, i
+
+
+def test_stitch_mels_keeps_lone_frames_and_blends_overlaps():
+    from soundvcm.pipeline import stitch_mels
+
+    a, b = torch.full((4, 30), -2.0), torch.full((4, 30), -6.0)
+    a[:, 0] = 1.0
+    out = stitch_mels([(0, a), (20, b)], fade=10)
+    assert out.shape == (1, 4, 50)
+    assert torch.allclose(out[0, :, :20], a[:, :20]) and torch.allclose(out[0, :, 30:], b[:, 10:])
+    mid = out[0, 0, 20:30].exp()  # linear magnitudes fade from a's to b's
+    assert bool((mid[1:] < mid[:-1]).all()) and -2.0 > float(out[0, 0, 25]) > -6.0
+    same = stitch_mels([(0, a[:, 1:]), (19, a[:, 1:])], fade=10)  # equal windows: unchanged
+    assert torch.allclose(same[0], a[:, 1:].repeat(1, 2)[:, :48], atol=1e-5)
+
+
+def test_vocoding_in_chunks_equals_one_pass(pipe):
+    """The lite set vocodes in chunks of 256 frames with 16 frames of context (HiFi-GAN's receptive
+    field): the same waveform as one pass, also for the pipeline's outer chunks of long videos."""
+    from soundvcm.encoders.base import autocast
+    from soundvcm.encoders.hifigan import vocode_in_chunks
+
+    enc = pipe.encoders
+    g = torch.Generator().manual_seed(0)
+    mel = torch.randn(1, 80, 600, generator=g) - 5
+    with torch.inference_mode(), autocast(enc.device, enc.vocoder_dtype):  # the precision vocode uses
+        whole = enc.vocoder(mel).float()[0]
+        short = vocode_in_chunks(lambda m: enc.vocoder(m).float(), mel, 256, chunk=100, context=1)
+    with torch.inference_mode():
+        chunked = enc.vocode(mel)[0]
+        outer = vocode_in_chunks(enc.vocode, mel, 256, chunk=200, context=40)
+    scale = float(whole.abs().max())
+    assert chunked.shape == whole.shape == outer.shape
+    assert float((chunked - whole).abs().max()) < 1e-3 * scale
+    assert float((outer - whole).abs().max()) < 1e-3 * scale
+    assert float((short - whole).abs().max()) > 1e-2 * scale  # too little context shows: the check can fail
 
 
 def _mismatched_model(d: Path) -> Path:

@@ -15,8 +15,9 @@ over the clip tokens and null sync, as MMAudio does). A video shorter than the r
 duration is generated for its real length, with a warning. The waveform's peak is limited to
 -1 dBFS by a plain gain (never clipped; :func:`soundvcm.media.audio.limit_peak`), with a warning
 when the gain was below 1/2 (6 dB). Long videos: ``generate_long`` cuts
-the video into windows of ``duration`` seconds overlapping by ``overlap`` seconds, generates each
-window on its own (seed + window index) and crossfades the overlaps linearly.
+the video into windows of ``duration`` seconds overlapping by ``overlap`` seconds, samples each
+window's mel on its own (seed + window index), crossfades the overlaps linearly and vocodes the
+stitched mel once.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from soundvcm import models
 from soundvcm.device import StageTimer, select_device
 from soundvcm.encoders import encoder_spec, load_encoder_set
 from soundvcm.encoders.base import take_frames
+from soundvcm.encoders.hifigan import vocode_in_chunks
 from soundvcm.hub import is_hub_id, resolve_hub, resolve_model
 from soundvcm.media.audio import limit_peak
 from soundvcm.media.video import VideoClip, load_image, load_video, probe
@@ -285,10 +287,36 @@ class Pipeline:
         """Sample a latent for ``encoded``'s conditions with ``options`` (default: the model's own
         sampler, :meth:`sampler`), decode it and vocode it. A negative prompt steers both samplers
         (:func:`soundvcm.sampling.sample`)."""
+        timer = timer or StageTimer(self.device)
+        mel, nfe = self.synthesize_mel(encoded, options, seed, negative_prompt, timer)
+        with timer("vocoder"):
+            wave = self.encoders.vocode(mel)[0].float().cpu()
+        notes = list(encoded.warnings)
+        duration = encoded.duration
+        wave, gain = limit_peak(wave[: int(round(duration * self.sample_rate))])
+        if gain < 0.5:
+            notes.append(f"the output peaked {-20 * math.log10(gain) - 1:.1f} dB over full scale; scaled to -1 dBFS")
+        times = {**encoded.timings}
+        for k, v in timer.times.items():
+            times[k] = times.get(k, 0.0) + v
+        return GenerationResult(
+            wave, self.sample_rate, duration, encoded.start, encoded.truncated, nfe, times, notes, encoded.damaged
+        )
+
+    @torch.inference_mode()
+    def synthesize_mel(
+        self,
+        encoded: Encoded,
+        options: SamplerOptions | None = None,
+        seed: int = 42,
+        negative_prompt: str | None = None,
+        timer: StageTimer | None = None,
+    ) -> tuple[Tensor, int]:
+        """(log-mel (1, mels, frames), NFE) of one generation: :meth:`synthesize` before the vocoder."""
         options = options or self.model_spec.sampler
         timer = timer or StageTimer(self.device)
         self._set_duration(encoded.duration)
-        net, notes = self.net, list(encoded.warnings)
+        net = self.net
         if negative_prompt is not None:
             with timer("text"):
                 neg = {k: v.to(self.device) for k, v in net.null_conditions(1).items()}
@@ -301,22 +329,10 @@ class Pipeline:
             shape = (1, net.sequence.latent_seq_len, net.config.latent_dim)
             noise = initial_noise(shape, seed=seed).to(self.device)
             x = sample(autocast(net, self.dtype), noise, prepared, options, null)
-            nfe = options.nfe(negative=negative_prompt is not None)
             latent = net.unnormalize(x)
         with timer("latent_decode"):
             mel = self.encoders.decode_latent(latent)
-        with timer("vocoder"):
-            wave = self.encoders.vocode(mel)[0].float().cpu()
-        duration = encoded.duration
-        wave, gain = limit_peak(wave[: int(round(duration * self.sample_rate))])
-        if gain < 0.5:
-            notes.append(f"the output peaked {-20 * math.log10(gain) - 1:.1f} dB over full scale; scaled to -1 dBFS")
-        times = {**encoded.timings}
-        for k, v in timer.times.items():
-            times[k] = times.get(k, 0.0) + v
-        return GenerationResult(
-            wave, self.sample_rate, duration, encoded.start, encoded.truncated, nfe, times, notes, encoded.damaged
-        )
+        return mel, options.nfe(negative=negative_prompt is not None)
 
     @torch.inference_mode()
     def generate(
@@ -339,6 +355,7 @@ class Pipeline:
         encoded.timings = {}  # already in the shared timer
         return self.synthesize(encoded, options, seed, negative_prompt, timer)
 
+    @torch.inference_mode()
     def generate_long(
         self,
         video: str | Path,
@@ -347,10 +364,15 @@ class Pipeline:
         seed: int = 42,
         progress=None,
         timer: StageTimer | None = None,
-        **kwargs,
+        options: SamplerOptions | None = None,
+        negative_prompt: str | None = None,
+        **encode_kwargs,
     ) -> GenerationResult:
         """The whole video, window by window (see the module docstring); progress(i, n) before
-        window i of n (0-based) and once more at the end."""
+        window i of n (0-based) and once more at the end. Each window is sampled to its mel; the
+        mels are crossfaded (:func:`stitch_mels`) and vocoded once, in chunks (:func:`vocode_long`):
+        the vocoder is most of the time on a CPU, and vocoding each window with its overlap cost
+        ~2.3x one pass over the video (BENCHMARKS, issue 22)."""
         window = self.default_duration if window is None else window
         if not 0 <= overlap < window / 2:
             raise ValueError(f"overlap must be in [0, window / 2), got {overlap}")
@@ -361,9 +383,9 @@ class Pipeline:
         starts = [0.0]
         while starts[-1] + window < total - 1e-3:
             starts.append(starts[-1] + hop)
-        sr, timer = self.sample_rate, timer or StageTimer(self.device)
-        out = torch.zeros(int(round(total * sr)) + 1)
-        weight = torch.zeros_like(out)
+        timer = timer or StageTimer(self.device)
+        fps = self.sample_rate / self.net.sequence.hop_length  # mel frames per second
+        mels: list[tuple[int, Tensor]] = []
         notes: list[str] = []
         damaged = False
         for i, s in enumerate(starts):
@@ -372,22 +394,39 @@ class Pipeline:
             length = min(window, total - s)
             if length < self.min_duration:
                 break  # a tail shorter than one sync segment: covered by the previous window's fade
-            r = self.generate(video=video, start=s, duration=length, seed=seed + i, timer=timer, **kwargs)
-            notes += r.warnings
-            damaged = damaged or r.damaged
-            n = r.wave.numel()
-            a = int(round(s * sr))
-            n = min(n, out.numel() - a)
-            ramp = torch.ones(n)
-            fade = min(int(overlap * sr), n)
-            if i > 0 and fade:
-                ramp[:fade] = torch.linspace(0, 1, fade)
-            if i < len(starts) - 1 and fade:
-                ramp[n - fade :] = torch.minimum(ramp[n - fade :], torch.linspace(1, 0, fade))
-            out[a : a + n] += r.wave[:n] * ramp
-            weight[a : a + n] += ramp
+            encoded = self.encode(video=video, start=s, duration=length, timer=timer, **encode_kwargs)
+            mel, _ = self.synthesize_mel(encoded, options, seed + i, negative_prompt, timer)
+            mels.append((int(round(s * fps)), mel[0, :, : math.ceil(encoded.duration * fps) + 1].float().cpu()))
+            notes += encoded.warnings
+            damaged = damaged or encoded.damaged
         if progress is not None:
             progress(len(starts), len(starts))
-        covered = int(torch.nonzero(weight > 0).max()) + 1 if (weight > 0).any() else 0
-        wave, _ = limit_peak(out[:covered] / weight[:covered].clamp(min=1e-6))
+        with timer("vocoder"):
+            stitched = stitch_mels(mels, int(round(overlap * fps)))
+            # chunks of ~24 s bound the memory of a long video's vocoding (HiFi-GAN and BigVGAN alike)
+            wave = vocode_in_chunks(self.encoders.vocode, stitched, self.net.sequence.hop_length, 2048, 64)
+        covered = min(wave.numel(), int(round(total * self.sample_rate)))
+        wave, _ = limit_peak(wave[:covered])
+        sr = self.sample_rate
         return GenerationResult(wave, sr, covered / sr, 0.0, False, 0, dict(timer.times), notes, damaged)
+
+
+def stitch_mels(mels: list[tuple[int, Tensor]], fade: int) -> Tensor:
+    """One (1, mels, frames) log-mel from windows ``(start frame, (mels, frames))``: linear fades
+    of ``fade`` frames where windows meet, blended as magnitudes (exp of the log-mel) and
+    normalised by the summed weights, so a lone window's frames are exactly its own."""
+    end = max(a + m.shape[-1] for a, m in mels)
+    total = torch.zeros(mels[0][1].shape[0], end)
+    weight = torch.zeros(end)
+    for i, (a, m) in enumerate(mels):
+        n = m.shape[-1]
+        ramp = torch.ones(n)
+        f = min(fade, n)
+        if i > 0 and f:
+            ramp[:f] = torch.linspace(0, 1, f + 2)[1:-1]
+        if i < len(mels) - 1 and f:
+            ramp[n - f :] = torch.minimum(ramp[n - f :], torch.linspace(1, 0, f + 2)[1:-1])
+        total[:, a : a + n] += m.exp() * ramp
+        weight[a : a + n] += ramp
+    covered = int(torch.nonzero(weight > 0).max()) + 1
+    return (total[:, :covered] / weight[:covered].clamp(min=1e-6)).clamp(min=1e-5).log()[None]
