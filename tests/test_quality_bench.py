@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +36,31 @@ def _mini_open(root: Path) -> Path:
     return root
 
 
+def _untrained_student(stem: Path) -> str:
+    """A random V2-shaped vocoder in `soundvcm vocoder export`'s format."""
+    from soundvcm.atomic import save_tensors
+    from soundvcm.training.vocoder import StudentShape
+
+    torch.manual_seed(0)
+    shape = StudentShape(channels=16)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    save_tensors(stem.with_suffix(".safetensors"), {k: v.half() for k, v in shape.build().state_dict().items()})
+    stem.with_suffix(".json").write_text(json.dumps({"shape": asdict(shape)}))
+    return str(stem)
+
+
 @pytest.mark.slow
 def test_reference_rows_give_the_known_answers(tmp_path):
     data = _mini_open(tmp_path / "open")
-    cfg = QualityConfig(data, tmp_path / "q", (), ("foley", "sfx"), DURATION)
+    untrained = _untrained_student(tmp_path / "student")
+    cfg = QualityConfig(data, tmp_path / "q", (), ("foley", "sfx"), DURATION, ceiling_vocoders=("hifigan", untrained))
     doc = run_quality(cfg)
     foley = doc["results"]["foley"]
+    # the ceiling through another vocoder: the reference itself scores the same, an untrained student worse
+    scores = {k: v for k, v in foley["ceiling"].items() if k != "s/clip"}
+    assert {k: foley["ceiling hifigan"][k] for k in scores} == scores
+    assert foley[f"ceiling {untrained}"]["FD-AISFX"] > 2 * foley["ceiling"]["FD-AISFX"]
+    del foley["ceiling hifigan"], foley[f"ceiling {untrained}"]
     ceiling, silence, shifted, rand = (foley[k] for k in ("ceiling", "silence", "gt +100 ms", "random train clip"))
     # every event survives the latent and the vocoder, on time; with this offline modal-synthesis bank
     # the speech-trained HiFi-GAN adds ringing that the detector counts as extra onsets (precision
@@ -56,7 +76,7 @@ def test_reference_rows_give_the_known_answers(tmp_path):
     assert other["Onset-Acc"] < ceiling["Onset-Acc"] and other["Onset-AP"] < ceiling["Onset-AP"]
     assert ceiling["Onset-Acc"] >= 0.95 and silence["Onset-AP"] == 0.0
     assert set(doc["results"]["sfx"]) == {"silence", "noise bed", "random train clip", "other clip", "ceiling",
-                                          "gt +100 ms"}  # fmt: skip
+                                          "gt +100 ms", "ceiling hifigan", f"ceiling {untrained}"}  # fmt: skip
     for name in ("foley_spectrograms.png", "sfx_spectrograms.png", "foley_sync.png", "quality.json"):
         assert (tmp_path / "q" / name).stat().st_size > 1000
     assert "| ceiling |" in doc["table"] and "Onset-F1" in doc["table"]

@@ -15,7 +15,9 @@ Rows: ``NAME=MODEL[:SAMPLER[:STEPS[:CFG]]]`` (a model name or checkpoint path; s
 ``consistency`` or ``euler``), plus reference rows that need no model: ``silence``, ``random
 train clip`` (a seeded draw from the training split), ``ceiling`` (the ground truth through the
 lite latent and the HiFi-GAN vocoder: what a perfect network could reach) and ``gt +100 ms`` (the
-ground truth delayed by 100 ms: the chance level of onset F1 at +-50 ms on dense scenes).
+ground truth delayed by 100 ms: the chance level of onset F1 at +-50 ms on dense scenes). Each
+``--ceiling-vocoder V`` adds a row ``ceiling V``: the same through another vocoder (``fast``, the
+distilled student, or a `soundvcm vocoder export` path), how a lighter vocoder is judged (issue 22).
 
 The ground truth is compared at the generator's rate (22.05 kHz for the lite set), so that the
 rows differ by what they generate, not by bandwidth. Each model row's conditions are encoded
@@ -40,7 +42,7 @@ import torch
 from soundvcm.atomic import atomic_write
 from soundvcm.bench.quality_figures import spectrogram_grid, sync_plot
 from soundvcm.bench.quality_scores import material_classifier, score_row, table
-from soundvcm.bench.quality_sets import SETS, Item, TestSet, load_sets
+from soundvcm.bench.quality_sets import SETS, Item, TestSet, load_sets, row_dir
 from soundvcm.media.audio import load_audio, write_audio
 
 SAMPLE_RATE = 22_050
@@ -116,7 +118,7 @@ def reference_audio(row: str, ts: TestSet, item: Item, index: int, duration: flo
     if row == "gt +100 ms":
         shift = int(round(0.1 * SAMPLE_RATE))
         return torch.cat([torch.zeros(shift), wave[: n - shift]])
-    if row == "ceiling":
+    if row == "ceiling" or row.startswith("ceiling "):
         mean, _ = encoders.encode_audio(wave[None])
         return _fit(encoders.decode_audio(mean)[0].float().cpu().clamp(-1, 1), n)
     raise ValueError(f"unknown reference row {row!r}")
@@ -126,16 +128,30 @@ def _complete(folder: Path, ts: TestSet) -> bool:
     return (folder / "timings.json").is_file() and all((folder / f"{i.name}.flac").is_file() for i in ts.items)
 
 
-def run_references(ts: TestSet, out: Path, duration: float, seed: int, progress, precision: str = "auto") -> None:
+def reference_rows(vocoders: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The reference rows: :data:`REFERENCES` and a ``ceiling V`` row per extra vocoder."""
+    return REFERENCES + tuple(f"ceiling {v}" for v in vocoders)
+
+
+def run_references(
+    ts: TestSet,
+    out: Path,
+    duration: float,
+    seed: int,
+    progress,
+    precision: str = "auto",
+    vocoders: tuple[str, ...] = (),
+) -> None:
     from soundvcm.encoders import load_encoder_set
 
-    encoders = None
-    for row in REFERENCES:
-        folder = out / ts.name / row.replace(" ", "_")
+    for row in reference_rows(vocoders):
+        folder = row_dir(out, ts.name, row)
         if _complete(folder, ts):
             continue
-        if row == "ceiling" and encoders is None:
-            encoders = load_encoder_set("lite", device="cpu", precision=precision)
+        encoders = None
+        if row.startswith("ceiling"):
+            vocoder = row.removeprefix("ceiling").strip() or "hifigan"
+            encoders = load_encoder_set("lite", device="cpu", precision=precision, vocoder=vocoder)
         start = time.perf_counter()
         for index, item in enumerate(ts.items):
             wave = reference_audio(row, ts, item, index, duration, seed, encoders)
@@ -151,7 +167,7 @@ def run_model(
     """All rows of one model: each clip encoded once, then sampled per row."""
     from soundvcm.pipeline import Pipeline, StageTimer
 
-    todo = [r for r in rows if not _complete(out / ts.name / r.name, ts)]
+    todo = [r for r in rows if not _complete(row_dir(out, ts.name, r.name), ts)]
     if not todo:
         return
     model = todo[0].model
@@ -174,7 +190,7 @@ def run_model(
             options = pipe.sampler(r.sampler, steps=r.steps, cfg_scale=r.cfg)
             result = pipe.synthesize(encoded, options, seed, timer=t)
             write_audio(
-                out / ts.name / r.name / f"{item.name}.flac",
+                row_dir(out, ts.name, r.name) / f"{item.name}.flac",
                 _fit(result.wave, int(round(duration * SAMPLE_RATE))),
                 SAMPLE_RATE,
             )
@@ -190,7 +206,7 @@ def run_model(
             "steps": r.steps,
             "precision": pipe.precision.to_dict(),
         }
-        _write_json(out / ts.name / r.name / "timings.json", doc)
+        _write_json(row_dir(out, ts.name, r.name) / "timings.json", doc)
 
 
 def _write_json(path: Path, doc: dict, indent: int | None = None) -> None:
@@ -210,6 +226,7 @@ class QualityConfig:
     references: bool = True
     device: str = "cpu"
     precision: str = "auto"  # of the models' encoders, network and vocoder, and of the ceiling row (soundvcm.precision)
+    ceiling_vocoders: tuple[str, ...] = ()  # a "ceiling V" reference row for each
 
 
 def run_quality(cfg: QualityConfig) -> dict:
@@ -220,19 +237,20 @@ def run_quality(cfg: QualityConfig) -> dict:
     models: dict[str, list[Row]] = {}
     for r in cfg.rows:
         models.setdefault(r.model or "", []).append(r)
-    row_names = [r.name for r in cfg.rows] + ([x for x in REFERENCES] if cfg.references else [])
+    references = reference_rows(cfg.ceiling_vocoders) if cfg.references else ()
+    row_names = [r.name for r in cfg.rows] + list(references)
     results: dict[str, dict[str, dict[str, float]]] = {}
     for ts in sets:
         gt = write_ground_truth(ts, out, cfg.duration)
-        total = len(ts.items) * (len(cfg.rows) + (len(REFERENCES) if cfg.references else 0))
+        total = len(ts.items) * (len(cfg.rows) + len(references))
         with tqdm(total=total, desc=f"quality {ts.name}", unit="clip", file=sys.stderr) as bar:
             for rows in models.values():
                 run_model(rows, ts, out, cfg.duration, cfg.seed, cfg.device, bar.update, cfg.precision)
             if cfg.references:
-                run_references(ts, out, cfg.duration, cfg.seed, bar.update, cfg.precision)
+                run_references(ts, out, cfg.duration, cfg.seed, bar.update, cfg.precision, cfg.ceiling_vocoders)
         classifier = material_classifier(ts) if ts.events_known else None
         results[ts.name] = {
-            name: score_row(out / ts.name / name.replace(" ", "_"), gt, ts, cfg.duration, classifier)
+            name: score_row(row_dir(out, ts.name, name), gt, ts, cfg.duration, classifier)
             for name in row_names
         }
         spectrogram_grid(out, ts, row_names, SAMPLE_RATE)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from soundvcm.atomic import atomic_write
+from soundvcm.bench.quality_sets import row_dir
 from soundvcm.media.audio import load_audio
 
 
@@ -34,7 +35,7 @@ def spectrogram_grid(out: Path, ts, rows: list[str], sample_rate: int, clips: in
         for r, row in enumerate(names):
             ax = axes[r][c]
             ax.imshow(
-                _logmel(out / ts.name / row.replace(" ", "_") / f"{item.name}.flac", sample_rate),
+                _logmel(row_dir(out, ts.name, row) / f"{item.name}.flac", sample_rate),
                 origin="lower",
                 aspect="auto",
                 cmap="magma",
@@ -73,7 +74,7 @@ def sync_plot(out: Path, ts, rows: list[str], sample_rate: int, clips: int = 3) 
         for t, m in item.events:
             ax.axvline(t, color=colours.get(m, "k"), alpha=0.6, lw=1.5)
         for y, row in enumerate(names):
-            wave, _ = load_audio(out / ts.name / row.replace(" ", "_") / f"{item.name}.flac", sample_rate)
+            wave, _ = load_audio(row_dir(out, ts.name, row) / f"{item.name}.flac", sample_rate)
             onsets = detect_onsets(wave, sample_rate)
             ax.plot(onsets, [y] * len(onsets), "k|", ms=10, mew=2)
         ax.set_yticks(range(len(names)), names, fontsize=7)

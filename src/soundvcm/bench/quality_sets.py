@@ -75,3 +75,8 @@ def load_sets(data: Path, names: tuple[str, ...], duration: float, limit: int | 
         )
         sets.append(TestSet(name, items, train_audio, train_events))
     return sets
+
+
+def row_dir(out: Path, set_name: str, row: str) -> Path:
+    """OUT/SET/ROW: where a row's audio is written (spaces and slashes of the row's name as "_")."""
+    return out / set_name / row.replace(" ", "_").replace("/", "_")

@@ -219,6 +219,15 @@ def _register_quality(benches) -> None:
     bq.add_argument("--duration", type=positive_float, default=4.0, help="seconds per clip (default 4)")
     bq.add_argument("--seed", type=int, default=0, help="noise and random-clip seed (default 0)")
     bq.add_argument("--no-reference", action="store_true", help="skip the reference rows")
+    bq.add_argument("--no-model", action="store_true", help="only the reference rows (no model row)")
+    bq.add_argument(
+        "--ceiling-vocoder",
+        action="append",
+        default=[],
+        metavar="VOCODER",
+        help="add a reference row 'ceiling VOCODER': the ground truth through the lite latent and this vocoder "
+        "(fast: the distilled student; or a `soundvcm vocoder export` path); repeatable",
+    )
     bq.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     add_precision_option(bq, "the models' encoders, network and vocoder and the ceiling row")
     bq.add_argument("--out", type=Path, default=Path("out/bench/quality"), help="output folder")
@@ -362,7 +371,10 @@ def _bench_embed(args: argparse.Namespace) -> int:
 def _bench_quality(args: argparse.Namespace) -> int:
     from soundvcm.bench.quality import QualityConfig, Row, run_quality
 
+    if args.no_model and (args.row or args.no_reference):
+        raise ValueError("--no-model leaves only the reference rows: drop --row and --no-reference")
     texts = args.row or ["vcm@1=default:consistency:1", "vcm@2=default:consistency:2", "vcm@4=default:consistency:4"]
+    texts = [] if args.no_model else texts
     rows = tuple(Row.parse(t) for t in texts)
     if len({r.name for r in rows}) != len(rows):
         raise ValueError("--row names must be unique")
@@ -378,6 +390,7 @@ def _bench_quality(args: argparse.Namespace) -> int:
         not args.no_reference,
         args.device,
         args.precision,
+        tuple(args.ceiling_vocoder),
     )
     doc = run_quality(cfg)
     print(doc["table"])
