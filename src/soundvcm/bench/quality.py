@@ -250,8 +250,7 @@ def run_quality(cfg: QualityConfig) -> dict:
                 run_references(ts, out, cfg.duration, cfg.seed, bar.update, cfg.precision, cfg.ceiling_vocoders)
         classifier = material_classifier(ts) if ts.events_known else None
         results[ts.name] = {
-            name: score_row(row_dir(out, ts.name, name), gt, ts, cfg.duration, classifier)
-            for name in row_names
+            name: score_row(row_dir(out, ts.name, name), gt, ts, cfg.duration, classifier) for name in row_names
         }
         spectrogram_grid(out, ts, row_names, SAMPLE_RATE)
         if ts.events_known:
