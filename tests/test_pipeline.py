@@ -134,8 +134,8 @@ def test_stitch_mels_keeps_lone_frames_and_blends_overlaps():
 
 
 def test_vocoding_in_chunks_equals_one_pass(pipe):
-    """The lite set vocodes in chunks of 256 frames with 16 frames of context (HiFi-GAN's receptive
-    field): the same waveform as one pass, also for the pipeline's outer chunks of long videos."""
+    """Vocoding in windows with 16 frames of context (HiFi-GAN's receptive field; the lite set's
+    bf16 path and the pipeline's outer chunks of long videos) gives the one-pass waveform."""
     from soundvcm.encoders.base import autocast
     from soundvcm.encoders.hifigan import vocode_in_chunks
 
@@ -145,12 +145,14 @@ def test_vocoding_in_chunks_equals_one_pass(pipe):
     with torch.inference_mode(), autocast(enc.device, enc.vocoder_dtype):  # the precision vocode uses
         whole = enc.vocoder(mel).float()[0]
         short = vocode_in_chunks(lambda m: enc.vocoder(m).float(), mel, 256, chunk=100, context=1)
+        windows = vocode_in_chunks(lambda m: enc.vocoder(m).float(), mel, 256, chunk=64)
     with torch.inference_mode():
         chunked = enc.vocode(mel)[0]
         outer = vocode_in_chunks(enc.vocode, mel, 256, chunk=200, context=40)
     scale = float(whole.abs().max())
     assert chunked.shape == whole.shape == outer.shape
     assert float((chunked - whole).abs().max()) < 1e-3 * scale
+    assert float((windows - whole).abs().max()) < 1e-3 * scale
     assert float((outer - whole).abs().max()) < 1e-3 * scale
     assert float((short - whole).abs().max()) > 1e-2 * scale  # too little context shows: the check can fail
 

@@ -112,24 +112,27 @@ class HiFiGAN(nn.Module):
 # +-13 mel frames at 1e-4 of the peak (measured); 16 frames of context make chunked vocoding exact
 # to ~1e-4 in fp32 (0 in bf16).
 RECEPTIVE_CONTEXT = 16
-# Chunk length: shorter chunks keep the activations in cache. 690 mel frames (8 s), HiFi-GAN V1,
-# 2 threads, Intel Xeon (Sapphire Rapids): bf16 whole 1.23 s, chunks of 256 1.11 s (96: 1.03 s);
-# fp32 restricted to AVX2 whole 3.00 s, 256 2.84 s (96: 3.60 s). 256 wins on both (BENCHMARKS, issue 22).
+# Windows of one length: with native bf16 (oneDNN) the first call at each new input length costs
+# ~2.5x a warm call (690 frames: 3.5 s cold, 1.45 s warm), so every window of a mel, and of every
+# clip, has the same length and that cost is paid once, on a short window (BENCHMARKS, issue 22).
 CHUNK_FRAMES = 256
 
 
 def vocode_in_chunks(
     vocode, mel: Tensor, hop: int, chunk: int = CHUNK_FRAMES, context: int = RECEPTIVE_CONTEXT
 ) -> Tensor:
-    """``vocode`` (log-mel (1, mels, F) -> (1, F * hop)) over ``mel`` in chunks of ``chunk`` frames,
-    each vocoded with ``context`` frames of its neighbours on both sides that are cut afterwards:
-    (F * hop,) samples, equal to one pass up to the receptive field beyond ``context``."""
-    frames = mel.shape[-1]
-    if frames <= chunk + context:
+    """``vocode`` (log-mel (1, mels, F) -> (1, F * hop)) over ``mel`` in windows of exactly
+    ``chunk + 2 * context`` frames: each window yields ``chunk`` frames' samples with at least
+    ``context`` frames of neighbours on each side (the mel's own ends aside; the windows at the
+    ends shift inwards). (F * hop,) samples, equal to one pass up to the receptive field beyond
+    ``context``."""
+    frames, span = mel.shape[-1], chunk + 2 * context
+    if frames <= span:
         return vocode(mel)[0]
     parts = []
     for a in range(0, frames, chunk):
-        lo, hi = max(0, a - context), min(frames, a + chunk + context)
-        wave = vocode(mel[..., lo:hi])[0]
-        parts.append(wave[(a - lo) * hop : (min(frames, a + chunk) - lo) * hop])
+        b = min(frames, a + chunk)
+        lo = min(max(0, a - context), frames - span)
+        wave = vocode(mel[..., lo : lo + span])[0]
+        parts.append(wave[(a - lo) * hop : (b - lo) * hop])
     return torch.cat(parts)
