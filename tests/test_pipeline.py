@@ -567,3 +567,13 @@ def test_the_default_duration_is_the_length_the_model_was_trained_on(workdir, tm
     code, _, err = _run(["generate", workdir / "clip.mp4", "--model", workdir / "vcm", "--out", tmp_path], capsys)
     assert code == 0 and "only 1 s from 0 s of the 3.00 s video were used" in err  # the debug net's 1 s
     assert sf.info(str(tmp_path / "clip.flac")).duration == pytest.approx(1.0, abs=0.01)
+
+
+def test_bench_vocoder_times_each_setting_in_its_own_process(capsys):
+    code, out, _ = _run(["bench", "vocoder", "--frames", "100", "--windows", "0,32", "--precision", "fp32"], capsys)
+    assert code == 0 and "capability" in out
+    rows = [ln for ln in out.splitlines() if ln.startswith("| one pass") or ln.startswith("| windows of 32")]
+    assert len(rows) == 2 and all("| fp32 |" in r for r in rows)
+    assert all(float(x) > 0 for r in rows for x in r.strip("|").split("|")[2:4])
+    code, _, err = _run(["bench", "vocoder", "--windows", "-5"], capsys)
+    assert code == 2 and "--windows are frame counts" in err

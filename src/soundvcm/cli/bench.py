@@ -10,6 +10,7 @@ from pathlib import Path
 
 from soundvcm.cli.bench_listen import register_listen
 from soundvcm.cli.bench_scale import register_scale
+from soundvcm.cli.bench_vocoder import register_vocoder
 from soundvcm.cli.common import add_precision_option, dim, positive_float, positive_int, save_json
 
 
@@ -26,6 +27,7 @@ def register(commands) -> None:
     register_listen(benches)
     _register_sync(benches)
     _register_precision(benches)
+    register_vocoder(benches)
 
 
 def _register_toy(benches) -> None:

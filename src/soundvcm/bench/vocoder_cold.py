@@ -1,0 +1,62 @@
+"""``soundvcm bench vocoder``: the vocoder's first (cold) and second (warm) call per process, in one
+pass and in windows of one length (issue 22).
+
+With native bf16, oneDNN's kernels cost ~2.5x a warm call the first time a process meets a new
+input length; a CLI run vocodes once, so the cold time is what a user waits. Each setting runs in
+a fresh process (``python -m soundvcm.bench.vocoder_cold WINDOW FRAMES PRECISION`` prints one JSON
+line): window 0 is one pass, N > 0 windows of N + 2 x 16 frames
+(:func:`soundvcm.encoders.hifigan.vocode_in_chunks`).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def measure(window: int, frames: int, precision: str) -> dict:
+    """Cold and warm seconds of vocoding ``frames`` random mel frames in this process."""
+    from soundvcm.encoders import load_encoder_set
+    from soundvcm.encoders.base import autocast
+    from soundvcm.encoders.hifigan import vocode_in_chunks
+
+    enc = load_encoder_set("lite", precision=precision)
+    mel = torch.randn(1, 80, frames, generator=torch.Generator().manual_seed(0)) - 5
+
+    def vocode(m):
+        return enc.vocoder(m).float()
+
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        with torch.inference_mode(), autocast(enc.device, enc.vocoder_dtype):
+            vocode(mel) if window == 0 else vocode_in_chunks(vocode, mel, 256, chunk=window)
+        times.append(time.perf_counter() - start)
+    dtype = "bf16" if enc.vocoder_dtype == torch.bfloat16 else "fp32"
+    return {"window": window, "frames": frames, "precision": dtype, "cold_s": times[0], "warm_s": times[1]}
+
+
+def run(windows: tuple[int, ...], frames: int, precision: str) -> list[dict]:
+    """One fresh process per window setting."""
+    rows = []
+    for w in windows:
+        cmd = [sys.executable, "-m", "soundvcm.bench.vocoder_cold", str(w), str(frames), precision]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| vocoding | precision | cold s | warm s |", "|---|---|---|---|"]
+    for r in rows:
+        what = "one pass" if r["window"] == 0 else f"windows of {r['window']} + 2 x 16 frames"
+        lines.append(f"| {what} ({r['frames']} frames) | {r['precision']} | {r['cold_s']:.2f} | {r['warm_s']:.2f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])))
