@@ -120,7 +120,7 @@ def test_long_video_in_windows(pipe, tmp_path):
 
 
 def test_stitch_mels_keeps_lone_frames_and_blends_overlaps():
-    from soundvcm.pipeline import stitch_mels
+    from soundvcm.media.mel import stitch_mels
 
     a, b = torch.full((4, 30), -2.0), torch.full((4, 30), -6.0)
     a[:, 0] = 1.0

@@ -37,21 +37,17 @@ from soundvcm.encoders.base import take_frames
 from soundvcm.encoders.hifigan import vocode_in_chunks
 from soundvcm.hub import is_hub_id, resolve_hub, resolve_model
 from soundvcm.media.audio import limit_peak
+from soundvcm.media.mel import stitch_mels
 from soundvcm.media.video import VideoClip, load_image, load_video, probe
 from soundvcm.network.checkpoint import MMAUDIO_NETWORKS, is_registered_mmaudio, load_network, read_checkpoint_config
 from soundvcm.network.protocol import autocast
 from soundvcm.precision import PrecisionPlan, resolve_precision
 from soundvcm.sampling import SamplerOptions, initial_noise, sample
+from soundvcm.sequence import window_starts
 from soundvcm.spec import ModelSpec, legacy_spec, read_spec
 from soundvcm.weights import resolve
 
 STAGES = ("decode", "visual", "sync", "text", "network", "latent_decode", "vocoder", "mux")
-
-
-def min_duration(spec) -> float:
-    """The shortest clip an encoder set takes (0.64 s: one Synchformer-layout segment; lite2: one
-    visual frame, 0.125 s)."""
-    return spec.sequence.min_duration
 
 
 @dataclass
@@ -177,7 +173,7 @@ class Pipeline:
     @property
     def min_duration(self) -> float:
         """The shortest clip the sync encoder takes (one segment), seconds."""
-        return min_duration(self.spec)
+        return self.spec.sequence.min_duration
 
     def default_sampler(self) -> str:
         return self.model_spec.sampler.kind
@@ -368,21 +364,14 @@ class Pipeline:
         negative_prompt: str | None = None,
         **encode_kwargs,
     ) -> GenerationResult:
-        """The whole video, window by window (see the module docstring); progress(i, n) before
-        window i of n (0-based) and once more at the end. Each window is sampled to its mel; the
-        mels are crossfaded (:func:`stitch_mels`) and vocoded once, in chunks (:func:`vocode_long`):
-        the vocoder is most of the time on a CPU, and vocoding each window with its overlap cost
-        ~2.3x one pass over the video (BENCHMARKS, issue 22)."""
+        """The whole video, window by window (module docstring); progress(i, n) before window i of
+        n (0-based) and once more at the end. The windows' mels are crossfaded (``stitch_mels``) and
+        vocoded once, in ~24 s chunks that bound the memory (BENCHMARKS, issue 22)."""
         window = self.default_duration if window is None else window
-        if not 0 <= overlap < window / 2:
-            raise ValueError(f"overlap must be in [0, window / 2), got {overlap}")
         total = probe(video).duration
         if not math.isfinite(total):
             raise ValueError(f"{video}: unknown duration; use --duration instead of --full")
-        hop = window - overlap
-        starts = [0.0]
-        while starts[-1] + window < total - 1e-3:
-            starts.append(starts[-1] + hop)
+        starts = window_starts(total, window, overlap)
         timer = timer or StageTimer(self.device)
         fps = self.sample_rate / self.net.sequence.hop_length  # mel frames per second
         mels: list[tuple[int, Tensor]] = []
@@ -403,30 +392,8 @@ class Pipeline:
             progress(len(starts), len(starts))
         with timer("vocoder"):
             stitched = stitch_mels(mels, int(round(overlap * fps)))
-            # chunks of ~24 s bound the memory of a long video's vocoding (HiFi-GAN and BigVGAN alike)
             wave = vocode_in_chunks(self.encoders.vocode, stitched, self.net.sequence.hop_length, 2048, 64)
         covered = min(wave.numel(), int(round(total * self.sample_rate)))
         wave, _ = limit_peak(wave[:covered])
         sr = self.sample_rate
         return GenerationResult(wave, sr, covered / sr, 0.0, False, 0, dict(timer.times), notes, damaged)
-
-
-def stitch_mels(mels: list[tuple[int, Tensor]], fade: int) -> Tensor:
-    """One (1, mels, frames) log-mel from windows ``(start frame, (mels, frames))``: linear fades
-    of ``fade`` frames where windows meet, blended as magnitudes (exp of the log-mel) and
-    normalised by the summed weights, so a lone window's frames are exactly its own."""
-    end = max(a + m.shape[-1] for a, m in mels)
-    total = torch.zeros(mels[0][1].shape[0], end)
-    weight = torch.zeros(end)
-    for i, (a, m) in enumerate(mels):
-        n = m.shape[-1]
-        ramp = torch.ones(n)
-        f = min(fade, n)
-        if i > 0 and f:
-            ramp[:f] = torch.linspace(0, 1, f + 2)[1:-1]
-        if i < len(mels) - 1 and f:
-            ramp[n - f :] = torch.minimum(ramp[n - f :], torch.linspace(1, 0, f + 2)[1:-1])
-        total[:, a : a + n] += m.exp() * ramp
-        weight[a : a + n] += ramp
-    covered = int(torch.nonzero(weight > 0).max()) + 1
-    return (total[:, :covered] / weight[:covered].clamp(min=1e-6)).clamp(min=1e-5).log()[None]

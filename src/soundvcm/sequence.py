@@ -101,3 +101,14 @@ SEQUENCE_LITE2 = SequenceConfig(
     sync_tokens_per_segment=1,
     sync_layout="frames",
 )
+
+
+def window_starts(total: float, window: float, overlap: float) -> list[float]:
+    """Start times of the windows of ``window`` seconds, overlapping by ``overlap``, that cover a
+    ``total``-second video (the last one may be shorter)."""
+    if not 0 <= overlap < window / 2:
+        raise ValueError(f"overlap must be in [0, window / 2), got {overlap}")
+    starts = [0.0]
+    while starts[-1] + window < total - 1e-3:
+        starts.append(starts[-1] + window - overlap)
+    return starts

@@ -195,7 +195,7 @@ def _report(errors: list[str]) -> None:
 def _generate(args: argparse.Namespace) -> int:
     from soundvcm.encoders import encoder_spec
     from soundvcm.generate import check_inputs, jobs_from_input, plan_jobs, run_generate
-    from soundvcm.pipeline import Pipeline, min_duration
+    from soundvcm.pipeline import Pipeline
 
     model = _model_name(args)
     _check_args(args)  # everything that can be checked is checked before the model and encoders load
@@ -207,7 +207,9 @@ def _generate(args: argparse.Namespace) -> int:
     if args.duration is None:  # the clip length the model was trained on
         args.duration = spec.duration or 8.0
     sampler = _sampler(args, spec)
-    jobs, errors = check_inputs(jobs, min_duration(encoder_spec(spec.encoder_set)), 0.0 if args.full else args.start)
+    jobs, errors = check_inputs(
+        jobs, encoder_spec(spec.encoder_set).sequence.min_duration, 0.0 if args.full else args.start
+    )
     if errors and not jobs:
         if len(errors) == 1:
             raise ValueError(errors[0])

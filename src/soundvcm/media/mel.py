@@ -160,3 +160,25 @@ def kaldi_fbank(wave: Tensor, sr: int = 16_000, bins: int = 128) -> Tensor:
     power = torch.fft.rfft(frames * window, n=n_fft).abs().square()
     banks = kaldi_mel_banks(bins, n_fft, sr, 20.0, sr / 2).double()
     return torch.log((power @ banks.T).clamp(min=torch.finfo(torch.float32).eps)).float()
+
+
+def stitch_mels(mels: list[tuple[int, Tensor]], fade: int) -> Tensor:
+    """One (1, mels, frames) log-mel from windows ``(start frame, (mels, frames))`` (a long video's
+    generation windows): linear fades of ``fade`` frames where windows meet, blended as exp of the
+    log-mel (magnitudes for the natural-log settings) and normalised by the summed weights, so a
+    lone window's frames are exactly its own."""
+    end = max(a + m.shape[-1] for a, m in mels)
+    total = torch.zeros(mels[0][1].shape[0], end)
+    weight = torch.zeros(end)
+    for i, (a, m) in enumerate(mels):
+        n = m.shape[-1]
+        ramp = torch.ones(n)
+        f = min(fade, n)
+        if i > 0 and f:
+            ramp[:f] = torch.linspace(0, 1, f + 2)[1:-1]
+        if i < len(mels) - 1 and f:
+            ramp[n - f :] = torch.minimum(ramp[n - f :], torch.linspace(1, 0, f + 2)[1:-1])
+        total[:, a : a + n] += m.exp() * ramp
+        weight[a : a + n] += ramp
+    covered = int(torch.nonzero(weight > 0).max()) + 1
+    return (total[:, :covered] / weight[:covered].clamp(min=1e-6)).clamp(min=1e-5).log()[None]
