@@ -392,7 +392,8 @@ class Pipeline:
             progress(len(starts), len(starts))
         with timer("vocoder"):
             stitched = stitch_mels(mels, int(round(overlap * fps)))
-            wave = vocode_in_chunks(self.encoders.vocode, stitched, self.net.sequence.hop_length, 2048, 64)
+            hop = self.net.sequence.hop_length
+            wave = vocode_in_chunks(self.encoders.vocode, stitched.to(self.device), hop, 2048, 64).float().cpu()
         covered = min(wave.numel(), int(round(total * self.sample_rate)))
         wave, _ = limit_peak(wave[:covered])
         sr = self.sample_rate

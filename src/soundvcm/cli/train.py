@@ -118,16 +118,15 @@ def _recorded(out: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _data(args: argparse.Namespace) -> list[str]:
-    """--data, or with --resume the caches the run recorded in RUN/config.json."""
+def _data(args: argparse.Namespace, recorded: dict) -> list[str]:
+    """--data, or with --resume the caches the run recorded in RUN/config.json (``recorded``)."""
     if args.data:
         return list(args.data)
     if not args.resume:
         raise ValueError("--data is required: the cache folders to train on (PATH[:WEIGHT] ...)")
-    recorded = _recorded(args.out).get("data")
-    if not recorded:
+    if not recorded.get("data"):
         raise ValueError(f"--resume without --data: {args.out / 'config.json'} records no caches; pass --data")
-    return list(recorded)
+    return list(recorded["data"])
 
 
 def _save_resolved(trainer, config, init, data: list[str]) -> None:
@@ -154,8 +153,8 @@ def _train(args: argparse.Namespace) -> int:
     saved = latest_checkpoint(args.out / "checkpoints") if args.resume else None
     config = _config(args, saved)
     init = args.init if saved is None else None
-    data = _data(args)
-    recorded = _recorded(args.out) if saved is not None else {}
+    recorded = _recorded(args.out) if args.resume else {}
+    data = _data(args, recorded)
     trainer = Trainer(
         config,
         data,
@@ -167,7 +166,7 @@ def _train(args: argparse.Namespace) -> int:
         parallel=args.parallel,
     )
     if trainer.engine.is_writer:
-        _save_resolved(trainer, config, recorded.get("init", init), data)
+        _save_resolved(trainer, config, recorded.get("init", init) if saved is not None else init, data)
     try:
         trainer.fit()
     except TrainingAborted as exc:
