@@ -569,11 +569,21 @@ def test_the_default_duration_is_the_length_the_model_was_trained_on(workdir, tm
     assert sf.info(str(tmp_path / "clip.flac")).duration == pytest.approx(1.0, abs=0.01)
 
 
-def test_bench_vocoder_times_each_setting_in_its_own_process(capsys):
-    code, out, _ = _run(["bench", "vocoder", "--frames", "100", "--windows", "0,32", "--precision", "fp32"], capsys)
+def test_bench_vocoder_times_each_vocoder_and_setting_in_its_own_process(tmp_path, capsys):
+    import json
+    from dataclasses import asdict
+
+    from soundvcm.atomic import save_tensors
+    from soundvcm.training.vocoder import StudentShape
+
+    shape = StudentShape(channels=16, resblock_kernels=(3,))  # a tiny student's export stem
+    save_tensors(tmp_path / "s.safetensors", {k: v.half() for k, v in shape.build().state_dict().items()})
+    (tmp_path / "s.json").write_text(json.dumps({"shape": asdict(shape)}))
+    argv = ["bench", "vocoder", "--frames", "100", "--windows", "0,32", "--precision", "fp32"]
+    code, out, _ = _run([*argv, "--vocoders", f"hifigan,{tmp_path / 's'}"], capsys)
     assert code == 0 and "capability" in out
-    rows = [ln for ln in out.splitlines() if ln.startswith("| one pass") or ln.startswith("| windows of 32")]
-    assert len(rows) == 2 and all("| fp32 |" in r for r in rows)
-    assert all(float(x) > 0 for r in rows for x in r.strip("|").split("|")[2:4])
+    rows = [ln.strip("|").split("|") for ln in out.splitlines() if "| one pass" in ln or "| windows of 32" in ln]
+    assert [r[0].strip() for r in rows] == ["hifigan", "hifigan", str(tmp_path / "s"), str(tmp_path / "s")]
+    assert all(r[2].strip() == "fp32" and float(r[3]) > 0 and float(r[4]) > 0 for r in rows)
     code, _, err = _run(["bench", "vocoder", "--windows", "-5"], capsys)
     assert code == 2 and "--windows are frame counts" in err

@@ -18,13 +18,14 @@ import time
 import torch
 
 
-def measure(window: int, frames: int, precision: str) -> dict:
-    """Cold and warm seconds of vocoding ``frames`` random mel frames in this process."""
+def measure(window: int, frames: int, precision: str, vocoder: str = "hifigan") -> dict:
+    """Cold and warm seconds of vocoding ``frames`` random mel frames in this process with ``vocoder``
+    (``hifigan``, ``fast`` or a ``soundvcm vocoder export`` stem)."""
     from soundvcm.encoders import load_encoder_set
     from soundvcm.encoders.base import autocast
     from soundvcm.encoders.hifigan import vocode_in_chunks
 
-    enc = load_encoder_set("lite", precision=precision)
+    enc = load_encoder_set("lite", precision=precision, vocoder=vocoder)
     mel = torch.randn(1, 80, frames, generator=torch.Generator().manual_seed(0)) - 5
 
     def vocode(m):
@@ -37,26 +38,35 @@ def measure(window: int, frames: int, precision: str) -> dict:
             vocode(mel) if window == 0 else vocode_in_chunks(vocode, mel, 256, chunk=window)
         times.append(time.perf_counter() - start)
     dtype = "bf16" if enc.vocoder_dtype == torch.bfloat16 else "fp32"
-    return {"window": window, "frames": frames, "precision": dtype, "cold_s": times[0], "warm_s": times[1]}
+    doc = {"window": window, "frames": frames, "precision": dtype, "cold_s": times[0], "warm_s": times[1]}
+    return {"vocoder": enc.vocoder_name, **doc}
 
 
-def run(windows: tuple[int, ...], frames: int, precision: str) -> list[dict]:
-    """One fresh process per window setting."""
+def run(windows: tuple[int, ...], frames: int, precision: str, vocoders: tuple[str, ...] = ("hifigan",)) -> list[dict]:
+    """One fresh process per vocoder and window setting."""
     rows = []
-    for w in windows:
-        cmd = [sys.executable, "-m", "soundvcm.bench.vocoder_cold", str(w), str(frames), precision]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
+    for v in vocoders:
+        for w in windows:
+            cmd = [sys.executable, "-m", "soundvcm.bench.vocoder_cold", str(w), str(frames), precision, v]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| vocoding | precision | cold s | warm s |", "|---|---|---|---|"]
+    lines = ["| vocoder | vocoding | precision | cold s | warm s |", "|---|---|---|---|---|"]
     for r in rows:
         what = "one pass" if r["window"] == 0 else f"windows of {r['window']} + 2 x 16 frames"
-        lines.append(f"| {what} ({r['frames']} frames) | {r['precision']} | {r['cold_s']:.2f} | {r['warm_s']:.2f} |")
+        cells = (
+            r["vocoder"],
+            f"{what} ({r['frames']} frames)",
+            r["precision"],
+            f"{r['cold_s']:.2f}",
+            f"{r['warm_s']:.2f}",
+        )
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])))
+    print(json.dumps(measure(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], *sys.argv[4:5])))

@@ -16,6 +16,11 @@ def register_vocoder(benches) -> None:
     )
     bv.add_argument("--frames", type=positive_int, default=690, help="mel frames (default 690: 8 s)")
     bv.add_argument("--windows", default="0,256,128,64", help="window lengths, 0 = one pass (default 0,256,128,64)")
+    bv.add_argument(
+        "--vocoders",
+        default="hifigan",
+        help="comma-separated vocoders: hifigan, fast, or `soundvcm vocoder export` stems (default hifigan)",
+    )
     add_precision_option(bv, "the vocoder")
     bv.set_defaults(func=_bench_vocoder)
 
@@ -32,5 +37,6 @@ def _bench_vocoder(args: argparse.Namespace) -> int:
     print(
         f"CPU: {cpu_model()}, capability {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
     )
-    print(table(run(windows, args.frames, args.precision)))
+    vocoders = tuple(v.strip() for v in args.vocoders.split(",") if v.strip())
+    print(table(run(windows, args.frames, args.precision, vocoders)))
     return 0

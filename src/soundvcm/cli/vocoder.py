@@ -22,6 +22,18 @@ def register(commands) -> None:
     dist.add_argument("--out", required=True, type=Path, help="run folder (bank, checkpoint)")
     dist.add_argument("--steps", type=positive_int, default=None, help="total steps (default 6000)")
     dist.add_argument("--segments", type=positive_int, default=None, help="bank segments (default 3000)")
+    dist.add_argument(
+        "--channels", type=positive_int, default=128, help="student width after the input conv (V2: 128, V1: 512)"
+    )
+    dist.add_argument(
+        "--prune",
+        action="store_true",
+        help="start the student as the teacher narrowed to --channels (its least used channels removed, the "
+        "rest refitted by least squares on bank segments) instead of random weights",
+    )
+    dist.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-4)")
+    dist.add_argument("--decay-start", type=int, default=None, help="step where the cosine decay begins (default 5000)")
+    dist.add_argument("--bank", type=Path, default=None, help="teacher bank folder (default OUT/bank; shareable)")
     add_precision_option(dist, "the teacher and the student's training (auto: bf16 where the CPU has it)")
     dist.set_defaults(func=_distill)
     exp = sub.add_parser("export", help="write a run's student as fp16 weights + JSON")
@@ -37,13 +49,28 @@ def _distill(args: argparse.Namespace) -> int:
     from soundvcm.precision import resolve_precision
     from soundvcm.training.interrupt import TrainingInterrupted
     from soundvcm.training.vocoder import DistillConfig, StudentShape, VocoderDistiller, build_bank, load_bank
+    from soundvcm.training.vocoder_prune import REFIT_SEGMENTS, prune_teacher, refit
 
     cfg = DistillConfig()
-    cfg = replace(cfg, steps=args.steps or cfg.steps, segments=args.segments or cfg.segments)
+    cfg = replace(
+        cfg,
+        steps=args.steps or cfg.steps,
+        segments=args.segments or cfg.segments,
+        lr=args.lr or cfg.lr,
+        decay_start=cfg.decay_start if args.decay_start is None else args.decay_start,
+    )
     plan = resolve_precision(args.precision, "cpu", ("vocoder", "train"))
     print(plan.describe())
-    build_bank(args.data, args.out / "bank", cfg, HiFiGAN.pretrained(), plan.dtype("vocoder"))
-    distiller = VocoderDistiller(load_bank(args.out / "bank", cfg), args.out, cfg, StudentShape(), plan.dtype("train"))
+    teacher = HiFiGAN.pretrained()
+    bank = args.bank or args.out / "bank"
+    build_bank(args.data, bank, cfg, teacher, plan.dtype("vocoder"))
+    data = load_bank(bank, cfg)
+    init = None
+    if args.prune and not (args.out / "checkpoint.json").is_file():  # a rerun resumes its checkpoint instead
+        print(f"pruning the teacher to {args.channels} channels and refitting on {REFIT_SEGMENTS} bank segments")
+        init = refit(prune_teacher(teacher, args.channels), teacher, data[0][-REFIT_SEGMENTS:])
+    shape = StudentShape(channels=args.channels)
+    distiller = VocoderDistiller(data, args.out, cfg, shape, plan.dtype("train"), init)
     try:
         history = distiller.fit()
     except TrainingInterrupted as exc:

@@ -175,11 +175,14 @@ class VocoderDistiller:
         cfg: DistillConfig,
         shape: StudentShape,
         dtype: torch.dtype | None = None,
+        init: HiFiGAN | None = None,
     ):
         self.mels, self.waves = bank
         self.out, self.cfg, self.shape, self.dtype = Path(out), cfg, shape, dtype
         torch.manual_seed(cfg.seed)
         self.student = shape.build()
+        if init is not None:  # a fresh run starts from these weights (vocoder_prune); a checkpoint overrides them
+            self.student.load_state_dict(init.state_dict())
         self.optimizer = torch.optim.AdamW(
             self.student.parameters(), cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
         )
