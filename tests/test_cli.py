@@ -128,6 +128,14 @@ USER_ERRORS = {
     "quality_bad_row": (lambda d: ["bench", "quality", "--data", d, "--row", "x=m:heun"], "sampler must be"),
     "quality_set": (lambda d: ["bench", "quality", "--data", d, "--sets", "audiocaps"], "unknown test set"),
     "model_ship_missing": (lambda d: ["model", "ship", d / "none", "--name", "x"], "not found"),
+    "vocoder_min_peak": (
+        lambda d: ["vocoder", "distill", "--data", d, "--out", d / "v", "--min-peak", "2"],
+        "--min-peak must be in (0, 0.95]",
+    ),
+    "vocoder_init_and_prune": (
+        lambda d: ["vocoder", "distill", "--data", d, "--out", d / "v", "--init", d / "s", "--prune"],
+        "give one",
+    ),
 }
 
 

@@ -16,10 +16,12 @@ from soundvcm.encoders.hifigan import HiFiGAN
 from soundvcm.training.interrupt import TrainingInterrupted
 from soundvcm.training.vocoder import (
     HOP,
+    PEAK,
     SAMPLE_RATE,
     DistillConfig,
     StudentShape,
     VocoderDistiller,
+    _segment,
     bank_chunks,
     build_bank,
     export_student,
@@ -81,6 +83,19 @@ def test_bank_holds_the_teachers_waveform_and_resumes_identically(bank):
     chunk.unlink()
     build_bank(data, folder, CFG, teacher, None)
     assert torch.equal(load_bank(folder, CFG)[0], mels) and chunk.read_bytes() == before
+
+
+def test_a_gain_bank_spreads_the_segment_peaks(tmp_path, bank):
+    data, folder, teacher = bank
+    flat = [_segment(f, 16, np.random.default_rng(i)) for i, (f, _) in enumerate(training_audio(data))]
+    assert all(float(seg.abs().max()) == pytest.approx(PEAK) for seg in flat if seg is not None)
+    spread = [_segment(f, 16, np.random.default_rng(i), 0.02) for i, (f, _) in enumerate(training_audio(data))]
+    peaks = [float(seg.abs().max()) for seg in spread if seg is not None]
+    assert all(0.02 <= p <= PEAK + 1e-6 for p in peaks) and max(peaks) / min(peaks) > 1.5
+    cfg = replace(CFG, min_peak=0.02)
+    build_bank(data, tmp_path / "gain", cfg, teacher, None)
+    quiet = load_bank(tmp_path / "gain", cfg)[0].mean(dim=(1, 2))  # the mean log-mel per segment
+    assert float(quiet.mean()) < float(load_bank(folder, CFG)[0].mean(dim=(1, 2)).mean())
 
 
 def test_losses_are_zero_on_the_target_and_grow_with_error():

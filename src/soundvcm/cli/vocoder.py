@@ -33,7 +33,17 @@ def register(commands) -> None:
     )
     dist.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-4)")
     dist.add_argument("--decay-start", type=int, default=None, help="step where the cosine decay begins (default 5000)")
+    dist.add_argument(
+        "--init", type=Path, default=None, help="start the student from a `soundvcm vocoder export` stem (its shape)"
+    )
     dist.add_argument("--bank", type=Path, default=None, help="teacher bank folder (default OUT/bank; shareable)")
+    dist.add_argument(
+        "--min-peak",
+        type=float,
+        default=None,
+        help="bank segments get a peak drawn log-uniformly in [MIN_PEAK, 0.95] (default: all at 0.95); "
+        "a bank is built with one setting, so give a new --bank",
+    )
     add_precision_option(dist, "the teacher and the student's training (auto: bf16 where the CPU has it)")
     dist.set_defaults(func=_distill)
     exp = sub.add_parser("export", help="write a run's student as fp16 weights + JSON")
@@ -48,7 +58,15 @@ def _distill(args: argparse.Namespace) -> int:
     from soundvcm.encoders.hifigan import HiFiGAN
     from soundvcm.precision import resolve_precision
     from soundvcm.training.interrupt import TrainingInterrupted
-    from soundvcm.training.vocoder import DistillConfig, StudentShape, VocoderDistiller, build_bank, load_bank
+    from soundvcm.training.vocoder import (
+        PEAK,
+        DistillConfig,
+        StudentShape,
+        VocoderDistiller,
+        build_bank,
+        export_shape,
+        load_bank,
+    )
     from soundvcm.training.vocoder_prune import REFIT_SEGMENTS, prune_teacher, refit
 
     cfg = DistillConfig()
@@ -58,18 +76,26 @@ def _distill(args: argparse.Namespace) -> int:
         segments=args.segments or cfg.segments,
         lr=args.lr or cfg.lr,
         decay_start=cfg.decay_start if args.decay_start is None else args.decay_start,
+        min_peak=args.min_peak or cfg.min_peak,
     )
+    if not 0 < cfg.min_peak <= PEAK:
+        raise ValueError(f"--min-peak must be in (0, {PEAK}], got {cfg.min_peak}")
+    if args.init and args.prune:
+        raise ValueError("--init and --prune both choose the starting weights; give one")
     plan = resolve_precision(args.precision, "cpu", ("vocoder", "train"))
     print(plan.describe())
     teacher = HiFiGAN.pretrained()
     bank = args.bank or args.out / "bank"
     build_bank(args.data, bank, cfg, teacher, plan.dtype("vocoder"))
     data = load_bank(bank, cfg)
-    init = None
-    if args.prune and not (args.out / "checkpoint.json").is_file():  # a rerun resumes its checkpoint instead
+    init, shape = None, StudentShape(channels=args.channels)
+    fresh = not (args.out / "checkpoint.json").is_file()  # a rerun resumes its checkpoint instead
+    if args.prune and fresh:
         print(f"pruning the teacher to {args.channels} channels and refitting on {REFIT_SEGMENTS} bank segments")
         init = refit(prune_teacher(teacher, args.channels), teacher, data[0][-REFIT_SEGMENTS:])
-    shape = StudentShape(channels=args.channels)
+    elif args.init:
+        init = HiFiGAN.distilled(args.init)
+        shape = StudentShape(**{k: tuple(v) if isinstance(v, list) else v for k, v in export_shape(args.init).items()})
     distiller = VocoderDistiller(data, args.out, cfg, shape, plan.dtype("train"), init)
     try:
         history = distiller.fit()

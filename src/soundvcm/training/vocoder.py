@@ -46,6 +46,7 @@ from soundvcm.training.interrupt import StopRequest, TrainingInterrupted
 HOP = 256
 SAMPLE_RATE = 22_050
 STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
+PEAK = 0.95  # bank segments are scaled to this peak (or below it: DistillConfig.min_peak)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class StudentShape:
 @dataclass(frozen=True)
 class DistillConfig:
     segments: int = 3000  # bank size
+    # < PEAK: each segment's peak drawn log-uniformly down to this, so the student also meets quiet
+    # mels (a student trained on peak-normalised segments only lost most on the quiet BBB and SFX clips)
+    min_peak: float = PEAK
     context: int = 64  # mel frames per bank segment (0.74 s)
     margin: int = 8  # frames at each end left out of the loss
     chunk: int = 250  # bank segments per file
@@ -97,14 +101,17 @@ def training_audio(data: Path) -> list[tuple[Path, float]]:
     return out
 
 
-def _segment(path: Path, frames: int, rng: np.random.Generator) -> Tensor | None:
+def _segment(path: Path, frames: int, rng: np.random.Generator, min_peak: float = PEAK) -> Tensor | None:
+    """A random ``frames``-long piece of ``path`` scaled to a peak of PEAK, or (min_peak < PEAK) to a
+    peak drawn log-uniformly in [min_peak, PEAK]; None for silent or too short files."""
     wave, _ = load_audio(path, SAMPLE_RATE)
     need = frames * HOP
     if wave.numel() < need // 2 or wave.abs().max() < 1e-4:
         return None
     start = int(rng.integers(0, max(1, wave.numel() - need + 1)))
     seg = F.pad(wave[start : start + need], (0, max(0, need - wave[start : start + need].numel())))
-    return seg * (0.95 / seg.abs().max())
+    peak = PEAK if min_peak >= PEAK else float(np.exp(rng.uniform(np.log(min_peak), np.log(PEAK))))
+    return seg * (peak / seg.abs().max())
 
 
 def bank_chunks(folder: Path, cfg: DistillConfig) -> list[Path]:
@@ -125,7 +132,7 @@ def build_bank(data: Path, folder: Path, cfg: DistillConfig, teacher: HiFiGAN, d
         waves: list[Tensor] = []
         while len(mels) < min(cfg.chunk, cfg.segments - i * cfg.chunk):
             path = files[int(rng.choice(len(files), p=weights / weights.sum()))][0]
-            seg = _segment(path, cfg.context, rng)
+            seg = _segment(path, cfg.context, rng, cfg.min_peak)
             if seg is None:
                 continue
             mel = mel_spectrogram(seg[None], MEL_HIFIGAN)[:, :, : cfg.context]
@@ -298,3 +305,11 @@ def export_student(run: Path, out: Path) -> Path:
     atomic_write(out.with_suffix(".safetensors"), lambda tmp: save_tensors(tmp, weights))
     atomic_write(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
     return out
+
+
+def export_shape(stem: Path) -> dict:
+    """The generator shape recorded beside an exported student's weights."""
+    meta = Path(stem).with_suffix(".json")
+    if not meta.is_file():
+        raise FileNotFoundError(f"{meta} is missing (`soundvcm vocoder export` writes it)")
+    return json.loads(meta.read_text())["shape"]
