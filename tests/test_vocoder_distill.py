@@ -24,6 +24,7 @@ from soundvcm.training.vocoder import (
     _segment,
     bank_chunks,
     build_bank,
+    export_shape,
     export_student,
     load_bank,
     log_mel_l1,
@@ -132,7 +133,7 @@ def test_distillation_learns_resumes_exactly_and_exports(tmp_path, bank):
         assert torch.equal(a, c), name
     stem = export_student(tmp_path / "whole", tmp_path / "export" / "fast")
     meta = json.loads(stem.with_suffix(".json").read_text())
-    assert meta["step"] == 40 and meta["shape"]["channels"] == 16
+    assert meta["step"] == 40 and meta["shape"]["channels"] == 16 and export_shape(stem) == TINY
     loaded = HiFiGAN.distilled(stem)
     mel = b[0][:2]
     with torch.inference_mode():

@@ -95,7 +95,7 @@ def _distill(args: argparse.Namespace) -> int:
         init = refit(prune_teacher(teacher, args.channels), teacher, data[0][-REFIT_SEGMENTS:])
     elif args.init:
         init = HiFiGAN.distilled(args.init)
-        shape = StudentShape(**{k: tuple(v) if isinstance(v, list) else v for k, v in export_shape(args.init).items()})
+        shape = export_shape(args.init)
     distiller = VocoderDistiller(data, args.out, cfg, shape, plan.dtype("train"), init)
     try:
         history = distiller.fit()

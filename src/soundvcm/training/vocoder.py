@@ -307,9 +307,15 @@ def export_student(run: Path, out: Path) -> Path:
     return out
 
 
-def export_shape(stem: Path) -> dict:
+def export_shape(stem: Path) -> StudentShape:
     """The generator shape recorded beside an exported student's weights."""
     meta = Path(stem).with_suffix(".json")
     if not meta.is_file():
         raise FileNotFoundError(f"{meta} is missing (`soundvcm vocoder export` writes it)")
-    return json.loads(meta.read_text())["shape"]
+    shape = json.loads(meta.read_text())["shape"]
+    return StudentShape(
+        channels=int(shape["channels"]),
+        upsample_rates=tuple(shape["upsample_rates"]),
+        upsample_kernels=tuple(shape["upsample_kernels"]),
+        resblock_kernels=tuple(shape["resblock_kernels"]),
+    )
