@@ -398,20 +398,22 @@ def test_cli_train_resume_and_ema_export(tmp_path, capsys):
     assert "unknown training preset" in err and "not a feature cache" in err
 
 
-def test_cli_extract_lite_cache(tmp_path):
-    """The real lite encoders through `soundvcm extract`: shapes follow the lite set."""
+@pytest.mark.parametrize(
+    "flags, name, sync",
+    [([], "lite2", (44, 192)), (["--encoders", "lite"], "lite", (16, 128))],  # the default is the shipped set
+)
+def test_cli_extract_lite_cache(tmp_path, flags, name, sync):
+    """The real lite encoders through `soundvcm extract`: shapes follow the set (lite2 by default)."""
     from soundvcm.cli import main
 
     make_video(tmp_path / "v.mp4", duration=1.2, size=(64, 48), audio_rate=22_050)
     (tmp_path / "list.tsv").write_text("v.mp4\tbeeps\n")
-    assert (
-        main(["extract", "--input", str(tmp_path / "list.tsv"), "--out", str(tmp_path / "cache"), "--duration", "1"])
-        == 0
-    )
+    argv = ["extract", "--input", str(tmp_path / "list.tsv"), "--out", str(tmp_path / "cache"), "--duration", "1"]
+    assert main([*argv, *flags]) == 0
     cache = FeatureCache(tmp_path / "cache")
     row = cache.row(0)
-    assert cache.meta.encoder_set == "lite" and len(cache.meta.weight_hashes) == 3
-    assert row["mean"].shape == (44, 160) and row["clip"].shape == (8, 1280) and row["sync"].shape == (16, 128)
+    assert cache.meta.encoder_set == name and len(cache.meta.weight_hashes) == 3
+    assert row["mean"].shape == (44, 160) and row["clip"].shape == (8, 1280) and row["sync"].shape == sync
     assert row["text"].shape == (77, 384) and row["std"].abs().max() == 0
 
 
