@@ -129,7 +129,7 @@ USER_ERRORS = {
     "quality_set": (lambda d: ["bench", "quality", "--data", d, "--sets", "audiocaps"], "unknown test set"),
     "model_ship_missing": (lambda d: ["model", "ship", d / "none", "--name", "x"], "not found"),
     "vocoder_min_peak": (
-        lambda d: ["vocoder", "distill", "--data", d, "--out", d / "v", "--min-peak", "2"],
+        lambda d: ["vocoder", "distill", "--data", d, "--out", d / "v", "--min-peak", "0"],
         "--min-peak must be in (0, 0.95]",
     ),
     "vocoder_init_and_prune": (

@@ -76,7 +76,7 @@ def _distill(args: argparse.Namespace) -> int:
         segments=args.segments or cfg.segments,
         lr=args.lr or cfg.lr,
         decay_start=cfg.decay_start if args.decay_start is None else args.decay_start,
-        min_peak=args.min_peak or cfg.min_peak,
+        min_peak=cfg.min_peak if args.min_peak is None else args.min_peak,
     )
     if not 0 < cfg.min_peak <= PEAK:
         raise ValueError(f"--min-peak must be in (0, {PEAK}], got {cfg.min_peak}")
@@ -94,8 +94,8 @@ def _distill(args: argparse.Namespace) -> int:
         print(f"pruning the teacher to {args.channels} channels and refitting on {REFIT_SEGMENTS} bank segments")
         init = refit(prune_teacher(teacher, args.channels), teacher, data[0][-REFIT_SEGMENTS:])
     elif args.init:
-        init = HiFiGAN.distilled(args.init)
-        shape = export_shape(args.init)
+        shape = export_shape(args.init)  # a rerun needs the shape to restore its checkpoint, not the weights
+        init = HiFiGAN.distilled(args.init) if fresh else None
     distiller = VocoderDistiller(data, args.out, cfg, shape, plan.dtype("train"), init)
     try:
         history = distiller.fit()

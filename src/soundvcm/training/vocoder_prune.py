@@ -41,6 +41,11 @@ def _top(score: Tensor, keep: int) -> Tensor:
     return torch.sort(torch.topk(score, keep).indices).values
 
 
+def _inner_indices(c1: Any, c2: Any, keep: int) -> Tensor:
+    """The kept inner channels of a ResBlock pair (``c1``'s outputs = ``c2``'s inputs)."""
+    return _top(_share(c1.weight, 0) + _share(c2.weight, 1), keep)
+
+
 def _stage_blocks(model: HiFiGAN, stage: int) -> list[Any]:
     return list(model.resblocks[stage * model.num_kernels : (stage + 1) * model.num_kernels])
 
@@ -96,7 +101,7 @@ def prune_teacher(teacher: HiFiGAN, channels: int) -> HiFiGAN:
         for b, block in enumerate(_stage_blocks(teacher, i)):
             name = f"resblocks.{i * teacher.num_kernels + b}"
             for j, (c1, c2) in enumerate(zip(block.convs1, block.convs2)):
-                inner = _top(_share(c1.weight, 0) + _share(c2.weight, 1), keep[i + 1])
+                inner = _inner_indices(c1, c2, keep[i + 1])
                 put(f"{name}.convs1.{j}", _cut(c1, inner, streams[i + 1]))
                 put(f"{name}.convs2.{j}", _cut(c2, streams[i + 1], inner))
     put("conv_post", _cut(teacher.conv_post, None, streams[-1]))
@@ -155,7 +160,7 @@ def refit(student: HiFiGAN, teacher: HiFiGAN, mel: Tensor, rows: int = 20_000, r
             yt, ys = xt, xs
             for c1t, c2t, c1s, c2s in zip(bt.convs1, bt.convs2, bs.convs1, bs.convs2):
                 ht = c1t(act(yt, SLOPE))
-                inner = _top(_share(c1t.weight, 0) + _share(c2t.weight, 1), c1s.out_channels)
+                inner = _inner_indices(c1t, c2t, c1s.out_channels)
                 _solve(c1s, act(ys, SLOPE), ht[:, inner], rows, ridge, gen)
                 hs = c1s(act(ys, SLOPE))
                 yt_next = yt + c2t(act(ht, SLOPE))
