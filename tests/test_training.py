@@ -390,6 +390,15 @@ def test_cli_train_resume_and_ema_export(tmp_path, capsys):
     assert main(args) == 2 and "already holds a run" in capsys.readouterr().err
     assert main(["ema", run, "--sigma-rel", "0.1"]) == 0
     assert (tmp_path / "run" / "ema_sigma0p1.safetensors").is_file()
+    # --step: the EMA as it was then, from the snapshots up to it (here: the one at step 2)
+    assert main(["ema", run, "--step", "2", "--out", str(tmp_path / "at2")]) == 0 and main(["ema", run]) == 0
+    at2, last = (json.loads((tmp_path / n).read_text()) for n in ("at2.json", "run/ema_sigma0p05.json"))
+    assert at2["provenance"]["step"] == 2 and at2["provenance"]["ema"]["snapshots"] == 2  # two sigma_rels at step 2
+    assert last["provenance"]["step"] == 4
+    from safetensors.torch import load_file
+
+    w2, w4 = (load_file(str(tmp_path / n)) for n in ("at2.safetensors", "run/ema_sigma0p05.safetensors"))
+    assert any(not torch.equal(w2[k], w4[k]) for k in w2)
     assert main(["train", "--preset", "nope", "--data", data, "--out", str(tmp_path / "x")]) == 2
     assert (
         main(["train", "--preset", "tiny_cpu", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2

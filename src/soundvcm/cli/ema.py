@@ -6,13 +6,20 @@ import argparse
 import json
 from pathlib import Path
 
-from soundvcm.cli.common import positive_float
+from soundvcm.cli.common import positive_float, positive_int
 
 
 def register(commands) -> None:
     ema = commands.add_parser("ema", help="synthesise post-hoc EMA weights from a run's snapshots")
     ema.add_argument("run", type=Path, help="run folder given to `soundvcm train --out`")
     ema.add_argument("--sigma-rel", type=positive_float, default=0.05, help="EMA width (default 0.05)")
+    ema.add_argument(
+        "--step",
+        type=positive_int,
+        default=None,
+        help="the EMA as it was at this training step, from the snapshots up to it (default: the run's last step; "
+        "a step past the last snapshot gives the last snapshot's)",
+    )
     ema.add_argument("--out", type=Path, default=None, help="checkpoint path (default RUN/ema_sigma0p05 etc.)")
     ema.set_defaults(func=_ema)
 
@@ -45,7 +52,7 @@ def _ema(args: argparse.Namespace) -> int:
     path, info = export_ema_checkpoint(
         args.run,
         args.sigma_rel,
-        doc["step"],
+        min(args.step, doc["step"]) if args.step else doc["step"],
         config_from_dict(doc["network_config"]),
         spec,
         args.out,
