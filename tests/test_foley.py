@@ -4,11 +4,21 @@ sound different, pictures that show the contact, and resumable splits."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from soundvcm.data.foley import MATERIALS, FoleyConfig, ModalBank, clip_seed, make_split, mix_events, simulate
+from soundvcm.data.foley import (
+    MATERIALS,
+    FoleyConfig,
+    ModalBank,
+    clip_seed,
+    make_split,
+    mix_events,
+    silent_contacts,
+    simulate,
+)
 from soundvcm.media.audio import load_audio
 from soundvcm.media.video import probe
 
@@ -61,6 +71,27 @@ def test_the_picture_shows_each_floor_contact():
         y = scene.track[frame, e.obj, 1]
         # within one frame of motion from the floor contact (height = radius)
         assert abs(y - CFG.radius) <= e.speed / CFG.fps + 0.01, (e, y)
+
+
+def test_silent_contacts_are_the_visible_bounces_below_the_audible_speed():
+    """Re-simulated from a clip's seed and config: the silent contacts lie between the floor and
+    min_speed, never on an audible event, and the same world keeps the audible events unchanged."""
+    from dataclasses import asdict
+
+    cfg = FoleyConfig()
+    found = 0
+    for seed in range(6):
+        scene = simulate(cfg, seed)
+        doc = {"seed": seed, "config": json.loads(json.dumps(asdict(cfg)))}  # as events.json stores it
+        silent = silent_contacts(doc, cfg.duration)
+        audible = [e.time for e in scene.events]
+        assert not set(silent) & set(audible)
+        low = simulate(replace(cfg, min_speed=0.4), seed)
+        assert [e.time for e in low.events if e.speed >= cfg.min_speed] == audible  # same physics
+        assert silent == sorted({e.time for e in low.events if e.speed < cfg.min_speed})
+        found += len(silent)
+    assert found > 0  # objects coming to rest bounce below the audible speed
+    assert silent_contacts(doc, cfg.duration, floor=cfg.min_speed) == []  # nothing between 0.8 and 0.8
 
 
 def test_split_files_manifest_and_resume(tmp_path):

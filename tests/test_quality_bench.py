@@ -49,6 +49,19 @@ def _untrained_student(stem: Path) -> str:
     return str(stem)
 
 
+def test_spurious_detections_are_sorted_by_kind():
+    """Known answers: one true event at 1 s, a silent bounce at 2 s; detections on the event, 80 ms
+    after it (echo), 10 ms off the bounce, 0.5 s after the event (neither) and far away (neither)."""
+    from soundvcm.bench.quality_scores import _spurious_kinds
+    from soundvcm.evaluation.events import onset_f1
+
+    detected = [1.0, 1.08, 2.01, 1.5, 3.2]
+    score = onset_f1(detected, [1.0])
+    assert _spurious_kinds(detected, score, [2.0]) == (1, 1)
+    assert _spurious_kinds(detected, score, []) == (1, 0)  # no silent contacts known: 2.01 is neither
+    assert _spurious_kinds([1.0], onset_f1([1.0], [1.0]), [2.0]) == (0, 0)
+
+
 @pytest.mark.slow
 def test_reference_rows_give_the_known_answers(tmp_path):
     data = _mini_open(tmp_path / "open")
@@ -75,6 +88,8 @@ def test_reference_rows_give_the_known_answers(tmp_path):
     assert bed["Onset-F1"] == 0.0 and bed["Onset-Acc"] == 0.0 and bed["Onset-AP"] == 0.0
     assert other["Onset-Acc"] < ceiling["Onset-Acc"] and other["Onset-AP"] < ceiling["Onset-AP"]
     assert ceiling["Onset-Acc"] >= 0.95 and silence["Onset-AP"] == 0.0
+    # a copy shifted by 0.1 s: every unmatched detection follows its own event (an echo, or a silent bounce)
+    assert shifted["FP-echo-share"] + shifted["FP-silent-contact-share"] >= 0.9
     assert set(doc["results"]["sfx"]) == {"silence", "noise bed", "random train clip", "other clip", "ceiling",
                                           "gt +100 ms", "ceiling hifigan", f"ceiling {untrained}"}  # fmt: skip
     for name in ("foley_spectrograms.png", "sfx_spectrograms.png", "foley_sync.png", "quality.json"):

@@ -21,7 +21,7 @@ def event_scores(folder: Path, ts: TestSet, classifier) -> dict[str, float]:
     detections per event, timing error of matched onsets, material accuracy of isolated matches."""
     from soundvcm.evaluation.events import detect_onsets_scored, material_accuracy, onset_acc_ap, onset_f1
 
-    tp = fp = fn = correct = scored = 0
+    tp = fp = fn = correct = scored = echo = at_silent = 0
     errors: list[float] = []
     accs, aps = [], []
     for item in ts.items:
@@ -36,6 +36,8 @@ def event_scores(folder: Path, ts: TestSet, classifier) -> dict[str, float]:
         fp += len(detected) - len(score.matches)
         fn += len(score.reference) - len(score.matches)
         errors += [detected[i] - score.reference[j] for i, j in score.matches]
+        e, s = _spurious_kinds(detected, score, item.silent or [])
+        echo, at_silent = echo + e, at_silent + s
         c, s = material_accuracy(wave, events, score, detected, classifier)
         correct, scored = correct + c, scored + s
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
@@ -48,9 +50,28 @@ def event_scores(folder: Path, ts: TestSet, classifier) -> dict[str, float]:
         "Onset-recall": tp / (tp + fn) if tp + fn else 0.0,
         "Event-error-ms": 1000 * float(np.mean(errors)) if errors else math.nan,
         "Event-abs-error-ms": 1000 * float(np.mean(np.abs(errors))) if errors else math.nan,
+        # what the spurious detections are: a second onset <= 0.2 s after a true event, or a bounce
+        # the picture shows but the world keeps silent (shares of all unmatched detections)
+        "FP-echo-share": echo / fp if fp else math.nan,
+        "FP-silent-contact-share": at_silent / fp if fp else math.nan,
         "Material-accuracy": correct / scored if scored else math.nan,
         "Material-scored": scored,
     }
+
+
+def _spurious_kinds(detected: list[float], score, silent: list[float], tolerance: float = 0.05) -> tuple[int, int]:
+    """Of the unmatched detections: how many sit within ``tolerance`` of a silent contact, and how
+    many of the rest follow a true event by at most 0.2 s (an echo of it)."""
+    matched = {i for i, _ in score.matches}
+    echo = at_silent = 0
+    for i, d in enumerate(detected):
+        if i in matched:
+            continue
+        if any(abs(d - t) <= tolerance for t in silent):
+            at_silent += 1
+        elif any(0 < d - r <= 0.2 for r in score.reference):
+            echo += 1
+    return echo, at_silent
 
 
 def material_classifier(ts: TestSet):
@@ -87,6 +108,8 @@ COLUMNS = (
     "Onset-AP",
     "Detections-per-event",
     "Event-abs-error-ms",
+    "FP-echo-share",
+    "FP-silent-contact-share",
     "Material-accuracy",
     "NFE",
     "network s/clip",

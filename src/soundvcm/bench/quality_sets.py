@@ -18,6 +18,7 @@ class Item:
     media: Path | None = None  # the video (None: text-to-audio)
     caption: str = ""
     events: list[tuple[float, str]] | None = None
+    silent: list[float] | None = None  # Foley world: visible bounces without a sound (see foley.silent_contacts)
 
 
 @dataclass
@@ -48,6 +49,12 @@ def _events(stem: Path, duration: float) -> list[tuple[float, str]]:
     return [(e["time"], e["material"]) for e in doc["events"] if e["time"] < duration]
 
 
+def _silent(stem: Path, duration: float) -> list[float]:
+    from soundvcm.data.foley import silent_contacts
+
+    return silent_contacts(json.loads((stem.parent / f"{stem.name}.events.json").read_text()), duration)
+
+
 def load_sets(data: Path, names: tuple[str, ...], duration: float, limit: int | None = None) -> list[TestSet]:
     """The test splits (and what the references need of the training splits) of ``data``."""
     sets = []
@@ -64,6 +71,7 @@ def load_sets(data: Path, names: tuple[str, ...], duration: float, limit: int | 
                 p if video else None,
                 caption,
                 _events(p.with_suffix(""), duration) if name == "foley" else None,
+                _silent(p.with_suffix(""), duration) if name == "foley" else None,
             )
             for p, caption in test
         ]

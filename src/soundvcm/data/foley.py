@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -175,6 +175,18 @@ def simulate(cfg: FoleyConfig, seed: int) -> Scene:
     events.sort(key=lambda ev: (ev.time, ev.obj))
     plain = [{"id": o["id"], "material": o["material"], "start": o["start"]} for o in objects]
     return Scene(seed, plain, events, track)
+
+
+def silent_contacts(doc: dict, duration: float, floor: float = 0.4) -> list[float]:
+    """Times of a clip's *silent* contacts: the bounces its physics makes slower than ``min_speed``
+    (so without a sound) but at least ``floor`` world units/s (a bounce >= 8 mm high, >= 1.3 px at
+    160 px: visible), re-simulated from the seed and config in the clip's ``events.json`` ``doc``.
+    A model that sounds them reads the picture's bounces but not the world's loudness rule."""
+    known = {f for f in FoleyConfig.__dataclass_fields__}
+    fields: dict[str, Any] = {k: tuple(v) if k == "materials" else v for k, v in doc["config"].items() if k in known}
+    cfg = FoleyConfig(**fields)
+    scene = simulate(replace(cfg, min_speed=min(floor, cfg.min_speed)), int(doc["seed"]))
+    return sorted({e.time for e in scene.events if floor <= e.speed < cfg.min_speed and e.time < duration})
 
 
 def _collide(objects: list[dict], now: float, r: float, cfg: FoleyConfig, events: list[Event]) -> None:
