@@ -36,8 +36,8 @@ def event_scores(folder: Path, ts: TestSet, classifier) -> dict[str, float]:
         fp += len(detected) - len(score.matches)
         fn += len(score.reference) - len(score.matches)
         errors += [detected[i] - score.reference[j] for i, j in score.matches]
-        e, s = _spurious_kinds(detected, score, item.silent or [])
-        echo, at_silent = echo + e, at_silent + s
+        echoes, on_silent = _spurious_kinds(detected, score, item.silent or [])
+        echo, at_silent = echo + echoes, at_silent + on_silent
         c, s = material_accuracy(wave, events, score, detected, classifier)
         correct, scored = correct + c, scored + s
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0

@@ -44,15 +44,16 @@ def _manifest(path: Path) -> list[tuple[Path, str]]:
     return rows
 
 
-def _events(stem: Path, duration: float) -> list[tuple[float, str]]:
+def _events(stem: Path, duration: float, silent: bool = False):
+    """A Foley clip's events (time, material) before ``duration``; with ``silent``, also its silent
+    contacts (``foley.silent_contacts``) from the same events.json."""
     doc = json.loads((stem.parent / f"{stem.name}.events.json").read_text())
-    return [(e["time"], e["material"]) for e in doc["events"] if e["time"] < duration]
-
-
-def _silent(stem: Path, duration: float) -> list[float]:
+    events = [(e["time"], e["material"]) for e in doc["events"] if e["time"] < duration]
+    if not silent:
+        return events
     from soundvcm.data.foley import silent_contacts
 
-    return silent_contacts(json.loads((stem.parent / f"{stem.name}.events.json").read_text()), duration)
+    return events, silent_contacts(doc, duration)
 
 
 def load_sets(data: Path, names: tuple[str, ...], duration: float, limit: int | None = None) -> list[TestSet]:
@@ -64,17 +65,10 @@ def load_sets(data: Path, names: tuple[str, ...], duration: float, limit: int | 
         test = _manifest(data / name / "test.tsv")[:limit]
         train = _manifest(data / name / "train.tsv")
         video = name != "sfx"
-        items = [
-            Item(
-                p.stem,
-                p.with_suffix(".flac"),
-                p if video else None,
-                caption,
-                _events(p.with_suffix(""), duration) if name == "foley" else None,
-                _silent(p.with_suffix(""), duration) if name == "foley" else None,
-            )
-            for p, caption in test
-        ]
+        items = [Item(p.stem, p.with_suffix(".flac"), p if video else None, caption) for p, caption in test]
+        if name == "foley":
+            for item, (p, _) in zip(items, test):
+                item.events, item.silent = _events(p.with_suffix(""), duration, silent=True)
         train_audio = [p.with_suffix(".flac") for p, _ in train]
         train_events = (
             [(p.with_suffix(".flac"), _events(p.with_suffix(""), duration)) for p, _ in train[:300]]
