@@ -12,7 +12,8 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("atomic", "flow", "sequence", "conditions", "weights", "device", "precision", "console", "configs"),  # 0
+    ("atomic", "flow", "sequence", "conditions", "weights", "device", "precision", "console", "configs", "allocator"),
+    # ^ 0: the foundations
     ("media",),  # 1: decode, resample, mel, mux
     ("network",),  # 2: the velocity network
     ("objectives", "sampling", "encoders", "exact_flow"),  # 3: losses, samplers, frozen encoders

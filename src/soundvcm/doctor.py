@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from soundvcm import __version__
+from soundvcm.allocator import tune_malloc
 from soundvcm.precision import (
     STAGE_KERNELS,
     cpu_capability,
@@ -87,6 +88,10 @@ def _cpu(report: Report) -> None:
         f"CPU: {cpu_model()}, PyTorch kernels {cpu_capability()}, native bf16: {'yes' if native else 'no'} ({why})"
     )
     report.add(f"cores: {physical} physical, {logical} logical; torch threads: {threads} intra-op, {inter} inter-op")
+    heap = tune_malloc()
+    report.add(f"heap: {heap}")
+    if "defaults" in heap:
+        report.hints.append("glibc's malloc kept its defaults: each pass re-faults its activations' pages")
     if threads > physical:
         report.hints.append(
             f"{threads} intra-op threads on {physical} physical cores: SMT siblings slow convolutions down; "

@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # a misspelled option: the subcommand's usage, not the top level's
         getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+    from soundvcm.allocator import tune_malloc
+
+    tune_malloc()  # before any tensor: freed activations are reused, not re-faulted (allocator.py)
     try:
         return args.func(args)
     except (ValueError, OSError) as exc:  # bad input, missing files, bad weights: one line, no traceback
