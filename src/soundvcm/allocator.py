@@ -27,6 +27,7 @@ MMAP_THRESHOLD = 32 << 20  # glibc caps it at HEAP_MAX_SIZE / 2 = 32 MiB on 64-b
 TRIM_THRESHOLD = 1 << 30
 USER_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
 PRELOADED = ("jemalloc", "tcmalloc", "mimalloc")
+REFUSED = "defaults (mallopt refused the settings)"
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -64,5 +65,5 @@ def tune_malloc() -> str:
     if choice is not None:
         return f"glibc {version}, left as is ({choice})"
     if not (libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)):
-        return f"glibc {version}, defaults (mallopt refused the settings)"
+        return f"glibc {version}, {REFUSED}"
     return f"glibc {version}, mmap threshold 32 MiB, trim threshold 1 GiB (freed activations are reused)"

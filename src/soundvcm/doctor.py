@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from soundvcm import __version__
-from soundvcm.allocator import tune_malloc
+from soundvcm.allocator import REFUSED, tune_malloc
 from soundvcm.precision import (
     STAGE_KERNELS,
     cpu_capability,
@@ -90,7 +90,7 @@ def _cpu(report: Report) -> None:
     report.add(f"cores: {physical} physical, {logical} logical; torch threads: {threads} intra-op, {inter} inter-op")
     heap = tune_malloc()
     report.add(f"heap: {heap}")
-    if "defaults" in heap:
+    if heap.endswith(REFUSED):
         report.hints.append("glibc's malloc kept its defaults: each pass re-faults its activations' pages")
     if threads > physical:
         report.hints.append(

@@ -44,16 +44,13 @@ def _manifest(path: Path) -> list[tuple[Path, str]]:
     return rows
 
 
-def _events(stem: Path, duration: float, silent: bool = False):
-    """A Foley clip's events (time, material) before ``duration``; with ``silent``, also its silent
-    contacts (``foley.silent_contacts``) from the same events.json."""
-    doc = json.loads((stem.parent / f"{stem.name}.events.json").read_text())
-    events = [(e["time"], e["material"]) for e in doc["events"] if e["time"] < duration]
-    if not silent:
-        return events
-    from soundvcm.data.foley import silent_contacts
+def _event_doc(stem: Path) -> dict:
+    """A Foley clip's events.json, read once for its events and its silent contacts."""
+    return json.loads((stem.parent / f"{stem.name}.events.json").read_text())
 
-    return events, silent_contacts(doc, duration)
+
+def _events(doc: dict, duration: float) -> list[tuple[float, str]]:
+    return [(e["time"], e["material"]) for e in doc["events"] if e["time"] < duration]
 
 
 def load_sets(data: Path, names: tuple[str, ...], duration: float, limit: int | None = None) -> list[TestSet]:
@@ -67,11 +64,14 @@ def load_sets(data: Path, names: tuple[str, ...], duration: float, limit: int | 
         video = name != "sfx"
         items = [Item(p.stem, p.with_suffix(".flac"), p if video else None, caption) for p, caption in test]
         if name == "foley":
+            from soundvcm.data.foley import silent_contacts
+
             for item, (p, _) in zip(items, test):
-                item.events, item.silent = _events(p.with_suffix(""), duration, silent=True)
+                doc = _event_doc(p.with_suffix(""))
+                item.events, item.silent = _events(doc, duration), silent_contacts(doc, duration)
         train_audio = [p.with_suffix(".flac") for p, _ in train]
         train_events = (
-            [(p.with_suffix(".flac"), _events(p.with_suffix(""), duration)) for p, _ in train[:300]]
+            [(p.with_suffix(".flac"), _events(_event_doc(p.with_suffix("")), duration)) for p, _ in train[:300]]
             if name == "foley"
             else []
         )
