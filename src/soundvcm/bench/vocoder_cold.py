@@ -61,8 +61,8 @@ def table(rows: list[dict]) -> str:
             r["vocoder"],
             f"{what} ({r['frames']} frames)",
             r["precision"],
-            f"{r['cold_s']:.2f}",
-            f"{r['warm_s']:.2f}",
+            f"{r['cold_s']:.3g}",  # three significant digits: a tiny student's ms stay non-zero
+            f"{r['warm_s']:.3g}",
         )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
