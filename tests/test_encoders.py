@@ -88,6 +88,32 @@ def test_hifigan_matches_original_and_folds_weight_norm(lite, reference):
     assert torch.allclose(folded["c.weight"].flatten(1).norm(dim=1), g.flatten(), atol=1e-6)
 
 
+def test_hifigan_runs_channels_last_whatever_the_mels_strides(monkeypatch):
+    """Every conv of the vocoder reads and writes (B, C, 1, T) channels-last, also for a mel view whose
+    strides only look channels-last (a window of a transposed latent, batch stride 80): such a view
+    once sent the whole pass to the plain layout (2.3x slower in bf16). Same wave either way."""
+    import soundvcm.encoders.hifigan as hifigan
+
+    torch.manual_seed(0)
+    net = HiFiGAN(channels=32, resblock_kernels=(3,), resblock_dilations=((1, 3, 5),)).eval()
+    base = torch.randn(1, 200, 80, generator=torch.Generator().manual_seed(1)).transpose(1, 2) - 5
+    view = torch.as_strided(base.clone(memory_format=torch.preserve_format), (1, 80, 200), (80, 1, 80))[..., 20:180]
+    outputs = []
+
+    def spy(conv, x):
+        outputs.append(y := hifigan_conv(conv, x))
+        return y
+
+    hifigan_conv = hifigan.conv_nwc
+    monkeypatch.setattr(hifigan, "conv_nwc", spy)
+    with torch.inference_mode():
+        wave = net(view)
+        plain = net(view.contiguous())
+    assert len(outputs) == 2 * (1 + 4 + 4 * 6 + 1)  # pre, 4 ups, 4 stages x 3 pairs x 2, post
+    assert all(y.is_contiguous(memory_format=torch.channels_last) for y in outputs if y.shape[1] > 1)
+    assert torch.equal(wave, plain) and wave.shape == (1, 160 * 256)
+
+
 def test_hifigan_resynthesises_a_harmonic_tone(lite):
     """Real weights turn a mel back into sound with that mel; a random generator does not."""
     sr = 22_050

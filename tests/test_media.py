@@ -61,12 +61,18 @@ def _nearest_values(source_times: list[float], fps: float, n: int, duration: flo
 
 
 @pytest.mark.parametrize("fps", [5, 25, 120, 29.97])
-def test_frames_follow_timestamps(tmp_path, fps):
+def test_frames_follow_timestamps(tmp_path, fps, monkeypatch):
     """Each target frame is the source frame nearest in time: low fps repeats, high fps drops,
-    non-integer fps needs no special case."""
+    non-integer fps needs no special case. A repeated frame is scaled once per spec."""
+    import soundvcm.media.video as video
+
     duration = 2.0
     path = make_video(tmp_path / "v.mp4", duration=duration, fps=Fraction(fps).limit_denominator(1001))
+    converted = []
+    convert = video._convert
+    monkeypatch.setattr(video, "_convert", lambda *a: converted.append(a[1]) or convert(*a))
     clip = load_video(path, SPECS, duration=duration)
+    assert len(converted) <= sum(min(len(clip.frames[k]), math.ceil(duration * fps) + 1) for k in SPECS)
     assert clip.frames["clip"].shape == (16, 3, 32, 32)
     assert clip.frames["sync"].shape == (50, 1, 16, 16)
     n_src = int(math.floor(duration * fps + 1e-9))

@@ -69,4 +69,7 @@ def table(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
+    from soundvcm.allocator import tune_malloc
+
+    tune_malloc()  # the heap a CLI run has (soundvcm.cli applies it before any command)
     print(json.dumps(measure(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], *sys.argv[4:5])))

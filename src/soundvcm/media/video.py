@@ -28,6 +28,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 from torch import Tensor
 
 from soundvcm.media.errors import MediaError, check_input_path
@@ -165,8 +166,9 @@ def decode_frames(container, stream, damage: Damage | None = None, max_frames: i
                 return
 
 
-def _convert(frame: av.VideoFrame, spec: FrameSpec) -> np.ndarray:
-    """Resize (swscale bicubic) and rotate one frame to ``spec``: (C, H, W) uint8."""
+def _convert(frame: av.VideoFrame, spec: FrameSpec, scaler: VideoReformatter | None = None) -> np.ndarray:
+    """Resize (swscale bicubic) and rotate one frame to ``spec``: (C, H, W) uint8. A ``scaler`` kept
+    across frames keeps its swscale context (a fresh one per frame costs ~0.7 ms, 5x the scaling)."""
     rotation = int(round((frame.rotation or 0) / 90)) % 4
     coded_w, coded_h = frame.width, frame.height
     disp_w, disp_h = (coded_h, coded_w) if rotation % 2 else (coded_w, coded_h)
@@ -178,7 +180,9 @@ def _convert(frame: av.VideoFrame, spec: FrameSpec) -> np.ndarray:
         out_w, out_h = max(side, round(disp_w * scale)), max(side, round(disp_h * scale))
     coded_out = (out_h, out_w) if rotation % 2 else (out_w, out_h)
     fmt = "gray" if spec.gray else "rgb24"
-    img = frame.reformat(width=coded_out[0], height=coded_out[1], format=fmt, interpolation="BICUBIC").to_ndarray()
+    scaler = scaler or VideoReformatter()
+    scaled = scaler.reformat(frame, width=coded_out[0], height=coded_out[1], format=fmt, interpolation="BICUBIC")
+    img = scaled.to_ndarray()
     if img.ndim == 2:
         img = img[:, :, None]
     if rotation:
@@ -201,13 +205,16 @@ class _FramePicker:
             for name, spec in specs.items()
         }
         self.out: dict[str, list[np.ndarray]] = {name: [] for name in specs}
+        self.scalers = {name: VideoReformatter() for name in specs}
 
     def emit_until(self, boundary: float, frame) -> None:
         for name, spec in self.specs.items():
+            img = None  # one conversion per frame and spec: a spec faster than the video repeats it
             while self.targets[name] < self.limits[name]:
                 if self.start + self.targets[name] / spec.fps >= boundary:
                     break
-                self.out[name].append(_convert(frame, spec))
+                img = _convert(frame, spec, self.scalers[name]) if img is None else img
+                self.out[name].append(img)
                 self.targets[name] += 1
 
     @property
