@@ -32,6 +32,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from soundvcm.atomic import atomic_write, remove_stale
 from soundvcm.data import foley
@@ -141,12 +142,13 @@ def build_bbb(out: Path, sources: Path, cfg: OpenConfig, progress: Callable | No
         with av.open(str(film)) as c:
             stream = c.streams.video[0]
             stream.thread_type = "AUTO"
+            scaler = VideoReformatter()  # one swscale context for the film, not one per frame
             for index, frame in enumerate(c.decode(stream)):
                 if current is None and index in by_start:
                     current, frames = by_start[index], []
                 if current is None:
                     continue
-                img = frame.reformat(width=cfg.bbb_width, height=cfg.bbb_height, format="rgb24").to_ndarray()
+                img = scaler.reformat(frame, width=cfg.bbb_width, height=cfg.bbb_height, format="rgb24").to_ndarray()
                 frames.append(img)
                 if len(frames) == frames_per:
                     a = int(round(current[2] * sr))
