@@ -2,7 +2,7 @@
 1-step learners of the same lite2_small network (the VCM from the FM's step 4000, MeanFlow from the
 same checkpoint, the VCM from scratch), on the first 60 Foley test clips.
 
-The numbers are the rows of BENCHMARKS.md ("Issue 23, fourth session" and "fifth session"), each
+The numbers are the rows of BENCHMARKS.md ("Issue 23, fourth", "fifth" and "sixth session"), each
 from `soundvcm bench quality --sets foley,sfx --limit 60` and `soundvcm bench listen --clips 12`;
 copy a new row there first, then here. Compute is in VCM-step units (batch 16): an `--init` run
 starts at 4000 (the FM's steps; an FM step costs what a VCM step does), a MeanFlow step is 1.43.
@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -28,6 +29,9 @@ RUNS = {
         9000: (0.647, 0.732, 438.9, 0.560),
         11000: (0.677, 0.720, 415.0, 0.543),
         12500: (0.599, 0.700, 411.4, None),
+        14500: (0.700, 0.759, 406.9, None),
+        16500: (0.668, 0.780, 410.1, None),
+        18000: (0.684, 0.710, 411.1, 0.525),
     },
     "MeanFlow from the FM at 4000": {
         5430: (0.547, 0.594, 451.4, 0.595),
@@ -59,6 +63,7 @@ def main(out: Path = Path(__file__).with_name("lite2_goal_trends.png")) -> None:
             ax.plot(*zip(*pts), "o-", label=name)
         ax.axhline(goal, color="k", ls="--", lw=1, label=label)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping 3x10^3, 4x10^3 labels
         ax.set_xlabel("compute (VCM steps of batch 16)")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)

@@ -137,12 +137,10 @@ def _kernel(kind: str) -> tuple[Callable[[], object], int]:
     if kind == "matmul":  # the network's and text encoder's linear layers
         a, b = torch.randn(128, 384, generator=g), torch.randn(384, 768, generator=g)
         return (lambda: a @ b), 4
-    if kind == "conv1d":  # the vocoder's dilated residual convolutions, channels-last as HiFi-GAN runs them
-        from soundvcm.encoders.hifigan import conv_nwc
-
-        conv = torch.nn.Conv1d(128, 128, 7, padding=9, dilation=3)
+    if kind == "conv1d":  # the vocoder's dilated residual convs, as HiFi-GAN runs them: 2-D over (B, C, 1, T)
+        conv = torch.nn.Conv2d(128, 128, (1, 7), padding=(0, 9), dilation=(1, 3))  # channels-last
         x = torch.randn(1, 128, 1, 1024, generator=g).contiguous(memory_format=torch.channels_last)
-        return (lambda: conv_nwc(conv, x)), 2
+        return (lambda: conv(x)), 2
     if kind == "conv2d":  # the visual encoder's depthwise + pointwise blocks, channels-last
         dw, pw = torch.nn.Conv2d(96, 96, 3, padding=1, groups=96), torch.nn.Conv2d(96, 192, 1)
         x = torch.randn(4, 96, 28, 28, generator=g).contiguous(memory_format=torch.channels_last)
