@@ -98,13 +98,12 @@ def test_hifigan_runs_channels_last_whatever_the_mels_strides(monkeypatch):
     net = HiFiGAN(channels=32, resblock_kernels=(3,), resblock_dilations=((1, 3, 5),)).eval()
     base = torch.randn(1, 200, 80, generator=torch.Generator().manual_seed(1)).transpose(1, 2) - 5
     view = torch.as_strided(base.clone(memory_format=torch.preserve_format), (1, 80, 200), (80, 1, 80))[..., 20:180]
-    outputs = []
+    outputs, conv_nwc = [], hifigan.conv_nwc
 
     def spy(conv, x):
-        outputs.append(y := hifigan_conv(conv, x))
+        outputs.append(y := conv_nwc(conv, x))
         return y
 
-    hifigan_conv = hifigan.conv_nwc
     monkeypatch.setattr(hifigan, "conv_nwc", spy)
     with torch.inference_mode():
         wave = net(view)

@@ -1,7 +1,7 @@
 """``soundvcm bench vocoder``: the vocoder's first (cold) and second (warm) call per process, in one
 pass and in windows of one length (issue 22).
 
-With native bf16, oneDNN's kernels cost ~2.5x a warm call the first time a process meets a new
+With native bf16, oneDNN's kernels cost several warm calls the first time a process meets a new
 input length; a CLI run vocodes once, so the cold time is what a user waits. Each setting runs in
 a fresh process (``python -m soundvcm.bench.vocoder_cold WINDOW FRAMES PRECISION`` prints one JSON
 line): window 0 is one pass, N > 0 windows of N + 2 x 16 frames

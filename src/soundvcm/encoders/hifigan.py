@@ -132,7 +132,7 @@ class HiFiGAN(nn.Module):
 # to ~1e-4 in fp32 (0 in bf16).
 RECEPTIVE_CONTEXT = 16
 # Windows of one length: with native bf16 (oneDNN) the first call at each new input length costs
-# ~2.5x a warm call (690 frames: 3.5 s cold, 1.45 s warm), so every window of a mel, and of every
+# several warm calls (690 frames channels-last: 2.48 s cold, 0.39 s warm), so every window of a mel, and of every
 # clip, has the same length and that cost is paid once, on a short window (BENCHMARKS, issue 22).
 CHUNK_FRAMES = 256
 
