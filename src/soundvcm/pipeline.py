@@ -12,8 +12,8 @@ generate``), benchmarks and evaluation all call this module.
 
 Modalities that are not given use the network's null features (image mode: one frame repeated
 over the clip tokens and null sync, as MMAudio does). A video shorter than the requested
-duration is generated for its real length, with a warning. The waveform's peak is limited to
--1 dBFS by a plain gain (never clipped; :func:`soundvcm.media.audio.limit_peak`), with a warning
+duration is generated for its real length, with a warning. The waveform's true peak is limited to
+-1 dBTP by a plain gain (never clipped; :func:`soundvcm.media.audio.limit_peak`), with a warning
 when the gain was below 1/2 (6 dB). Long videos: ``generate_long`` cuts
 the video into windows of ``duration`` seconds overlapping by ``overlap`` seconds, samples each
 window's mel on its own (seed + window index), crossfades the overlaps linearly and vocodes the
@@ -291,7 +291,7 @@ class Pipeline:
         duration = encoded.duration
         wave, gain = limit_peak(wave[: int(round(duration * self.sample_rate))])
         if gain < 0.5:
-            notes.append(f"the output peaked {-20 * math.log10(gain) - 1:.1f} dB over full scale; scaled to -1 dBFS")
+            notes.append(f"the output peaked {-20 * math.log10(gain) - 1:.1f} dB over full scale; scaled to -1 dBTP")
         times = {**encoded.timings}
         for k, v in timer.times.items():
             times[k] = times.get(k, 0.0) + v
