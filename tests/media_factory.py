@@ -128,8 +128,11 @@ def make_counter_video(
     b_frames: int = 3,
     gop: int = 12,
     audio_rate: int | None = 16_000,
+    fixed_b_frames: bool = False,
 ) -> Path:
-    """Frame i (shown at frame_times[i]) displays the number i; H.264 with B-frames by default."""
+    """Frame i (shown at frame_times[i]) displays the number i; H.264 with B-frames by default
+    (``fixed_b_frames``: always ``b_frames`` of them between references, x264's b-adapt=0, so a
+    reference shown late is decoded before the B-frames shown early)."""
     time_base = Fraction(1, 1000)
     with av.open(str(path), mode="w") as container:
         vs = container.add_stream(codec, rate=25)
@@ -138,6 +141,8 @@ def make_counter_video(
         vs.codec_context.time_base = time_base
         if codec == "libx264":
             vs.options = {"preset": "medium", "crf": "10", "bf": str(b_frames), "g": str(gop)}
+            if fixed_b_frames:
+                vs.options["x264-params"] = "b-adapt=0"
         as_ = None
         if audio_rate:
             as_ = container.add_stream("aac", rate=audio_rate)

@@ -1,4 +1,5 @@
-"""Write-then-rename: outputs appear complete or not at all; write errors are ``OSError``.
+"""Write-then-rename: outputs appear complete or not at all; write errors are ``OSError`` in one
+line naming the output. :func:`unreadable` says why an input cannot be read, in words.
 
 Temporary files are named ``.STEM.pPID.XXXX.tmpSUFFIX`` beside their target, so that what a
 killed process left behind can be told from what a running one is still writing:
@@ -9,6 +10,7 @@ command removes its own temporaries on the way out.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -42,10 +44,34 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
         write(tmp)
         os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            error = OSError(f"{path}: could not be written ({exc.strerror or exc})")
+            error.errno = exc.errno  # one line for the user, the cause for code
+            raise error from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def unreadable(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file, in words (None: it can). Opening it is the only test
+    that tells a missing file from a forbidden one (``is_file`` is False for both when a folder on
+    the way is closed, and safetensors reports a permission error as "No such file")."""
+    try:
+        with open(path, "rb"):
+            return None
+    except FileNotFoundError:
+        return "not found"
+    except PermissionError:
+        return "cannot be read: permission denied"
+    except IsADirectoryError:
+        return "is a folder, not a file"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
 
 
 def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:

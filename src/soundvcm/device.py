@@ -1,23 +1,43 @@
-"""Device choice, the process's place in a torchrun job, and per-stage wall-clock timing."""
+"""Device choice, the process's place in a torchrun job, and per-stage wall-clock timing.
+
+Torch is imported inside the functions: the command line checks ``--device`` while it parses,
+before (and without) loading torch."""
 
 from __future__ import annotations
 
 import os
 import time
 from contextlib import contextmanager, nullcontext
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from soundvcm.console import StageStatus
+
+if TYPE_CHECKING:
+    import torch
+
+
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def check_device(name: str) -> str:
+    """``name`` if it names a device soundvcm runs on (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``),
+    else a ValueError in one line (torch's own message lists two dozen back ends)."""
+    kind, _, index = name.partition(":")
+    if name == "auto" or (kind in ("cpu", "cuda", "mps") and (not index or (kind == "cuda" and index.isdigit()))):
+        return name
+    raise ValueError(f"unknown device {name!r}: use {DEVICES}")
 
 
 def select_device(preference: str = "auto") -> torch.device:
     """``auto``: cuda, then mps, then cpu."""
-    if preference != "auto":
+    import torch
+
+    if check_device(preference) != "auto":
         device = torch.device(preference)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda was asked for but no CUDA GPU is available")
+        if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError("--device mps was asked for but this machine has no MPS device")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -39,6 +59,8 @@ def compile_module(module: torch.nn.Module, device: torch.device) -> tuple[Any, 
     velocity network's output into NaN (measured here with ``ATEN_CPU_CAPABILITY=avx2``: scalar
     inductor code and AVX512 code both match eager), so compilation is skipped there with a note.
     """
+    import torch
+
     if torch.device(device).type == "cpu":
         from torch._inductor.cpu_vec_isa import pick_vec_isa
 
@@ -61,6 +83,8 @@ class StageTimer:
 
     @contextmanager
     def __call__(self, name: str):
+        import torch
+
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()

@@ -11,15 +11,26 @@ of the batch; existing outputs are refused unless ``--overwrite`` (replace them)
 ``--skip-existing`` (leave those jobs out, to resume a big batch) is given; every input must
 exist, decode as media with a video stream, and be long enough (:func:`check_inputs`).
 
+Two runs aimed at the same names: before any work, each job's name is *claimed* in the output
+folder (:func:`claim_outputs`: an exclusive lock on ``OUT/.NAME.claim``, which names its host and
+process), so a second run is refused in one line, ``--overwrite`` or not, until the first is done;
+a killed run's claims lapse with its process. Taking the claims also proves the folder writable
+before the model loads.
+
 TSV batches: one job per row, tab-separated ``video<TAB>prompt`` (either may be empty; a header
 row starting with ``video`` is skipped; relative paths are relative to the TSV).
 """
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import re
+import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,6 +159,80 @@ def plan_jobs(jobs: list[Job], out_dir: Path, overwrite: bool = False, skip_exis
             f"{existing[0]}{more} already exist(s); pass --overwrite to replace, or --skip-existing to keep them"
         )
     return todo
+
+
+class OutputsClaimed(ValueError):
+    """Another live run holds the claim on an output name (see :func:`claim_outputs`)."""
+
+
+def _lock(claim: Path) -> int | None:
+    """An open descriptor holding an exclusive ``flock`` on ``claim`` (created if needed), or None if
+    another process holds it. The kernel drops the lock when its holder dies, even by kill -9, so a
+    killed run never blocks the next one. The inode check makes a claim removed by its finishing
+    holder, between our open and our lock, count as not taken."""
+    import fcntl
+
+    while True:
+        fd = os.open(claim, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            same = os.stat(claim).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+            return fd
+        os.close(fd)  # we locked a removed file: try the path again
+
+
+def _holder(claim: Path) -> str:
+    try:
+        return claim.read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+@contextmanager
+def claim_outputs(jobs: list[Job], out_dir: Path) -> Iterator[None]:
+    """Claim every job's output name in ``out_dir`` for this process, for the ``with`` block.
+
+    A claim is an exclusive lock on ``OUT/.NAME.claim``: of two runs, exactly one gets it, and a
+    killed run's claim lapses with its process. A name another live process holds raises
+    :class:`OutputsClaimed` (one line: which name, which host and process) after releasing what
+    was already taken. A folder that cannot be created or written fails here, before model work."""
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"{out_dir}: the output folder cannot be created ({exc.strerror or exc})") from None
+    held: list[tuple[Path, int]] = []
+    try:
+        for job in jobs:
+            claim = out_dir / f".{job.name}.claim"
+            try:
+                fd = _lock(claim)
+            except OSError as exc:
+                if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise OSError(f"{out_dir}: the output folder is not writable ({exc.strerror})") from None
+                raise
+            if fd is None:
+                raise OutputsClaimed(
+                    f"{out_dir / job.name}.*: another soundvcm run (host and pid: {_holder(claim)}) is writing "
+                    "these outputs; wait for it to finish or choose another --out"
+                )
+            held.append((claim, fd))
+        yield
+    finally:
+        for claim, fd in held:
+            claim.unlink(missing_ok=True)  # still locked: a run that opened it meanwhile sees a removed inode
+            os.close(fd)
+        if created and not any(out_dir.iterdir()):  # a refused run leaves no empty folder behind
+            out_dir.rmdir()
 
 
 def check_inputs(jobs: list[Job], min_duration: float, start: float = 0.0) -> tuple[list[Job], list[str]]:

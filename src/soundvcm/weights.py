@@ -24,6 +24,8 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from soundvcm.atomic import unreadable
+
 RELEASES = "https://github.com/hkchengrex/MMAudio/releases/download/v0.1"
 HF_MMAUDIO = "https://huggingface.co/hkchengrex/MMAudio/resolve/main/weights"
 
@@ -75,8 +77,11 @@ def resolve(w: WeightFile, directory: Path | None = None, check_md5: bool = True
     """The local path of a declared file, verified; a clear error if it is missing or wrong."""
     path = (directory or weights_dir()) / w.filename
     fetch = f"Fetch it with: soundvcm weights download {w.name}  (or place {w.url} there)"
-    if not path.is_file():
+    problem = unreadable(path)
+    if problem == "not found":
         raise WeightsError(f"{w.description}: {path} not found. {fetch}")
+    if problem is not None:
+        raise WeightsError(f"{w.description}: {path} {problem}")
     if check_md5 and w.sha256_prefix is not None:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if not digest.startswith(w.sha256_prefix):
@@ -154,8 +159,11 @@ def check_keys(w: WeightFile, state: dict) -> None:
 def load_weights(path: str | Path, what: str, fetch_hint: str = "") -> dict[str, Tensor]:
     """A state dict from safetensors or a weights-only torch file, with errors that say what to do."""
     path = Path(path)
-    if not path.is_file():
+    problem = unreadable(path)
+    if problem == "not found":
         raise WeightsError(f"{what}: weights file {path} not found. {fetch_hint}".strip())
+    if problem is not None:
+        raise WeightsError(f"{what}: weights file {path} {problem}")
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path))

@@ -50,8 +50,18 @@ COMMANDS = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with user errors in one line: a bad value names its option and the help to read;
+    only a misspelled or missing option shows the command's usage as well."""
+
+    def error(self, message: str):
+        if "unrecognized arguments" in message or "required" in message:
+            super().error(message)
+        self.exit(2, f"soundvcm: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="soundvcm",
         description="SoundVCM: velocity consistency models for few-step video-to-audio generation.",
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from soundvcm.device import DEVICES
 from soundvcm.network.config import PRESETS
 
 NETWORK_PRESET_NAMES = tuple(PRESETS)  # from the one preset table, without importing torch
@@ -44,6 +45,47 @@ def add_precision_option(parser, what: str = "every stage") -> None:
         help=f"numeric precision of {what}: auto (default: bf16 on a GPU, and on a CPU only where it computes bf16 "
         "natively and a short measured check finds it faster; fp32 elsewhere), fp32 or bf16",
     )
+
+
+def device_name(text: str) -> str:
+    """``--device``: checked when the command line is parsed (:func:`soundvcm.device.check_device`)."""
+    from soundvcm.device import check_device
+
+    try:
+        return check_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_device_option(parser, default: str = "auto", what: str = "") -> None:
+    """``--device``, worded and checked the same on every command."""
+    where = f"{what or 'where to run'}: {DEVICES} (auto: cuda, then mps, then cpu; default {default})"
+    parser.add_argument("--device", type=device_name, default=default, help=where)
+
+
+MAX_SEED = 2**63 - 1
+
+
+def seed(text: str) -> int:
+    """A seed torch and numpy both take: a whole number in [0, 2^63 - 1]."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 2^63 - 1, got {text}")
+    return value
+
+
+MAX_SAMPLING_STEPS = 1000
+
+
+def sampling_steps(text: str) -> int:
+    """Sampling steps: 1 to 1000 (a flow-matching model converges long before; more is a typo)."""
+    value = positive_int(text)
+    if value > MAX_SAMPLING_STEPS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SAMPLING_STEPS}, got {text}")
+    return value
 
 
 def positive_int(text: str) -> int:

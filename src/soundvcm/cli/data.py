@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from soundvcm.cli.common import positive_float
+from soundvcm.cli.common import positive_float, seed
 
 
 def register(commands) -> None:
@@ -23,7 +23,7 @@ def register(commands) -> None:
     foley.add_argument("--val", type=int, default=50, help="validation clips (default 50)")
     foley.add_argument("--test", type=int, default=300, help="test clips (default 300)")
     foley.add_argument("--duration", type=positive_float, default=4.0, help="seconds per clip (default 4)")
-    foley.add_argument("--seed", type=int, default=0, help="base seed of every split (default 0)")
+    foley.add_argument("--seed", type=seed, default=0, help="base seed of every split (default 0)")
     foley.set_defaults(func=_data_foley)
 
     op = datas.add_parser(
@@ -39,7 +39,7 @@ def register(commands) -> None:
     op.add_argument("--foley-val", type=int, default=64, help="Foley validation clips (default 64)")
     op.add_argument("--foley-test", type=int, default=300, help="Foley test clips (default 300)")
     op.add_argument("--duration", type=positive_float, default=4.0, help="seconds per clip or window (default 4)")
-    op.add_argument("--seed", type=int, default=0, help="base seed of the Foley splits (default 0)")
+    op.add_argument("--seed", type=seed, default=0, help="base seed of the Foley splits (default 0)")
     op.set_defaults(func=_data_open)
 
 

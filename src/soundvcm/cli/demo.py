@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from soundvcm.cli.common import add_precision_option, positive_float
+from soundvcm.cli.common import add_device_option, add_precision_option, positive_float
 
 
 def register(commands) -> None:
@@ -25,7 +25,7 @@ def register(commands) -> None:
     demo.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     demo.add_argument("--max-upload-mb", type=positive_float, default=50.0, help="upload size limit (default 50)")
     demo.add_argument("--max-seconds", type=positive_float, default=60.0, help="longest video taken (default 60)")
-    demo.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    add_device_option(demo)
     add_precision_option(demo, "the encoders, the network and the vocoder")
     demo.set_defaults(func=_demo)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from soundvcm.cli.common import positive_int, save_json
+from soundvcm.cli.common import add_device_option, positive_int, save_json
 
 
 def register(commands) -> None:
@@ -19,7 +19,7 @@ def register(commands) -> None:
     )
     doc.add_argument("--model", default="default", help="model whose stages are timed (default: the shipped default)")
     doc.add_argument("--no-bench", action="store_true", help="skip the stage micro-benchmark")
-    doc.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda or mps")
+    add_device_option(doc)
     doc.add_argument("--repeats", type=positive_int, default=3, help="timed calls per stage and precision (default 3)")
     doc.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the stage timings as JSON")
     doc.set_defaults(func=_doctor)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from soundvcm.cli.common import add_engine_options, add_precision_option, check_engine_options, positive_float
+from soundvcm.cli.common import (
+    add_device_option,
+    add_engine_options,
+    add_precision_option,
+    check_engine_options,
+    positive_float,
+)
 
 
 def register(commands) -> None:
@@ -25,7 +31,7 @@ def register(commands) -> None:
     )
     ext.add_argument("--duration", type=positive_float, default=8.0, help="seconds per clip (default 8)")
     ext.add_argument("--rows-per-shard", type=int, default=64, help="rows per shard file (default 64)")
-    ext.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_device_option(ext)
     add_precision_option(ext, "the encoders (recorded in the cache's meta.json)")
     add_engine_options(ext, "extracts")
     ext.set_defaults(func=_extract)

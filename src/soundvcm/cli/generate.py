@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 from soundvcm.cli.common import (
+    add_device_option,
     add_engine_options,
     add_precision_option,
     check_engine_options,
     finite_float,
     positive_float,
-    positive_int,
+    sampling_steps,
+    seed,
 )
 
 
@@ -76,9 +78,12 @@ def _sampling(group) -> None:
         help="default: the model's own (consistency for VCM/MeanFlow, euler + CFG for flow matching)",
     )
     group.add_argument(
-        "--steps", type=positive_int, default=None, help="sampling steps (default 1 for consistency, 25 for euler)"
+        "--steps",
+        type=sampling_steps,
+        default=None,
+        help="sampling steps, 1 to 1000 (default 1 for consistency, 25 for euler)",
     )
-    group.add_argument("--seed", type=int, default=42, help="noise seed (default 42)")
+    group.add_argument("--seed", type=seed, default=42, help="noise seed (default 42)")
     group.add_argument("--cfg", type=finite_float, default=None, help="euler sampler only: CFG strength (default 4.5)")
     group.add_argument(
         "--cfg-t-max",
@@ -92,7 +97,7 @@ def _sampling(group) -> None:
         default=None,
         help="consistency sampler only: how hard to steer away from --negative-prompt (default 1)",
     )
-    group.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda or mps")
+    add_device_option(group)
     add_precision_option(group, "the encoders, the network and the vocoder (--profile shows the choice)")
     group.add_argument(
         "--vocoder",
@@ -193,23 +198,36 @@ def _report(errors: list[str]) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from soundvcm.encoders import encoder_spec
-    from soundvcm.generate import check_inputs, jobs_from_input, plan_jobs, run_generate
-    from soundvcm.pipeline import Pipeline
+    from soundvcm.generate import claim_outputs, jobs_from_input
 
     model = _model_name(args)
     _check_args(args)  # everything that can be checked is checked before the model and encoders load
-    jobs = plan_jobs(jobs_from_input(args.input, args.prompt, args.image), args.out, args.overwrite, args.skip_existing)
+    jobs = jobs_from_input(args.input, args.prompt, args.image)
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"{args.out}: the output folder is a file; choose another --out")
+    with claim_outputs(jobs, args.out):  # no other run writes these names until this one is done
+        return _generate_claimed(args, model, jobs)
+
+
+def _generate_claimed(args: argparse.Namespace, model: str, jobs: list) -> int:
+    from soundvcm.encoders import encoder_spec
+    from soundvcm.generate import check_inputs, plan_jobs, run_generate
+    from soundvcm.pipeline import Pipeline
+
+    jobs = plan_jobs(jobs, args.out, args.overwrite, args.skip_existing)  # after the claim: no race
     if not jobs:
         print(f"nothing to do: every output exists in {args.out} (--skip-existing)")
         return 0
     spec, _ = Pipeline.peek(model)
     if args.duration is None:  # the clip length the model was trained on
         args.duration = spec.duration or 8.0
+    shortest = encoder_spec(spec.encoder_set).sequence.min_duration
+    if args.duration < shortest:
+        raise ValueError(
+            f"--duration {args.duration:g} is shorter than the shortest clip {model} takes: {shortest:.2f} s"
+        )
     sampler = _sampler(args, spec)
-    jobs, errors = check_inputs(
-        jobs, encoder_spec(spec.encoder_set).sequence.min_duration, 0.0 if args.full else args.start
-    )
+    jobs, errors = check_inputs(jobs, shortest, 0.0 if args.full else args.start)
     if errors and not jobs:
         if len(errors) == 1:
             raise ValueError(errors[0])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from soundvcm.cli.common import NETWORK_PRESET_NAMES
+from soundvcm.cli.common import NETWORK_PRESET_NAMES, seed
 
 
 def register(commands) -> None:
@@ -31,7 +31,7 @@ def register(commands) -> None:
     )
     init.add_argument("--preset", required=True, help=f"network preset: {', '.join(NETWORK_PRESET_NAMES)}")
     init.add_argument("--out", required=True, type=Path, help="output path (NAME, NAME.json or NAME.safetensors)")
-    init.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    init.add_argument("--seed", type=seed, default=0, help="initialisation seed (default 0)")
     init.add_argument(
         "--encoders",
         default=None,

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from soundvcm.cli.common import add_device_option
+
 # the training presets by name (soundvcm.training.config.TRAIN_PRESETS, which imports torch; a test
 # keeps the two equal): paper-scale, the lite_small family (the shipped lite models) and lite2_small's
 TRAIN_PRESET_NAMES = (
@@ -52,7 +54,7 @@ def register(commands) -> None:
         action="store_true",
         help="train on caches whose encoder weight files differ (refused by default)",
     )
-    tr.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available), cpu or cuda")
+    add_device_option(tr, what="where to train (auto under torchrun: cuda:LOCAL_RANK)")
     tr.add_argument(
         "--init",
         default=None,

@@ -8,6 +8,7 @@ Waveforms are float32 tensors in [-1, 1], mono ``(samples,)`` unless ``mono=Fals
 from __future__ import annotations
 
 import math
+import shutil
 import warnings
 from pathlib import Path
 
@@ -150,5 +151,10 @@ def write_audio(path: str | Path, wave: Tensor | np.ndarray, sample_rate: int) -
         raise ValueError(f"{path}: unsupported audio suffix (use .flac or .wav)")
     data = torch.as_tensor(wave).detach().float().cpu().clamp(-1, 1).numpy()
     data = data.T if data.ndim == 2 else data
-    atomic_write(path, lambda tmp: sf.write(str(tmp), data, sample_rate, format=fmt, subtype="PCM_16"))
+    try:
+        atomic_write(path, lambda tmp: sf.write(str(tmp), data, sample_rate, format=fmt, subtype="PCM_16"))
+    except sf.SoundFileError as exc:  # libsndfile's own type; a full disk reads "System error."
+        free = shutil.disk_usage(path.parent).free
+        cause = f"{free / 1e6:.1f} MB free on its disk" if free < 64e6 else str(exc).strip()
+        raise OSError(f"{path}: could not be written ({cause})") from exc
     return path

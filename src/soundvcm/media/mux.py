@@ -126,9 +126,14 @@ def plan_copy(video: Path, duration: float) -> CopyPlan | None:
     needed = [(index, pts) for index, pts in shown if pts < end - 1e-6]
     if not needed:
         return None
+    last = max(i for i, _ in needed)
+    if any(pts >= end - 1e-6 for index, pts in shown if index <= last):
+        # a reference frame shown after the end is decoded before a frame shown within it (B-frames
+        # around a long gap, or any cut mid-GOP): copied, it would put pictures past the sound
+        return None
     return CopyPlan(
         shift=first,
-        last=max(i for i, _ in needed),
+        last=last,
         frame_ticks=float(1 / (float(rate) * tb)),
         last_shown=max(p for _, p in needed),
         end=int(round(duration / float(tb))),
@@ -153,18 +158,20 @@ def _write_copy(source, target, vin, plan: CopyPlan, rotation: int, audio: np.nd
         target.mux(packet)
 
 
-def copy_is_aligned(path: Path, frame_ticks: float) -> bool:
-    """True when ``path`` shows its first video frame and starts its audio at 0 (half a frame)."""
+def copy_is_aligned(path: Path, frame_ticks: float, duration: float) -> bool:
+    """True when ``path`` shows its first video frame and starts its audio at 0 (half a frame) and
+    shows no picture at or after ``duration`` seconds (the audio's end)."""
     with open_media(path) as c:
         v = c.streams.video[0]
         shown = [p.pts for p in c.demux(v) if p.pts is not None and not p.is_discard]
         if not shown or v.time_base is None:
             return False
         video_start = min(shown) * float(v.time_base)
+        video_last = max(shown) * float(v.time_base)
         a = c.streams.audio[0]
         audio_start = float(a.start_time * a.time_base) if a.start_time is not None else 0.0
     half_frame = 0.5 * frame_ticks * float(v.time_base)
-    return abs(video_start) <= half_frame and abs(audio_start) <= half_frame
+    return abs(video_start) <= half_frame and abs(audio_start) <= half_frame and video_last < duration
 
 
 def aac_peak(path: Path) -> float:
@@ -267,7 +274,7 @@ def mux_audio(
         for attempt in range(AAC_TRIES):
             if plan is not None:
                 write(tmp, copy=True)
-                if not copy_is_aligned(tmp, plan.frame_ticks):
+                if not copy_is_aligned(tmp, plan.frame_ticks, duration):
                     write(tmp, copy=False)
             else:
                 write(tmp, copy=False)

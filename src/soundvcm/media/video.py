@@ -280,6 +280,9 @@ def load_video(
         messages.append(f"skipped {skipped.count} corrupt packet(s)/frame(s){at}")
     out, limits = picker.out, picker.limits
     if not all(out.values()):
+        if duration is not None and start + duration < info.duration:  # frames there, none picked
+            fps = min(spec.fps for spec in specs.values())
+            raise MediaError(f"{path}: {duration:g} s holds no frame at {fps:g} fps; ask for at least {1 / fps:.2f} s")
         raise MediaError(f"{path}: the video ends before {start:.2f} s")
     frames = {name: torch.from_numpy(np.stack(v)) for name, v in out.items()}
     # the video ended early if some stream got fewer frames than the requested span needs

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from soundvcm.atomic import atomic_write, save_tensors
+from soundvcm.atomic import atomic_write, save_tensors, unreadable
 from soundvcm.network.mmdit import NETWORK_PRESETS, MMDiT, MMDiTConfig
 from soundvcm.sequence import SequenceConfig
 from soundvcm.weights import HF_MMAUDIO, WeightFile, load_state_dict_strict, module_shapes
@@ -89,10 +89,13 @@ def save_network(
 
 def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
     _, config = checkpoint_paths(path)
-    if not config.is_file():
+    problem = unreadable(config)
+    if problem == "not found":
         raise FileNotFoundError(
             f"{config}: checkpoint config not found (a soundvcm checkpoint is NAME.json + NAME.safetensors)"
         )
+    if problem is not None:
+        raise OSError(f"{config}: checkpoint config {problem}")
     try:
         doc = json.loads(config.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
@@ -114,8 +117,9 @@ def load_network(path: str | Path, device: str | torch.device = "cpu") -> MMDiT:
         net = MMDiT(config_from_dict(doc["network"]))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{checkpoint_paths(path)[1]}: not a soundvcm model (bad network config: {exc})") from None
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: checkpoint weights not found")
+    problem = unreadable(weights)
+    if problem is not None:
+        raise (FileNotFoundError if problem == "not found" else OSError)(f"{weights}: checkpoint weights {problem}")
     try:
         state = load_file(str(weights))
     except Exception as exc:  # safetensors raises its own error types for corrupt files

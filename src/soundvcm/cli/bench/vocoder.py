@@ -7,7 +7,7 @@ import argparse
 from soundvcm.cli.common import add_precision_option, positive_int
 
 
-def register_vocoder(benches) -> None:
+def register(benches) -> None:
     bv = benches.add_parser(
         "vocoder",
         help="HiFi-GAN's first and second call per process, in one pass and in windows of one length",

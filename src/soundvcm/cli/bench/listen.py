@@ -9,7 +9,7 @@ from pathlib import Path
 from soundvcm.cli.common import add_precision_option, positive_float, positive_int, save_json
 
 
-def register_listen(benches) -> None:
+def register(benches) -> None:
     bl = benches.add_parser(
         "listen",
         help="does a model follow its conditions (spectrogram correlations across clips, seeds, swaps); "

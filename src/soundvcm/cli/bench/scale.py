@@ -10,7 +10,7 @@ from pathlib import Path
 from soundvcm.cli.common import add_precision_option, positive_float, positive_int, save_json
 
 
-def register_scale(benches) -> None:
+def register(benches) -> None:
     _register_dist(benches)
     _register_extract(benches)
 

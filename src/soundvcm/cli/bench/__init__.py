@@ -1,0 +1,20 @@
+"""``soundvcm bench``: each benchmark prints a table (results go to BENCHMARKS.md), grouped by what it
+measures: speed (``network``, ``pipeline``, ``train``, ``vocoder``, ``embed``), scale-out (``dist``,
+``extract``), quality (``quality``, ``listen``, ``sync``, ``precision``) and the method itself
+(``toy``)."""
+
+from __future__ import annotations
+
+from soundvcm.cli.bench import listen, method, quality, scale, speed, vocoder
+
+
+def register(commands) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="run a benchmark and print its table",
+        description="Speed: network, pipeline, train, vocoder, embed. Scale-out: dist, extract. "
+        "Quality: quality, listen, sync, precision. The method on exact flows: toy.",
+    )
+    benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    for group in (speed, vocoder, scale, quality, listen, method):
+        group.register(benches)
