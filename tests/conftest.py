@@ -44,3 +44,12 @@ def fixture_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_encoder_set(monkeypatch):
+    """Register training_factory's tiny dimensions as encoder set 'test' (network sizes follow the cache)."""
+    from soundvcm import encoders
+    from training_factory import tiny_spec
+
+    monkeypatch.setitem(encoders.ENCODER_SPECS, "test", tiny_spec())

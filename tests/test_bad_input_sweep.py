@@ -234,3 +234,17 @@ def test_a_killed_run_does_not_block_the_next(clip, debug_model, tmp_path, capsy
     holder.wait()
     time.sleep(0.05)
     assert _cli(["generate", clip, "--model", debug_model, "--duration", "1", "--out", out], capsys)[0] == 0
+
+
+# ----- item 6: memory of a long --full run -------------------------------------------------------------
+@pytest.mark.slow
+def test_bench_long_records_peak_memory_flat_over_the_windows(debug_model, capsys):
+    """The bench on a debug model: 12 s (3 windows) against 48 s (12 windows), each in a fresh process.
+    The full-size figures (1 and 10 minutes with the shipped model) are in BENCHMARKS.md."""
+    from soundvcm.bench.long import run_long, table
+
+    runs = run_long([0.2, 0.8], str(debug_model), ("--duration", "4"))
+    assert [r.minutes for r in runs] == [0.2, 0.8] and all(r.peak_mb > 50 for r in runs)
+    assert runs[1].peak_mb <= 1.2 * runs[0].peak_mb, table(runs)  # four times the windows, not four times the memory
+    assert list(runs[1].profile_mb) == sorted(runs[1].profile_mb) and runs[1].profile_mb[-1] == runs[1].peak_mb
+    assert "| 0.8 min |" in table(runs)

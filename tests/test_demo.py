@@ -35,7 +35,7 @@ def test_backend_generates_each_mode_in_its_own_folder(backend, tmp_path):
     assert "**1 network evaluations**, seed 7" in report and "| vocoder |" in report
     mp4, audio, _, report = backend.generate("text", None, "rain on a roof", "music", -1, 2, 1.0, "tiny")
     assert mp4 is None and "**4 network evaluations**" in report  # 2 steps x (prompt + negative prompt)
-    assert len(list(backend.root.iterdir())) == 1  # the earlier request's folder is gone
+    assert len(list((backend.root / "requests").iterdir())) == 1  # the earlier request's folder is gone
 
 
 @pytest.mark.parametrize(
@@ -53,6 +53,25 @@ def test_backend_refuses_bad_input_with_a_message(backend, tmp_path, mode, media
         media = make_video(tmp_path / "long.mp4", duration=4.0, size=(64, 48))
     with pytest.raises(ValueError, match=message):
         backend.generate(mode, None if media is None else str(media), prompt, "", 0, 1, 1.0, "tiny")
+
+
+@pytest.mark.parametrize(
+    "seed, steps, duration, message",
+    [(0, 1, "abc", "duration (s) must be a number, got 'abc'"), (0, 1, None, "duration (s) must be a number, got None"),
+     (0, float("nan"), 1.0, "steps must be a finite number, got nan"), (0, 1.5, 1.0, "steps must be a whole number"),
+     (0, 100000, 1.0, "steps must be from 1 to 1000"), (1e30, 1, 1.0, "seed must be -1 (random) or a whole number"),
+     (0, 1, 1e-9, "duration must be from 0.64 to 3 s"), (0, 1, float("inf"), "duration (s) must be a finite number")],
+)  # fmt: skip
+def test_backend_checks_every_field_with_a_plain_message(backend, seed, steps, duration, message):
+    with pytest.raises(ValueError) as exc:
+        backend.generate("text", None, "rain", "", seed, steps, duration, "tiny")
+    assert message in str(exc.value) and "Overflow" not in str(exc.value)
+
+
+def test_gradio_keeps_its_temporary_files_in_the_demo_folder(backend):
+    import os
+
+    assert os.environ["GRADIO_TEMP_DIR"].startswith(str(backend.root))
 
 
 def _browser():
@@ -109,6 +128,7 @@ def test_page_end_to_end_in_a_real_browser(backend, tmp_path):
         upload = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#video-in input[type=file]"), 60)[0]
         upload.send_keys(str(make_video(tmp_path / "clip.mp4", duration=1.5, size=(96, 64))))
         _wait(uploaded, 60)
+        assert list((backend.root / "gradio").rglob("clip.mp4"))  # gradio's upload is inside our folder
         browser.find_element(By.ID, "video-generate").click()
         script = "const v = document.querySelector('#video-out-video video'); return v && v.duration > 0 && v.duration;"
         assert _wait(lambda: browser.execute_script(script)) > 0  # the muxed mp4 plays in the page

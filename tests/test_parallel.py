@@ -12,7 +12,8 @@ import torch.multiprocessing as mp
 
 from soundvcm.training.parallel import resolve_engine
 from soundvcm.training.trainer import Trainer
-from test_training import _config, _free_port, _synthetic_cache, _test_spec
+from test_training import _config, _free_port, _synthetic_cache
+from training_factory import tiny_spec as _test_spec
 
 
 @pytest.fixture(autouse=True)

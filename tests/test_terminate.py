@@ -118,7 +118,7 @@ KILL_TRAIN = """
 import sys; sys.path.insert(0, {tests!r})
 import test_training as T
 from soundvcm import encoders
-encoders.ENCODER_SPECS["test"] = T._test_spec()
+encoders.ENCODER_SPECS["test"] = T.tiny_spec()
 from soundvcm.cli import main
 sys.exit(main(["train", "--preset", "tiny_cpu", "--data", {data!r}, "--out", {out!r}, "--steps", "100000",
                "checkpoint_every=1", "val_every=0", "batch_size=4", "ema_snapshot_every=2"]))

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from media_factory import make_tone, make_video
-from soundvcm.data.cache import CacheError, CacheMeta, FeatureCache, write_shard
+from soundvcm.data.cache import CacheError, CacheMeta, FeatureCache
 from soundvcm.data.extract import extract
 from soundvcm.data.mixing import MixedSource, exposure
 from soundvcm.data.mmaudio_cache import MMAudioCache
@@ -26,60 +26,15 @@ from soundvcm.training.checkpoint import latest_checkpoint
 from soundvcm.training.config import TRAIN_PRESETS, train_config
 from soundvcm.training.posthoc_ema import PostHocEMA, sigma_rel_to_gamma, solve_weights, synthesize
 from soundvcm.training.trainer import Trainer, TrainingAborted
+from training_factory import DIMS, synthetic_cache, tiny_config, tiny_spec  # noqa: F401
 
-DIMS = dict(latent=(32, 4), clip=(8, 6), sync=(16, 5), text=(77, 3))  # 1 s, tiny feature sizes
-
-
-def _synthetic_cache(root: Path, rows: int, has_video: bool = True, seed: int = 0, per_shard: int = 4) -> Path:
-    """A cache of random features with the lite encoder set's name and tiny dimensions."""
-    g = torch.Generator().manual_seed(seed)
-    meta = CacheMeta(
-        encoder_set="test", sample_rate=16_000, clip_fps=8.0, sync_fps=25.0, duration=1.0,
-        latent_shape=list(DIMS["latent"]), clip_shape=list(DIMS["clip"]), sync_shape=list(DIMS["sync"]),
-        text_shape=list(DIMS["text"]), has_video=has_video, rows=rows, rows_per_shard=per_shard,
-    )  # fmt: skip
-    root.mkdir(parents=True, exist_ok=True)
-    meta.save(root)
-    for shard in range(meta.num_shards):
-        n = min(per_shard, rows - shard * per_shard)
-        t = {
-            "mean": torch.randn(n, *DIMS["latent"], generator=g) + 2.0,
-            "std": torch.rand(n, *DIMS["latent"], generator=g) * 0.1,
-            "text": torch.randn(n, *DIMS["text"], generator=g),
-        }
-        if has_video:
-            t["clip"] = torch.randn(n, *DIMS["clip"], generator=g)
-            t["sync"] = torch.randn(n, *DIMS["sync"], generator=g)
-        ids = [f"r{shard * per_shard + i}" for i in range(n)]
-        write_shard(root, shard, t, ids, ["caption"] * n, [True] * n)
-    return root
-
-
-def _test_spec():
-    from soundvcm.encoders.base import EncoderSetSpec
-    from soundvcm.media.video import FrameSpec
-    from soundvcm.sequence import SequenceConfig
-
-    return EncoderSetSpec(
-        "test", DIMS["clip"][1], DIMS["sync"][1], DIMS["text"][1], 77, DIMS["latent"][1],
-        SequenceConfig(duration=1.0), FrameSpec(8, 8, 8), FrameSpec(25, 8, 8),
-    )  # fmt: skip
+_synthetic_cache = synthetic_cache
+_config = tiny_config
 
 
 @pytest.fixture(autouse=True)
-def _test_encoder_set(monkeypatch):
-    """Register the tiny dimensions above as encoder set 'test' (network sizes follow the cache)."""
-    from soundvcm import encoders
-
-    monkeypatch.setitem(encoders.ENCODER_SPECS, "test", _test_spec())
-
-
-def _config(**kw):
-    base = replace(
-        TRAIN_PRESETS["tiny_cpu"], steps=6, batch_size=4, checkpoint_every=3, val_every=3, sample_every=0,
-        log_every=2, ema_snapshot_every=2, warmup=2, milestones=(5,), latent_stats_rows=8, val_batch=4,
-    )  # fmt: skip
-    return replace(base, **kw)
+def _test_encoder_set(tiny_encoder_set):
+    """Register the tiny dimensions of training_factory as encoder set 'test' for every test here."""
 
 
 # ----- caches ------------------------------------------------------------------------------
@@ -251,7 +206,6 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
 
 def test_train_help_lists_every_preset():
     from soundvcm.cli.train import TRAIN_PRESET_NAMES
-    from soundvcm.training.config import TRAIN_PRESETS
 
     assert tuple(TRAIN_PRESETS) == TRAIN_PRESET_NAMES
 
@@ -327,7 +281,7 @@ import sys
 sys.path.insert(0, {tests!r})
 import test_training as T
 from soundvcm import encoders
-encoders.ENCODER_SPECS["test"] = T._test_spec()
+encoders.ENCODER_SPECS["test"] = T.tiny_spec()
 from soundvcm.training.trainer import Trainer
 Trainer(T._config(steps=100000, checkpoint_every=1, val_every=0, log_every=50), [{data!r}], {out!r}).fit()
 """

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import atexit
 import json
+import math
+import os
 import random
 import shutil
 import time
@@ -28,6 +30,7 @@ from soundvcm.media.errors import MediaError
 from soundvcm.media.video import probe
 from soundvcm.pipeline import Pipeline
 
+_GRADIO_TEMP: str | None = None  # the GRADIO_TEMP_DIR this process set (a user's own is left alone)
 INSTALL_HINT = "the web demo needs gradio: pip install 'soundvcm[demo]' (or pip install gradio)"
 
 
@@ -54,16 +57,22 @@ class DemoBackend:
         self.root = temporary_dir("soundvcm-demo-")  # earlier demos' folders, if their process is gone, are removed
         self.count = 0
         atexit.register(shutil.rmtree, self.root, True)
+        # gradio's uploads and cached outputs go inside our folder, so they go with it at exit (gradio
+        # reads this when it is first imported: build_app imports it after this); a user's own choice stays
+        global _GRADIO_TEMP
+        if os.environ.get("GRADIO_TEMP_DIR") in (None, _GRADIO_TEMP):  # unset, or set by an earlier backend
+            _GRADIO_TEMP = os.environ["GRADIO_TEMP_DIR"] = str(self.root / "gradio")
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _request_dir(self) -> Path:
-        for old in self.root.iterdir():  # earlier requests: gradio has copied what it serves
+        requests = self.root / "requests"  # beside gradio's own folder (uploads), which must stay
+        for old in requests.glob("request_*"):  # earlier requests: gradio has copied what it serves
             shutil.rmtree(old, ignore_errors=True)
         self.count += 1
-        folder = self.root / f"request_{self.count:06d}"
-        folder.mkdir()
+        folder = requests / f"request_{self.count:06d}"
+        folder.mkdir(parents=True)
         return folder
 
     def check_video(self, path: str | None) -> None:
@@ -85,22 +94,34 @@ class DemoBackend:
         media: str | None,
         prompt: str,
         negative: str,
-        seed: float,
-        steps: float,
-        duration: float,
+        seed: Any,
+        steps: Any,
+        duration: Any,
         model: str,
     ) -> tuple[str | None, str, str, str]:
-        """(mp4 or None, audio, spectrogram png, markdown of stage times and NFE)."""
+        """(mp4 or None, audio, spectrogram png, markdown of stage times and NFE). Every field is checked
+        first, whatever the page sent (text, None, NaN, a huge number): a bad one is a ValueError whose
+        message the page shows as it is."""
+        if model not in self.pipes:
+            raise ValueError(f"choose a model: {', '.join(self.pipes)}")
         pipe = self.pipes[model]
+        duration = _number(duration, "duration (s)")
+        steps, seed = int(_number(steps, "steps", whole=True)), int(_number(seed, "seed", whole=True))
+        shortest = pipe.net.sequence.min_duration
+        if not shortest <= duration <= self.cfg.max_seconds:
+            raise ValueError(f"duration must be from {shortest:.2f} to {self.cfg.max_seconds:g} s, got {duration:g}")
+        if not 1 <= steps <= MAX_STEPS:
+            raise ValueError(f"steps must be from 1 to {MAX_STEPS}, got {steps}")
+        if not -1 <= seed < 2**63:
+            raise ValueError(f"seed must be -1 (random) or a whole number from 0 to 2^63 - 1, got {seed}")
         if mode == "video":
             self.check_video(media)
         elif mode == "image" and not media:
             raise ValueError("upload an image first")
-        elif mode == "text" and not prompt.strip():
+        elif mode == "text" and not (prompt or "").strip():
             raise ValueError("write a prompt first")
-        if not 0 < duration <= self.cfg.max_seconds:
-            raise ValueError(f"duration must be in (0, {self.cfg.max_seconds:g}] s")
-        seed = random.randrange(2**31) if seed < 0 else int(seed)
+        prompt, negative = prompt or "", negative or ""
+        seed = random.randrange(2**31) if seed < 0 else seed
         folder = self._request_dir()
         source = Path(media) if media else None
         job = Job(
@@ -132,6 +153,22 @@ class DemoBackend:
         if result.warnings:
             report += "\n" + "\n".join(f"- {w}" for w in result.warnings)
         return by_suffix.get(".mp4"), by_suffix[".flac"], by_suffix[".png"], report
+
+
+MAX_STEPS = 1000  # as `generate --steps`
+
+
+def _number(value: Any, name: str, whole: bool = False) -> float:
+    """A field's value as a finite number (gradio passes numbers, None or text), else a plain message."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if whole and number != int(number):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    return number
 
 
 def _controls(gr, labels: list[str], consistency: bool, max_seconds: float):

@@ -38,6 +38,7 @@ from soundvcm.network.checkpoint import (
     read_mmaudio_state,
 )
 from soundvcm.network.mmdit import MMDiT
+from soundvcm.training.checkpoint import NonFiniteWeights, first_nonfinite
 from soundvcm.weights import load_state_dict_strict, resolve
 
 LORA_TARGETS = (r"attn\.qkv$", r"linear1$", r"ffn\.w[123]$")
@@ -62,6 +63,9 @@ def load_init(source: str | Path, encoder_set: str, duration: float) -> MMDiT:
         config = config_from_dict(read_checkpoint_config(path)["network"])
         weights, _ = checkpoint_paths(path)
         state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+    bad = first_nonfinite(state)
+    if bad is not None:
+        raise NonFiniteWeights(f"--init {source}: {bad} holds NaN or inf; these weights cannot start a run")
     try:
         encoder_spec(encoder_set).check_network(config)
     except ValueError as exc:

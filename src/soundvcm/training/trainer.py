@@ -43,7 +43,9 @@ from soundvcm.objectives import build_objective
 from soundvcm.precision import resolve_precision
 from soundvcm.spec import ModelSpec, network_for_cache
 from soundvcm.training.checkpoint import (
+    NonFiniteWeights,
     clean_stale,
+    first_nonfinite,
     latest_checkpoint,
     load_checkpoint,
     read_checkpoint_doc,
@@ -197,6 +199,11 @@ class Trainer:
 
     def _restore(self, path: Path) -> tuple:
         net, optimizer, ema, doc = load_checkpoint(path)
+        moments = {f"optimizer.{i}.{k}": v for i, entry in optimizer["state"].items() for k, v in entry.items()}
+        bad = first_nonfinite({**{f"net.{k}": v for k, v in net.items()}, **{f"ema.{k}": v for k, v in ema.items()}})
+        bad = bad or first_nonfinite({k: v for k, v in moments.items() if isinstance(v, torch.Tensor)})
+        if bad is not None:  # stop at once: training on would only skip steps and save the poison again
+            raise NonFiniteWeights(f"{path}: {bad} holds NaN or inf; this checkpoint cannot be resumed from")
         check_identity(path, doc, self.config, self.world)
         self.net.load_state_dict(net, strict=True)
         return optimizer, ema, doc

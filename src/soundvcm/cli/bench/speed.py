@@ -20,6 +20,7 @@ def register(benches) -> None:
     _register_pipeline(benches)
     _register_train(benches)
     _register_embed(benches)
+    _register_long(benches)
 
 
 def _register_network(benches) -> None:
@@ -171,4 +172,33 @@ def _bench_embed(args: argparse.Namespace) -> int:
     rows = run_embed_bench(args.clips)
     print(table(rows))
     save_json(args.json, rows)
+    return 0
+
+
+def _register_long(benches) -> None:
+    bl = benches.add_parser(
+        "long",
+        help="peak memory of generate --full as the video grows (synthetic clips, a fresh process each)",
+        description="For each length in --minutes, writes a synthetic clip, runs `soundvcm generate CLIP --full` "
+        "in a fresh process and samples its resident memory; prints each run's peak, its ratio to the first "
+        "run's, and the memory at 25/50/75/100 %% of the run.",
+    )
+    bl.add_argument("--minutes", default="1,10", help="video lengths in minutes (default 1,10)")
+    bl.add_argument("--model", default="default", help="the model to run (default: the shipped default)")
+    bl.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
+    bl.set_defaults(func=_bench_long)
+
+
+def _bench_long(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from soundvcm.bench.long import run_long, table
+
+    try:
+        minutes = [positive_float(m) for m in args.minutes.split(",")]
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"--minutes: {exc}") from None
+    runs = run_long(minutes, args.model)
+    print(table(runs))
+    save_json(args.json, [asdict(r) for r in runs])
     return 0
