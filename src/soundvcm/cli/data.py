@@ -30,14 +30,18 @@ def register(commands) -> None:
         "open",
         help="the open data recipe: Foley world with recorded one-shots, Big Buck Bunny windows, SFX text-audio sets",
         description="Downloads pinned Debian packages and moviepy's source distribution (checked by size and SHA-256, "
-        "kept in OUT/downloads), then writes OUT/{foley,bbb,sfx}/SPLIT.tsv manifests (path<TAB>caption), the media, "
-        "and OUT/ATTRIBUTION.md. Rerun to resume: verified downloads and finished files are skipped.",
+        "kept in OUT/downloads), then writes OUT/{foley,bbb,sfx,directed}/SPLIT.tsv manifests (path<TAB>caption), "
+        "the media, and OUT/ATTRIBUTION.md. Rerun to resume: verified downloads and finished files are skipped.",
     )
     op.add_argument("out", type=Path, help="output folder")
-    op.add_argument("--parts", default="foley,bbb,sfx", help="comma-separated parts (default foley,bbb,sfx)")
+    op.add_argument(
+        "--parts", default="foley,bbb,sfx,directed", help="comma-separated parts (default foley,bbb,sfx,directed)"
+    )
     op.add_argument("--foley-train", type=int, default=2000, help="Foley training clips (default 2000)")
     op.add_argument("--foley-val", type=int, default=64, help="Foley validation clips (default 64)")
     op.add_argument("--foley-test", type=int, default=300, help="Foley test clips (default 300)")
+    op.add_argument("--directed-train", type=int, default=3000, help="directed Foley training clips (default 3000)")
+    op.add_argument("--directed-test", type=int, default=200, help="directed Foley test clips (default 200)")
     op.add_argument("--duration", type=positive_float, default=4.0, help="seconds per clip or window (default 4)")
     op.add_argument("--seed", type=seed, default=0, help="base seed of the Foley splits (default 0)")
     op.set_defaults(func=_data_open)
@@ -64,10 +68,13 @@ def _data_open(args: argparse.Namespace) -> int:
 
     from soundvcm.data.open import OpenConfig, build_open
 
-    for key in ("foley_train", "foley_val", "foley_test"):
+    for key in ("foley_train", "foley_val", "foley_test", "directed_train", "directed_test"):
         if getattr(args, key) < 0:
             raise ValueError(f"--{key.replace('_', '-')} must be >= 0, got {getattr(args, key)}")
-    cfg = OpenConfig(args.duration, args.foley_train, args.foley_val, args.foley_test, args.seed)
+    cfg = OpenConfig(
+        args.duration, args.foley_train, args.foley_val, args.foley_test, args.directed_train,
+        directed_test=args.directed_test, seed=args.seed,
+    )  # fmt: skip
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
 
     def progress(total: int, desc: str):

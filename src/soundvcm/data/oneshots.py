@@ -2,7 +2,9 @@
 
 Each material of :data:`soundvcm.data.foley.MATERIALS` maps to recorded instruments with velocity
 layers (Softest ... Hard): wood = woodblocks, claves, sticks and rim clicks; metal = cowbells;
-glass = struck water glasses; rubber = cajon thumps and low bongos (a soft, dull thud). Ride and
+glass = struck water glasses; rubber = cajon thumps and low bongos (a soft, dull thud); the
+directed world's other voices (:data:`PALETTE`) are kick, snare, closed hi-hat, hand clap, finger
+snap, maraca, tambourine and high bongo. Ride and
 cymbal bells and toms were left out: their long, beating decays make an onset detector fire again
 and again within one hit (measured: up to 15 onsets per ride-bell hit). Impact strength picks the
 velocity layer (louder hits sound different, not just louder) and scales the gain.
@@ -36,6 +38,18 @@ RECORDED: dict[str, tuple[tuple[str, str], ...]] = {
     "glass": (("Gimme A Hand 1.0", r"(WaterglassHi|WaterglassLo)-\w+\.wav"),),
     "rubber": (("Gimme A Hand 1.0", r"(CajonThumps|BongoLo)-\w+\.wav"),),
 }
+# the directed Foley world's other voices (soundvcm.data.directed): short hits of other instruments
+PALETTE: dict[str, tuple[tuple[str, str], ...]] = {
+    "kick": (("ForzeeStereo", r"(Kick)-\d\.wav"),),
+    "snare": (("ForzeeStereo", r"(Snare)-\d\.wav"),),
+    "hihat": (("ForzeeStereo", r"(HiHatClosed)-\d\.wav"),),
+    "clap": (("Gimme A Hand 1.0", r"(HandClap)-\w+\.wav"),),
+    "snap": (("Gimme A Hand 1.0", r"(Fingersnap)-\w+\.wav"),),
+    "maraca": (("Gimme A Hand 1.0", r"(Maraca)-\w+\.wav"),),
+    "tambourine": (("Gimme A Hand 1.0", r"(Tambourine)-\w+\.wav"),),
+    "bongo": (("Gimme A Hand 1.0", r"(BongoHi)-\w+\.wav"),),
+}
+VOICES = {**RECORDED, **PALETTE}
 LAYERS = {"Softest": 0, "Soft": 1, "Med": 2, "Hard": 3, "Hardest": 4}
 MAX_SECONDS = 1.0
 
@@ -45,7 +59,7 @@ def wanted(path: str) -> bool:
     if not path.startswith(KITS + "/"):
         return False
     kit, _, name = path[len(KITS) + 1 :].partition("/")
-    return any(kit == k and re.fullmatch(p, name) for spec in RECORDED.values() for k, p in spec)
+    return any(kit == k and re.fullmatch(p, name) for spec in VOICES.values() for k, p in spec)
 
 
 def _layer(name: str) -> int:
@@ -79,7 +93,7 @@ class RecordedBank:
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
-        for material, spec in RECORDED.items():
+        for material, spec in VOICES.items():
             instruments: dict[tuple[str, str], list[tuple[int, np.ndarray]]] = {}
             for kit, pattern in spec:
                 folder = self.root / KITS / kit

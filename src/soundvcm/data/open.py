@@ -41,7 +41,8 @@ from soundvcm.data.sources import SOURCES, Source, attribution, extract_deb, ext
 from soundvcm.media.audio import load_audio, write_audio
 from soundvcm.media.mux import write_mp4
 
-PARTS = ("foley", "bbb", "sfx")
+PARTS = ("foley", "bbb", "sfx", "directed")
+DEFAULT_PARTS = PARTS
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class OpenConfig:
     foley_train: int = 2000
     foley_val: int = 64
     foley_test: int = 300
+    directed_train: int = 3000
+    directed_val: int = 64
+    directed_test: int = 200
     seed: int = 0
     bbb_width: int = 320  # windows are re-encoded small: the encoders see 224 px and 64 px frames
     bbb_height: int = 180
@@ -84,6 +88,39 @@ def build_foley(out: Path, sources: Path, cfg: OpenConfig, progress: Callable | 
             if bar:
                 bar.close()
     return manifests
+
+
+def build_directed(out: Path, sources: Path, cfg: OpenConfig, progress: Callable | None = None) -> list[Path]:
+    """The directed Foley world (:mod:`soundvcm.data.directed`) over frames of the film's training part."""
+    from soundvcm.data import directed
+
+    deb = fetch(SOURCES["hydrogen-drumkits"], out / "downloads")
+    extract_deb(deb, sources / "hydrogen-drumkits", wanted)
+    bank = RecordedBank(sources / "hydrogen-drumkits")
+    train_windows = sorted((out / "bbb" / "train").glob("*.mp4")) or sorted(
+        p.with_suffix(".mp4") for p in _bbb_train_stems(out, sources, cfg)
+    )
+    backdrops = directed.film_backdrops(train_windows, 64, seed=cfg.seed)
+    world = directed.DirectedConfig(world=foley.FoleyConfig(duration=cfg.duration))
+    manifests = []
+    counts = (("train", cfg.directed_train), ("val", cfg.directed_val), ("test", cfg.directed_test))
+    for split, count in counts:
+        if count:
+            bar = progress(count, f"directed {split}") if progress else None
+            manifests.append(
+                directed.make_split(
+                    out / "directed", split, count, bank, backdrops, world, cfg.seed, bar.update if bar else None
+                )
+            )
+            if bar:
+                bar.close()
+    return manifests
+
+
+def _bbb_train_stems(out: Path, sources: Path, cfg: OpenConfig) -> list[Path]:
+    """The film's training windows, built first when the directed world is asked for on its own."""
+    build_bbb(out, sources, cfg)
+    return sorted((out / "bbb" / "train").glob("*.mp4"))
 
 
 # -- Big Buck Bunny ------------------------------------------------------------------------------
@@ -334,7 +371,7 @@ def build_open(out: Path, cfg: OpenConfig | None = None, parts=PARTS, progress: 
     remove_stale(out, recursive=True)  # what a killed run was writing, anywhere in the recipe's folders
     sources = out / "sources"
     built = {}
-    builders = {"foley": build_foley, "bbb": build_bbb, "sfx": build_sfx}
+    builders = {"foley": build_foley, "bbb": build_bbb, "sfx": build_sfx, "directed": build_directed}
     for part in PARTS:
         if part in parts:
             built[part] = builders[part](out, sources, cfg, progress)
@@ -343,9 +380,9 @@ def build_open(out: Path, cfg: OpenConfig | None = None, parts=PARTS, progress: 
     summary.update({part: [str(p) for p in paths] for part, paths in built.items()})
     present = set(summary)
     used: list[Source] = []
-    if present & {"foley", "sfx"}:
+    if present & {"foley", "sfx", "directed"}:
         used.append(SOURCES["hydrogen-drumkits"])
-    if "bbb" in present:
+    if present & {"bbb", "directed"}:
         used.append(SOURCES["moviepy-sdist"])
     if "sfx" in present:
         used += [SOURCES[lib.source] for lib in LIBRARIES if lib.source != "hydrogen-drumkits"]
