@@ -94,8 +94,7 @@ def swap_items(data: Path, limit: int, duration: float, bank=None) -> list[SwapI
         if len(materials) != 1 or not isolated:
             continue
         picture = materials.pop()
-        fields = {k: tuple(v) if k == "materials" else v for k, v in doc["config"].items()}
-        cfg = foley.FoleyConfig(**{k: v for k, v in fields.items() if k in foley.FoleyConfig.__dataclass_fields__})
+        cfg = foley.config_from_doc(doc)
         scene = foley.simulate(cfg, int(doc["seed"]))
         if [round(e.time, 6) for e in scene.events] != [e["time"] for e in doc["events"]]:
             raise ValueError(f"{video}: its events do not re-simulate from its seed")

@@ -177,14 +177,19 @@ def simulate(cfg: FoleyConfig, seed: int) -> Scene:
     return Scene(seed, plain, events, track)
 
 
+def config_from_doc(doc: dict) -> FoleyConfig:
+    """The world a clip was made in, from its ``events.json`` document (unknown keys ignored)."""
+    known = set(FoleyConfig.__dataclass_fields__)
+    fields: dict[str, Any] = {k: tuple(v) if k == "materials" else v for k, v in doc["config"].items() if k in known}
+    return FoleyConfig(**fields)
+
+
 def silent_contacts(doc: dict, duration: float, floor: float = 0.4) -> list[float]:
     """Times of a clip's *silent* contacts: the bounces its physics makes slower than ``min_speed``
     (so without a sound) but at least ``floor`` world units/s (a bounce >= 8 mm high, >= 1.3 px at
     160 px: visible), re-simulated from the seed and config in the clip's ``events.json`` ``doc``.
     A model that sounds them reads the picture's bounces but not the world's loudness rule."""
-    known = {f for f in FoleyConfig.__dataclass_fields__}
-    fields: dict[str, Any] = {k: tuple(v) if k == "materials" else v for k, v in doc["config"].items() if k in known}
-    cfg = FoleyConfig(**fields)
+    cfg = config_from_doc(doc)
     scene = simulate(replace(cfg, min_speed=min(floor, cfg.min_speed)), int(doc["seed"]))
     return sorted({e.time for e in scene.events if floor <= e.speed < cfg.min_speed and e.time < duration})
 
