@@ -38,7 +38,7 @@ def test_doctor_hints_at_more_threads_than_cores(monkeypatch):
 @pytest.mark.slow
 def test_doctor_times_each_stage_of_the_shipped_model(tmp_path):
     out = tmp_path / "doctor.json"
-    assert main(["doctor", "--device", "cpu", "--repeats", "1", "--json", str(out)]) == 0
+    assert main(["doctor", "--bench", "--device", "cpu", "--repeats", "2", "--json", str(out)]) == 0
     stages = json.loads(out.read_text())["stages"]
     assert [s["stage"] for s in stages] == ["visual", "text", "network", "vocoder"]
     native = native_bf16_cpu()[0]

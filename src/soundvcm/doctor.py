@@ -28,12 +28,14 @@ import torch
 from soundvcm import __version__
 from soundvcm.allocator import REFUSED, tune_malloc
 from soundvcm.precision import (
+    STABLE_SPREAD,
     STAGE_KERNELS,
     cpu_capability,
     cpu_model,
-    measured_speedup,
+    kernel_check,
     native_bf16_cpu,
     resolve_precision,
+    summarize,
 )
 
 SLOW = 1.2  # auto may be at most this much slower than the faster precision
@@ -104,20 +106,24 @@ def _cpu(report: Report) -> None:
 def _plan(report: Report, device: torch.device) -> None:
     plan = resolve_precision("auto", device)
     report.add(plan.describe())
-    if device.type == "cpu":
-        kinds = sorted(set(STAGE_KERNELS.values()))
-        ratios = ", ".join(f"{k} {measured_speedup(k):.2f}x" for k in kinds)
-        report.add(f"bf16 speed-up of the check kernels (fp32 time / bf16 time, one thread): {ratios}")
+    if device.type == "cpu" and native_bf16_cpu()[0]:
+        checks = [kernel_check(k) for k in sorted(set(STAGE_KERNELS.values()))]
+        ratios = ", ".join(f"{c.kind} {c.ratio:.2f}x ({'stable' if c.stable else 'unstable'})" for c in checks)
+        report.add(f"bf16 speed-up of the check kernels (median fp32/bf16 time of interleaved rounds): {ratios}")
 
 
-def _best_of(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+def _interleaved(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each precision, in rounds that alternate which goes first (after a
+    warm-up of each), so load that comes and goes falls on both sides of every round."""
+    for fn in calls.values():
         fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+    times: dict[str, list[float]] = {p: [] for p in calls}
+    for r in range(repeats):
+        for p in list(calls) if r % 2 == 0 else list(calls)[::-1]:
+            start = time.perf_counter()
+            calls[p]()
+            times[p].append(time.perf_counter() - start)
+    return times
 
 
 def _stage_calls(pipe) -> dict[str, tuple[str, Callable[[], object]]]:
@@ -158,37 +164,49 @@ def _stages(report: Report, model: str, device: torch.device, repeats: int) -> N
     }
     calls = {p: _stage_calls(pipe) for p, pipe in pipes.items()}
     report.add("")
-    report.add(f"| stage ({model}) | input | fp32 s | bf16 s | auto | auto vs best |")
-    report.add("|---|---|---:|---:|---|---:|")
+    report.add(f"| stage ({model}) | input | fp32 s | bf16 s | auto | auto vs best | rounds agree |")
+    report.add("|---|---|---:|---:|---|---:|---|")
     for stage in ("visual", "text", "network", "vocoder"):
         what = calls["fp32"][stage][0]
-        times = {p: _best_of(calls[p][stage][1], repeats) for p in calls}
+        times = _interleaved({p: calls[p][stage][1] for p in calls}, repeats)
+        median = {p: sorted(v)[len(v) // 2] for p, v in times.items()}
         chosen = auto.name(stage)
-        best = min(times.values())
-        ratio = times.get(chosen, float("nan")) / best
-        bf16 = f"{times['bf16']:.3f}" if "bf16" in times else "not run (no native bf16)"
-        report.add(f"| {stage} | {what} | {times['fp32']:.3f} | {bf16} | {chosen} | {ratio:.2f}x |")
+        other = "fp32" if chosen == "bf16" else "bf16"
+        if other in times:  # per-round ratios of auto's choice to the other: the verdict needs them to agree
+            check = summarize(stage, [a / b for a, b in zip(times[chosen], times[other])])
+            ratio, stable = max(1.0, check.ratio), check.stable
+        else:
+            ratio, stable = 1.0, True
+        bf16 = f"{median['bf16']:.3f}" if "bf16" in median else "not run (no native bf16)"
+        agree = "yes" if stable else f"no (spread > {STABLE_SPREAD:g}x: a busy machine)"
+        report.add(f"| {stage} | {what} | {median['fp32']:.3f} | {bf16} | {chosen} | {ratio:.2f}x | {agree} |")
         report.stages.append(
             {
                 "stage": stage,
                 "input": what,
-                **{f"{p}_s": v for p, v in times.items()},
+                **{f"{p}_s": v for p, v in median.items()},
                 "auto": chosen,
                 "auto_vs_best": ratio,
+                "stable": stable,
             }
         )
-        if ratio > SLOW:
-            other = "fp32" if chosen == "bf16" else "bf16"
+        if ratio > SLOW and stable:
             report.hints.append(
                 f"{stage}: auto chose {chosen}, {ratio:.2f}x slower than {other} here: pass "
                 f"--precision {other} (and please report this output)"
             )
+        elif not stable:
+            report.hints.append(f"{stage}: the timings scattered (other work running?); rerun doctor when idle")
 
 
-def diagnose(model: str | None = "default", device: str = "auto", repeats: int = 3) -> Report:
-    """The whole report (``model=None``: no stage benchmark)."""
+def diagnose(model: str | None = "default", device: str = "auto", repeats: int = 5, remeasure: bool = False) -> Report:
+    """The whole report (``model=None``: no stage benchmark); ``remeasure``: drop the remembered kernel
+    checks first, so the plan printed is measured now."""
     from soundvcm.device import select_device
+    from soundvcm.precision import forget_checks
 
+    if remeasure:
+        forget_checks()
     report = Report()
     dev = select_device(device)
     _versions(report)

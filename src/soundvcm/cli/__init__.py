@@ -25,6 +25,7 @@ from soundvcm.cli import (
     evaluate,
     extract,
     generate,
+    latent,
     model,
     train,
     vocoder,
@@ -47,6 +48,7 @@ COMMANDS = (
     bench,
     doctor,
     vocoder,
+    latent,
 )
 
 

@@ -23,6 +23,9 @@ TRAIN_PRESET_NAMES = (
     "lite2_small",
     "lite2_small_fm",
     "lite2_small_meanflow",
+    "lite3_small",
+    "lite3_small_fm",
+    "lite3_small_meanflow",
     "tiny_cpu",
 )
 

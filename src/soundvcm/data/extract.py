@@ -51,8 +51,8 @@ def read_tsv(path: Path) -> list[tuple[Path, str]]:
 
 def weight_hashes(encoder_set: str) -> dict[str, str]:
     """md5 of every weight file the encoder set reads (recorded so caches never mix encoders)."""
-    if encoder_set in ("lite", "lite2"):
-        from soundvcm.encoders import efficientnet_lite, hifigan, minilm
+    if encoder_set.startswith("lite"):
+        from soundvcm.encoders import efficientnet_lite, hifigan, lite, minilm
         from soundvcm.weights import package_dir
 
         files = {
@@ -62,6 +62,8 @@ def weight_hashes(encoder_set: str) -> dict[str, str]:
             / "efficientnet-lite0-57934424.pth",
             "hifigan": package_dir(hifigan.PACKAGE, "") / "data" / "generator_universal.pth.tar",
         }
+        if lite.LITE_SPECS[encoder_set].latent_dim != 80 * lite.PATCH:  # lite3: its mel VAE too
+            files["mel_vae"] = lite.MEL_VAE.with_suffix(".safetensors")
         return {k: md5sum(v) for k, v in files.items()}
     from soundvcm.encoders.mmaudio_set import set_files
 

@@ -23,6 +23,7 @@ the network's input and output projections. The posterior std of this "encoder" 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 from soundvcm.encoders.base import EncoderSetSpec, autocast, chunked, freeze, to_float_frames
 from soundvcm.encoders.efficientnet_lite import MEAN, STD, EfficientNetLite0
 from soundvcm.encoders.hifigan import FAST_VOCODER, HiFiGAN, vocode_in_chunks
+from soundvcm.encoders.mel_vae import MelVAE, MPConv1d
 from soundvcm.encoders.minilm import MiniLMText
 from soundvcm.encoders.motion_flow import MotionFlowSync
 from soundvcm.encoders.motion_sync import MotionSync
@@ -64,7 +66,25 @@ LITE2_SPEC = EncoderSetSpec(
     clip_frames=FrameSpec(fps=8.0, height=160, width=160, fit="squash"),
     sync_frames=FrameSpec(fps=SEQUENCE_LITE2.sync_fps, height=64, width=64, fit="squash", gray=True),
 )
-LITE_SPECS = {"lite": LITE_SPEC, "lite2": LITE2_SPEC}
+# lite3 (issue 33): lite2's conditions and vocoder, and a compact learned latent: a small mel VAE
+# trained on the open data (80 bands -> 20 channels at the same 43 Hz; soundvcm latent train)
+LITE3_SPEC = replace(LITE2_SPEC, name="lite3", latent_dim=20)
+LITE_SPECS = {"lite": LITE_SPEC, "lite2": LITE2_SPEC, "lite3": LITE3_SPEC}
+MEL_VAE = Path(__file__).resolve().parent / "data" / "mel_vae_lite"  # STEM.safetensors + STEM.json
+
+
+def load_mel_vae(stem: Path = MEL_VAE) -> MelVAE:
+    """The lite3 set's mel VAE (folded weights, frozen), strictly loaded from ``stem``."""
+    from soundvcm.weights import load_state_dict_strict, load_weights
+
+    vae = MelVAE.from_config("lite")
+    state = load_weights(stem.with_suffix(".safetensors"), "the lite3 mel VAE", "train one: soundvcm latent train")
+    load_state_dict_strict(vae, state, source=str(stem))
+    vae.prepared = True  # the file holds folded weights (soundvcm latent export)
+    for m in vae.modules():
+        if isinstance(m, MPConv1d):
+            m.folded = True
+    return freeze(vae)
 
 
 def mel_to_latent(mel: Tensor) -> Tensor:
@@ -84,7 +104,7 @@ def load_vocoder(choice: str, name: str, pretrained: bool) -> tuple[HiFiGAN, str
     (its distilled student, ~16x fewer multiply-adds), a student's export path, or ``auto``: the fast
     one for lite2 when it ships, else HiFi-GAN (lite keeps the vocoder its models were measured with)."""
     if choice == "auto":
-        choice = "fast" if name == "lite2" and FAST_VOCODER.with_suffix(".safetensors").is_file() else "hifigan"
+        choice = "fast" if name != "lite" and FAST_VOCODER.with_suffix(".safetensors").is_file() else "hifigan"
     if choice == "hifigan":
         return (HiFiGAN.pretrained() if pretrained else HiFiGAN()), "hifigan"
     stem = FAST_VOCODER if choice == "fast" else Path(choice)
@@ -103,7 +123,12 @@ class LiteEncoderSet(nn.Module):
         else:  # random initialisation, for tests of shapes and plumbing
             self.text, self.visual = MiniLMText(), EfficientNetLite0()
         self.vocoder, self.vocoder_name = load_vocoder(vocoder, name, pretrained)
-        self.sync: nn.Module = MotionFlowSync() if name == "lite2" else MotionSync()
+        # lite2 and lite3 read motion frame by frame (the "frames" sync layout); lite in segments
+        self.sync: nn.Module = MotionFlowSync() if self.spec.sequence.sync_layout == "frames" else MotionSync()
+        # the latent: HiFi-GAN's mel itself (160 channels), or a mel VAE's (lite3)
+        self.vae: MelVAE | None = None
+        if self.spec.latent_dim != 80 * PATCH:
+            self.vae = load_mel_vae() if pretrained else MelVAE.from_config("lite").prepare()
         self.clip_chunk = clip_chunk
         # autocast dtypes per stage (None: fp32), set from a PrecisionPlan by set_precision: bf16 only
         # where the CPU computes it natively and it measures faster (soundvcm.precision); on such a CPU
@@ -153,15 +178,22 @@ class LiteEncoderSet(nn.Module):
 
     @torch.inference_mode()
     def encode_audio(self, wave: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, samples) at 22.05 kHz -> latent posterior (mean, std), each (B, L, 160)."""
+        """(B, samples) at 22.05 kHz -> latent posterior (mean, std), each (B, L, 160) (the mel pairs,
+        std 0) or (B, L, 20) (lite3: the mel VAE's posterior)."""
         mel = mel_spectrogram(wave.to(self.device), MEL_HIFIGAN)
+        if self.vae is not None:
+            mean, std = self.vae.encode(mel[..., : mel.shape[-1] - mel.shape[-1] % PATCH])
+            return mean.transpose(1, 2), std.transpose(1, 2)
         mean = mel_to_latent(mel)
         return mean, torch.zeros_like(mean)
 
     @torch.inference_mode()
     def decode_latent(self, latent: Tensor) -> Tensor:
-        """(B, L, 160) latent -> (B, 80, 2L) log-mel (the lite "VAE decoder" is a reshape)."""
-        return latent_to_mel(latent.to(self.device).float())
+        """(B, L, C) latent -> (B, 80, 2L) log-mel (lite, lite2: a reshape; lite3: the VAE's decoder)."""
+        latent = latent.to(self.device).float()
+        if self.vae is not None:
+            return self.vae.decode(latent.transpose(1, 2))
+        return latent_to_mel(latent)
 
     @torch.inference_mode()
     def vocode(self, mel: Tensor) -> Tensor:

@@ -39,19 +39,32 @@ def mp_sum(a: Tensor, b: Tensor, t: float = 0.3) -> Tensor:
 
 
 class MPConv1d(nn.Module):
-    """Weight-only 1-D convolution ('same' padding); ``prepare()`` applies the forced weight norm."""
+    """Weight-only 1-D convolution ('same' padding). While training, the weight is normalised in
+    every forward (EDM2's magnitude-preserving layer, with :meth:`renormalize` keeping the stored
+    weight at unit norm after each step); ``prepare()`` folds that normalisation into the stored
+    weight once, for inference (an official file's weights are stored unnormalised)."""
 
     def __init__(self, cin: int, cout: int, kernel: int):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(cout, cin, kernel))
+        self.folded = False
+
+    def _normalized(self) -> Tensor:
+        w = normalize(self.weight.float(), dim=(1, 2))
+        return w / math.sqrt(w[0].numel())
 
     def prepare(self) -> None:
         with torch.no_grad():
-            w = normalize(self.weight.float(), dim=(1, 2))
-            self.weight.copy_(w / math.sqrt(w[0].numel()))
+            self.weight.copy_(self._normalized())
+        self.folded = True
+
+    @torch.no_grad()
+    def renormalize(self) -> None:
+        """EDM2's forced weight normalisation of the stored (unfolded) weight, after an optimizer step."""
+        self.weight.copy_(normalize(self.weight.float(), dim=(1, 2)))
 
     def forward(self, x: Tensor, gain: Tensor | float = 1.0) -> Tensor:
-        w = self.weight * gain
+        w = (self.weight if self.folded else self._normalized()) * gain
         return F.conv1d(x, w.to(x.dtype), padding=w.shape[-1] // 2)
 
 
@@ -188,7 +201,12 @@ class Decoder(nn.Module):
         return self.conv_out(mp_silu(h), gain=self.learnable_gain + 1)
 
 
-VAE_CONFIGS = {"16k": dict(data_dim=80, embed_dim=20, hidden=384), "44k": dict(data_dim=128, embed_dim=40, hidden=512)}
+VAE_CONFIGS = {
+    "16k": dict(data_dim=80, embed_dim=20, hidden=384),
+    "44k": dict(data_dim=128, embed_dim=40, hidden=512),
+    # the lite3 set's own (issue 33): HiFi-GAN's 80-band log-mel at 22.05 kHz, trained here on the open data
+    "lite": dict(data_dim=80, embed_dim=20, hidden=64),
+}
 
 
 class MelVAE(nn.Module):
@@ -216,13 +234,23 @@ class MelVAE(nn.Module):
         return self.prepare()
 
     def prepare(self) -> MelVAE:
-        """Fold the forced weight normalisation into the weights (once, after loading)."""
+        """Fold the forced weight normalisation into the weights (once, after loading or training)."""
         if not self.prepared:
             for m in self.modules():
                 if isinstance(m, MPConv1d):
                     m.prepare()
             self.prepared = True
         return self
+
+    def posterior(self, mel: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean, logvar) of the latent, (B, embed, frames / 2), for training (weights unfolded)."""
+        moments = self.encoder((mel - self.data_mean) / self.data_std)
+        mean, logvar = moments.chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)
+
+    def reconstruct(self, z: Tensor) -> Tensor:
+        """The decoder in the data's units, for training (weights unfolded)."""
+        return self.decoder(z) * self.data_std + self.data_mean
 
     def _check(self) -> None:
         if not self.prepared:

@@ -101,6 +101,10 @@ PRESETS: dict[str, NetworkPreset] = {
     "lite2_small": NetworkPreset(
         replace(_LITE_SMALL, sync_dim=192, sequence=replace(SEQUENCE_LITE2, duration=4.0)), "lite2"
     ),
+    # the same network on lite3 (issue 33): lite2's conditions, a 20-channel learned mel latent
+    "lite3_small": NetworkPreset(
+        replace(_LITE_SMALL, latent_dim=20, sync_dim=192, sequence=replace(SEQUENCE_LITE2, duration=4.0)), "lite3"
+    ),
     "debug": NetworkPreset(_DEBUG, "debug"),
     "debug_v2": NetworkPreset(replace(_DEBUG, v2=True), "debug"),
 }

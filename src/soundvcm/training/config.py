@@ -166,6 +166,10 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     ),
     "lite2_small_fm": replace(LITE2_SMALL, objective="fm"),
     "lite2_small_meanflow": replace(LITE2_SMALL, objective="meanflow"),
+    # issue 33: the same recipe on the lite3 set's learned 20-channel mel latent
+    "lite3_small": (LITE3_SMALL := replace(LITE2_SMALL, network="lite3_small")),
+    "lite3_small_fm": replace(LITE3_SMALL, objective="fm"),
+    "lite3_small_meanflow": replace(LITE3_SMALL, objective="meanflow"),
     "tiny_cpu": replace(
         PAPER,
         network="debug",
