@@ -83,7 +83,7 @@ serve: $(STAMP)
 	$(BIN)/soundvcm demo --model default --model default-fm
 
 demo: $(STAMP)
-	$(BIN)/soundvcm generate $(VIDEO) --model $(MODEL) --full --plot --profile --overwrite --out out/demo
+	$(BIN)/soundvcm generate $(VIDEO) --model $(MODEL) --plot --profile --overwrite --out out/demo
 
 # the open data (downloads ~580 MB of pinned Debian packages and moviepy's sdist; ~1 GB on disk)
 DATA ?= out/open

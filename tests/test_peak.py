@@ -103,3 +103,50 @@ def test_mux_encodes_again_until_the_decoded_track_is_below_the_ceiling(tmp_path
         mux_audio(video, wave, SR, tmp_path / "never.mp4")
     assert not (tmp_path / "never.mp4").exists()
     assert aac_peak(out) <= AAC_CEILING
+
+
+def test_one_loudness_for_every_output():
+    """Issue 35: every written output at a -1 dBTP true peak, up or down; near-silence raised 30 dB at most."""
+    from soundvcm.media.audio import normalize_peak
+
+    ceiling = 10 ** (PEAK_DBFS / 20)
+    for level in (0.05, 0.3, 3.0):  # -26, -10 and +10 dBFS
+        out, gain = normalize_peak(level * _faded_sine(440.0, 0.3))
+        assert true_peak(out) == pytest.approx(ceiling, rel=1e-4) and gain == pytest.approx(
+            ceiling / true_peak(level * _faded_sine(440.0, 0.3))
+        )
+    hush = 1e-4 * _faded_sine(440.0, 0.3)  # -80 dBFS: raised by 30 dB only
+    out, gain = normalize_peak(hush)
+    assert gain == pytest.approx(10**1.5) and true_peak(out) < 0.01
+    assert normalize_peak(torch.zeros(100))[1] == 1.0
+    with pytest.raises(ValueError, match="NaN"):
+        normalize_peak(torch.tensor([0.1, float("inf")]))
+
+
+@pytest.mark.parametrize("steps", ["1", "2"])
+def test_generate_writes_every_model_and_step_count_at_one_level(tmp_path, steps):
+    import soundfile as sf
+
+    from soundvcm.cli import main
+    from soundvcm.media.audio import load_audio
+
+    from soundvcm.network.checkpoint import save_network
+    from soundvcm.network.mmdit import MMDiT
+    from soundvcm.spec import preset_for_encoders
+
+    video = make_video(tmp_path / "clip.mp4", duration=1.0, audio_rate=None, size=(64, 48))
+    config, encoder_set = preset_for_encoders("debug", "lite2")
+    net = MMDiT(config)
+    with torch.no_grad():  # a quiet model: its latents sit ~-5 in log-mel (tens of dB below full scale)
+        net.latent_mean.fill_(-5.0)
+        net.latent_std.fill_(0.3)
+    save_network(tmp_path / "m", net, preset="debug", encoder_set=encoder_set, objective="vcm")
+    argv = ["generate", str(video), "--model", str(tmp_path / "m"), "--steps", steps]
+    assert main([*argv, "--out", str(tmp_path / "norm")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "raw"), "--raw-level"]) == 0
+    norm, _ = load_audio(tmp_path / "norm" / "clip.flac")
+    raw, _ = load_audio(tmp_path / "raw" / "clip.flac")
+    raw_db, norm_db = (20 * math.log10(true_peak(w)) for w in (raw, norm))
+    assert raw_db < PEAK_DBFS - 3  # quiet as the model made it
+    assert norm_db == pytest.approx(min(PEAK_DBFS, raw_db + 30), abs=0.15)  # the policy (16-bit rounding aside)
+    assert sf.info(str(tmp_path / "raw" / "clip.flac")).frames == norm.numel()

@@ -424,7 +424,7 @@ def test_a_longer_clip_says_what_was_left_out(workdir, tmp_path, capsys):
     code, _, err = _run(
         ["generate", workdir / "clip.mp4", "--model", workdir / "vcm", "--duration", "1", "--out", tmp_path], capsys
     )
-    assert code == 0 and "only 1 s from 0 s of the 3.00 s video were used; pass --full" in err
+    assert code == 0 and "only 1 s from 0 s of the 3.00 s video were used (--duration); leave it out" in err
 
 
 @pytest.mark.parametrize("steps", ["0", "-1", "two"])
@@ -583,12 +583,21 @@ def test_corpus_cases_are_what_their_names_say(tmp_path):
     assert len(seen) >= 25 and len(CORPUS) - len(seen) >= 7  # the issue-10 sweep: 25 usable, 7 unusable
 
 
-def test_the_default_duration_is_the_length_the_model_was_trained_on(workdir, tmp_path, capsys):
+def test_by_default_the_whole_video_is_generated_in_windows_of_the_trained_length(workdir, tmp_path, capsys):
+    """Issue 35: `generate clip.mp4` covers the whole clip (here 3 s in windows of the debug net's 1 s,
+    the tail included); --duration cuts it and says what was left out."""
     import soundfile as sf
 
     code, _, err = _run(["generate", workdir / "clip.mp4", "--model", workdir / "vcm", "--out", tmp_path], capsys)
-    assert code == 0 and "only 1 s from 0 s of the 3.00 s video were used" in err  # the debug net's 1 s
-    assert sf.info(str(tmp_path / "clip.flac")).duration == pytest.approx(1.0, abs=0.01)
+    assert code == 0 and "were used" not in err
+    assert sf.info(str(tmp_path / "clip.flac")).duration == pytest.approx(3.0, abs=0.01)
+    with av.open(str(tmp_path / "clip.mp4")) as c:
+        assert c.duration / 1e6 == pytest.approx(3.0, abs=0.05)
+    cut = tmp_path / "cut"
+    argv = ["generate", workdir / "clip.mp4", "--model", workdir / "vcm", "--duration", "1.5", "--start", "1"]
+    code, _, err = _run([*argv, "--out", cut], capsys)
+    assert code == 0 and "only 1.5 s from 1 s of the 3.00 s video were used (--duration)" in err
+    assert sf.info(str(cut / "clip.flac")).duration == pytest.approx(1.5, abs=0.01)
 
 
 def test_bench_vocoder_times_each_vocoder_and_setting_in_its_own_process(tmp_path, capsys):

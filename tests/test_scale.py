@@ -120,13 +120,12 @@ def test_the_plan_splits_cpus_between_decoding_and_the_models():
 
 @pytest.mark.slow
 def test_a_failing_ray_job_is_reported_and_the_others_are_written(local_ray, tmp_path, capsys):
-    from soundvcm.generate import Job
+    from soundvcm.generate import GenerateRequest, Job
     from soundvcm.scale.ray_engine import generate_ray
 
     model = _model(tmp_path / "vcm")
     jobs = [Job("rain", prompt="rain on a roof"), Job("gone", video=tmp_path / "vanished.mp4")]
-    options = {"duration": 1.0, "seed": 3}
-    assert generate_ray(str(model), jobs, tmp_path / "out", options) == 1
+    assert generate_ray(str(model), jobs, tmp_path / "out", GenerateRequest(duration=1.0, seed=3)) == 1
     err = capsys.readouterr().err
     assert "gone" in err and "vanished.mp4" in err and "1 of 2 job(s) failed" in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["rain.flac"]

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from soundvcm.atomic import temporary_dir
-from soundvcm.generate import Job, run_job
+from soundvcm.generate import GenerateRequest, Job, run_job
 from soundvcm.media.errors import MediaError
 from soundvcm.media.video import probe
 from soundvcm.pipeline import Pipeline
@@ -130,17 +130,13 @@ class DemoBackend:
             image=source if mode == "image" else None,
             prompt=prompt.strip() or None,
         )
-        options = {
-            "negative_prompt": negative.strip() or None,
-            "duration": duration,
-            "start": 0.0,
-            "options": pipe.sampler(steps=int(steps)),
-            "seed": seed,
-            "plot": True,
-        }
+        request = GenerateRequest(
+            duration=duration, sampler=pipe.sampler(steps=steps), seed=seed, negative_prompt=negative.strip() or None,
+            plot=True,
+        )  # fmt: skip
         start = time.perf_counter()
         try:
-            result, written = run_job(pipe, job, folder, options)
+            result, written = run_job(pipe, job, folder, request)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise

@@ -38,13 +38,14 @@ from tqdm import tqdm
 
 from soundvcm.atomic import remove_stale
 from soundvcm.console import StageStatus
-from soundvcm.media.audio import write_audio
+from soundvcm.media.audio import normalize_peak, write_audio
 from soundvcm.media.errors import MediaError, check_input_path
 from soundvcm.media.mux import mux_audio
 from soundvcm.media.video import probe
 from soundvcm.pipeline import STAGES, GenerationResult, Pipeline, StageTimer
 from soundvcm.precision import STAGES as PRECISION_STAGES
 from soundvcm.precision import PrecisionPlan
+from soundvcm.sampling import SamplerOptions
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -259,31 +260,68 @@ def check_inputs(jobs: list[Job], min_duration: float, start: float = 0.0) -> tu
     return good, errors
 
 
+@dataclass(frozen=True)
+class GenerateRequest:
+    """What a run asks of each of its jobs (a job brings its own inputs: video, image, prompt). Built
+    by the command line, the web demo and the Ray engine, taken by :func:`run_job`.
+
+    ``duration`` is the span from ``start`` (None: to the video's end; without a video, one window);
+    a span longer than ``window`` (None: the length the model was trained on) is generated window by
+    window, overlapping by ``overlap`` seconds and crossfaded. ``sampler`` None: the model's own."""
+
+    def overlap_for(self, window: float) -> float:
+        return self.overlap if self.overlap is not None else min(0.5, window / 4)
+
+    duration: float | None = None
+    start: float = 0.0
+    window: float | None = None
+    overlap: float | None = None  # None: 0.5 s, or a quarter of a shorter window
+    sampler: SamplerOptions | None = None
+    seed: int = 42
+    negative_prompt: str | None = None
+    plot: bool = False
+    normalize: bool = True  # the loudness policy: a -1 dBTP peak for every output (media.audio.normalize_peak)
+
+    def span(self, job: Job, window: float) -> float:
+        """Seconds this request generates for ``job`` (the video's rest, its asked duration, or a window)."""
+        if self.duration is not None:
+            return self.duration
+        if job.video is not None and job.length is not None:
+            return max(job.length - self.start, 0.0)
+        return window
+
+
 def run_job(
-    pipe: Pipeline, job: Job, out_dir: Path, options: dict, full: bool = False
+    pipe: Pipeline, job: Job, out_dir: Path, request: GenerateRequest, decoded=None
 ) -> tuple[GenerationResult, list[Path]]:
+    """Generate ``job`` as ``request`` asks and write its outputs (flac, mp4 for a video, png with
+    ``plot``); ``decoded``: the video's frames, already decoded (the Ray engine's decode stage)."""
     status = StageStatus(f"generate {job.name}")  # a status line on a terminal, nothing when piped
     timer = StageTimer(pipe.device, status)
-    options = dict(options)
-    plot = options.pop("plot", False)
-    if full and job.video is not None:
-        options = {k: v for k, v in options.items() if k not in ("duration", "start")}
+    window = request.window or pipe.default_duration
+    span = request.span(job, window)
+    sampler, seed, negative = request.sampler, request.seed, request.negative_prompt
+    if job.video is not None and span > window + 1e-6 and decoded is None:
 
         def on_window(i: int, n: int) -> None:
             status.label = f"generate {job.name} window {min(i + 1, n)}/{n}"
 
-        options.update(prompt=job.prompt, progress=on_window, timer=timer)
-        result = pipe.generate_long(job.video, **options)
-        start = 0.0
+        result = pipe.generate_long(
+            job.video, window, request.overlap_for(window), seed, on_window, timer, sampler, negative,
+            start=request.start, duration=span, prompt=job.prompt,
+        )  # fmt: skip
     else:
-        options = {k: v for k, v in options.items() if k != "window"}
-        result = pipe.generate(video=job.video, image=job.image, prompt=job.prompt, timer=timer, **options)
-        start = options.get("start", 0.0)
-        if job.length is not None and job.length > start + result.duration + 0.05:
-            result.warnings.append(
-                f"only {result.duration:g} s from {start:g} s of the {job.length:.2f} s video were used; "
-                "pass --full for all of it (or --duration/--start)"
-            )
+        result = pipe.generate(
+            job.video, job.prompt, negative, job.image, min(span, window) if job.video else span, request.start,
+            sampler, seed, timer, decoded,
+        )  # fmt: skip
+    if job.video is not None and job.length is not None and job.length > request.start + result.duration + 0.05:
+        result.warnings.append(
+            f"only {result.duration:g} s from {request.start:g} s of the {job.length:.2f} s video were used "
+            "(--duration); leave it out for the whole video"
+        )
+    if request.normalize:  # one loudness for every model and step count
+        result.wave, _ = normalize_peak(result.wave)
     written = [write_audio(out_dir / f"{job.name}.flac", result.wave, result.sample_rate)]
     if job.video is not None:
         try:
@@ -292,20 +330,19 @@ def run_job(
             if result.damaged:
                 result.warnings.append("the video had corrupt packets: the mp4's picture was re-encoded without them")
             with timer("mux"):
-                written.append(
-                    mux_audio(job.video, result.wave, result.sample_rate, out_dir / f"{job.name}.mp4", start, reencode)
-                )
+                out = out_dir / f"{job.name}.mp4"
+                written.append(mux_audio(job.video, result.wave, result.sample_rate, out, request.start, reencode))
         except BaseException:
             for p in written:
                 p.unlink(missing_ok=True)
             raise
         result.timings["mux"] = timer.times.get("mux", 0.0)
-    if plot:
+    if request.plot:
         from soundvcm.media.figure import soundtrack_figure
 
         written.append(
             soundtrack_figure(
-                out_dir / f"{job.name}.png", result.wave, result.sample_rate, job.video, start, title=job.name
+                out_dir / f"{job.name}.png", result.wave, result.sample_rate, job.video, request.start, title=job.name
             )
         )
     return result, written
@@ -324,7 +361,7 @@ def profile_table(timings: dict[str, float], precision: PrecisionPlan | None = N
 
 
 def run_generate(
-    pipe: Pipeline, jobs: list[Job], out_dir: Path, options: dict, full: bool, profile: bool, failed: int = 0
+    pipe: Pipeline, jobs: list[Job], out_dir: Path, request: GenerateRequest, profile: bool, failed: int = 0
 ) -> int:
     """Run the jobs with a progress bar; ``failed`` counts jobs already refused by the checks."""
     remove_stale(out_dir)  # what a killed run was writing
@@ -342,7 +379,7 @@ def run_generate(
     bar = tqdm(jobs, desc="generate", unit="clip", disable=len(jobs) == 1, file=sys.stderr)
     for job in bar:
         try:
-            result, written = run_job(pipe, job, out_dir, dict(options), full)
+            result, written = run_job(pipe, job, out_dir, request)
         except (ValueError, OSError) as exc:
             if total == 1:
                 raise

@@ -14,10 +14,9 @@ Modalities that are not given use the network's null features (image mode: one f
 over the clip tokens and null sync, as MMAudio does). A video shorter than the requested
 duration is generated for its real length, with a warning. The waveform's true peak is limited to
 -1 dBTP by a plain gain (never clipped; :func:`soundvcm.media.audio.limit_peak`), with a warning
-when the gain was below 1/2 (6 dB). Long videos: ``generate_long`` cuts
-the video into windows of ``duration`` seconds overlapping by ``overlap`` seconds, samples each
-window's mel on its own (seed + window index), crossfades the overlaps linearly and vocodes the
-stitched mel once.
+when the gain was below 1/2 (6 dB). Long spans: ``generate_long`` cuts the video into windows
+overlapping by ``overlap`` seconds, samples each window's mel on its own (seed + window index),
+crossfades the overlaps linearly and vocodes the stitched mel once.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ from soundvcm.media.mel import stitch_mels
 from soundvcm.media.video import VideoClip, load_image, load_video, probe
 from soundvcm.network.checkpoint import MMAUDIO_NETWORKS, is_registered_mmaudio, load_network, read_checkpoint_config
 from soundvcm.network.protocol import autocast
-from soundvcm.precision import PrecisionPlan, resolve_precision
+from soundvcm.precision import INFERENCE_STAGES, PrecisionPlan, resolve_precision
 from soundvcm.sampling import SamplerOptions, initial_noise, sample
 from soundvcm.sequence import window_starts
 from soundvcm.spec import ModelSpec, legacy_spec, read_spec
@@ -93,7 +92,9 @@ class Pipeline:
         self.device = device
         # every stage's precision, decided once (soundvcm.precision): bf16 on a GPU, and on a CPU only
         # where it computes bf16 natively and a measured check finds it faster; fp32 elsewhere
-        self.precision = precision if isinstance(precision, PrecisionPlan) else resolve_precision(precision, device)
+        if not isinstance(precision, PrecisionPlan):
+            precision = resolve_precision(precision, device, INFERENCE_STAGES)
+        self.precision = precision
         self.dtype = self.precision.dtype("network")
         self.model_path = model_path
         self.default_duration = float(net.sequence.duration)  # the clip length the model was trained on
@@ -101,14 +102,9 @@ class Pipeline:
         self.spec.check_network(net.config)
         self.encoders.set_precision(self.precision)
 
-    @property
-    def objective(self) -> str | None:
-        return self.model_spec.objective
-
     @staticmethod
     def peek(model: str | Path) -> tuple[ModelSpec, dict]:
-        """(spec, checkpoint config) of ``model`` without loading any weights: enough to check
-        inputs against the encoder set's rates before the slow part."""
+        """(spec, checkpoint config) of ``model`` without loading weights: enough to check inputs first."""
         if is_registered_mmaudio(model):
             return legacy_spec(
                 {"encoder_set": "mmaudio", "preset": str(model).removeprefix("mmaudio_"), "objective": "fm"}
@@ -144,7 +140,7 @@ class Pipeline:
         dev = select_device(device)
         net = load_network(path, device=dev)
         encoder_spec(spec.encoder_set).check_network(net.config)  # before loading any encoder weights
-        plan = resolve_precision(precision, dev)
+        plan = resolve_precision(precision, dev, INFERENCE_STAGES)
         encoders = load_encoder_set(spec.encoder_set, dev, pretrained_encoders, plan, vocoder)
         return cls(net, encoders, spec, dev, plan, path, doc.get("provenance"))
 
@@ -155,7 +151,7 @@ class Pipeline:
         spec, _ = cls.peek(name)
         net = mmaudio_to_soundvcm(read_mmaudio_state(resolve(MMAUDIO_NETWORKS[name])), name.removeprefix("mmaudio_"))
         dev = select_device(device)
-        plan = resolve_precision(precision, dev)
+        plan = resolve_precision(precision, dev, INFERENCE_STAGES)
         encoders = load_encoder_set(spec.encoder_set, device=dev, pretrained=pretrained_encoders, precision=plan)
         provenance = {"kind": "converted", "source": "MMAudio", "variant": name}
         return cls(net.to(dev).eval(), encoders, spec, dev, plan, None, provenance)
@@ -362,15 +358,19 @@ class Pipeline:
         timer: StageTimer | None = None,
         options: SamplerOptions | None = None,
         negative_prompt: str | None = None,
+        start: float = 0.0,
+        duration: float | None = None,
         **encode_kwargs,
     ) -> GenerationResult:
-        """The whole video, window by window (module docstring); progress(i, n) before window i of
-        n (0-based) and once more at the end. The windows' mels are crossfaded (``stitch_mels``) and
-        vocoded once, in ~24 s chunks that bound the memory (BENCHMARKS, issue 22)."""
+        """The video from ``start`` for ``duration`` s (None: to its end; time 0 = ``start``), in windows
+        crossfaded and vocoded once in ~24 s chunks; progress(i, n) before window i of n and at the end."""
         window = self.default_duration if window is None else window
-        total = probe(video).duration
-        if not math.isfinite(total):
-            raise ValueError(f"{video}: unknown duration; use --duration instead of --full")
+        rest = probe(video).duration - start
+        total = duration if not math.isfinite(rest) else rest if duration is None else min(duration, rest)
+        if total is None or total <= 0:
+            raise ValueError(
+                f"{video}: nothing to generate from {start:g} s (for a video of unknown length: --duration)"
+            )
         starts = window_starts(total, window, overlap)
         timer = timer or StageTimer(self.device)
         fps = self.sample_rate / self.net.sequence.hop_length  # mel frames per second
@@ -380,12 +380,15 @@ class Pipeline:
         for i, s in enumerate(starts):
             if progress is not None:
                 progress(i, len(starts))
-            length = min(window, total - s)
-            if length < self.min_duration:
-                break  # a tail shorter than one sync segment: covered by the previous window's fade
-            encoded = self.encode(video=video, start=s, duration=length, timer=timer, **encode_kwargs)
+            # a tail shorter than one sync segment is generated as a whole window ending at the end,
+            # of which only the part from this window's start is kept
+            at = s if total - s >= self.min_duration else max(0.0, total - window)
+            encoded = self.encode(
+                video=video, start=start + at, duration=min(window, total - at), timer=timer, **encode_kwargs
+            )
             mel, _ = self.synthesize_mel(encoded, options, seed + i, negative_prompt, timer)
-            mels.append((int(round(s * fps)), mel[0, :, : math.ceil(encoded.duration * fps) + 1].float().cpu()))
+            skip = int(round((s - at) * fps))
+            mels.append((int(round(s * fps)), mel[0, :, skip : math.ceil(encoded.duration * fps) + 1].float().cpu()))
             notes += encoded.warnings
             damaged = damaged or encoded.damaged
         if progress is not None:
@@ -397,4 +400,4 @@ class Pipeline:
         covered = min(wave.numel(), int(round(total * self.sample_rate)))
         wave, _ = limit_peak(wave[:covered])
         sr = self.sample_rate
-        return GenerationResult(wave, sr, covered / sr, 0.0, False, 0, dict(timer.times), notes, damaged)
+        return GenerationResult(wave, sr, covered / sr, start, False, 0, dict(timer.times), notes, damaged)

@@ -40,6 +40,7 @@ import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")
 STAGES = ("visual", "text", "vocoder", "network", "train")
+INFERENCE_STAGES = ("visual", "text", "vocoder", "network")  # what generation runs (no "train")
 # the kind of kernel that dominates each stage, for the measured check
 STAGE_KERNELS = {"visual": "conv2d", "text": "matmul", "vocoder": "conv1d", "network": "matmul", "train": "matmul"}
 SPEEDUP = 1.1  # bf16 must be at least this much faster than fp32 for auto to choose it

@@ -13,6 +13,7 @@ from soundvcm.cli.common import (
     add_precision_option,
     check_engine_options,
     finite_float,
+    nonnegative_float,
     positive_float,
     sampling_steps,
     seed,
@@ -52,16 +53,26 @@ def _inputs(group) -> None:
         "--duration",
         type=positive_float,
         default=None,
-        help="seconds to generate (with --full: the window); default: the length the model was trained on "
-        "(4 s for the shipped models, 8 s for MMAudio's)",
+        help="seconds to generate from --start (default: the whole video, window by window; without a video, "
+        "one window)",
     )
     group.add_argument(
-        "--start", type=finite_float, default=0.0, help="where in the video to start, seconds (default 0)"
+        "--start", type=nonnegative_float, default=0.0, help="where in the video to start, seconds (default 0)"
     )
     group.add_argument(
-        "--full", action="store_true", help="the whole video, in --duration windows crossfaded over --overlap seconds"
+        "--window",
+        type=positive_float,
+        default=None,
+        help="seconds per window of a longer span (default: the length the model was trained on, 4 s for the "
+        "shipped models); windows overlap by --overlap and are crossfaded",
     )
-    group.add_argument("--overlap", type=finite_float, default=0.5, help="window overlap for --full (default 0.5 s)")
+    group.add_argument(
+        "--overlap",
+        type=finite_float,
+        default=None,
+        help="window overlap (default 0.5 s, a quarter of shorter windows)",
+    )
+    group.add_argument("--full", action="store_true", help=argparse.SUPPRESS)  # the default since issue 35
 
 
 def _sampling(group) -> None:
@@ -102,9 +113,9 @@ def _sampling(group) -> None:
     group.add_argument(
         "--vocoder",
         default="auto",
-        metavar="auto|fast|hifigan|PATH",
-        help="lite sets: fast (HiFi-GAN distilled to ~1/16 of the work), hifigan (V1 universal, the reference) or "
-        "a `soundvcm vocoder export` path; auto (default): fast for lite2 models, hifigan for lite ones",
+        metavar="auto|hifigan|fast|PATH",
+        help="lite sets: hifigan (HiFi-GAN V1 universal, the reference), a `soundvcm vocoder export` path, or fast "
+        "(a distilled vocoder, where one ships with the package); auto (default): fast where it ships, else hifigan",
     )
 
 
@@ -115,7 +126,13 @@ def _outputs(group, gen) -> None:
     existing.add_argument(
         "--skip-existing", action="store_true", help="leave out jobs whose outputs exist (resume a batch)"
     )
-    group.add_argument("--profile", action="store_true", help="print per-stage times")
+    group.add_argument(
+        "--raw-level",
+        action="store_true",
+        help="keep the model's own level (only limited to -1 dBTP); default: every output is scaled to a -1 dBTP "
+        "true peak (raised by at most 30 dB), whatever the model and the step count",
+    )
+    group.add_argument("--profile", action="store_true", help="print per-stage times and each stage's precision")
     group.add_argument(
         "--plot", action="store_true", help="also write OUT/NAME.png: the spectrogram, with a video's frames above it"
     )
@@ -167,29 +184,23 @@ def _check_args(args: argparse.Namespace) -> None:
         from soundvcm.scale.ray_engine import require_ray
 
         require_ray()
-        if args.full or args.profile:
-            raise ValueError("--engine ray generates fixed-length clips: leave out --full and --profile")
-    if args.full and args.overlap < 0:
+        if args.profile:
+            raise ValueError(
+                "--engine ray generates fixed-length clips (--duration, default one window): leave out --profile"
+            )
+    if args.overlap is not None and args.overlap < 0:
         raise ValueError("--overlap must be >= 0")
-    if args.start < 0:
-        raise ValueError(f"--start must be >= 0, got {args.start}")
     if args.image is not None and args.input is not None:
         raise ValueError("--image replaces the video as the visual condition: give either VIDEO or --image, not both")
 
 
-def _options(args: argparse.Namespace, sampler) -> dict:
-    options = {
-        "negative_prompt": args.negative_prompt,
-        "duration": args.duration,
-        "start": args.start,
-        "options": sampler,
-        "seed": args.seed,
-        "window": args.duration,
-        "plot": args.plot,
-    }
-    if args.full:
-        options["overlap"] = args.overlap
-    return options
+def _request(args: argparse.Namespace, sampler, duration: float | None):
+    from soundvcm.generate import GenerateRequest
+
+    return GenerateRequest(
+        duration=duration, start=args.start, window=args.window, overlap=args.overlap, sampler=sampler,
+        seed=args.seed, negative_prompt=args.negative_prompt, plot=args.plot, normalize=not args.raw_level,
+    )  # fmt: skip
 
 
 def _report(errors: list[str]) -> None:
@@ -219,15 +230,15 @@ def _generate_claimed(args: argparse.Namespace, model: str, jobs: list) -> int:
         print(f"nothing to do: every output exists in {args.out} (--skip-existing)")
         return 0
     spec, _ = Pipeline.peek(model)
-    if args.duration is None:  # the clip length the model was trained on
-        args.duration = spec.duration or 8.0
+    window = args.window or spec.duration or 8.0  # the clip length the model was trained on
     shortest = encoder_spec(spec.encoder_set).sequence.min_duration
-    if args.duration < shortest:
-        raise ValueError(
-            f"--duration {args.duration:g} is shorter than the shortest clip {model} takes: {shortest:.2f} s"
-        )
+    for option, value in (("--duration", args.duration), ("--window", window)):
+        if value is not None and value < shortest:
+            raise ValueError(f"{option} {value:g} is shorter than the shortest clip {model} takes: {shortest:.2f} s")
+    if args.overlap is not None and args.overlap >= window / 2:
+        raise ValueError(f"--overlap must be below half the window ({window:g} s), got {args.overlap:g}")
     sampler = _sampler(args, spec)
-    jobs, errors = check_inputs(jobs, shortest, 0.0 if args.full else args.start)
+    jobs, errors = check_inputs(jobs, shortest, args.start)
     if errors and not jobs:
         if len(errors) == 1:
             raise ValueError(errors[0])
@@ -238,12 +249,12 @@ def _generate_claimed(args: argparse.Namespace, model: str, jobs: list) -> int:
     if args.engine == "ray":
         from soundvcm.scale.ray_engine import generate_ray
 
-        options = _options(args, sampler)
+        request = _request(args, sampler, args.duration or window)  # fixed-length clips
         return generate_ray(
-            model, jobs, args.out, options, args.ray_address, args.ray_cpus, args.actors, len(errors), args.precision
+            model, jobs, args.out, request, args.ray_address, args.ray_cpus, args.actors, len(errors), args.precision
         )
     from soundvcm.console import StageStatus
 
     with StageStatus("soundvcm").stage(f"loading {model} and its encoders"):
         pipe = Pipeline.load(model, device=args.device, precision=args.precision, vocoder=args.vocoder)
-    return run_generate(pipe, jobs, args.out, _options(args, sampler), args.full, args.profile, failed=len(errors))
+    return run_generate(pipe, jobs, args.out, _request(args, sampler, args.duration), args.profile, failed=len(errors))

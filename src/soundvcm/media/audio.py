@@ -143,6 +143,29 @@ def limit_peak(wave: Tensor, peak_dbfs: float = PEAK_DBFS) -> tuple[Tensor, floa
     return wave * gain, gain
 
 
+MAX_GAIN_DB = 30.0
+"""The most :func:`normalize_peak` raises an output: near-silence stays near-silent, not a loud noise bed."""
+
+
+def normalize_peak(
+    wave: Tensor, peak_dbfs: float = PEAK_DBFS, max_gain_db: float = MAX_GAIN_DB
+) -> tuple[Tensor, float]:
+    """The one loudness policy of what soundvcm writes for a user: every output scaled so its true
+    peak (:func:`true_peak`) is at ``peak_dbfs`` (-1 dBTP), up or down, whatever the model or the
+    step count made (a 1-step VCM came out ~25 dB quieter than its flow-matching twin), but raised
+    by at most ``max_gain_db``. A plain gain, never clipping. Returns (wave, gain)."""
+    if not wave.numel():
+        return wave, 1.0
+    sample_peak = float(wave.abs().max())
+    if not math.isfinite(sample_peak):
+        raise ValueError("the generated audio contains NaN or inf")
+    peak = true_peak(wave)
+    if peak <= 0:
+        return wave, 1.0
+    gain = min(10 ** (peak_dbfs / 20) / peak, 10 ** (max_gain_db / 20))
+    return wave * gain, gain
+
+
 def write_audio(path: str | Path, wave: Tensor | np.ndarray, sample_rate: int) -> Path:
     """Write mono ``(samples,)`` or ``(channels, samples)`` audio as flac or wav, atomically."""
     path = Path(path)

@@ -257,13 +257,13 @@ class _DecodeJob:
 class _Generate:
     """Actor stage of generation: the pipeline, loaded once; each job written as the local engine does."""
 
-    def __init__(self, model: str, out_dir: str, options: dict, threads: int, precision: str = "auto"):
+    def __init__(self, model: str, out_dir: str, request, threads: int, precision: str = "auto"):
         from soundvcm.pipeline import Pipeline
 
         torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.pipe = Pipeline.load(model, device=device, precision=precision)
-        self.out_dir, self.options = Path(out_dir), options
+        self.out_dir, self.request = Path(out_dir), request  # a soundvcm.generate.GenerateRequest
 
     def __call__(self, batch: dict) -> dict:
         from soundvcm.generate import Job, run_job
@@ -282,8 +282,8 @@ class _Generate:
                     float(batch["length"][i]) if batch["length"][i] >= 0 else None,
                 )
                 try:
-                    options = {**self.options, "decoded": batch["decoded"][i]} if job.video else self.options
-                    result, out = run_job(self.pipe, job, self.out_dir, options)
+                    decoded = batch["decoded"][i] if job.video else None
+                    result, out = run_job(self.pipe, job, self.out_dir, self.request, decoded)
                     paths, note = [str(p) for p in out], list(result.warnings)
                 except (ValueError, OSError) as exc:
                     error = str(exc)
@@ -297,14 +297,16 @@ def generate_ray(
     model: str,
     jobs: list,
     out_dir: Path,
-    options: dict,
+    request,
     address: str | None = None,
     num_cpus: int | None = None,
     actors: int | None = None,
     failed: int = 0,
     precision: str = "auto",
 ) -> int:
-    """:func:`soundvcm.generate.run_generate` on Ray Data: the same outputs; exit status 1 if a job failed."""
+    """:func:`soundvcm.generate.run_generate` on Ray Data: the same outputs; exit status 1 if a job failed.
+    ``request`` (a :class:`soundvcm.generate.GenerateRequest`) must name its duration: clips are
+    decoded to a fixed length by CPU workers before the actors generate them."""
     from soundvcm.pipeline import Pipeline
 
     ray = init_ray(address, num_cpus)
@@ -322,11 +324,11 @@ def generate_ray(
     split = _plan(ray, actors)
     out_dir.mkdir(parents=True, exist_ok=True)
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // 2))
-    decode = dict(encoder_set=spec.encoder_set, duration=options["duration"], start=options.get("start", 0.0))
+    decode = dict(encoder_set=spec.encoder_set, duration=request.duration, start=request.start)
     ds = ds.map(
         _DecodeJob, fn_constructor_kwargs=decode, compute=_actors(ray, split.decoders), num_cpus=split.decoder_cpus
     )
-    generate = dict(model=str(model), out_dir=str(out_dir), options=options, threads=split.threads, precision=precision)
+    generate = dict(model=str(model), out_dir=str(out_dir), request=request, threads=split.threads, precision=precision)
     ds = ds.map_batches(
         _Generate,
         fn_constructor_kwargs=generate,
