@@ -129,7 +129,6 @@ def test_generate_writes_every_model_and_step_count_at_one_level(tmp_path, steps
 
     from soundvcm.cli import main
     from soundvcm.media.audio import load_audio
-
     from soundvcm.network.checkpoint import save_network
     from soundvcm.network.mmdit import MMDiT
     from soundvcm.spec import preset_for_encoders

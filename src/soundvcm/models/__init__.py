@@ -12,10 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from safetensors.torch import load_file
-
-from soundvcm.atomic import atomic_write, save_tensors
-from soundvcm.weights import md5sum
+from soundvcm.atomic import atomic_write, md5sum
 
 SHIPPED_DIR = Path(__file__).resolve().parent
 DEFAULT = "default"
@@ -54,6 +51,9 @@ def resolve_shipped(name: str, check: bool = True) -> Path:
 
 def ship(checkpoint: str | Path, name: str, description: str = "", folder: Path | None = None) -> Path:
     """Copy a soundvcm checkpoint here with fp16 weights and record its md5s."""
+    from safetensors.torch import load_file
+
+    from soundvcm.atomic import save_tensors
     from soundvcm.network.checkpoint import checkpoint_paths
 
     folder = folder or SHIPPED_DIR
