@@ -88,7 +88,7 @@ demo: $(STAMP)
 # the open data (downloads ~580 MB of pinned Debian packages and moviepy's sdist; ~1 GB on disk)
 DATA ?= out/open
 data-open: $(STAMP)
-	$(BIN)/soundvcm data open $(DATA)
+	$(BIN)/soundvcm data open --out $(DATA)
 
 # the quality bench on the open test sets: the shipped VCM at 1/2/4 steps, its FM twin, references
 bench-quality: $(STAMP) data-open

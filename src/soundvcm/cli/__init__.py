@@ -33,23 +33,14 @@ from soundvcm.cli import (
 )
 from soundvcm.cli.common import NETWORK_PRESET_NAMES
 
-COMMANDS = (
-    generate,
-    demo,
-    extract,
-    train,
-    ema,
-    curves,
-    evaluate,
-    data,
-    model,
-    weights,
-    convert,
-    bench,
-    doctor,
-    vocoder,
-    latent,
+# the commands as the architecture groups them (docs/ARCHITECTURE.md), in the order --help lists them
+GROUPS = (
+    ("make sound", (generate, demo)),
+    ("data and training", (data, extract, train, ema, curves, latent, vocoder)),
+    ("evaluation and benches", (evaluate, bench)),
+    ("models and tools", (model, weights, convert, doctor)),
 )
+COMMANDS = tuple(command for _, commands in GROUPS for command in commands)
 
 
 class Parser(argparse.ArgumentParser):
@@ -66,11 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="soundvcm",
         description="SoundVCM: velocity consistency models for few-step video-to-audio generation.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"soundvcm {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
     for command in COMMANDS:
         command.register(commands)
+    # --help lists the commands by group (argparse's own list is flat)
+    helps = {a.dest: a.help for a in commands._choices_actions}
+    lines = []
+    for title, group in GROUPS:
+        lines.append(f"{title}:")
+        for command in group:
+            name = command.__name__.rsplit(".", 1)[-1]
+            lines.append(f"  {name:10s} {helps.get(name, '')}")
+    parser.epilog = "\n".join(lines) + "\n\nsoundvcm COMMAND --help shows a command's options."
+    commands.help = argparse.SUPPRESS
+    commands._choices_actions.clear()
+    parser.usage = "soundvcm [-h] [--version] COMMAND ..."  # after the commands took their own prog
     return parser
 
 
@@ -103,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # a misspelled option: the subcommand's usage, not the top level's
         getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+    if hasattr(args, "out_positional"):  # --out, or the positional OUT of earlier versions
+        if args.out is not None and args.out_positional is not None:
+            getattr(args, "_parser", parser).error("give the output once: --out OUT")
+        args.out = args.out or args.out_positional
+        if args.out is None:
+            getattr(args, "_parser", parser).error("the following arguments are required: --out")
     from soundvcm.allocator import tune_malloc
 
     tune_malloc()  # before any tensor: freed activations are reused, not re-faulted (allocator.py)

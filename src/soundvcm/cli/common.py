@@ -47,6 +47,15 @@ def add_precision_option(parser, what: str = "every stage") -> None:
     )
 
 
+def add_out_argument(parser, help: str) -> None:
+    """``--out PATH``: every command names what it writes this way (issue 36). The positional form
+    of earlier versions is still read (hidden); :func:`soundvcm.cli.main` merges the two."""
+    from pathlib import Path
+
+    parser.add_argument("--out", type=Path, default=None, help=f"{help} (required)")
+    parser.add_argument("out_positional", nargs="?", type=Path, default=None, help=argparse.SUPPRESS)
+
+
 def device_name(text: str) -> str:
     """``--device``: checked when the command line is parsed (:func:`soundvcm.device.check_device`)."""
     from soundvcm.device import check_device

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from soundvcm.cli.common import add_out_argument
+
 
 def register(commands) -> None:
     convert = commands.add_parser("convert", help="convert released checkpoints into soundvcm's format")
@@ -19,7 +21,7 @@ def register(commands) -> None:
         ),
     )
     mm.add_argument("input", type=Path, help="MMAudio .pth file")
-    mm.add_argument("output", type=Path, help="output path (NAME, NAME.json or NAME.safetensors)")
+    add_out_argument(mm, "output path (NAME, NAME.json or NAME.safetensors)")
     mm.add_argument("--variant", default=None, help="MMAudio variant (default: detected from the shapes)")
     mm.set_defaults(func=_convert_mmaudio)
 
@@ -38,7 +40,7 @@ def _convert_mmaudio(args: argparse.Namespace) -> int:
     net = mmaudio_to_soundvcm(state, variant)
     spec = ModelSpec.create(variant, PRESET_ENCODERS[variant], "fm", network_config=net.config)  # inferred once, here
     weights, cfg = save_network(
-        args.output,
+        args.out,
         net,
         preset=variant,
         encoder_set=spec.encoder_set,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from soundvcm.cli.common import positive_float, seed
+from soundvcm.cli.common import add_out_argument, positive_float, seed
 
 
 def register(commands) -> None:
@@ -18,7 +17,7 @@ def register(commands) -> None:
         description="Write OUT/SPLIT/*.mp4 (+ .flac, .events.json) and OUT/SPLIT.tsv manifests (path<TAB>caption) "
         "for train, val and test, with disjoint seeds. Rerun to resume: finished clips are skipped.",
     )
-    foley.add_argument("out", type=Path, help="output folder")
+    add_out_argument(foley, "output folder")
     foley.add_argument("--train", type=int, default=1000, help="training clips (default 1000)")
     foley.add_argument("--val", type=int, default=50, help="validation clips (default 50)")
     foley.add_argument("--test", type=int, default=300, help="test clips (default 300)")
@@ -33,7 +32,7 @@ def register(commands) -> None:
         "kept in OUT/downloads), then writes OUT/{foley,bbb,sfx,directed}/SPLIT.tsv manifests (path<TAB>caption), "
         "the media, and OUT/ATTRIBUTION.md. Rerun to resume: verified downloads and finished files are skipped.",
     )
-    op.add_argument("out", type=Path, help="output folder")
+    add_out_argument(op, "output folder")
     op.add_argument(
         "--parts", default="foley,bbb,sfx,directed", help="comma-separated parts (default foley,bbb,sfx,directed)"
     )

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from soundvcm.cli.common import positive_float, positive_int
+from soundvcm.cli.common import add_out_argument, positive_float, positive_int
 
 
 def register(commands) -> None:
@@ -28,7 +28,7 @@ def register(commands) -> None:
     tr.set_defaults(func=_train)
     ex = sub.add_parser("export", help="write a run's VAE for inference: OUT.safetensors + OUT.json")
     ex.add_argument("run", type=Path, help="run folder of `soundvcm latent train`")
-    ex.add_argument("out", type=Path, help="output stem")
+    add_out_argument(ex, "output stem (OUT.safetensors + OUT.json)")
     ex.set_defaults(func=_export)
     tc = sub.add_parser(
         "transcode",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from soundvcm.cli.common import NETWORK_PRESET_NAMES, seed
+from soundvcm.cli.common import NETWORK_PRESET_NAMES, add_out_argument, seed
 
 
 def register(commands) -> None:
@@ -53,7 +53,7 @@ def register(commands) -> None:
         "cache (HF_HUB_OFFLINE=1 works once cached).",
     )
     pk.add_argument("checkpoint", help="a checkpoint path, shipped name or hub id")
-    pk.add_argument("out", type=Path, help="output folder (its name titles the model card)")
+    add_out_argument(pk, "output folder (its name titles the model card)")
     pk.set_defaults(func=_model_package)
 
 

@@ -45,7 +45,8 @@ def register(commands) -> None:
     data_help = "cache folders, optionally PATH:WEIGHT (with --resume: default the run's own, from RUN/config.json)"
     tr.add_argument("--data", nargs="+", default=None, help=data_help)
     tr.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, EMA snapshots, tb, samples)")
-    tr.add_argument("--steps", type=int, default=None, help="total steps (overrides the preset)")
+    tr.add_argument("--train-steps", dest="steps", type=int, default=None, help="total steps (overrides the preset)")
+    tr.add_argument("--steps", dest="steps", type=int, help=argparse.SUPPRESS)  # the name before issue 36
     tr.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its latest checkpoint and saved config"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from soundvcm.cli.common import add_precision_option, positive_int
+from soundvcm.cli.common import add_out_argument, add_precision_option, positive_int
 
 
 def register(commands) -> None:
@@ -20,7 +20,8 @@ def register(commands) -> None:
     )
     dist.add_argument("--data", required=True, type=Path, help="folder written by `soundvcm data open`")
     dist.add_argument("--out", required=True, type=Path, help="run folder (bank, checkpoint)")
-    dist.add_argument("--steps", type=positive_int, default=None, help="total steps (default 6000)")
+    dist.add_argument("--train-steps", dest="steps", type=positive_int, default=None, help="total steps (default 6000)")
+    dist.add_argument("--steps", dest="steps", type=positive_int, help=argparse.SUPPRESS)  # the name before issue 36
     dist.add_argument("--segments", type=positive_int, default=None, help="bank segments (default 3000)")
     dist.add_argument(
         "--channels", type=positive_int, default=128, help="student width after the input conv (V2: 128, V1: 512)"
@@ -48,7 +49,7 @@ def register(commands) -> None:
     dist.set_defaults(func=_distill)
     exp = sub.add_parser("export", help="write a run's student as fp16 weights + JSON")
     exp.add_argument("run", type=Path, help="run folder of `soundvcm vocoder distill`")
-    exp.add_argument("out", type=Path, help="output stem (OUT.safetensors + OUT.json)")
+    add_out_argument(exp, "output stem (OUT.safetensors + OUT.json)")
     exp.set_defaults(func=_export)
 
 

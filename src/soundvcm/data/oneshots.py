@@ -98,6 +98,8 @@ class RecordedBank:
             for kit, pattern in spec:
                 folder = self.root / KITS / kit
                 if not folder.is_dir():
+                    if material in PALETTE:  # the directed world's extra voices: used where unpacked
+                        continue
                     raise FileNotFoundError(
                         f"{folder} is missing: run `soundvcm data open OUT` (it unpacks hydrogen-drumkits)"
                     )
@@ -107,6 +109,8 @@ class RecordedBank:
                         wave, sr = sf.read(path, dtype="float32", always_2d=False)
                         shot = prepare_shot(wave, sr, self.sample_rate)
                         instruments.setdefault((kit, match.group(1)), []).append((_layer(path.name), shot))
+            if not instruments and material in PALETTE:
+                continue
             if not instruments:
                 raise FileNotFoundError(f"no one-shots for {material} under {self.root / KITS}")
             self.shots[material] = [
