@@ -211,3 +211,29 @@ def make_counter_avi(path: Path, frames: int, fps: int = 24, codec: str = "mpeg4
         for packet in audio.encode(None):
             container.mux(packet)
     return path
+
+
+def clicks(sr: int, seconds: float, offset_ms: float = 0.0, freq: float = 600.0) -> np.ndarray:
+    """A tone burst every 0.5 s (plus a little noise), shifted by offset_ms."""
+    t = np.arange(int(sr * seconds)) / sr
+    start = ((t - offset_ms / 1000) % 0.5) < 0.05
+    rng = np.random.default_rng(int(freq))
+    return (0.5 * np.sin(2 * math.pi * freq * t) * start + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def make_dir(p: Path) -> Path:
+    p.mkdir()
+    return p
+
+
+def write_bytes(p: Path, data: bytes) -> Path:
+    p.write_bytes(data)
+    return p
+
+
+def tone_file(p: Path) -> Path:
+    """A 1 s tone at 16 kHz written to ``p`` (any suffix soundfile writes)."""
+    from soundvcm.media.audio import write_audio
+
+    write_audio(p, make_tone(16_000, 1.0), 16_000)
+    return p

@@ -1,5 +1,6 @@
 """Helpers for the MMAudio reference fixtures (see tests/fixtures/README.md)."""
 
+import json
 import zlib
 from pathlib import Path
 
@@ -47,3 +48,13 @@ def load_fixture(name):
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     return meta, tensors
+
+
+def mmaudio_pth(tmp_path, version: str):
+    """A tiny MMAudio .pth (the fixture's keys, weights by rule) and the fixture's reference tensors."""
+    meta, data = load_fixture(f"mmaudio_tiny_{version}.safetensors")
+    keys = json.loads(meta["keys"])
+    state = {k: rule_weight(k, v, int(meta["seed"])) for k, v in keys.items()}
+    path = tmp_path / f"mmaudio_{version}.pth"
+    torch.save(state, path)
+    return path, data

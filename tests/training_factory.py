@@ -56,3 +56,12 @@ def tiny_config(**kw):
         log_every=2, ema_snapshot_every=2, warmup=2, milestones=(5,), latent_stats_rows=8, val_batch=4,
     )  # fmt: skip
     return replace(base, **kw)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on (for a process group's rendezvous)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

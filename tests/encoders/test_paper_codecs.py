@@ -17,7 +17,7 @@ from soundvcm.encoders.bigvgan import BIGVGAN_CONFIGS, BigVGAN, kaiser_sinc
 from soundvcm.encoders.mel_vae import MelVAE
 from soundvcm.weights import WeightsError, fold_weight_norm
 
-FIXTURE = Path(__file__).parent / "fixtures" / "audio_codec_reference.safetensors"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "audio_codec_reference.safetensors"
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
-"""Evaluation: the aisfx embedder against the package's own pipeline (real offline weights), and
-`soundvcm evaluate` on audio the tests make (pairing, reports, caching, known onset lags)."""
+"""The paper's embedders (random init, recorded key lists) against av-benchmark's own modules' outputs."""
 
 from __future__ import annotations
 
@@ -12,107 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from soundvcm.cli import main
-from soundvcm.evaluation import aisfx
+from media_factory import clicks
 from soundvcm.media.audio import write_audio
-
-FIXTURE = Path(__file__).parent / "fixtures" / "aisfx_reference.safetensors"
-
-
-def _reference_signal() -> torch.Tensor:
-    """The signal of tests/fixtures/make_aisfx_fixture.py.txt."""
-    sr = 44100
-    t = np.arange(int(sr * 3.0)) / sr
-    y = (
-        0.3 * np.sin(2 * math.pi * 440 * t) * (t < 1.5)
-        + 0.2 * np.sign(np.sin(2 * math.pi * 3 * t)) * (t >= 1.5)
-        + 0.05 * np.random.default_rng(0).standard_normal(t.size)
-    ).astype(np.float32)
-    return torch.from_numpy(y)
-
-
-@pytest.fixture(scope="module")
-def net():
-    return aisfx.load_aisfx()
-
-
-def test_aisfx_matches_the_package(net):
-    ref = load_file(FIXTURE)
-    spec = aisfx.log_mel(_reference_signal())
-    assert (spec[:20] - ref["spec_first20"]).abs().max() < 1e-5
-    emb, logits = aisfx.embed_clip(net, _reference_signal())
-    assert emb.shape == (1, 512)
-    assert (emb - ref["embeddings"]).abs().max() < 1e-4
-    assert (logits - ref["logits_soundstorm"][0]).abs().max() < 1e-4
-    assert net.heads["soundstormBalanced"] == 3 and net.fc[3][-1].out_features == 81
-
-
-def test_aisfx_blocks():
-    assert aisfx.blocks(torch.zeros(344, 96)).shape == (5, 100, 96)  # 8 s: hop 50, partial block dropped
-    assert aisfx.blocks(torch.zeros(30, 96)).shape == (1, 100, 96)  # short: one zero-padded block
-
-
-def _clicks(sr: int, seconds: float, offset_ms: float = 0.0, freq: float = 600.0) -> np.ndarray:
-    """A tone burst every 0.5 s (plus a little noise), shifted by offset_ms."""
-    t = np.arange(int(sr * seconds)) / sr
-    start = ((t - offset_ms / 1000) % 0.5) < 0.05
-    rng = np.random.default_rng(int(freq))
-    return (0.5 * np.sin(2 * math.pi * freq * t) * start + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
-
-
-def test_evaluate_cli_reports_everything(tmp_path, capsys):
-    gt, pred = tmp_path / "gt", tmp_path / "pred"
-    for i in range(4):
-        write_audio(gt / f"clip{i}.wav", _clicks(16_000, 3.0, freq=400 + 100 * i), 16_000)
-    for i in range(3):  # predictions lag the ground truth by 40 ms; NAME-0 pairs with NAME
-        write_audio(pred / f"clip{i}-0.flac", _clicks(16_000, 3.0, 40.0, freq=400 + 100 * i), 16_000)
-    write_audio(pred / "stray.flac", _clicks(16_000, 3.0), 16_000)  # no ground truth
-    write_audio(pred / "clip3.flac", _clicks(22_050, 1.0, freq=700), 22_050)  # short, other sample rate
-    out = tmp_path / "metrics.json"
-    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--audio-length", "3", "--out", str(out)]) == 0
-    result = json.loads(out.read_text())
-    report = result["report"]
-    assert report["pairs"] == 4 and report["unpaired_pred"] == ["stray"] and report["unpaired_gt"] == []
-    assert report["short"] == ["pred/clip3"]
-    assert report["sample_rate_mismatch"] == ["clip3: pred 22050 Hz vs gt 16000 Hz"]
-    assert {"KL-AISFX", "ISC-AISFX", "Onset-Lag-ms"} <= set(result)
-    assert "FD-AISFX" in result or "not computed" in report["FD-AISFX"]  # 512-d needs many clips
-    assert set(report["not_computed"]) >= {"FD-VGG", "FD-PANN", "DeSync"}
-    err = capsys.readouterr().err
-    assert "unpaired pred: stray" in err and "short: pred/clip3" in err
-    # the ground-truth embeddings were cached and serve as --gt on their own
-    cache = gt / ".soundvcm_eval" / "features.safetensors"
-    assert cache.is_file()
-    assert main(["evaluate", "--pred", str(pred), "--gt", str(cache), "--audio-length", "3", "--out", str(out)]) == 0
-    again = json.loads(out.read_text())
-    assert again["KL-AISFX"] == pytest.approx(result["KL-AISFX"], rel=1e-5) and "Onset-Lag-ms" not in again
-
-
-def test_onset_lag_through_evaluate(tmp_path):
-    from soundvcm.evaluation.evaluate import evaluate
-
-    gt, pred = tmp_path / "gt", tmp_path / "pred"
-    for i in range(2):
-        write_audio(gt / f"c{i}.wav", _clicks(16_000, 3.0, freq=500 + 200 * i), 16_000)
-        write_audio(pred / f"c{i}.wav", _clicks(16_000, 3.0, 60.0, freq=500 + 200 * i), 16_000)
-    result = evaluate(pred, gt, audio_length=3.0, progress=False)
-    assert abs(result["Onset-Lag-ms"] - 60.0) <= 10.0
-    same = evaluate(gt, gt, audio_length=3.0, progress=False)
-    assert same["Onset-Lag-ms"] <= 5.0 and same["KL-AISFX"] == pytest.approx(0.0, abs=1e-6)
-    # files left by another run (a late, unrelated clip) are scored only when asked for
-    write_audio(gt / "stale.wav", _clicks(16_000, 3.0, freq=900), 16_000)
-    write_audio(pred / "stale.wav", _clicks(16_000, 3.0, 400.0, freq=900), 16_000)
-    assert evaluate(pred, gt, audio_length=3.0, progress=False)["report"]["pairs"] == 3
-    only = evaluate(pred, gt, audio_length=3.0, progress=False, only={"c0", "c1"})
-    assert only["report"]["pairs"] == 2 and only["Onset-Lag-ms"] == pytest.approx(result["Onset-Lag-ms"])
-
-
-def test_evaluate_bad_inputs(tmp_path, capsys):
-    (tmp_path / "empty").mkdir()
-    assert main(["evaluate", "--pred", str(tmp_path / "empty"), "--gt", str(tmp_path)]) == 2
-    assert main(["evaluate", "--pred", str(tmp_path / "nope"), "--gt", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert "no audio files" in err and "not a folder of audio files" in err
 
 
 # ----- the paper's embedders (random init, recorded key lists, av-benchmark's own modules) ----
@@ -139,7 +39,7 @@ def _avb_signal() -> torch.Tensor:
 def _avb_reference():
     from safetensors import safe_open
 
-    path = Path(__file__).parent / "fixtures" / "panns_vggish_reference.safetensors"
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "panns_vggish_reference.safetensors"
     with safe_open(path, "pt") as f:
         meta = f.metadata()
     return load_file(path), json.loads(meta["panns_keys"]), json.loads(meta["vggish_keys"])
@@ -201,8 +101,8 @@ def test_evaluate_adds_paper_metrics_when_weights_are_present(tmp_path, monkeypa
     monkeypatch.setattr(vggish, "VGGISH_WEIGHTS", replace(vggish.VGGISH_WEIGHTS, sha256_prefix=None))
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     for i in range(3):
-        write_audio(gt / f"c{i}.wav", _clicks(16_000, 2.0, freq=500 + 150 * i), 16_000)
-        write_audio(pred / f"c{i}.wav", _clicks(16_000, 2.0, 20.0, freq=500 + 150 * i), 16_000)
+        write_audio(gt / f"c{i}.wav", clicks(16_000, 2.0, freq=500 + 150 * i), 16_000)
+        write_audio(pred / f"c{i}.wav", clicks(16_000, 2.0, 20.0, freq=500 + 150 * i), 16_000)
     result = evaluate(pred, gt, audio_length=2.0, progress=False)
     assert {"KL-PANNS-softmax", "ISC-PANNS-mean", "ISC-PANNS-std"} <= set(result)
     assert "FD-VGG" in result or "not computed" in result["report"]["FD-VGG"]
@@ -219,7 +119,7 @@ def test_evaluate_adds_paper_metrics_when_weights_are_present(tmp_path, monkeypa
 def _sync_reference():
     from safetensors import safe_open
 
-    path = Path(__file__).parent / "fixtures" / "synchformer_reference.safetensors"
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "synchformer_reference.safetensors"
     with safe_open(path, "pt") as f:
         meta = f.metadata()
     return load_file(path), json.loads(meta["keys"])
@@ -275,7 +175,7 @@ def test_sync_audio_front_end():
 @pytest.mark.slow
 def test_desync_through_evaluate_with_a_synchformer_file(tmp_path, monkeypatch):
     """DeSync with (here: random-initialised) Synchformer weights: one score per clip on the offset grid."""
-    from media_factory import make_video
+    from media_factory import clicks, make_video
     from soundvcm import registry
     from soundvcm.evaluation.evaluate import evaluate
     from soundvcm.evaluation.synchformer import GRID, Synchformer
@@ -291,8 +191,8 @@ def test_desync_through_evaluate_with_a_synchformer_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(synchformer, "SYNCHFORMER_WEIGHTS", replace(synchformer.SYNCHFORMER_WEIGHTS, md5=None))
     gt, pred, videos = tmp_path / "gt", tmp_path / "pred", tmp_path / "videos"
-    write_audio(gt / "c0.wav", _clicks(16_000, 5.0), 16_000)
-    write_audio(pred / "c0.wav", _clicks(16_000, 5.0, 100.0), 16_000)
+    write_audio(gt / "c0.wav", clicks(16_000, 5.0), 16_000)
+    write_audio(pred / "c0.wav", clicks(16_000, 5.0, 100.0), 16_000)
     make_video(videos / "c0.mp4", duration=5.0, size=(64, 48), audio_rate=None)
     result = evaluate(pred, gt, audio_length=5.0, video_dir=videos, progress=False)
     assert "DeSync" in result and any(
@@ -316,7 +216,7 @@ def test_passt_matches_hear21passt():
     from soundvcm.evaluation.passt import PaSST
     from soundvcm.weights import load_strict
 
-    path = Path(__file__).parent / "fixtures" / "passt_reference.safetensors"
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "passt_reference.safetensors"
     with safe_open(path, "pt") as f:
         keys = json.loads(f.metadata()["keys"])
     ref = load_file(path)
@@ -344,7 +244,7 @@ def test_passt_front_end():
 def _ib_reference():
     from safetensors import safe_open
 
-    path = Path(__file__).parent / "fixtures" / "imagebind_reference.safetensors"
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "imagebind_reference.safetensors"
     with safe_open(path, "pt") as f:
         meta = f.metadata()
     return load_file(path), json.loads(meta["full_keys"]), json.loads(meta["tiny_keys"])
@@ -408,7 +308,7 @@ def test_imagebind_input_pipelines():
 def test_ib_score_through_evaluate(tmp_path, monkeypatch):
     """IB-Score plumbing with a tiny ImageBind standing in for the 1.2B-parameter file."""
     import soundvcm.evaluation.imagebind as ib
-    from media_factory import make_video
+    from media_factory import clicks, make_video
     from soundvcm import registry
     from soundvcm.evaluation.evaluate import evaluate
 
@@ -421,8 +321,8 @@ def test_ib_score_through_evaluate(tmp_path, monkeypatch):
     monkeypatch.setattr(ib, "load_imagebind", lambda path: tiny)
     gt, pred, videos = tmp_path / "gt", tmp_path / "pred", tmp_path / "videos"
     for i in range(2):
-        write_audio(gt / f"c{i}.wav", _clicks(16_000, 4.0, freq=500 + 300 * i), 16_000)
-        write_audio(pred / f"c{i}.wav", _clicks(16_000, 4.0, freq=500 + 300 * i), 16_000)
+        write_audio(gt / f"c{i}.wav", clicks(16_000, 4.0, freq=500 + 300 * i), 16_000)
+        write_audio(pred / f"c{i}.wav", clicks(16_000, 4.0, freq=500 + 300 * i), 16_000)
         make_video(videos / f"c{i}.mp4", duration=4.0, size=(320, 240), audio_rate=None)
     result = evaluate(pred, gt, audio_length=4.0, video_dir=videos, progress=False)
     assert "IB-Score" not in result["report"]["not_computed"]
@@ -448,7 +348,7 @@ def test_front_ends_match_torchaudio():
     from soundvcm.evaluation.synchformer import audio_segments
     from soundvcm.media.mel import kaldi_fbank
 
-    ref = load_file(Path(__file__).parent / "fixtures" / "torchaudio_frontends_reference.safetensors")
+    ref = load_file(Path(__file__).resolve().parents[1] / "fixtures" / "torchaudio_frontends_reference.safetensors")
 
     def signal(sr, seconds):
         t = torch.arange(int(sr * seconds), dtype=torch.float64) / sr

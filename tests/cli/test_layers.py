@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 LAYERS: list[tuple[str, ...]] = [
     ("atomic", "flow", "sequence", "conditions", "weights", "device", "precision", "console", "configs", "allocator"),

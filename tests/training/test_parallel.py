@@ -12,7 +12,9 @@ import torch.multiprocessing as mp
 
 from soundvcm.training.parallel import resolve_engine
 from soundvcm.training.trainer import Trainer
-from test_training import _config, _free_port, _synthetic_cache
+from training_factory import free_port as _free_port
+from training_factory import synthetic_cache as _synthetic_cache
+from training_factory import tiny_config as _config
 from training_factory import tiny_spec as _test_spec
 
 

@@ -23,7 +23,7 @@ from soundvcm.network.mmdit import MMDiT
 from soundvcm.spec import preset_for_encoders
 from soundvcm.weights import fold_weight_norm
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.fixture(scope="module")

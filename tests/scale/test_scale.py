@@ -13,11 +13,11 @@ import torch
 from safetensors import safe_open
 
 from media_factory import make_video
+from model_factory import debug_model as _model
 from soundvcm.cli import main
 from soundvcm.data.cache import FeatureCache
 from soundvcm.media import load_audio
 from soundvcm.scale.ray_engine import plan
-from test_pipeline import _model
 
 
 @pytest.fixture(scope="module")

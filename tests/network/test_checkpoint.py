@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import soundvcm
-from mmaudio_fixture import fixture_check, load_fixture, rule_weight
+from mmaudio_fixture import fixture_check, load_fixture, mmaudio_pth
 from soundvcm.cli import main
 from soundvcm.network.checkpoint import checkpoint_paths, load_network, save_network
 from soundvcm.network.mmdit import MMDiT, network_preset
@@ -52,18 +52,9 @@ def test_model_init_cli(tmp_path, capsys):
     assert {"network", "encoder_set", "objective", "ema_sigma_rel"} <= set(doc)
 
 
-def _mmaudio_pth(tmp_path, version):
-    meta, data = load_fixture(f"mmaudio_tiny_{version}.safetensors")
-    keys = json.loads(meta["keys"])
-    state = {k: rule_weight(k, v, int(meta["seed"])) for k, v in keys.items()}
-    path = tmp_path / f"mmaudio_{version}.pth"
-    torch.save(state, path)
-    return path, data
-
-
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_convert_mmaudio_reproduces_reference(tmp_path, version, fixture_threads, record_property):
-    pth, data = _mmaudio_pth(tmp_path, version)
+    pth, data = mmaudio_pth(tmp_path, version)
     meta, _ = load_fixture(f"mmaudio_tiny_{version}.safetensors")
     variant = "debug" if version == "v1" else "debug_v2"
     assert main(["convert", "mmaudio", str(pth), str(tmp_path / "conv"), "--variant", variant]) == 0
@@ -87,7 +78,7 @@ def test_convert_refuses_unsafe_and_wrong_files(tmp_path, capsys):
     torch.save({"x": Evil()}, bad)
     assert main(["convert", "mmaudio", str(bad), str(tmp_path / "o")]) == 2
     assert "not a readable PyTorch weights file" in capsys.readouterr().err
-    pth, _ = _mmaudio_pth(tmp_path, "v1")
+    pth, _ = mmaudio_pth(tmp_path, "v1")
     state = torch.load(pth, weights_only=True)
     state.pop("fused_blocks.0.ffn.w2.weight")
     torch.save(state, pth)
@@ -116,7 +107,7 @@ def _mmaudio_derived(head_dim, latent_len, clip_len, freq_dim=256, max_period=1e
 
 
 def test_convert_accepts_and_checks_mmaudio_derived_buffers(tmp_path, capsys):
-    pth, data = _mmaudio_pth(tmp_path, "v1")
+    pth, data = mmaudio_pth(tmp_path, "v1")
     state = torch.load(pth, weights_only=True)
     cfg = network_preset("debug")
     derived = _mmaudio_derived(cfg.hidden_dim // cfg.num_heads, cfg.sequence.latent_seq_len,

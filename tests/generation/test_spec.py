@@ -58,7 +58,7 @@ def test_legacy_checkpoints_get_their_spec_from_fields_not_guesses():
 
 
 def test_convert_writes_the_spec_once(tmp_path):
-    from test_checkpoint import _mmaudio_pth
+    from mmaudio_fixture import mmaudio_pth as _mmaudio_pth
 
     pth, _ = _mmaudio_pth(tmp_path, "v1")
     assert main(["convert", "mmaudio", str(pth), str(tmp_path / "conv"), "--variant", "debug"]) == 0

@@ -19,7 +19,7 @@ from soundvcm.encoders.clip_tokenizer import CLIPTokenizer
 from soundvcm.encoders.motionformer import MotionFormer, MotionFormerConfig, sync_segments
 from soundvcm.weights import load_strict
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PREFIX = "vfeat_extractor."
 
 

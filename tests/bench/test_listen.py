@@ -53,9 +53,9 @@ def test_sensitivity_runs_a_model_through_its_swaps(tmp_path):
     """The condition-sensitivity rows on a tiny random lite model and three clips: every correlation is
     computed, and a pair of identical runs (same clip, same seed) would be 1."""
     from media_factory import make_video
+    from model_factory import debug_model as _model
     from soundvcm.bench.listen import sensitivity
     from soundvcm.pipeline import Pipeline
-    from test_pipeline import _model
 
     pipe = Pipeline.load(_model(tmp_path / "vcm"))
     items = [

@@ -116,7 +116,7 @@ def test_generate_and_extract_stopped_by_sigterm_leave_nothing(tmp_path):
 
 KILL_TRAIN = """
 import sys; sys.path.insert(0, {tests!r})
-import test_training as T
+import training_factory as T
 from soundvcm import encoders
 encoders.ENCODER_SPECS["test"] = T.tiny_spec()
 from soundvcm.cli import main
@@ -128,11 +128,11 @@ sys.exit(main(["train", "--preset", "tiny_cpu", "--data", {data!r}, "--out", {ou
 @pytest.mark.slow
 def test_train_stopped_by_sigterm_saves_a_checkpoint_and_leaves_nothing(tmp_path):
     from soundvcm.training.checkpoint import latest_checkpoint
-    from test_training import _synthetic_cache
+    from training_factory import synthetic_cache as _synthetic_cache
 
     data = str(_synthetic_cache(tmp_path / "a", rows=8))
     out = tmp_path / "run"
-    script = KILL_TRAIN.format(tests=str(Path(__file__).parent), data=data, out=str(out))
+    script = KILL_TRAIN.format(tests=str(Path(__file__).resolve().parents[1]), data=data, out=str(out))
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: (out / "checkpoints" / "latest").exists(), "a first checkpoint")
     code, err = _terminate(proc)

@@ -12,7 +12,8 @@ from soundvcm.network.mmdit import MMDiT
 from soundvcm.spec import preset_for_encoders
 from soundvcm.training.finetune import LoRALinear, add_lora, freeze_except, load_init, merge_lora
 from soundvcm.weights import WeightFile
-from test_training import _config, _synthetic_cache
+from training_factory import synthetic_cache as _synthetic_cache
+from training_factory import tiny_config as _config
 from training_factory import tiny_spec as _test_spec
 
 
