@@ -274,3 +274,23 @@ def test_split_p_weights_t_equal_s_rows_without_the_adaptive_weight(name):
     torch.testing.assert_close(out.loss, (w * out.mse).mean())
     paper = build_objective(name.removesuffix("_split_p"), 100).loss(net, batch, 0, torch.Generator().manual_seed(4))
     torch.testing.assert_close(paper.loss, (paper.mse / (paper.mse + 0.01)).mean())
+
+
+def test_loud_frame_weights_favour_events_and_keep_the_loss_scale():
+    """Issue 33's candidate: a clip's loud frames weigh more; rows keep mean 1; strength 0 is plain MSE."""
+    from soundvcm.objectives.base import loud_frame_weights, per_row_mse
+
+    x0 = torch.zeros(3, 12, 4)
+    x0[0, 5] = 4.0  # one loud frame over a flat bed
+    x0[1] = torch.randn(12, 4, generator=torch.Generator().manual_seed(0))
+    w = loud_frame_weights(x0, 1.0)
+    assert torch.allclose(w.mean(dim=1), torch.ones(3)) and (w > 0).all()
+    assert int(w[0].argmax()) == 5 and float(w[0, 5]) > 2 * float(w[0, 0])
+    assert torch.allclose(w[2], torch.ones(12))  # a constant row: nothing is louder
+    assert torch.allclose(loud_frame_weights(x0, 0.0), torch.ones(3, 12))
+    pred, target = torch.randn(3, 12, 4), torch.randn(3, 12, 4)
+    assert torch.allclose(per_row_mse(pred, target, torch.ones(3, 12)), per_row_mse(pred, target))
+    only_loud = torch.zeros(3, 12)
+    only_loud[:, 5] = 12.0
+    expected = (pred[:, 5] - target[:, 5]).square().mean(dim=-1)
+    assert torch.allclose(per_row_mse(pred, target, only_loud), expected)

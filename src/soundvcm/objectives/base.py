@@ -39,9 +39,26 @@ class Objective(Protocol):
     ) -> LossOutput: ...
 
 
-def per_row_mse(pred: Tensor, target: Tensor) -> Tensor:
-    """The raw MSE of each row, averaged over its D data dimensions (Eq. 10's 1/D ||.||^2)."""
-    return (pred - target).square().flatten(1).mean(dim=1)
+def per_row_mse(pred: Tensor, target: Tensor, frame_weights: Tensor | None = None) -> Tensor:
+    """The raw MSE of each row, averaged over its D data dimensions (Eq. 10's 1/D ||.||^2); with
+    ``frame_weights`` (B, L) of mean 1 per row (:func:`loud_frame_weights`), a weighted mean over
+    the L frames of (B, L, C) rows."""
+    if frame_weights is None:
+        return (pred - target).square().flatten(1).mean(dim=1)
+    return ((pred - target).square().mean(dim=-1) * frame_weights).mean(dim=1)
+
+
+def loud_frame_weights(x0: Tensor, strength: float) -> Tensor:
+    """(B, L) weights of mean 1 per row that favour a clip's loud frames over its quiet bed (issue 33:
+    a candidate cause of noise-shaped texture is that most frames are bed, so most of the loss is
+    spent on modelling noise). A frame's loudness is the mean of its normalised latent channels (for
+    the lite sets' mel latent, its mean log-mel above the data's mean); frames above the row's
+    median get ``1 + strength * z`` (z: standard scores, clamped to [0, 3]), the rest 1, then the
+    row is rescaled to mean 1 so the loss keeps its scale. ``strength`` 0: all ones."""
+    loud = x0.float().mean(dim=-1)  # (B, L)
+    z = (loud - loud.median(dim=1, keepdim=True).values) / loud.std(dim=1, keepdim=True).clamp_min(1e-6)
+    w = 1.0 + strength * z.clamp(0.0, 3.0)
+    return w / w.mean(dim=1, keepdim=True)
 
 
 def adaptive_weight(mse: Tensor, p: float, eps: float) -> Tensor:

@@ -14,7 +14,7 @@ import torch
 from soundvcm.conditions import ConditionDropout
 from soundvcm.flow import interpolate, path_velocity
 from soundvcm.network.protocol import VelocityNet, call_network
-from soundvcm.objectives.base import Batch, LossOutput, per_row_mse
+from soundvcm.objectives.base import Batch, LossOutput, loud_frame_weights, per_row_mse
 from soundvcm.objectives.time_sampling import TimeSampling
 
 
@@ -22,6 +22,7 @@ from soundvcm.objectives.time_sampling import TimeSampling
 class FlowMatchingConfig:
     time: TimeSampling = field(default_factory=lambda: TimeSampling(mean=0.0, std=1.0, equal_ratio=1.0))
     dropout: ConditionDropout = field(default_factory=lambda: ConditionDropout(row_prob=0.0, group_prob=0.1))
+    loud_frames: float = 0.0  # > 0: weigh a clip's loud frames up (base.loud_frame_weights; issue 33's candidate)
 
 
 class FlowMatching:
@@ -42,5 +43,6 @@ class FlowMatching:
         null = net.null_conditions(b)
         dropped, _ = self.config.dropout.apply(batch.conditions, null, net.condition_groups, generator)
         u = call_network(net, x_t, t, t, net.prepare(dropped))
-        mse = per_row_mse(u, path_velocity(x0, eps))
+        weights = loud_frame_weights(x0, self.config.loud_frames) if self.config.loud_frames else None
+        mse = per_row_mse(u, path_velocity(x0, eps), weights)
         return LossOutput(loss=mse.mean(), t=t, s=t, mse=mse.detach())
