@@ -107,7 +107,7 @@ class DemoBackend:
         pipe = self.pipes[model]
         duration = _number(duration, "duration (s)")
         steps, seed = int(_number(steps, "steps", whole=True)), int(_number(seed, "seed", whole=True))
-        shortest = pipe.net.sequence.min_duration
+        shortest = pipe.min_duration
         if not shortest <= duration <= self.cfg.max_seconds:
             raise ValueError(f"duration must be from {shortest:.2f} to {self.cfg.max_seconds:g} s, got {duration:g}")
         if not 1 <= steps <= MAX_STEPS:

@@ -132,7 +132,6 @@ def _stage_calls(pipe) -> dict[str, tuple[str, Callable[[], object]]]:
     frames = torch.randint(
         0, 256, (1, 8, 3, pipe.spec.clip_frames.height, pipe.spec.clip_frames.width), dtype=torch.uint8
     )
-    net.set_duration(float(net.config.sequence.duration))
     seq = net.sequence
     prepared = net.prepare({k: v.to(pipe.device) for k, v in net.null_conditions(1).items()})
     x = torch.randn(1, seq.latent_seq_len, net.config.latent_dim, device=pipe.device)

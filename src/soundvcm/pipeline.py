@@ -42,7 +42,7 @@ from soundvcm.network.checkpoint import MMAUDIO_NETWORKS, is_registered_mmaudio,
 from soundvcm.network.protocol import autocast
 from soundvcm.precision import INFERENCE_STAGES, PrecisionPlan, resolve_precision
 from soundvcm.sampling import SamplerOptions, initial_noise, sample
-from soundvcm.sequence import window_starts
+from soundvcm.sequence import SequenceConfig, window_starts
 from soundvcm.spec import ModelSpec, legacy_spec, read_spec
 from soundvcm.weights import resolve
 
@@ -97,7 +97,7 @@ class Pipeline:
         self.precision = precision
         self.dtype = self.precision.dtype("network")
         self.model_path = model_path
-        self.default_duration = float(net.sequence.duration)  # the clip length the model was trained on
+        self.default_duration = float(net.config.sequence.duration)  # the clip length the model was trained on
         self.spec = getattr(encoders, "spec", None) or encoder_spec(self.encoder_set)
         self.spec.check_network(net.config)
         self.encoders.set_precision(self.precision)
@@ -167,25 +167,24 @@ class Pipeline:
         return self.provenance.get("kind") == "random-init"
 
     @property
-    def min_duration(self) -> float:
-        """The shortest clip the sync encoder takes (one segment), seconds."""
+    def min_duration(self) -> float:  # the shortest clip the sync encoder takes, seconds
         return self.spec.sequence.min_duration
 
     def default_sampler(self) -> str:
         return self.model_spec.sampler.kind
 
     def sampler(self, kind: str | None = None, **settings) -> SamplerOptions:
-        """The model's own sampler options (its spec) with ``settings`` replaced (None: kept); ``kind``
-        another sampler's defaults instead (Alg. 2 in 1 step, or Euler 25 x CFG 4.5). A setting the
-        sampler does not have is a ValueError naming it."""
+        """The model's sampler options (its spec; ``kind``: another sampler's defaults) with ``settings``
+        replaced (None: kept); a setting the sampler does not have is a ValueError naming it."""
         return self.model_spec.sampler_for(kind, **settings)
 
     # ----- conditions --------------------------------------------------------------------
-    def _set_duration(self, duration: float, source: str | Path | None = None) -> None:
+    def _sequence(self, duration: float, source: str | Path | None = None) -> SequenceConfig:
+        """The encoder set's timeline for a clip of ``duration`` seconds: every length of one call."""
         if duration < self.min_duration - 1e-9:
             what = f"{source}: " if source is not None else ""
             raise ValueError(f"{what}{duration:.2f} s is too short; the minimum is {self.min_duration:.2f} s")
-        self.net.set_duration(duration)
+        return self.spec.sequence.with_duration(duration)
 
     def _encode(
         self,
@@ -213,9 +212,8 @@ class Pipeline:
                     duration = math.floor(clip.duration * 100) / 100  # whole centiseconds
                     notes.append(f"generating {duration:.2f} s (the video's length) instead of the requested length")
                 frames = clip.frames
-        self._set_duration(duration, video)
-        seq = self.net.sequence
-        null = self.net.null_conditions(1)
+        seq = self._sequence(duration, video)
+        null = self.net.null_conditions(1, seq)
         conditions = {k: v.detach() for k, v in null.items()}
         if frames is not None:
             with timer("visual"):
@@ -304,21 +302,20 @@ class Pipeline:
         negative_prompt: str | None = None,
         timer: StageTimer | None = None,
     ) -> tuple[Tensor, int]:
-        """(log-mel (1, mels, frames), NFE) of one generation: :meth:`synthesize` before the vocoder."""
+        """(log-mel (1, mels, frames), NFE): :meth:`synthesize` before the vocoder."""
         options = options or self.model_spec.sampler
         timer = timer or StageTimer(self.device)
-        self._set_duration(encoded.duration)
-        net = self.net
+        seq, net = self._sequence(encoded.duration), self.net
         if negative_prompt is not None:
             with timer("text"):
-                neg = {k: v.to(self.device) for k, v in net.null_conditions(1).items()}
+                neg = {k: v.to(self.device) for k, v in net.null_conditions(1, seq).items()}
                 neg["text"] = self.encoders.encode_text([negative_prompt]).to(self.device)
         with timer("network"):
-            prepared = net.prepare(encoded.conditions)
-            null = net.prepare(neg) if negative_prompt is not None else None
+            prepared = net.prepare(encoded.conditions, seq)
+            null = net.prepare(neg, seq) if negative_prompt is not None else None
             if null is None and options.needs_null:
-                null = net.prepare_null(1)  # CFG's unconditional branch
-            shape = (1, net.sequence.latent_seq_len, net.config.latent_dim)
+                null = net.prepare_null(1, seq)  # CFG's unconditional branch
+            shape = (1, seq.latent_seq_len, net.config.latent_dim)
             noise = initial_noise(shape, seed=seed).to(self.device)
             x = sample(autocast(net, self.dtype), noise, prepared, options, null)
             latent = net.unnormalize(x)
@@ -373,7 +370,7 @@ class Pipeline:
             )
         starts = window_starts(total, window, overlap)
         timer = timer or StageTimer(self.device)
-        fps = self.sample_rate / self.net.sequence.hop_length  # mel frames per second
+        fps = self.sample_rate / self.spec.sequence.hop_length  # mel frames per second
         mels: list[tuple[int, Tensor]] = []
         notes: list[str] = []
         damaged = False
@@ -395,7 +392,7 @@ class Pipeline:
             progress(len(starts), len(starts))
         with timer("vocoder"):
             stitched = stitch_mels(mels, int(round(overlap * fps)))
-            hop = self.net.sequence.hop_length
+            hop = self.spec.sequence.hop_length
             wave = vocode_in_chunks(self.encoders.vocode, stitched.to(self.device), hop, 2048, 64).float().cpu()
         covered = min(wave.numel(), int(round(total * self.sample_rate)))
         wave, _ = limit_peak(wave[:covered])

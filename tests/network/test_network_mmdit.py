@@ -116,17 +116,36 @@ def test_strict_load_errors_name_the_mismatch():
         load_state_dict_strict(net, bad)
 
 
-def test_duration_change_rebuilds_rope_only():
+def _conditions_for(net, seq, b=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    cfg = net.config
+    return {
+        "clip": torch.randn(b, seq.clip_seq_len, cfg.clip_dim, generator=g),
+        "sync": torch.randn(b, seq.sync_seq_len, cfg.sync_dim, generator=g),
+        "text": torch.randn(b, cfg.text_seq_len, cfg.text_dim, generator=g),
+    }
+
+
+def test_another_duration_is_an_argument_not_state():
+    """Issue 36: a 2 s clip on a 1 s network is a call with another SequenceConfig; the network and
+    its default calls are untouched, and RoPE follows the inputs' lengths."""
     net = _randomize(_debug()).eval()
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    net.set_duration(2.0)
-    assert net.sequence.latent_seq_len == 63 and net.latent_rot.shape[1] == 63
-    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
-    prepared = net.prepare(_conditions(net))
-    out = net(torch.randn(2, 63, 8), torch.rand(2), torch.rand(2) * 0.1, prepared)
-    assert out.shape == (2, 63, 8)
-    with pytest.raises(ValueError, match="expects"):
-        net(torch.randn(2, 32, 8), torch.rand(2), torch.rand(2), prepared)
+    trained = net.sequence
+    seq = trained.with_duration(2.0)
+    assert seq.latent_seq_len == 63 and not hasattr(net, "set_duration")
+    prepared = net.prepare(_conditions_for(net, seq), seq)
+    x, t, s = torch.randn(2, 63, 8), torch.rand(2), torch.rand(2) * 0.1
+    out = net(x, t, s, prepared)
+    assert out.shape == (2, 63, 8) and torch.isfinite(out).all()
+    assert net.sequence is trained and all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    default = net.prepare(_conditions(net))  # the trained length, as before
+    assert net(torch.randn(2, trained.latent_seq_len, 8), t, s, default).shape[1] == trained.latent_seq_len
+    with pytest.raises(ValueError, match="prepared for 63"):
+        net(torch.randn(2, 32, 8), t, s, prepared)
+    with pytest.raises(ValueError, match="clip features have shape"):
+        net.prepare(_conditions(net), seq)  # 1 s features for a 2 s call
+    assert torch.equal(net(x, t, s, prepared), out)  # the cached RoPE tables change nothing
 
 
 def test_wrong_feature_shapes_are_refused():

@@ -182,10 +182,12 @@ def _mmaudio_layout(rot: Tensor) -> Tensor:
 
 def drop_derived_buffers(state: dict[str, Tensor], net: MMDiT) -> dict[str, Tensor]:
     """``state`` without MMAudio's derived buffers, after checking each equals what ``net`` computes."""
+    seq = net.sequence  # the trained lengths, which the released file's tables were made for
+    latent_rot, clip_rot = net.rotations(seq.latent_seq_len, seq.clip_seq_len, torch.device("cpu"))
     ours: dict[str, Tensor] = {
         "t_embed.freqs": cast(Tensor, net.t_embed.freqs),
-        "latent_rot": _mmaudio_layout(net.latent_rot),
-        "clip_rot": _mmaudio_layout(net.clip_rot),
+        "latent_rot": _mmaudio_layout(latent_rot),
+        "clip_rot": _mmaudio_layout(clip_rot),
     }
     kept = dict(state)
     for key in MMAUDIO_DERIVED_BUFFERS:

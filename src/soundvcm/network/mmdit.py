@@ -35,8 +35,6 @@ class MMDiT(VelocityNet):
     """u(latent, t, s | clip, sync, text) with MMAudio's parameter names."""
 
     condition_groups = {"video": ("clip", "sync"), "text": ("text",)}
-    latent_rot: Tensor  # RoPE tables (buffers, not saved: recomputed from the sequence lengths)
-    clip_rot: Tensor
     offset_embed: TimeEmbedder
 
     def __init__(self, config: MMDiTConfig = MMDiTConfig()):
@@ -82,7 +80,10 @@ class MMDiT(VelocityNet):
         self.empty_clip_feat = nn.Parameter(torch.zeros(1, config.clip_dim))
         self.empty_sync_feat = nn.Parameter(torch.zeros(1, config.sync_dim))
         self._init_weights()
-        self._set_rotations(config.sequence)
+        # the timeline it was trained on: each call's default, never changed (another duration is an
+        # argument of prepare / null_conditions, and RoPE follows the inputs' lengths)
+        self.sequence: SequenceConfig = config.sequence
+        self._rotations: dict[tuple[int, int, str], tuple[Tensor, Tensor]] = {}
 
     # ----- construction ------------------------------------------------------------------
     def _init_weights(self) -> None:
@@ -106,33 +107,37 @@ class MMDiT(VelocityNet):
             for p in (cast(nn.Linear, m).weight, cast(nn.Linear, m).bias):
                 nn.init.zeros_(p)
 
-    def _set_rotations(self, seq: SequenceConfig) -> None:
-        hd = self.config.head_dim
-        self.register_buffer("latent_rot", rope_rotations(seq.latent_seq_len, hd), persistent=False)
-        scale = seq.latent_seq_len / seq.clip_seq_len  # clip positions on the latent timeline
-        self.register_buffer("clip_rot", rope_rotations(seq.clip_seq_len, hd, freq_scaling=scale), persistent=False)
-        self.sequence = seq
-
-    def set_duration(self, duration: float) -> None:
-        """Change the duration: only the RoPE tables change (weights are length-agnostic)."""
-        self._set_rotations(self.sequence.with_duration(duration))
-        device = self.latent_mean.device
-        self.latent_rot = self.latent_rot.to(device)
-        self.clip_rot = self.clip_rot.to(device)
+    def rotations(self, latent_len: int, clip_len: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """RoPE tables for ``latent_len`` latent and ``clip_len`` clip tokens (the clip positions on
+        the latent timeline), made once per length pair and device; they hold no weights."""
+        key = (latent_len, clip_len, str(device))
+        if key not in self._rotations:
+            hd = self.config.head_dim
+            latent = rope_rotations(latent_len, hd).to(device)
+            clip = rope_rotations(clip_len, hd, freq_scaling=latent_len / clip_len).to(device)
+            self._rotations[key] = (latent, clip)
+        return self._rotations[key]
 
     # ----- protocol ----------------------------------------------------------------------
-    def null_conditions(self, batch_size: int) -> Conditions:
-        seq = self.sequence
+    def null_conditions(self, batch_size: int, seq: SequenceConfig | None = None) -> Conditions:
+        """The null features for ``batch_size`` rows of ``seq``'s lengths (default: the trained ones)."""
+        seq = seq or self.sequence
         return {
             "clip": self.empty_clip_feat[None].expand(batch_size, seq.clip_seq_len, -1),
             "sync": self.empty_sync_feat[None].expand(batch_size, seq.sync_seq_len, -1),
             "text": self.empty_string_feat[None].expand(batch_size, -1, -1),
         }
 
-    def prepare(self, conditions: Conditions) -> Prepared:
-        """Project and pool the conditions once; reused by every forward of a step or sampler."""
+    def prepare_null(self, batch_size: int, seq: SequenceConfig | None = None) -> Prepared:
+        """The prepared null conditions of ``seq``'s lengths (CFG's unconditional branch), broadcast."""
+        one = self.prepare(self.null_conditions(1, seq), seq)
+        return {k: v.expand(batch_size, *v.shape[1:]) for k, v in one.items()}
+
+    def prepare(self, conditions: Conditions, seq: SequenceConfig | None = None) -> Prepared:
+        """Project and pool the conditions once; reused by every forward of a step or sampler.
+        ``seq``: the lengths of a clip of another duration (default: the trained one)."""
         clip, sync, text = conditions["clip"], conditions["sync"], conditions["text"]
-        seq, cfg = self.sequence, self.config
+        seq, cfg = seq or self.sequence, self.config
         expected = {
             "clip": (seq.clip_seq_len, cfg.clip_dim),
             "sync": (seq.sync_seq_len, cfg.sync_dim),
@@ -171,8 +176,10 @@ class MMDiT(VelocityNet):
             if sync_f is None or text_f is None:
                 raise TypeError("forward(latent, t, s, clip_f, sync_f, text_f) needs all three feature tensors")
             prepared = self.prepare({"clip": prepared, "sync": sync_f, "text": text_f})
-        if latent.shape[1] != self.sequence.latent_seq_len:
-            raise ValueError(f"latent has {latent.shape[1]} frames, the network expects {self.sequence.latent_seq_len}")
+        frames = prepared["sync"].shape[1]  # prepare() put the sync features on the latent timeline
+        if latent.shape[1] != frames:
+            raise ValueError(f"latent has {latent.shape[1]} frames, the conditions were prepared for {frames}")
+        latent_rot, clip_rot = self.rotations(latent.shape[1], prepared["clip"].shape[1], latent.device)
         flip = self.config.mmaudio_time
         t_in = 1 - t if flip else t
         time_c = self.t_embed(t_in)
@@ -185,9 +192,9 @@ class MMDiT(VelocityNet):
         x = self.audio_input_proj(latent)
         clip, text = prepared["clip"], prepared["text"]
         for block in self.joint_blocks:
-            x, clip, text = block(x, clip, text, global_c, extended_c, self.latent_rot, self.clip_rot)
+            x, clip, text = block(x, clip, text, global_c, extended_c, latent_rot, clip_rot)
         for block in self.fused_blocks:
-            x = block(x, extended_c, self.latent_rot)
+            x = block(x, extended_c, latent_rot)
         out = self.final_layer(x, extended_c if self.config.final_uses_extended else global_c)
         return -out if flip else out
 
