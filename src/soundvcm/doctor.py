@@ -103,8 +103,7 @@ def _cpu(report: Report) -> None:
         report.hints.append(f"only {threads} of {physical} cores are used (OMP_NUM_THREADS / torch.set_num_threads?)")
 
 
-def _plan(report: Report, device: torch.device) -> None:
-    plan = resolve_precision("auto", device)
+def _plan(report: Report, device: torch.device, plan) -> None:
     report.add(plan.describe())
     if device.type == "cpu" and native_bf16_cpu()[0]:
         checks = [kernel_check(k) for k in sorted(set(STAGE_KERNELS.values()))]
@@ -153,10 +152,9 @@ def _stage_calls(pipe) -> dict[str, tuple[str, Callable[[], object]]]:
     }
 
 
-def _stages(report: Report, model: str, device: torch.device, repeats: int) -> None:
+def _stages(report: Report, model: str, device: torch.device, repeats: int, auto) -> None:
     from soundvcm.pipeline import Pipeline
 
-    auto = resolve_precision("auto", device)
     native = device.type != "cpu" or native_bf16_cpu()[0]
     pipes = {
         p: Pipeline.load(model, device=str(device), precision=p) for p in (("fp32", "bf16") if native else ("fp32",))
@@ -210,10 +208,11 @@ def diagnose(model: str | None = "default", device: str = "auto", repeats: int =
     dev = select_device(device)
     _versions(report)
     _cpu(report)
-    _plan(report, dev)
+    plan = resolve_precision("auto", dev)  # once: what the report prints is what the stages are held to
+    _plan(report, dev, plan)
     if model is not None:
         try:
-            _stages(report, model, dev, repeats)
+            _stages(report, model, dev, repeats, plan)
         except (ValueError, OSError) as exc:
             report.hints.append(f"the stage benchmark could not load {model!r}: {exc}")
     return report

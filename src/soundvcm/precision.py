@@ -35,8 +35,10 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")
 STAGES = ("visual", "text", "vocoder", "network", "train")
@@ -107,6 +109,8 @@ def cpu_flags() -> frozenset[str]:
 
 def cpu_capability() -> str:
     """PyTorch's CPU kernel level (``AVX2``, ``AVX512``, ``DEFAULT``, ``SVE256``, ...)."""
+    import torch
+
     return str(torch.backends.cpu.get_cpu_capability())
 
 
@@ -139,6 +143,8 @@ MAX_TRIES = 3  # processes that measure again while the remembered check is unst
 
 def _kernel(kind: str) -> tuple[Callable[[], object], int]:
     """A small, representative kernel of each stage kind, and how many calls make one timing."""
+    import torch
+
     g = torch.Generator().manual_seed(0)
     if kind == "matmul":  # the network's and text encoder's linear layers
         a, b = torch.randn(128, 384, generator=g), torch.randn(384, 768, generator=g)
@@ -155,6 +161,8 @@ def _kernel(kind: str) -> tuple[Callable[[], object], int]:
 
 
 def _timed(fn: Callable[[], object], calls: int, dtype: torch.dtype | None) -> float:
+    import torch
+
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
         start = time.perf_counter()
         for _ in range(calls):
@@ -172,6 +180,8 @@ def _cache_path():
 def _machine_key() -> str:
     """What the check's answer depends on: the processor, its flags and PyTorch's build."""
     import hashlib
+
+    import torch
 
     flags = hashlib.md5(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:12]
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL")
@@ -198,6 +208,8 @@ class KernelCheck:
 
 def summarize(kind: str, ratios: list[float], tries: int = 1) -> KernelCheck:
     """A :class:`KernelCheck` from per-round ratios (the decision logic, testable on injected timings)."""
+    import torch
+
     q25, q50, q75 = (
         float(v)
         for v in torch.tensor(ratios, dtype=torch.float64).quantile(
@@ -215,6 +227,8 @@ def measure_ratios(kind: str, rounds: int = ROUNDS) -> list[float]:
     One thread, because that ratio is what the instruction set decides and it holds when other work
     shares the machine: with both cores busy elsewhere, 2-thread timings measured bf16 at 0.65x while
     one thread (and the real stages) measured 1.8x (BENCHMARKS.md)."""
+    import torch
+
     fn, calls = _kernel(kind)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -332,6 +346,8 @@ class PrecisionPlan:
 
     def dtype(self, stage: str) -> torch.dtype | None:
         """The autocast dtype of ``stage`` (None: plain fp32)."""
+        import torch
+
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; one of {', '.join(STAGES)}")
         return torch.bfloat16 if self.stages.get(stage, "fp32") == "bf16" else None
@@ -349,6 +365,8 @@ class PrecisionPlan:
         return f"precision {self.requested} on {self.device}: {', '.join(parts)} ({self.reason})"
 
     def to_dict(self) -> dict:
+        import torch
+
         out = {"requested": self.requested, "device": self.device, "stages": dict(self.stages), "reason": self.reason}
         if self.speedups:
             out["bf16_speedup"] = {k: round(v, 3) for k, v in self.speedups.items()}
@@ -361,6 +379,8 @@ def resolve_precision(
     requested: str = "auto", device: str | torch.device = "cpu", stages: tuple[str, ...] = STAGES
 ) -> PrecisionPlan:
     """The :class:`PrecisionPlan` for ``stages`` on ``device`` (the one place this is decided)."""
+    import torch
+
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     unknown = [s for s in stages if s not in STAGES]

@@ -7,6 +7,7 @@ import math
 
 from soundvcm.device import DEVICES
 from soundvcm.network.config import PRESETS
+from soundvcm.precision import PRECISIONS
 
 NETWORK_PRESET_NAMES = tuple(PRESETS)  # from the one preset table, without importing torch
 
@@ -40,7 +41,7 @@ def add_precision_option(parser, what: str = "every stage") -> None:
     """``--precision auto|fp32|bf16``, worded the same on every command (:mod:`soundvcm.precision`)."""
     parser.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16"),
+        choices=PRECISIONS,
         default="auto",
         help=f"numeric precision of {what}: auto (default: bf16 on a GPU, and on a CPU only where it computes bf16 "
         "natively and a short measured check finds it faster; fp32 elsewhere), fp32 or bf16",

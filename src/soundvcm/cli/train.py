@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from soundvcm.cli.common import add_device_option
+from soundvcm.precision import PRECISIONS
 
 # the training presets by name (soundvcm.training.config.TRAIN_PRESETS, which imports torch; a test
 # keeps the two equal): paper-scale, the lite_small family (the shipped lite models) and lite2_small's
@@ -81,7 +82,7 @@ def register(commands) -> None:
     tr.add_argument("--fsdp", action="store_const", const="fsdp", dest="parallel", help="same as --parallel fsdp")
     tr.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16"),
+        choices=PRECISIONS,
         default=None,
         help="the network's autocast while training: auto (bf16 on a GPU, and on a CPU only where it computes bf16 "
         "natively and a measured check finds it faster; fp32 elsewhere), fp32 or bf16; default: the preset's "

@@ -166,9 +166,9 @@ def extract(
         remove_stale(out)  # shards a killed run was writing
     _check_or_save_meta(out, meta, rank)
     if encoders is None:
-        encoders = load_encoder_set(encoder_set, device=device, precision=resolve_precision(precision, device))
+        encoders = load_encoder_set(encoder_set, device=device, precision=plan)
     else:
-        encoders.set_precision(resolve_precision(precision, device))
+        encoders.set_precision(plan)
     specs = {"clip": spec.clip_frames, "sync": spec.sync_frames}
     mine = [s for s in range(meta.num_shards) if s % world == rank and not shard_path(out, s).is_file()]
     todo = sum(min(rows_per_shard, len(rows) - s * rows_per_shard) for s in mine)

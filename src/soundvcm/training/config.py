@@ -72,11 +72,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         from soundvcm.network.mmdit import NETWORK_PRESETS
+        from soundvcm.precision import PRECISIONS
 
         choices: dict[str, Any] = {
             "network": NETWORK_PRESETS,
             "objective": OBJECTIVE_PRESETS,
-            "precision": ("auto", "fp32", "bf16"),
+            "precision": PRECISIONS,
         }
         for key, valid in choices.items():
             if getattr(self, key) not in valid:

@@ -13,6 +13,7 @@ from soundvcm.cli.common import (
     positive_int,
     save_json,
 )
+from soundvcm.precision import PRECISIONS
 
 
 def register(benches) -> None:
@@ -31,8 +32,7 @@ def _register_network(benches) -> None:
     )
     netb.add_argument("--preset", default="small_16k", help="network preset (default small_16k)")
     add_device_option(netb)
-    add_precision_option(netb, "the network forward (default here: fp32)")
-    netb.set_defaults(precision="fp32")
+    add_precision_option(netb, "the network forward")
     netb.add_argument("--compile", action="store_true", help="torch.compile the network")
     netb.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (default 3)")
     netb.add_argument(
@@ -107,7 +107,7 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
         models=tuple(n.strip() for n in args.models.split(",") if n.strip()),
         precisions=tuple(p.strip() for p in args.precisions.split(",") if p.strip()),
     )
-    bad = [p for p in cfg.precisions if p not in ("auto", "fp32", "bf16")]
+    bad = [p for p in cfg.precisions if p not in PRECISIONS]
     if bad or not cfg.precisions:
         raise ValueError(f"--precisions takes auto, fp32 and bf16, got {args.precisions!r}")
     rows = run_pipeline_bench(cfg)
@@ -133,8 +133,7 @@ def _register_train(benches) -> None:
         "--timed-steps", type=positive_int, default=2, help="timed steps per objective after a warm-up (default 2)"
     )
     add_device_option(tb)
-    add_precision_option(tb, "the network's autocast (default here: fp32)")
-    tb.set_defaults(precision="fp32")
+    add_precision_option(tb, "the network's autocast")
     tb.add_argument("--compile", action="store_true", help="torch.compile the network")
     tb.add_argument("--objectives", default="fm,vcm,meanflow", help="comma-separated (default fm,vcm,meanflow)")
     tb.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
