@@ -88,6 +88,22 @@ class DemoBackend:
             limit = self.cfg.max_seconds
             raise ValueError(f"{name} is {info.duration:.1f} s long; this demo takes videos up to {limit:g} s")
 
+    def _fields(self, model: str, duration: Any, steps: Any, seed: Any) -> tuple[Pipeline, float, int, int]:
+        """The numeric fields as numbers in range, or a ValueError whose message the page shows as is."""
+        if model not in self.pipes:
+            raise ValueError(f"choose a model: {', '.join(self.pipes)}")
+        pipe = self.pipes[model]
+        duration = _number(duration, "duration (s)")
+        steps, seed = int(_number(steps, "steps", whole=True)), int(_number(seed, "seed", whole=True))
+        shortest = pipe.min_duration
+        if not shortest <= duration <= self.cfg.max_seconds:
+            raise ValueError(f"duration must be from {shortest:.2f} to {self.cfg.max_seconds:g} s, got {duration:g}")
+        if not 1 <= steps <= MAX_STEPS:
+            raise ValueError(f"steps must be from 1 to {MAX_STEPS}, got {steps}")
+        if not -1 <= seed < 2**63:
+            raise ValueError(f"seed must be -1 (random) or a whole number from 0 to 2^63 - 1, got {seed}")
+        return pipe, duration, steps, seed
+
     def generate(
         self,
         mode: str,
@@ -102,18 +118,7 @@ class DemoBackend:
         """(mp4 or None, audio, spectrogram png, markdown of stage times and NFE). Every field is checked
         first, whatever the page sent (text, None, NaN, a huge number): a bad one is a ValueError whose
         message the page shows as it is."""
-        if model not in self.pipes:
-            raise ValueError(f"choose a model: {', '.join(self.pipes)}")
-        pipe = self.pipes[model]
-        duration = _number(duration, "duration (s)")
-        steps, seed = int(_number(steps, "steps", whole=True)), int(_number(seed, "seed", whole=True))
-        shortest = pipe.min_duration
-        if not shortest <= duration <= self.cfg.max_seconds:
-            raise ValueError(f"duration must be from {shortest:.2f} to {self.cfg.max_seconds:g} s, got {duration:g}")
-        if not 1 <= steps <= MAX_STEPS:
-            raise ValueError(f"steps must be from 1 to {MAX_STEPS}, got {steps}")
-        if not -1 <= seed < 2**63:
-            raise ValueError(f"seed must be -1 (random) or a whole number from 0 to 2^63 - 1, got {seed}")
+        pipe, duration, steps, seed = self._fields(model, duration, steps, seed)
         if mode == "video":
             self.check_video(media)
         elif mode == "image" and not media:

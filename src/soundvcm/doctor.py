@@ -136,7 +136,7 @@ def _stage_calls(pipe) -> dict[str, tuple[str, Callable[[], object]]]:
     x = torch.randn(1, seq.latent_seq_len, net.config.latent_dim, device=pipe.device)
     t = torch.ones(1, device=pipe.device)
     mel_frames = pipe.sample_rate // pipe.spec.sequence.hop_length  # 1 s of audio
-    mel = torch.randn(1, 80 if pipe.encoder_set.startswith("lite") else enc.mel.n_mels, mel_frames) * 2 - 5
+    mel = torch.randn(1, pipe.spec.n_mels, mel_frames) * 2 - 5
 
     def network() -> object:
         from soundvcm.network.protocol import autocast

@@ -1,33 +1,24 @@
-"""Numeric precision per stage, decided in one place from what the device can do (issue 22).
+"""Numeric precision per stage, decided in one place from what the device can do (issues 22, 35).
 
-Stages: ``visual`` (clip-frame encoder, also in extraction), ``text`` (text encoder), ``vocoder``
-(latent decoder and vocoder), ``network`` (the velocity network at inference) and ``train`` (the
-network's autocast while training). :func:`resolve_precision` turns a request (``auto``,
-``fp32`` or ``bf16``) and a device into a :class:`PrecisionPlan` that says, for each stage,
-whether it runs under bf16 autocast, and why.
-
-``auto``:
-
-* CUDA: bf16 where the GPU supports it (Ampere and later), else fp32.
-* CPU: bf16 only where the processor has **native bf16** (x86: the ``avx512_bf16`` or
-  ``amx_bf16`` flag, with PyTorch's kernels at the AVX512 level and oneDNN not capped below
-  it; Arm: the ``bf16`` feature) **and** a short measured check of the stage's kind of kernel
-  (matmul, conv1d or conv2d, on one thread, in 9 interleaved fp32/bf16 rounds; remembered per
-  machine) finds bf16 at least 10 % faster. The check decides only when its rounds agree
-  (:class:`KernelCheck`); where a busy machine makes them scatter, a capability table by
-  instruction set decides, and the next processes measure again (up to three tries). On a
-  CPU without native bf16 (AVX2 only, for instance) bf16 is emulated and 40-90x *slower* than
-  fp32 (issue 22's AMD EPYC: a Conv1d 45x, a 1024^2 matmul 92x), so it is never chosen there.
-* anything else (MPS, ...): fp32.
-
-``fp32`` and ``bf16`` force every stage; a forced bf16 on a CPU without native bf16 runs, with a
-warning in :attr:`PrecisionPlan.notes`. The plan is written into benchmark JSON, run configs,
-feature caches and checkpoints (:meth:`PrecisionPlan.to_dict`), and ``soundvcm doctor``
-prints it beside a micro-benchmark of each real stage.
+Stages: ``visual``, ``text``, ``vocoder`` (with the latent decoder), ``network`` (inference) and
+``train`` (the network's autocast while training). :func:`resolve_precision` turns a request
+(:data:`PRECISIONS`) and a device into a :class:`PrecisionPlan`: each stage's choice, and why.
+``auto``: on CUDA bf16 where the GPU supports it; on a CPU bf16 only where it computes bf16
+**natively** (x86 ``avx512_bf16``/``amx_bf16`` with PyTorch's kernels at AVX512 and oneDNN not
+capped below; Arm ``bf16``) **and** a measured check of the stage's kind of kernel (matmul,
+conv1d or conv2d; one thread, 9 interleaved fp32/bf16 rounds, remembered per machine) finds it
+>= 10 % faster. The check decides only when its rounds agree (:class:`KernelCheck`); where a
+busy machine scatters them, a capability table decides and later processes measure again (up
+to three tries). Without native bf16 (AVX2 only) bf16 is emulated and 40-90x *slower*, so never
+chosen; other devices (MPS, ...): fp32. ``fp32``/``bf16`` force every stage (a forced bf16 without
+native support runs, with a note). The plan is written into bench JSON, run configs, caches and
+checkpoints (:meth:`PrecisionPlan.to_dict`); ``soundvcm doctor`` prints it. Torch is imported
+inside the functions, so the command line can list the choices without loading it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
@@ -208,15 +199,15 @@ class KernelCheck:
 
 def summarize(kind: str, ratios: list[float], tries: int = 1) -> KernelCheck:
     """A :class:`KernelCheck` from per-round ratios (the decision logic, testable on injected timings)."""
-    import torch
+    x = sorted(ratios)
 
-    q25, q50, q75 = (
-        float(v)
-        for v in torch.tensor(ratios, dtype=torch.float64).quantile(
-            torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
-        )
-    )
-    return KernelCheck(kind, q50, q75 / q25 if q25 > 0 else float("inf"), len(ratios), tries)
+    def quantile(q: float) -> float:  # linear interpolation between order statistics
+        pos = q * (len(x) - 1)
+        lo = int(pos)
+        return x[lo] + (x[min(lo + 1, len(x) - 1)] - x[lo]) * (pos - lo)
+
+    q25, q75 = quantile(0.25), quantile(0.75)
+    return KernelCheck(kind, quantile(0.5), q75 / q25 if q25 > 0 else float("inf"), len(ratios), tries)
 
 
 def measure_ratios(kind: str, rounds: int = ROUNDS) -> list[float]:
@@ -250,65 +241,57 @@ def measure_speedup(kind: str, repeats: int = ROUNDS) -> float:
     return summarize(kind, measure_ratios(kind, repeats)).ratio
 
 
+def _known() -> dict:
+    """The remembered checks of every machine this home has seen (``~/.cache/soundvcm/precision.json``)."""
+    import json
+
+    try:
+        known = json.loads(_cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def _remember(known: dict) -> None:
+    import json
+
+    from soundvcm.atomic import atomic_write
+
+    with contextlib.suppress(OSError):  # a read-only home: measure again next time
+        atomic_write(_cache_path(), lambda tmp: tmp.write_text(json.dumps(known, indent=1)))
+
+
 @functools.cache
 def kernel_check(kind: str) -> KernelCheck:
     """The check of ``kind`` on this machine, remembered in ``~/.cache/soundvcm/precision.json`` so
     every process makes the same choice: measured once, or again by the next processes (up to
     :data:`MAX_TRIES`) while the remembered one is unstable, so a busy first moment is not final;
     measured anew when the processor, torch or the kernels change, or on ``doctor --remeasure``."""
-    import json
-
-    path, key = _cache_path(), _machine_key()
-    try:
-        known = json.loads(path.read_text())
-    except (OSError, ValueError):
-        known = {}
+    known, key = _known(), _machine_key()
     entry = known.get(key, {}).get(kind) if isinstance(known.get(key), dict) else None
+    tries = 1
     if isinstance(entry, dict):
         try:
             cached = KernelCheck(
                 kind, float(entry["ratio"]), float(entry["spread"]), int(entry["rounds"]), int(entry["tries"])
             )
-            if cached.stable or cached.tries >= MAX_TRIES:
-                return cached
         except (KeyError, TypeError, ValueError):
             cached = None
+        if cached is not None and (cached.stable or cached.tries >= MAX_TRIES):
+            return cached
         tries = cached.tries + 1 if cached is not None else 1
-    else:
-        tries = 1
     check = summarize(kind, measure_ratios(kind), tries)
-    known.setdefault(key, {})[kind] = {
-        "ratio": round(check.ratio, 4),
-        "spread": round(check.spread, 4),
-        "rounds": check.rounds,
-        "tries": tries,
-    }
-    try:
-        from soundvcm.atomic import atomic_write
-
-        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(known, indent=1)))
-    except OSError:
-        pass  # a read-only home: measure again next time
+    entry = {"ratio": round(check.ratio, 4), "spread": round(check.spread, 4), "rounds": check.rounds, "tries": tries}
+    known.setdefault(key, {})[kind] = entry
+    _remember(known)
     return check
 
 
 def forget_checks() -> None:
     """Drop this machine's remembered checks (``soundvcm doctor --remeasure``): the next plan measures."""
-    import json
-
-    path, key = _cache_path(), _machine_key()
-    try:
-        known = json.loads(path.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if key in known:
-        del known[key]
-        try:
-            from soundvcm.atomic import atomic_write
-
-            atomic_write(path, lambda tmp: tmp.write_text(json.dumps(known, indent=1)))
-        except OSError:
-            pass
+    known = _known()
+    if known.pop(_machine_key(), None) is not None:
+        _remember(known)
     kernel_check.cache_clear()
 
 

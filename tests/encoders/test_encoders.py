@@ -267,3 +267,30 @@ def test_registry_expected_keys_check_files():
     registry.check_keys("bigvgan_16k", {"generator": normed})
     with pytest.raises(WeightsError, match="unexpected"):
         registry.check_keys("bigvgan_16k", {**normed, "extra.weight": torch.zeros(1)})
+
+
+def test_a_new_encoder_set_is_a_spec_and_its_module(tmp_path, monkeypatch):
+    """Issue 36: adding an encoder set touches its own module, its definition and its tests: here a
+    test-only set (the paper set's structure at a tiny size) registered by one entry, then a model
+    made for it, loaded and run end to end through the pipeline with no other code knowing its name."""
+    from dataclasses import replace
+
+    from media_factory import make_video
+    from soundvcm import encoders
+    from soundvcm.encoders.mmaudio_set import tiny_mmaudio_set
+    from soundvcm.network.checkpoint import save_network
+    from soundvcm.network.mmdit import MMDiT
+    from soundvcm.pipeline import Pipeline
+    from soundvcm.spec import preset_for_encoders
+
+    base = tiny_mmaudio_set("16k").spec
+    spec = replace(base, name="toy_set", build=lambda device, pretrained=True, vocoder="auto": tiny_mmaudio_set("16k"))
+    monkeypatch.setitem(encoders.ENCODER_SPECS, "toy_set", spec)
+    config, name = preset_for_encoders("debug", "toy_set")
+    assert (config.clip_dim, config.sync_dim, config.latent_dim) == (spec.clip_dim, spec.sync_dim, spec.latent_dim)
+    save_network(tmp_path / "m", MMDiT(config), preset="debug", encoder_set=name, objective="vcm")
+    pipe = Pipeline.load(tmp_path / "m", device="cpu", precision="fp32")
+    video = make_video(tmp_path / "clip.mp4", duration=1.0)
+    result = pipe.generate(video=video, prompt="a knock", duration=1.0)
+    assert pipe.encoder_set == "toy_set" and result.sample_rate == spec.sequence.sample_rate
+    assert result.wave.numel() == spec.sequence.sample_rate and torch.isfinite(result.wave).all()

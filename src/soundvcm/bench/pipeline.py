@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from soundvcm.data.demo import synthetic_clip
+from soundvcm.encoders import encoder_spec
 from soundvcm.media.mux import mux_audio
 from soundvcm.network.checkpoint import save_network
 from soundvcm.network.config import PRESET_ENCODERS
@@ -56,7 +57,7 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, progress=None) -> list[dict[str
         models: list[tuple[str, str | Path]] = []
         for name in cfg.networks:
             own = PRESET_ENCODERS.get(name, "lite")
-            config, encoder_set = preset_for_encoders(name, own if own.startswith("lite") else "lite")
+            config, encoder_set = preset_for_encoders(name, own if encoder_spec(own).offline else "lite")
             torch.manual_seed(0)
             spec = ModelSpec.create(name, encoder_set, "vcm", network_config=config).to_dict()
             save_network(tmp / name, MMDiT(config), preset=name, encoder_set=encoder_set, objective="vcm", spec=spec)

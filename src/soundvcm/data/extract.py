@@ -51,24 +51,10 @@ def read_tsv(path: Path) -> list[tuple[Path, str]]:
 
 def weight_hashes(encoder_set: str) -> dict[str, str]:
     """md5 of every weight file the encoder set reads (recorded so caches never mix encoders)."""
-    if encoder_set.startswith("lite"):
-        from soundvcm.encoders import efficientnet_lite, hifigan, lite, minilm
-        from soundvcm.weights import package_dir
-
-        files = {
-            "minilm": package_dir(minilm.PACKAGE, "") / "model" / "model.safetensors",
-            "efficientnet_lite0": package_dir(efficientnet_lite.PACKAGE, "")
-            / "models"
-            / "efficientnet-lite0-57934424.pth",
-            "hifigan": package_dir(hifigan.PACKAGE, "") / "data" / "generator_universal.pth.tar",
-        }
-        if lite.LITE_SPECS[encoder_set].latent_dim != 80 * lite.PATCH:  # lite3: its mel VAE too
-            files["mel_vae"] = lite.MEL_VAE.with_suffix(".safetensors")
-        return {k: md5sum(v) for k, v in files.items()}
-    from soundvcm.encoders.mmaudio_set import set_files
-
-    declared = set_files(encoder_set.split("_")[1])
-    return {w.name: w.md5 or "unpublished" for w in (declared["clip"], declared["sync"], declared["vae"])}
+    files = encoder_spec(encoder_set).weight_files
+    if files is None:
+        return {}
+    return {k: md5sum(v) if isinstance(v, Path) else str(v) for k, v in files().items()}
 
 
 def _has_video(path: Path) -> bool:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 
 from soundvcm.encoders.base import EncoderSetSpec
-from soundvcm.encoders.lite import LITE_SPECS, LiteEncoderSet
-from soundvcm.encoders.mmaudio_set import MMAUDIO_SPECS, MMAudioEncoderSet, missing_weights_hint
+from soundvcm.encoders.lite import LITE_SPECS
+from soundvcm.encoders.mmaudio_set import MMAUDIO_SPECS
 from soundvcm.precision import PrecisionPlan, resolve_precision
 from soundvcm.weights import WeightsError
 
@@ -52,23 +52,10 @@ def load_encoder_set(
 
 
 def _build(name: str, device: str | torch.device, pretrained: bool, vocoder: str = "auto"):
-    encoder_spec(name)
-    if name in LITE_SPECS:
-        return LiteEncoderSet(pretrained=pretrained, name=name, vocoder=vocoder).to(device)
-    if vocoder not in ("auto", "hifigan"):
-        raise ValueError(f"--vocoder {vocoder}: the '{name}' set has its own vocoder (BigVGAN); leave --vocoder out")
-    if not name.startswith("mmaudio_"):  # a set registered by hand (tests, experiments) brings its own
+    spec = encoder_spec(name)
+    if spec.build is None:  # a set registered by hand (tests, experiments) brings its own encoders
         raise ValueError(f"encoder set '{name}' has no loader here; pass its encoders explicitly")
-    mode = name.split("_")[1]
-    if not pretrained:
-        raise ValueError(
-            "the paper's encoder set has no random-initialised variant at full size; "
-            "use soundvcm.encoders.mmaudio_set.tiny_mmaudio_set() for plumbing tests"
-        )
-    try:
-        return MMAudioEncoderSet.pretrained(mode).to(device)
-    except WeightsError as exc:
-        raise WeightsError(f"{exc} (all files of the '{name}' set: {missing_weights_hint(mode)})") from exc
+    return spec.build(device, pretrained, vocoder)
 
 
 __all__ = ["ENCODER_SPECS", "EncoderSetSpec", "WeightsError", "encoder_spec", "load_encoder_set"]

@@ -11,8 +11,9 @@ work in batches and follow the module's device, with an optional autocast dtype.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +35,13 @@ class EncoderSetSpec:
     sequence: SequenceConfig
     clip_frames: FrameSpec
     sync_frames: FrameSpec
+    # what the set owns besides its sizes (issue 36: no code asks a set's name what it is):
+    n_mels: int = 80  # bands of the log-mel its latent decodes to and its vocoder reads
+    offline: bool = True  # every weight file ships with pip packages (no download)
+    build: Callable[..., nn.Module] | None = field(default=None, compare=False, repr=False)
+    # (device, pretrained, vocoder) -> the encoder modules; None: a set registered by hand brings its own
+    weight_files: Callable[[], dict[str, Any]] | None = field(default=None, compare=False, repr=False)
+    # -> {role: path or md5} of the weight files it reads (recorded in feature caches)
 
     def check_network(self, config) -> None:
         """Raise ValueError naming every dimension where a network config disagrees."""

@@ -23,6 +23,7 @@ the network's input and output projections. The posterior std of this "encoder" 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,6 +45,34 @@ from soundvcm.sequence import SEQUENCE_LITE, SEQUENCE_LITE2
 PATCH = 2  # mel frames per latent frame
 LITE_SEQUENCE = SEQUENCE_LITE
 assert LITE_SEQUENCE.latent_downsample == PATCH
+
+
+def _build_lite(name: str) -> Callable[..., nn.Module]:
+    def build(device, pretrained: bool = True, vocoder: str = "auto") -> nn.Module:
+        return LiteEncoderSet(pretrained=pretrained, name=name, vocoder=vocoder).to(device)
+
+    return build
+
+
+def _weight_files(mel_vae: bool) -> Callable[[], dict]:
+    def files() -> dict:
+        from soundvcm.encoders import efficientnet_lite, hifigan, minilm
+        from soundvcm.weights import package_dir
+
+        out = {
+            "minilm": package_dir(minilm.PACKAGE, "") / "model" / "model.safetensors",
+            "efficientnet_lite0": package_dir(efficientnet_lite.PACKAGE, "")
+            / "models"
+            / "efficientnet-lite0-57934424.pth",
+            "hifigan": package_dir(hifigan.PACKAGE, "") / "data" / "generator_universal.pth.tar",
+        }
+        if mel_vae:
+            out["mel_vae"] = MEL_VAE.with_suffix(".safetensors")
+        return out
+
+    return files
+
+
 LITE_SPEC = EncoderSetSpec(
     name="lite",
     clip_dim=1280,
@@ -54,6 +83,8 @@ LITE_SPEC = EncoderSetSpec(
     sequence=LITE_SEQUENCE,
     clip_frames=FrameSpec(fps=8.0, height=224, width=224, fit="squash"),
     sync_frames=FrameSpec(fps=25.0, height=64, width=64, fit="squash", gray=True),
+    build=_build_lite("lite"),
+    weight_files=_weight_files(False),
 )
 LITE2_SPEC = EncoderSetSpec(
     name="lite2",
@@ -65,10 +96,14 @@ LITE2_SPEC = EncoderSetSpec(
     sequence=SEQUENCE_LITE2,
     clip_frames=FrameSpec(fps=8.0, height=160, width=160, fit="squash"),
     sync_frames=FrameSpec(fps=SEQUENCE_LITE2.sync_fps, height=64, width=64, fit="squash", gray=True),
+    build=_build_lite("lite2"),
+    weight_files=_weight_files(False),
 )
 # lite3 (issue 33): lite2's conditions and vocoder, and a compact learned latent: a small mel VAE
 # trained on the open data (80 bands -> 20 channels at the same 43 Hz; soundvcm latent train)
-LITE3_SPEC = replace(LITE2_SPEC, name="lite3", latent_dim=20)
+LITE3_SPEC = replace(
+    LITE2_SPEC, name="lite3", latent_dim=20, build=_build_lite("lite3"), weight_files=_weight_files(True)
+)
 LITE_SPECS = {"lite": LITE_SPEC, "lite2": LITE2_SPEC, "lite3": LITE3_SPEC}
 MEL_VAE = Path(__file__).resolve().parent / "data" / "mel_vae_lite"  # STEM.safetensors + STEM.json
 
@@ -104,7 +139,8 @@ def load_vocoder(choice: str, name: str, pretrained: bool) -> tuple[HiFiGAN, str
     (its distilled student, ~16x fewer multiply-adds), a student's export path, or ``auto``: the fast
     one for lite2 when it ships, else HiFi-GAN (lite keeps the vocoder its models were measured with)."""
     if choice == "auto":
-        choice = "fast" if name != "lite" and FAST_VOCODER.with_suffix(".safetensors").is_file() else "hifigan"
+        uses_fast = LITE_SPECS[name].sequence.sync_layout == "frames"  # lite2 and later; lite keeps its own
+        choice = "fast" if uses_fast and FAST_VOCODER.with_suffix(".safetensors").is_file() else "hifigan"
     if choice == "hifigan":
         return (HiFiGAN.pretrained() if pretrained else HiFiGAN()), "hifigan"
     stem = FAST_VOCODER if choice == "fast" else Path(choice)

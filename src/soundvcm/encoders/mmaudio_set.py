@@ -36,11 +36,53 @@ from soundvcm.weights import RELEASES, WeightFile, WeightsError, load_strict, lo
 
 CLIP_FRAMES = FrameSpec(fps=8.0, height=384, width=384, fit="squash")
 SYNC_FRAMES = FrameSpec(fps=25.0, height=224, width=224, fit="crop")
-MMAUDIO_SPECS = {
-    "16k": EncoderSetSpec("mmaudio_16k", 1024, 768, 1024, 77, 20, SEQUENCE_16K, CLIP_FRAMES, SYNC_FRAMES),
-    "44k": EncoderSetSpec("mmaudio_44k", 1024, 768, 1024, 77, 40, SEQUENCE_44K, CLIP_FRAMES, SYNC_FRAMES),
-}
 MELS = {"16k": MEL_16K, "44k": MEL_44K}
+
+
+def _build(mode: str):
+    def build(device, pretrained: bool = True, vocoder: str = "auto") -> nn.Module:
+        if vocoder not in ("auto", "hifigan"):
+            raise ValueError(f"--vocoder {vocoder}: the paper's set has its own vocoder (BigVGAN); leave --vocoder out")
+        if not pretrained:
+            raise ValueError(
+                "the paper's encoder set has no random-initialised variant at full size; "
+                "use soundvcm.encoders.mmaudio_set.tiny_mmaudio_set() for plumbing tests"
+            )
+        try:
+            return MMAudioEncoderSet.pretrained(mode).to(device)
+        except WeightsError as exc:
+            raise WeightsError(f"{exc} (all files of the '{mode}' set: {missing_weights_hint(mode)})") from exc
+
+    return build
+
+
+def _files(mode: str):
+    def files() -> dict:
+        return {
+            w.name: w.md5 or "unpublished" for role, w in set_files(mode).items() if role in ("clip", "sync", "vae")
+        }
+
+    return files
+
+
+MMAUDIO_SPECS = {
+    mode: EncoderSetSpec(
+        f"mmaudio_{mode}",
+        1024,
+        768,
+        1024,
+        77,
+        latent,
+        seq,
+        CLIP_FRAMES,
+        SYNC_FRAMES,
+        n_mels=MELS[mode].n_mels,
+        offline=False,
+        build=_build(mode),
+        weight_files=_files(mode),
+    )  # fmt: skip
+    for mode, latent, seq in (("16k", 20, SEQUENCE_16K), ("44k", 40, SEQUENCE_44K))
+}
 EMPTY_STRING = WeightFile(
     "empty_string",
     "empty_string.pth",
