@@ -19,7 +19,7 @@ from soundvcm.configs import from_dict, to_dict
 from soundvcm.encoders import ENCODER_SPECS, encoder_spec
 from soundvcm.network.checkpoint import config_from_dict, config_to_dict, read_checkpoint_config
 from soundvcm.network.config import PRESET_ENCODERS, MMDiTConfig, network_preset
-from soundvcm.objectives import OBJECTIVE_PRESETS, FlowMatching
+from soundvcm.objectives import OBJECTIVE_PRESETS, FlowMatching, ObjectiveConfig
 from soundvcm.sampling import (
     ConsistencyOptions,
     EulerOptions,
@@ -48,7 +48,7 @@ class ModelSpec:
     network: str | None  # the preset the network was built from (None: not a preset)
     encoder_set: str
     objective: str | None  # None: never trained (model init) and no objective named
-    objective_config: Any = None  # the objective's config dataclass (None: no objective)
+    objective_config: ObjectiveConfig | None = None  # the objective's config (None: no objective)
     sampler: SamplerOptions = field(default_factory=ConsistencyOptions)
     network_config: MMDiTConfig | None = None  # the network's sizes and sequence (clip length included)
 
@@ -58,7 +58,7 @@ class ModelSpec:
         network: str | None,
         encoder_set: str,
         objective: str | None,
-        objective_config: Any = None,
+        objective_config: ObjectiveConfig | None = None,
         network_config: MMDiTConfig | None = None,
     ) -> ModelSpec:
         if objective_config is None and objective in OBJECTIVE_PRESETS:
@@ -97,7 +97,7 @@ class ModelSpec:
         data["network_config"] = config_from_dict(net) if isinstance(net, dict) else None
         return cls(**data)
 
-    def sampler_for(self, kind: str | None = None, **settings: Any) -> SamplerOptions:
+    def sampler_for(self, kind: str | None = None, **settings: float | None) -> SamplerOptions:
         """This model's sampler options with ``settings`` replaced (None: kept); another ``kind`` starts
         from that sampler's defaults. A setting the sampler does not have is a ValueError naming it."""
         if kind is not None and kind != self.sampler.kind:

@@ -51,10 +51,15 @@ def _probe(mode: str, **env: str) -> dict:
 def test_tuned_heap_reuses_pages_and_keeps_the_output():
     tuned, untouched = _probe("tuned"), _probe("untouched")
     assert tuned["account"].startswith("glibc") and "mmap threshold 32 MiB" in tuned["account"]
-    pages_per_pass = 6 * 16 * 100_000 * 4 // 4096
-    # after the heap has grown to its peak, a pass allocates from memory it already touched
-    assert sum(tuned["faults"][4:]) < 0.05 * pages_per_pass, tuned["faults"]
-    assert sum(untouched["faults"][4:]) > sum(tuned["faults"][4:]), (untouched["faults"], tuned["faults"])
+    pages_per_pass = 6 * 16 * 100_000 * 4 // 4096  # six 6.4 MB activations: ~9400 pages
+    # After the heap has grown to its peak, a pass allocates from memory it already touched. The
+    # peak itself can still move by one activation (1/6 of a pass: the previous output is alive
+    # while the next is computed, and which blocks coalesce varies), so the four late passes may
+    # fault up to that once: at most a quarter of one pass, where an unmapping heap faults most of
+    # every pass.
+    late_tuned, late_untouched = sum(tuned["faults"][4:]), sum(untouched["faults"][4:])
+    assert late_tuned < 0.25 * pages_per_pass, tuned["faults"]
+    assert late_untouched > 4 * late_tuned, (untouched["faults"], tuned["faults"])
     assert tuned["sum"] == untouched["sum"]  # the heap's layout does not touch the arithmetic
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from soundvcm.exact_flow import Guidance, MixtureSpec
 from soundvcm.network.toy import ToyNetConfig
-from soundvcm.objectives import OBJECTIVE_PRESETS
+from soundvcm.objectives import OBJECTIVE_PRESETS, ObjectiveConfig
 
 CONSISTENCY_STEPS = (1, 2, 4)
 FM_STEPS = (2, 4, 25)  # Euler steps; x2 network evaluations with CFG: 4, 8 and 50 NFE
@@ -92,9 +92,9 @@ class ToyBenchConfig:
     def net(self) -> ToyNetConfig:
         return ToyNetConfig(dim=self.dim, num_classes=self.num_classes, width=self.width, depth=self.depth)
 
-    def objective_config(self, variant: Variant) -> Any:
+    def objective_config(self, variant: Variant) -> ObjectiveConfig:
         """The preset's config with this bench's guidance (w, window, m) and the variant's changes."""
-        config = OBJECTIVE_PRESETS[variant.objective].config
+        config: Any = OBJECTIVE_PRESETS[variant.objective].config  # edited field by field below
         if hasattr(config, "guidance"):
             g = replace(config.guidance, scale=self.guidance_scale, t_max=self.guidance_t_max, mix=self.mix)
             config = replace(config, guidance=g)

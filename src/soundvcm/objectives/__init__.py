@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from soundvcm.objectives.base import (
     Batch,
@@ -29,13 +28,28 @@ from soundvcm.objectives.velocity_consistency import (
     lambda_schedule,
 )
 
+ObjectiveConfig = FlowMatchingConfig | VelocityConsistencyConfig | MeanFlowConfig
+"""Every objective's frozen config; the objective is chosen by the config's type (:func:`objective_for`),
+as :func:`soundvcm.sampling.sample` picks its sampler by the type of its options."""
+
+OBJECTIVE_CLASSES: dict[type, Callable[..., Objective]] = {
+    FlowMatchingConfig: FlowMatching,
+    VelocityConsistencyConfig: VelocityConsistency,
+    MeanFlowConfig: MeanFlow,
+}
+
+
+def objective_for(config: ObjectiveConfig, total_steps: int) -> Objective:
+    """The objective a config belongs to, built from it."""
+    return OBJECTIVE_CLASSES[type(config)](config, total_steps=total_steps)
+
 
 @dataclass(frozen=True)
 class ObjectivePreset:
     """A named objective: its class and its frozen config."""
 
     build: Callable[..., Objective]
-    config: Any
+    config: ObjectiveConfig
     description: str
 
 
@@ -64,19 +78,20 @@ OBJECTIVE_PRESETS: dict[str, ObjectivePreset] = {
 }
 
 
-def build_objective(name: str, total_steps: int, config: Any | None = None) -> Objective:
+def build_objective(name: str, total_steps: int, config: ObjectiveConfig | None = None) -> Objective:
     """Build a preset objective; ``config`` replaces the preset's config when given."""
     if name not in OBJECTIVE_PRESETS:
         raise ValueError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVE_PRESETS)}")
-    preset = OBJECTIVE_PRESETS[name]
-    return preset.build(config if config is not None else preset.config, total_steps=total_steps)
+    return objective_for(config if config is not None else OBJECTIVE_PRESETS[name].config, total_steps)
 
 
 __all__ = [
     "Batch",
     "LossOutput",
     "Objective",
+    "ObjectiveConfig",
     "ObjectivePreset",
+    "objective_for",
     "OBJECTIVE_PRESETS",
     "build_objective",
     "FlowMatching",

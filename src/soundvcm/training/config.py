@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from soundvcm.configs import apply_overrides, from_dict, leaf_keys, parse_value, to_dict
-from soundvcm.objectives import OBJECTIVE_PRESETS
+from soundvcm.objectives import OBJECTIVE_PRESETS, ObjectiveConfig
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class TrainConfig:
     # as given (the run's identity, config.json), parsed once into objective_config
     objective_overrides: tuple[tuple[str, str], ...] = ()
     # the objective's config with the overrides applied (None: resolved from the preset on construction)
-    objective_config: Any = None
+    objective_config: ObjectiveConfig | None = None
     # fine-tuning (training/finetune.py): only parameters matching these regular expressions train
     # (empty: all), e.g. trainable=offset_embed,adaLN_modulation
     trainable: tuple[str, ...] = ()
