@@ -18,7 +18,7 @@ from typing import Any
 from soundvcm.configs import from_dict, to_dict
 from soundvcm.encoders import ENCODER_SPECS, encoder_spec
 from soundvcm.network.checkpoint import config_from_dict, config_to_dict, read_checkpoint_config
-from soundvcm.network.config import PRESET_ENCODERS, MMDiTConfig, network_preset
+from soundvcm.network.config import PRESET_ENCODERS, PRESETS, MMDiTConfig, network_config, network_preset
 from soundvcm.objectives import OBJECTIVE_PRESETS, FlowMatching, ObjectiveConfig
 from soundvcm.sampling import (
     ConsistencyOptions,
@@ -114,17 +114,8 @@ def preset_for_encoders(name: str, encoder_set: str | None = None) -> tuple[MMDi
     config = network_preset(name)
     if encoder_set is None:
         return config, PRESET_ENCODERS.get(name, "debug")
-    spec = encoder_spec(encoder_set)
-    config = replace(
-        config,
-        latent_dim=spec.latent_dim,
-        clip_dim=spec.clip_dim,
-        sync_dim=spec.sync_dim,
-        text_dim=spec.text_dim,
-        text_seq_len=spec.text_seq_len,
-        sequence=replace(spec.sequence, duration=config.sequence.duration),
-    )
-    return config, encoder_set
+    size = replace(PRESETS[name].size, duration=config.sequence.duration)  # the preset's clip length, kept
+    return network_config(size, encoder_spec(encoder_set).features), encoder_set
 
 
 def network_for_cache(name: str, meta) -> tuple[MMDiTConfig, str]:

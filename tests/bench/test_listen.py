@@ -72,3 +72,21 @@ def test_sensitivity_runs_a_model_through_its_swaps(tmp_path):
     }
     assert all(-1.0 <= v <= 1.0 + 1e-6 for v in rows.values())
     assert rows["same clip, different seeds"] < 1.0 - 1e-3  # the seed changes the output
+
+
+def test_the_probe_reads_the_world_it_is_given(tmp_path):
+    """--probe-world directed: the items (and so the probe's clips) come from that part's split."""
+    import json
+
+    from soundvcm.bench.listen import foley_items
+
+    for world, times in (("foley", [0.5]), ("directed", [0.25, 1.5])):
+        split = tmp_path / world / "test"
+        split.mkdir(parents=True)
+        (split / "c0.events.json").write_text(json.dumps({"events": [{"time": t} for t in times]}))
+        (tmp_path / world / "test.tsv").write_text("path\tcaption\ntest/c0.mp4\ta clip\n")
+    assert foley_items(tmp_path, "test", 5)[0][2] == [0.5]
+    video, caption, events = foley_items(tmp_path, "test", 5, "directed")[0]
+    assert video == tmp_path / "directed" / "test" / "c0.mp4" and events == [0.25, 1.5]
+    with pytest.raises(FileNotFoundError, match="data open"):
+        foley_items(tmp_path / "nothing", "test", 5, "directed")

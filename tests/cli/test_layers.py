@@ -12,7 +12,19 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("atomic", "flow", "sequence", "conditions", "weights", "device", "precision", "console", "configs", "allocator"),
+    (
+        "atomic",
+        "flow",
+        "sequence",
+        "features",
+        "conditions",
+        "weights",
+        "device",
+        "precision",
+        "console",
+        "configs",
+        "allocator",
+    ),
     # ^ 0: the foundations
     ("media",),  # 1: decode, resample, mel, mux
     ("network",),  # 2: the velocity network

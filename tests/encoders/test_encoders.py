@@ -294,3 +294,29 @@ def test_a_new_encoder_set_is_a_spec_and_its_module(tmp_path, monkeypatch):
     result = pipe.generate(video=video, prompt="a knock", duration=1.0)
     assert pipe.encoder_set == "toy_set" and result.sample_rate == spec.sequence.sample_rate
     assert result.wave.numel() == spec.sequence.sample_rate and torch.isfinite(result.wave).all()
+
+
+def test_presets_and_encoder_sets_read_one_definition_of_the_sizes():
+    """Issue 36: an encoder set's widths and timeline are defined once (soundvcm.features); every
+    network preset is a size on top of them and fits its set; the auto vocoder is the set's choice."""
+    from soundvcm import features
+    from soundvcm.encoders import ENCODER_SPECS
+    from soundvcm.encoders.hifigan import FAST_VOCODER
+    from soundvcm.encoders.lite import load_vocoder
+    from soundvcm.network.config import PRESETS, NetworkSize, network_config
+
+    for name, preset in PRESETS.items():
+        if preset.encoder_set in ENCODER_SPECS:
+            spec = ENCODER_SPECS[preset.encoder_set]
+            assert spec.features == preset.features, name
+            spec.check_network(preset.config)  # raises naming any disagreement
+    # a new size on a set: every width comes from the set, the size only from the size
+    config = network_config(NetworkSize(num_heads=3, depth=2, fused_depth=1, duration=2.0), features.LITE3)
+    ENCODER_SPECS["lite3"].check_network(config)
+    assert (config.hidden_dim, config.sequence.duration, config.latent_dim) == (192, 2.0, 20)
+    # lite keeps HiFi-GAN; lite2 prefers the distilled vocoder only where one ships
+    assert load_vocoder("auto", "lite", pretrained=False)[1] == "hifigan"
+    ships = FAST_VOCODER.with_suffix(".safetensors").is_file()
+    assert ENCODER_SPECS["lite2"].vocoders[0] == "fast"
+    if not ships:
+        assert load_vocoder("auto", "lite2", pretrained=False)[1] == "hifigan"

@@ -54,9 +54,10 @@ def mean_pairwise(waves: list[Tensor]) -> float:
 
 
 # ----- condition sensitivity -----------------------------------------------------------------------
-def foley_items(data: Path, split: str, limit: int) -> list[tuple[Path, str, list[float]]]:
-    """(video, caption, event times) of the first ``limit`` clips of a Foley world split."""
-    tsv = data / "foley" / f"{split}.tsv"
+def foley_items(data: Path, split: str, limit: int, world: str = "foley") -> list[tuple[Path, str, list[float]]]:
+    """(video, caption, event times) of the first ``limit`` clips of a Foley world split (``world``:
+    the plain ``foley`` part or the ``directed`` one, whose pictures are filmed backdrops in motion)."""
+    tsv = data / world / f"{split}.tsv"
     if not tsv.is_file():
         raise FileNotFoundError(f"{tsv} is missing: build the open data first with `soundvcm data open {data}`")
     out = []
@@ -270,6 +271,7 @@ class ListenConfig:
     probe_train: int = 400
     probe_test: int = 150
     precision: str = "auto"
+    probe_world: str = "foley"  # whose pictures the probe learns and is tested on (foley, directed)
 
 
 def _probe_clips(cfg: ListenConfig, progress) -> dict[str, list[dict]]:
@@ -281,7 +283,7 @@ def _probe_clips(cfg: ListenConfig, progress) -> dict[str, list[dict]]:
     clips: dict[str, list[dict]] = {}
     for split, n in (("train", cfg.probe_train), ("test", cfg.probe_test)):
         clips[split] = []
-        for video, _, events in foley_items(cfg.data, split, n):
+        for video, _, events in foley_items(cfg.data, split, n, cfg.probe_world):
             events = [t for t in events if t < cfg.duration]
             clips[split].append(
                 {

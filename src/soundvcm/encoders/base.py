@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
+from soundvcm.features import FeatureSizes
 from soundvcm.media.video import FrameSpec
 from soundvcm.sequence import SequenceConfig
 
@@ -38,10 +39,26 @@ class EncoderSetSpec:
     # what the set owns besides its sizes (issue 36: no code asks a set's name what it is):
     n_mels: int = 80  # bands of the log-mel its latent decodes to and its vocoder reads
     offline: bool = True  # every weight file ships with pip packages (no download)
+    vocoders: tuple[str, ...] = ("hifigan",)  # what --vocoder may name for it, auto's preference first
     build: Callable[..., nn.Module] | None = field(default=None, compare=False, repr=False)
     # (device, pretrained, vocoder) -> the encoder modules; None: a set registered by hand brings its own
     weight_files: Callable[[], dict[str, Any]] | None = field(default=None, compare=False, repr=False)
     # -> {role: path or md5} of the weight files it reads (recorded in feature caches)
+
+    @classmethod
+    def of(cls, features: FeatureSizes, clip_frames: FrameSpec, sync_frames: FrameSpec, **owned) -> EncoderSetSpec:
+        """The spec of a set whose name, widths and timeline are ``features`` (soundvcm.features: defined
+        once there, read by the network presets too); ``owned``: n_mels, offline, build, weight_files."""
+        return cls(
+            features.name, features.clip_dim, features.sync_dim, features.text_dim, features.text_seq_len,
+            features.latent_dim, features.sequence, clip_frames, sync_frames, **owned,
+        )  # fmt: skip
+
+    @property
+    def features(self) -> FeatureSizes:
+        return FeatureSizes(
+            self.name, self.clip_dim, self.sync_dim, self.text_dim, self.text_seq_len, self.latent_dim, self.sequence
+        )
 
     def check_network(self, config) -> None:
         """Raise ValueError naming every dimension where a network config disagrees."""

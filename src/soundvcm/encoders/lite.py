@@ -24,12 +24,12 @@ the network's input and output projections. The posterior std of this "encoder" 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from soundvcm import features
 from soundvcm.encoders.base import EncoderSetSpec, autocast, chunked, freeze, to_float_frames
 from soundvcm.encoders.efficientnet_lite import MEAN, STD, EfficientNetLite0
 from soundvcm.encoders.hifigan import FAST_VOCODER, HiFiGAN, vocode_in_chunks
@@ -40,11 +40,9 @@ from soundvcm.encoders.motion_sync import MotionSync
 from soundvcm.media.mel import MEL_HIFIGAN, mel_spectrogram
 from soundvcm.media.video import FrameSpec
 from soundvcm.precision import PrecisionPlan
-from soundvcm.sequence import SEQUENCE_LITE, SEQUENCE_LITE2
 
 PATCH = 2  # mel frames per latent frame
-LITE_SEQUENCE = SEQUENCE_LITE
-assert LITE_SEQUENCE.latent_downsample == PATCH
+assert features.LITE.sequence.latent_downsample == features.LITE2.sequence.latent_downsample == PATCH
 
 
 def _build_lite(name: str) -> Callable[..., nn.Module]:
@@ -73,36 +71,30 @@ def _weight_files(mel_vae: bool) -> Callable[[], dict]:
     return files
 
 
-LITE_SPEC = EncoderSetSpec(
-    name="lite",
-    clip_dim=1280,
-    sync_dim=128,
-    text_dim=384,
-    text_seq_len=77,
-    latent_dim=80 * PATCH,
-    sequence=LITE_SEQUENCE,
+LITE_SPEC = EncoderSetSpec.of(
+    features.LITE,
     clip_frames=FrameSpec(fps=8.0, height=224, width=224, fit="squash"),
     sync_frames=FrameSpec(fps=25.0, height=64, width=64, fit="squash", gray=True),
     build=_build_lite("lite"),
     weight_files=_weight_files(False),
 )
-LITE2_SPEC = EncoderSetSpec(
-    name="lite2",
-    clip_dim=1280,
-    sync_dim=192,
-    text_dim=384,
-    text_seq_len=77,
-    latent_dim=80 * PATCH,
-    sequence=SEQUENCE_LITE2,
+LITE2_SPEC = EncoderSetSpec.of(
+    features.LITE2,
     clip_frames=FrameSpec(fps=8.0, height=160, width=160, fit="squash"),
-    sync_frames=FrameSpec(fps=SEQUENCE_LITE2.sync_fps, height=64, width=64, fit="squash", gray=True),
+    sync_frames=FrameSpec(fps=features.LITE2.sequence.sync_fps, height=64, width=64, fit="squash", gray=True),
     build=_build_lite("lite2"),
     weight_files=_weight_files(False),
+    vocoders=("fast", "hifigan"),  # the distilled vocoder where it ships (issue 22), else V1 universal
 )
 # lite3 (issue 33): lite2's conditions and vocoder, and a compact learned latent: a small mel VAE
 # trained on the open data (80 bands -> 20 channels at the same 43 Hz; soundvcm latent train)
-LITE3_SPEC = replace(
-    LITE2_SPEC, name="lite3", latent_dim=20, build=_build_lite("lite3"), weight_files=_weight_files(True)
+LITE3_SPEC = EncoderSetSpec.of(
+    features.LITE3,
+    LITE2_SPEC.clip_frames,
+    LITE2_SPEC.sync_frames,
+    build=_build_lite("lite3"),
+    weight_files=_weight_files(True),
+    vocoders=LITE2_SPEC.vocoders,
 )
 LITE_SPECS = {"lite": LITE_SPEC, "lite2": LITE2_SPEC, "lite3": LITE3_SPEC}
 MEL_VAE = Path(__file__).resolve().parent / "data" / "mel_vae_lite"  # STEM.safetensors + STEM.json
@@ -137,10 +129,11 @@ def latent_to_mel(latent: Tensor) -> Tensor:
 def load_vocoder(choice: str, name: str, pretrained: bool) -> tuple[HiFiGAN, str]:
     """(generator, what it is) for ``--vocoder``: ``hifigan`` (V1 universal, the reference), ``fast``
     (its distilled student, ~16x fewer multiply-adds), a student's export path, or ``auto``: the fast
-    one for lite2 when it ships, else HiFi-GAN (lite keeps the vocoder its models were measured with)."""
+    one where the set lists it and it ships, else HiFi-GAN (the set's spec says which it may use: lite
+    keeps the vocoder its models were measured with)."""
     if choice == "auto":
-        uses_fast = LITE_SPECS[name].sequence.sync_layout == "frames"  # lite2 and later; lite keeps its own
-        choice = "fast" if uses_fast and FAST_VOCODER.with_suffix(".safetensors").is_file() else "hifigan"
+        ships = {"fast": FAST_VOCODER.with_suffix(".safetensors").is_file(), "hifigan": True}
+        choice = next(v for v in LITE_SPECS[name].vocoders if ships[v])
     if choice == "hifigan":
         return (HiFiGAN.pretrained() if pretrained else HiFiGAN()), "hifigan"
     stem = FAST_VOCODER if choice == "fast" else Path(choice)

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from soundvcm import features
 from soundvcm.encoders.base import EncoderSetSpec, autocast, chunked, freeze, to_float_frames
 from soundvcm.encoders.bigvgan import BIGVGAN_CONFIGS, BIGVGAN_WEIGHTS, BigVGAN
 from soundvcm.encoders.clip import CLIP, CLIP_WEIGHTS, OPENAI_MEAN, OPENAI_STD
@@ -31,7 +32,6 @@ from soundvcm.encoders.motionformer import SYNC_MEAN, SYNC_STD, SYNCHFORMER_FILE
 from soundvcm.media.mel import MEL_16K, MEL_44K, MelConfig, mel_spectrogram
 from soundvcm.media.video import FrameSpec
 from soundvcm.precision import PrecisionPlan
-from soundvcm.sequence import SEQUENCE_16K, SEQUENCE_44K
 from soundvcm.weights import RELEASES, WeightFile, WeightsError, load_strict, load_weights, resolve
 
 CLIP_FRAMES = FrameSpec(fps=8.0, height=384, width=384, fit="squash")
@@ -66,22 +66,16 @@ def _files(mode: str):
 
 
 MMAUDIO_SPECS = {
-    mode: EncoderSetSpec(
-        f"mmaudio_{mode}",
-        1024,
-        768,
-        1024,
-        77,
-        latent,
-        seq,
+    mode: EncoderSetSpec.of(
+        sizes,
         CLIP_FRAMES,
         SYNC_FRAMES,
         n_mels=MELS[mode].n_mels,
         offline=False,
         build=_build(mode),
         weight_files=_files(mode),
-    )  # fmt: skip
-    for mode, latent, seq in (("16k", 20, SEQUENCE_16K), ("44k", 40, SEQUENCE_44K))
+    )
+    for mode, sizes in (("16k", features.MMAUDIO_16K), ("44k", features.MMAUDIO_44K))
 }
 EMPTY_STRING = WeightFile(
     "empty_string",

@@ -2,16 +2,19 @@
 
 :class:`MMDiTConfig` holds the sizes and switches of the SoundVCM network (MMAudio's MMDiT with the
 two-time embedding, :mod:`soundvcm.network.mmdit`); token lengths derive from its ``sequence``.
-:data:`PRESETS` names each configuration together with the encoder set whose features it takes,
-so a preset's name is all a run needs to build a network that fits its data; ``NETWORK_PRESETS``
-and ``PRESET_ENCODERS`` are views of that table.
+:data:`PRESETS` names each network as a :class:`NetworkSize` and the encoder set whose features it
+takes (:mod:`soundvcm.features`); its config is a function of the two (:func:`network_config`), so a
+preset's name is all a run needs to build a network that fits its data. ``NETWORK_PRESETS`` and
+``PRESET_ENCODERS`` are views of that table.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from soundvcm.sequence import SEQUENCE_16K, SEQUENCE_44K, SEQUENCE_LITE, SEQUENCE_LITE2, SequenceConfig
+from soundvcm import features
+from soundvcm.features import FeatureSizes
+from soundvcm.sequence import SEQUENCE_16K, SequenceConfig
 
 
 @dataclass(frozen=True)
@@ -50,63 +53,79 @@ class MMDiTConfig:
 
 
 @dataclass(frozen=True)
+class NetworkSize:
+    """How big a network is, apart from what its encoder set decides (issue 36): heads, head width,
+    blocks (joint + audio-only), its clip length (None: the encoder set's timeline's own) and
+    MMAudio-v2's switch."""
+
+    num_heads: int
+    depth: int
+    fused_depth: int
+    head_dim: int = 64
+    duration: float | None = None
+    v2: bool = False
+
+
+def network_config(size: NetworkSize, features: FeatureSizes) -> MMDiTConfig:
+    """The network of ``size`` that takes ``features``' conditions and latents: every feature width and
+    the timeline come from the encoder set, nothing is restated."""
+    sequence = features.sequence if size.duration is None else replace(features.sequence, duration=size.duration)
+    return MMDiTConfig(
+        latent_dim=features.latent_dim,
+        clip_dim=features.clip_dim,
+        sync_dim=features.sync_dim,
+        text_dim=features.text_dim,
+        text_seq_len=features.text_seq_len,
+        num_heads=size.num_heads,
+        head_dim=size.head_dim,
+        depth=size.depth,
+        fused_depth=size.fused_depth,
+        sequence=sequence,
+        v2=size.v2,
+    )
+
+
+@dataclass(frozen=True)
 class NetworkPreset:
-    """A named network: its configuration and the encoder set it was sized for ("debug": tiny sizes,
+    """A named network: its size and the encoder set whose features it takes ("debug": tiny sizes,
     no real encoders)."""
 
-    config: MMDiTConfig
-    encoder_set: str
+    size: NetworkSize
+    features: FeatureSizes
+
+    @property
+    def config(self) -> MMDiTConfig:
+        return network_config(self.size, self.features)
+
+    @property
+    def encoder_set(self) -> str:
+        return self.features.name
 
 
-_SMALL_16K = MMDiTConfig()
-_LARGE_44K = MMDiTConfig(latent_dim=40, num_heads=14, depth=21, fused_depth=14, sequence=SEQUENCE_44K)
-# the lite encoder set's network (MiniLM text, EfficientNet-Lite0 frames, motion sync, mel latent):
-# 27.9M parameters, sized to train on a few CPU cores
-_LITE = MMDiTConfig(
-    latent_dim=160,
-    clip_dim=1280,
-    sync_dim=128,
-    text_dim=384,
-    num_heads=4,
-    depth=5,
-    fused_depth=3,
-    sequence=SEQUENCE_LITE,
-)
-# the shipped size: the lite network at hidden 128, 2 joint + 2 audio-only blocks, 4 s clips (8.2M parameters;
-# sized by measurement to train on 2 CPU cores, docs/MODEL_CARD.md)
-_LITE_SMALL = replace(_LITE, num_heads=2, depth=4, fused_depth=2, sequence=replace(SEQUENCE_LITE, duration=4.0))
+# MMAudio's sizes (S: 7 heads x 64, 12 blocks of which 8 audio-only; M: 14 heads; L: 14 heads, 21 blocks)
+_S, _M, _L = NetworkSize(7, 12, 8), NetworkSize(14, 12, 8), NetworkSize(14, 21, 14)
+# the lite network, sized to train on a few CPU cores (27.9M parameters on the lite set)
+_LITE = NetworkSize(num_heads=4, depth=5, fused_depth=3)
+# the shipped size: hidden 128, 2 joint + 2 audio-only blocks, 4 s clips (8.2-8.3M parameters; sized by
+# measurement to train on 2 CPU cores, docs/MODEL_CARD.md)
+_LITE_SMALL = NetworkSize(num_heads=2, depth=4, fused_depth=2, duration=4.0)
 # tiny, for tests and CPU smoke runs: every code path, seconds on a CPU
-_DEBUG = MMDiTConfig(
-    latent_dim=8,
-    clip_dim=32,
-    sync_dim=24,
-    text_dim=16,
-    text_seq_len=7,
-    num_heads=2,
-    head_dim=16,
-    depth=3,
-    fused_depth=1,
-    sequence=SequenceConfig(duration=1.0),
-)
+_DEBUG = NetworkSize(num_heads=2, depth=3, fused_depth=1, head_dim=16)
 
 PRESETS: dict[str, NetworkPreset] = {
-    "small_16k": NetworkPreset(_SMALL_16K, "mmaudio_16k"),
-    "small_44k": NetworkPreset(MMDiTConfig(latent_dim=40, sequence=SEQUENCE_44K), "mmaudio_44k"),
-    "medium_44k": NetworkPreset(MMDiTConfig(latent_dim=40, num_heads=14, sequence=SEQUENCE_44K), "mmaudio_44k"),
-    "large_44k": NetworkPreset(_LARGE_44K, "mmaudio_44k"),
-    "large_44k_v2": NetworkPreset(replace(_LARGE_44K, v2=True), "mmaudio_44k"),
-    "lite": NetworkPreset(_LITE, "lite"),
-    "lite_small": NetworkPreset(_LITE_SMALL, "lite"),
-    # the same network on the lite2 set: 192-d sync tokens, one per latent frame (issue 23); the shipped models
-    "lite2_small": NetworkPreset(
-        replace(_LITE_SMALL, sync_dim=192, sequence=replace(SEQUENCE_LITE2, duration=4.0)), "lite2"
-    ),
+    "small_16k": NetworkPreset(_S, features.MMAUDIO_16K),
+    "small_44k": NetworkPreset(_S, features.MMAUDIO_44K),
+    "medium_44k": NetworkPreset(_M, features.MMAUDIO_44K),
+    "large_44k": NetworkPreset(_L, features.MMAUDIO_44K),
+    "large_44k_v2": NetworkPreset(replace(_L, v2=True), features.MMAUDIO_44K),
+    "lite": NetworkPreset(_LITE, features.LITE),
+    "lite_small": NetworkPreset(_LITE_SMALL, features.LITE),
+    # the same network on lite2 (one sync token per latent frame, issue 23): the shipped models
+    "lite2_small": NetworkPreset(_LITE_SMALL, features.LITE2),
     # the same network on lite3 (issue 33): lite2's conditions, a 20-channel learned mel latent
-    "lite3_small": NetworkPreset(
-        replace(_LITE_SMALL, latent_dim=20, sync_dim=192, sequence=replace(SEQUENCE_LITE2, duration=4.0)), "lite3"
-    ),
-    "debug": NetworkPreset(_DEBUG, "debug"),
-    "debug_v2": NetworkPreset(replace(_DEBUG, v2=True), "debug"),
+    "lite3_small": NetworkPreset(_LITE_SMALL, features.LITE3),
+    "debug": NetworkPreset(_DEBUG, features.DEBUG),
+    "debug_v2": NetworkPreset(replace(_DEBUG, v2=True), features.DEBUG),
 }
 NETWORK_PRESETS: dict[str, MMDiTConfig] = {name: p.config for name, p in PRESETS.items()}
 PRESET_ENCODERS: dict[str, str] = {name: p.encoder_set for name, p in PRESETS.items()}

@@ -28,6 +28,13 @@ def register(benches) -> None:
     bl.add_argument("--probe", action="store_true", help="also run the sync probe")
     bl.add_argument("--probe-train", type=positive_int, default=400, help="probe training clips (default 400)")
     bl.add_argument("--probe-test", type=positive_int, default=150, help="probe test clips (default 150)")
+    bl.add_argument(
+        "--probe-world",
+        choices=("foley", "directed"),
+        default="foley",
+        help="the probe's training and test clips: the plain Foley world, or the directed one (filmed backdrops, "
+        "camera motion, lighting, noise; issue 33) (default foley)",
+    )
     add_precision_option(bl, "the models' encoders, network and vocoder")
     bl.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON here")
     bl.set_defaults(func=_bench_listen)
@@ -62,6 +69,7 @@ def _bench_listen(args: argparse.Namespace) -> int:
         args.probe_train,
         args.probe_test,
         args.precision,
+        args.probe_world,
     )
     total = len(rows) + (args.probe_train + args.probe_test + 17 if args.probe else 0)
     with tqdm(total=total, desc="listen", file=sys.stderr, disable=None) as bar:
