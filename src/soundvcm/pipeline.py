@@ -134,9 +134,11 @@ class Pipeline:
         auto, fp32 or bf16 (:func:`soundvcm.precision.resolve_precision`); ``vocoder``: auto, fast,
         hifigan or a distilled vocoder's path (:func:`soundvcm.encoders.lite.load_vocoder`)."""
         if is_registered_mmaudio(model):
-            return cls._load_mmaudio(str(model), device, pretrained_encoders, precision)
+            return cls._load_mmaudio(str(model), device, pretrained_encoders, precision, vocoder)
         path = resolve_model(model)
         spec, doc = cls.peek(path)
+        if vocoder == "auto" and spec.vocoder:  # the model's own choice, recorded in its spec
+            vocoder = spec.vocoder
         dev = select_device(device)
         net = load_network(path, device=dev)
         encoder_spec(spec.encoder_set).check_network(net.config)  # before loading any encoder weights
@@ -145,14 +147,17 @@ class Pipeline:
         return cls(net, encoders, spec, dev, plan, path, doc.get("provenance"))
 
     @classmethod
-    def _load_mmaudio(cls, name: str, device: str, pretrained_encoders: bool, precision: str) -> Pipeline:
+    def _load_mmaudio(
+        cls, name: str, device: str, pretrained_encoders: bool, precision: str, vocoder: str = "auto"
+    ) -> Pipeline:
         from soundvcm.network.checkpoint import mmaudio_to_soundvcm, read_mmaudio_state
 
         spec, _ = cls.peek(name)
+        encoder_spec(spec.encoder_set).check_vocoder(vocoder)  # before reading any weights
         net = mmaudio_to_soundvcm(read_mmaudio_state(resolve(MMAUDIO_NETWORKS[name])), name.removeprefix("mmaudio_"))
         dev = select_device(device)
         plan = resolve_precision(precision, dev, INFERENCE_STAGES)
-        encoders = load_encoder_set(spec.encoder_set, device=dev, pretrained=pretrained_encoders, precision=plan)
+        encoders = load_encoder_set(spec.encoder_set, dev, pretrained_encoders, plan, vocoder)
         provenance = {"kind": "converted", "source": "MMAudio", "variant": name}
         return cls(net.to(dev).eval(), encoders, spec, dev, plan, None, provenance)
 

@@ -51,6 +51,7 @@ class ModelSpec:
     objective_config: ObjectiveConfig | None = None  # the objective's config (None: no objective)
     sampler: SamplerOptions = field(default_factory=ConsistencyOptions)
     network_config: MMDiTConfig | None = None  # the network's sizes and sequence (clip length included)
+    vocoder: str | None = None  # the vocoder it was measured with (None: its encoder set's auto choice)
 
     @classmethod
     def create(
@@ -80,6 +81,7 @@ class ModelSpec:
             "objective_config": to_dict(self.objective_config) if self.objective_config is not None else {},
             "sampler": options_to_dict(self.sampler),
             "network_config": config_to_dict(self.network_config) if self.network_config is not None else None,
+            "vocoder": self.vocoder,
         }
 
     @classmethod

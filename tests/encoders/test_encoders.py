@@ -320,3 +320,28 @@ def test_presets_and_encoder_sets_read_one_definition_of_the_sizes():
     assert ENCODER_SPECS["lite2"].vocoders[0] == "fast"
     if not ships:
         assert load_vocoder("auto", "lite2", pretrained=False)[1] == "hifigan"
+    # --vocoder: a set refuses what it cannot decode with, before any weights are read
+    ENCODER_SPECS["lite2"].check_vocoder("hifigan")
+    ENCODER_SPECS["lite2"].check_vocoder("runs/vocoder/export/s1")  # a distilled HiFi-GAN
+    with pytest.raises(ValueError, match="'lite2' encoder set decodes with auto, fast, hifigan"):
+        ENCODER_SPECS["lite2"].check_vocoder("bigvgan")
+
+
+def test_a_registered_mmaudio_model_refuses_a_vocoder_it_cannot_use():
+    """Issue 36: --vocoder was silently ignored for MMAudio's networks; now one line, before any weight file."""
+    from soundvcm.pipeline import Pipeline
+
+    with pytest.raises(ValueError, match="'mmaudio_16k' encoder set decodes with auto, bigvgan$"):
+        Pipeline.load("mmaudio_small_16k", vocoder="fast")
+
+
+def test_the_spec_records_the_vocoder_a_model_was_measured_with():
+    from soundvcm.spec import ModelSpec, read_spec
+
+    spec = ModelSpec.create("lite2_small", "lite2", "vcm")
+    assert spec.vocoder is None  # its set's auto choice
+    pinned = ModelSpec.from_dict({**spec.to_dict(), "vocoder": "hifigan"})
+    assert pinned.vocoder == "hifigan" and read_spec({"spec": pinned.to_dict()}) == pinned
+    old = spec.to_dict()
+    del old["vocoder"]  # a spec saved before the field: the set's choice
+    assert ModelSpec.from_dict(old) == spec

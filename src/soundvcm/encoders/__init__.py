@@ -53,6 +53,7 @@ def load_encoder_set(
 
 def _build(name: str, device: str | torch.device, pretrained: bool, vocoder: str = "auto"):
     spec = encoder_spec(name)
+    spec.check_vocoder(vocoder)
     if spec.build is None:  # a set registered by hand (tests, experiments) brings its own encoders
         raise ValueError(f"encoder set '{name}' has no loader here; pass its encoders explicitly")
     return spec.build(device, pretrained, vocoder)

@@ -60,6 +60,18 @@ class EncoderSetSpec:
             self.name, self.clip_dim, self.sync_dim, self.text_dim, self.text_seq_len, self.latent_dim, self.sequence
         )
 
+    def check_vocoder(self, vocoder: str) -> None:
+        """Refuse a --vocoder this set cannot decode with, in one line (a path: a distilled HiFi-GAN,
+        for sets that decode with HiFi-GAN)."""
+        if vocoder == "auto" or vocoder in self.vocoders:
+            return
+        if "hifigan" in self.vocoders and ("/" in vocoder or vocoder.startswith(".")):
+            return
+        allowed = ", ".join(("auto", *self.vocoders)) + (
+            " or a `soundvcm vocoder export` path" if "hifigan" in self.vocoders else ""
+        )
+        raise ValueError(f"--vocoder {vocoder}: the '{self.name}' encoder set decodes with {allowed}")
+
     def check_network(self, config) -> None:
         """Raise ValueError naming every dimension where a network config disagrees."""
         bad = []

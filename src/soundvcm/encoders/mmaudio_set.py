@@ -41,8 +41,6 @@ MELS = {"16k": MEL_16K, "44k": MEL_44K}
 
 def _build(mode: str):
     def build(device, pretrained: bool = True, vocoder: str = "auto") -> nn.Module:
-        if vocoder not in ("auto", "hifigan"):
-            raise ValueError(f"--vocoder {vocoder}: the paper's set has its own vocoder (BigVGAN); leave --vocoder out")
         if not pretrained:
             raise ValueError(
                 "the paper's encoder set has no random-initialised variant at full size; "
@@ -72,6 +70,7 @@ MMAUDIO_SPECS = {
         SYNC_FRAMES,
         n_mels=MELS[mode].n_mels,
         offline=False,
+        vocoders=("bigvgan",),  # MMAudio's own (16 kHz: BigVGAN from its release; 44.1 kHz: BigVGAN-v2)
         build=_build(mode),
         weight_files=_files(mode),
     )

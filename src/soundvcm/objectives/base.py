@@ -7,13 +7,16 @@ sampling, condition dropout and targets; the trainer never branches on which obj
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor
 
 from soundvcm.conditions import Batch
 from soundvcm.network.protocol import VelocityNet
+
+if TYPE_CHECKING:  # the union of the typed configs is defined beside the objectives that use them
+    from soundvcm.objectives import ObjectiveConfig
 
 
 @dataclass
@@ -31,8 +34,11 @@ class Objective(Protocol):
     """The objective protocol: ``loss(net, batch, step, generator=None) -> LossOutput``."""
 
     name: str
-    config: Any  # the objective's frozen config dataclass
     total_steps: int
+
+    @property
+    def config(self) -> ObjectiveConfig:  # the objective's frozen config dataclass (one of the typed union)
+        ...
 
     def loss(
         self, net: VelocityNet, batch: Batch, step: int, generator: torch.Generator | None = None
