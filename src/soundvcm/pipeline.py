@@ -120,25 +120,20 @@ class Pipeline:
 
     @classmethod
     def load(
-        cls,
-        model: str | Path,
-        device: str = "auto",
-        pretrained_encoders: bool = True,
-        precision: str = "auto",
+        cls, model: str | Path, device: str = "auto", pretrained_encoders: bool = True, precision: str = "auto",
         vocoder: str = "auto",
-    ) -> Pipeline:
+    ) -> Pipeline:  # fmt: skip
         """Load a checkpoint (NAME, NAME.json or NAME.safetensors) and its encoder set, a model that
         ships with the package by name (``default``, see :mod:`soundvcm.models`), a hub id
         ``org/name[@revision]`` from huggingface_hub's cache (:mod:`soundvcm.hub`), or a registered
         MMAudio network by name (e.g. ``mmaudio_small_16k``), converted on the fly. ``precision``:
-        auto, fp32 or bf16 (:func:`soundvcm.precision.resolve_precision`); ``vocoder``: auto, fast,
-        hifigan or a distilled vocoder's path (:func:`soundvcm.encoders.lite.load_vocoder`)."""
+        auto, fp32 or bf16 (:func:`soundvcm.precision.resolve_precision`); ``vocoder``: auto (the
+        model's own, else its encoder set's choice) or one the set lists (``EncoderSetSpec.vocoders``)."""
         if is_registered_mmaudio(model):
             return cls._load_mmaudio(str(model), device, pretrained_encoders, precision, vocoder)
         path = resolve_model(model)
         spec, doc = cls.peek(path)
-        if vocoder == "auto" and spec.vocoder:  # the model's own choice, recorded in its spec
-            vocoder = spec.vocoder
+        vocoder = spec.vocoder if vocoder == "auto" and spec.vocoder else vocoder  # the model's own choice
         dev = select_device(device)
         net = load_network(path, device=dev)
         encoder_spec(spec.encoder_set).check_network(net.config)  # before loading any encoder weights

@@ -294,3 +294,14 @@ def test_loud_frame_weights_favour_events_and_keep_the_loss_scale():
     only_loud[:, 5] = 12.0
     expected = (pred[:, 5] - target[:, 5]).square().mean(dim=-1)
     assert torch.allclose(per_row_mse(pred, target, only_loud), expected)
+
+
+def test_an_objective_is_chosen_by_its_configs_type_and_gives_it_back():
+    from soundvcm.objectives import OBJECTIVE_PRESETS, build_objective, config_of, objective_for
+
+    for name in ("fm", "vcm", "meanflow"):
+        config = OBJECTIVE_PRESETS[name].config
+        objective = objective_for(config, 10)
+        assert config_of(objective) == config and type(objective) is type(build_objective(name, 10))
+    with pytest.raises(TypeError, match="not an ObjectiveConfig"):
+        config_of(type("Odd", (), {"config": object()})())

@@ -44,6 +44,15 @@ def objective_for(config: ObjectiveConfig, total_steps: int) -> Objective:
     return OBJECTIVE_CLASSES[type(config)](config, total_steps=total_steps)
 
 
+def config_of(objective: Objective) -> ObjectiveConfig:
+    """An objective's config, as the typed union (the protocol cannot name the union: the configs'
+    modules import it)."""
+    config = objective.config
+    if not isinstance(config, FlowMatchingConfig | VelocityConsistencyConfig | MeanFlowConfig):
+        raise TypeError(f"{type(objective).__name__}'s config is a {type(config).__name__}, not an ObjectiveConfig")
+    return config
+
+
 @dataclass(frozen=True)
 class ObjectivePreset:
     """A named objective: its class and its frozen config."""
@@ -86,6 +95,7 @@ def build_objective(name: str, total_steps: int, config: ObjectiveConfig | None 
 
 
 __all__ = [
+    "config_of",
     "Batch",
     "LossOutput",
     "Objective",

@@ -7,16 +7,13 @@ sampling, condition dropout and targets; the trainer never branches on which obj
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from soundvcm.conditions import Batch
 from soundvcm.network.protocol import VelocityNet
-
-if TYPE_CHECKING:  # the union of the typed configs is defined beside the objectives that use them
-    from soundvcm.objectives import ObjectiveConfig
 
 
 @dataclass
@@ -37,7 +34,7 @@ class Objective(Protocol):
     total_steps: int
 
     @property
-    def config(self) -> ObjectiveConfig:  # the objective's frozen config dataclass (one of the typed union)
+    def config(self) -> object:  # its frozen config: one of objectives.ObjectiveConfig (objectives.config_of)
         ...
 
     def loss(

@@ -39,7 +39,7 @@ from soundvcm.device import compile_module, dist_info
 from soundvcm.network.checkpoint import config_to_dict
 from soundvcm.network.mmdit import MMDiT
 from soundvcm.network.protocol import autocast
-from soundvcm.objectives import build_objective
+from soundvcm.objectives import build_objective, config_of
 from soundvcm.precision import resolve_precision
 from soundvcm.spec import ModelSpec, network_for_cache
 from soundvcm.training.checkpoint import (
@@ -103,7 +103,7 @@ class Trainer:
         self.precision = resolve_precision(config.precision, self.device, ("train",))
         self.objective = build_objective(config.objective, config.steps, config.objective_config)
         self.spec = ModelSpec.create(
-            config.network, self.encoder_set, config.objective, self.objective.config, self.net.config
+            config.network, self.encoder_set, config.objective, config_of(self.objective), self.net.config
         )
         saved = self._start_or_resume(init)  # whole weights go in before any sharding
         self.engine = self._build_engine(parallel)
