@@ -257,11 +257,15 @@ def test_cli_train_resume_and_ema_export(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "flags, name, sync",
-    [([], "lite2", (44, 192)), (["--encoders", "lite"], "lite", (16, 128))],  # the default is the shipped set
+    "flags, name, sync, latent",
+    [
+        ([], "lite3", (44, 192), 20),  # the default is the shipped set
+        (["--encoders", "lite2"], "lite2", (44, 192), 160),
+        (["--encoders", "lite"], "lite", (16, 128), 160),
+    ],
 )
-def test_cli_extract_lite_cache(tmp_path, flags, name, sync):
-    """The real lite encoders through `soundvcm extract`: shapes follow the set (lite2 by default)."""
+def test_cli_extract_lite_cache(tmp_path, flags, name, sync, latent):
+    """The real lite encoders through `soundvcm extract`: shapes follow the set (lite3 by default)."""
     from soundvcm.cli import main
 
     make_video(tmp_path / "v.mp4", duration=1.2, size=(64, 48), audio_rate=22_050)
@@ -270,9 +274,13 @@ def test_cli_extract_lite_cache(tmp_path, flags, name, sync):
     assert main([*argv, *flags]) == 0
     cache = FeatureCache(tmp_path / "cache")
     row = cache.row(0)
-    assert cache.meta.encoder_set == name and len(cache.meta.weight_hashes) == 3
-    assert row["mean"].shape == (44, 160) and row["clip"].shape == (8, 1280) and row["sync"].shape == sync
-    assert row["text"].shape == (77, 384) and row["std"].abs().max() == 0
+    assert cache.meta.encoder_set == name and len(cache.meta.weight_hashes) == (4 if name == "lite3" else 3)
+    assert row["mean"].shape == (44, latent) and row["clip"].shape == (8, 1280) and row["sync"].shape == sync
+    assert row["text"].shape == (77, 384)
+    if latent == 160:  # the mel itself: exact, no posterior width
+        assert row["std"].abs().max() == 0
+    else:  # the mel VAE's posterior
+        assert row["std"].shape == (44, 20) and (row["std"] > 0).all()
 
 
 def test_extract_splits_shards_across_ranks_and_resumes(tmp_path, monkeypatch):
