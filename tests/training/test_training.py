@@ -259,13 +259,13 @@ def test_cli_train_resume_and_ema_export(tmp_path, capsys):
 @pytest.mark.parametrize(
     "flags, name, sync, latent",
     [
-        ([], "lite3", (44, 192), 20),  # the default is the shipped set
-        (["--encoders", "lite2"], "lite2", (44, 192), 160),
+        ([], "lite2", (44, 192), 160),  # the default is the shipped set
+        (["--encoders", "lite3"], "lite3", (44, 192), 20),
         (["--encoders", "lite"], "lite", (16, 128), 160),
     ],
 )
 def test_cli_extract_lite_cache(tmp_path, flags, name, sync, latent):
-    """The real lite encoders through `soundvcm extract`: shapes follow the set (lite3 by default)."""
+    """The real lite encoders through `soundvcm extract`: shapes follow the set (lite2 by default)."""
     from soundvcm.cli import main
 
     make_video(tmp_path / "v.mp4", duration=1.2, size=(64, 48), audio_rate=22_050)

@@ -330,6 +330,7 @@ def run_listen(cfg: ListenConfig, progress=lambda n: None) -> dict[str, Any]:
         clips = _probe_clips(cfg, progress)
         doc["probe"] = probe_scores(clips["train"], clips["test"], SAMPLE_RATE / 512, clips["bbb"])
         doc["probe_clips"] = {k: len(v) for k, v in clips.items()}
+        doc["probe_world"] = cfg.probe_world
     return doc
 
 
@@ -352,7 +353,7 @@ def table(doc: dict[str, Any]) -> str:
             "",
             f"### Sync probe (clips: {doc['probe_clips']})",
             "",
-            "| feature | Foley test F1 | BBB F1 (detected onsets) |",
+            f"| feature | {doc.get('probe_world', 'foley')} test F1 | BBB F1 (detected onsets) |",
             "|---|---|---|",
         ]
         for name, r in doc["probe"].items():

@@ -25,9 +25,9 @@ def register(commands) -> None:
     ext.add_argument("--out", required=True, type=Path, help="cache folder")
     ext.add_argument(
         "--encoders",
-        default="lite3",
-        help="encoder set: lite3 (default: the shipped models', issue 33), lite2 (raw log-mel latent), lite (the "
-        "first lite models'), mmaudio_16k, mmaudio_44k",
+        default="lite2",
+        help="encoder set: lite2 (default: the shipped models'), lite3 (lite2's conditions, a 20-channel mel VAE "
+        "latent; issue 33), lite (the first lite models'), mmaudio_16k, mmaudio_44k",
     )
     ext.add_argument("--duration", type=positive_float, default=8.0, help="seconds per clip (default 8)")
     ext.add_argument("--rows-per-shard", type=int, default=64, help="rows per shard file (default 64)")
