@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -61,11 +62,12 @@ class EncoderSetSpec:
         )
 
     def check_vocoder(self, vocoder: str) -> None:
-        """Refuse a --vocoder this set cannot decode with, in one line (a path: a distilled HiFi-GAN,
-        for sets that decode with HiFi-GAN)."""
+        """Refuse a --vocoder this set cannot decode with, in one line (a path: a distilled HiFi-GAN's
+        `soundvcm vocoder export` stem, for sets that decode with HiFi-GAN)."""
         if vocoder == "auto" or vocoder in self.vocoders:
             return
-        if "hifigan" in self.vocoders and ("/" in vocoder or vocoder.startswith(".")):
+        stem = Path(vocoder)
+        if "hifigan" in self.vocoders and (len(stem.parts) > 1 or stem.with_suffix(".safetensors").is_file()):
             return
         allowed = ", ".join(("auto", *self.vocoders)) + (
             " or a `soundvcm vocoder export` path" if "hifigan" in self.vocoders else ""

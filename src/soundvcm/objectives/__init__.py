@@ -48,7 +48,7 @@ def config_of(objective: Objective) -> ObjectiveConfig:
     """An objective's config, as the typed union (the protocol cannot name the union: the configs'
     modules import it)."""
     config = objective.config
-    if not isinstance(config, FlowMatchingConfig | VelocityConsistencyConfig | MeanFlowConfig):
+    if not isinstance(config, ObjectiveConfig):
         raise TypeError(f"{type(objective).__name__}'s config is a {type(config).__name__}, not an ObjectiveConfig")
     return config
 
