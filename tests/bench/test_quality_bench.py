@@ -99,6 +99,23 @@ def test_reference_rows_give_the_known_answers(tmp_path):
     assert saved["results"]["foley"]["silence"]["Onset-F1"] == 0.0
 
 
+def test_bench_vocoder_error_has_the_teacher_as_its_zero(tmp_path):
+    from soundvcm.bench import vocoder_quality
+
+    data = _mini_open(tmp_path / "open")
+    untrained = _untrained_student(tmp_path / "student")
+    rows = vocoder_quality.run(data, ("hifigan", untrained), clips=2, duration=DURATION, sets=("foley", "sfx"))
+    by = {(r.vocoder, r.test_set): r for r in rows}
+    assert len(rows) == 4  # hifigan once, first, though named again
+    for name in ("foley", "sfx"):
+        teacher, student = by["hifigan", name], by[untrained, name]
+        assert teacher.to_teacher == 0.0 and teacher.clips == 2
+        assert 0.05 < teacher.to_mel < 1.0  # V1 universal resynthesises its own mel closely, not exactly
+        assert student.to_mel > teacher.to_mel + 0.5 and student.to_teacher > 0.5  # an untrained student: far
+    text = vocoder_quality.table(rows)
+    assert "| hifigan | foley | 2 |" in text and "+0.0000" in text
+
+
 @pytest.mark.slow
 def test_model_rows_share_the_encoding_and_a_rerun_resumes(tmp_path):
     from soundvcm.network.checkpoint import save_network

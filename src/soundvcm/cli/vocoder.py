@@ -15,8 +15,10 @@ def register(commands) -> None:
         "distill",
         help="build the teacher bank from the open data (if missing) and train the student (resumable)",
         description="Segments of the open data's training audio are vocoded by HiFi-GAN V1 universal (the teacher) "
-        "into OUT/bank; the student (HiFi-GAN V2's shape, ~16x fewer multiply-adds) learns to reproduce the "
-        "teacher's waveform from the same mel. Rerun the same command to resume the bank or the training.",
+        "into OUT/bank; the student learns to reproduce the teacher's waveform from the same mel: HiFi-GAN's "
+        "own layout narrowed to --channels (V2's 128: ~16x fewer multiply-adds), or with --student istft a "
+        "frame-rate network with an inverse-STFT head (~40x fewer). Rerun the same command to resume the "
+        "bank or the training.",
     )
     dist.add_argument("--data", required=True, type=Path, help="folder written by `soundvcm data open`")
     dist.add_argument("--out", required=True, type=Path, help="run folder (bank, checkpoint)")
@@ -24,8 +26,17 @@ def register(commands) -> None:
     dist.add_argument("--steps", dest="steps", type=positive_int, help=argparse.SUPPRESS)  # the name before issue 36
     dist.add_argument("--segments", type=positive_int, default=None, help="bank segments (default 3000)")
     dist.add_argument(
-        "--channels", type=positive_int, default=128, help="student width after the input conv (V2: 128, V1: 512)"
+        "--student",
+        choices=("hifigan", "istft"),
+        default="hifigan",
+        help="hifigan: HiFi-GAN's layout at --channels; istft: ConvNeXt blocks at the frame rate and an "
+        "inverse-STFT head (--dim, --layers; soundvcm.encoders.istft_vocoder)",
     )
+    dist.add_argument(
+        "--channels", type=positive_int, default=128, help="hifigan student width after the input conv (V2 128, V1 512)"
+    )
+    dist.add_argument("--dim", type=positive_int, default=384, help="istft student width (hidden: 3x)")
+    dist.add_argument("--layers", type=positive_int, default=8, help="istft student ConvNeXt blocks")
     dist.add_argument(
         "--prune",
         action="store_true",
@@ -33,6 +44,7 @@ def register(commands) -> None:
         "rest refitted by least squares on bank segments) instead of random weights",
     )
     dist.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-4)")
+    dist.add_argument("--batch", type=positive_int, default=None, help="bank segments per step (default 8)")
     dist.add_argument("--decay-start", type=int, default=None, help="step where the cosine decay begins (default 5000)")
     dist.add_argument(
         "--init", type=Path, default=None, help="start the student from a `soundvcm vocoder export` stem (its shape)"
@@ -54,19 +66,25 @@ def register(commands) -> None:
 
 
 def _distill(args: argparse.Namespace) -> int:
+    import json
     from dataclasses import replace
 
-    from soundvcm.encoders.hifigan import HiFiGAN
+    import torch
+
+    from soundvcm.encoders.hifigan import HiFiGAN, distilled_vocoder
+    from soundvcm.encoders.istft_vocoder import ISTFTShape
     from soundvcm.precision import resolve_precision
     from soundvcm.training.interrupt import TrainingInterrupted
     from soundvcm.training.vocoder import (
         PEAK,
         DistillConfig,
+        Shape,
         StudentShape,
         VocoderDistiller,
         build_bank,
         export_shape,
         load_bank,
+        shape_from_dict,
     )
     from soundvcm.training.vocoder_prune import REFIT_SEGMENTS, prune_teacher, refit
 
@@ -76,6 +94,7 @@ def _distill(args: argparse.Namespace) -> int:
         steps=args.steps or cfg.steps,
         segments=args.segments or cfg.segments,
         lr=args.lr or cfg.lr,
+        batch=args.batch or cfg.batch,
         decay_start=cfg.decay_start if args.decay_start is None else args.decay_start,
         min_peak=cfg.min_peak if args.min_peak is None else args.min_peak,
     )
@@ -83,20 +102,27 @@ def _distill(args: argparse.Namespace) -> int:
         raise ValueError(f"--min-peak must be in (0, {PEAK}], got {cfg.min_peak}")
     if args.init and args.prune:
         raise ValueError("--init and --prune both choose the starting weights; give one")
+    if args.prune and args.student != "hifigan":
+        raise ValueError("--prune narrows the teacher itself: it needs --student hifigan")
     plan = resolve_precision(args.precision, "cpu", ("vocoder", "train"))
     print(plan.describe())
     teacher = HiFiGAN.pretrained()
     bank = args.bank or args.out / "bank"
     build_bank(args.data, bank, cfg, teacher, plan.dtype("vocoder"))
     data = load_bank(bank, cfg)
-    init, shape = None, StudentShape(channels=args.channels)
+    init: torch.nn.Module | None = None
+    shape: Shape = StudentShape(channels=args.channels)
+    if args.student == "istft":
+        shape = ISTFTShape(dim=args.dim, layers=args.layers, hidden=3 * args.dim)
     fresh = not (args.out / "checkpoint.json").is_file()  # a rerun resumes its checkpoint instead
+    if not fresh:  # a rerun continues with the shape its checkpoint recorded
+        shape = shape_from_dict(json.loads((args.out / "checkpoint.json").read_text())["shape"])
     if args.prune and fresh:
         print(f"pruning the teacher to {args.channels} channels and refitting on {REFIT_SEGMENTS} bank segments")
         init = refit(prune_teacher(teacher, args.channels), teacher, data[0][-REFIT_SEGMENTS:])
     elif args.init:
         shape = export_shape(args.init)  # a rerun needs the shape to restore its checkpoint, not the weights
-        init = HiFiGAN.distilled(args.init) if fresh else None
+        init = distilled_vocoder(args.init) if fresh else None
     distiller = VocoderDistiller(data, args.out, cfg, shape, plan.dtype("train"), init)
     try:
         history = distiller.fit()

@@ -63,6 +63,7 @@ class HiFiGAN(nn.Module):
     sample_rate = 22_050
     hop_length = 256
     n_mels = 80
+    bf16_window: int | None = 128  # batch-1 bf16 vocoding runs in windows of this many frames (below)
 
     def __init__(
         self,
@@ -126,6 +127,23 @@ class HiFiGAN(nn.Module):
             x = sum(block(x) for block in blocks) / self.num_kernels
         x = conv_nwc(self.conv_post, F.leaky_relu(x))  # PyTorch's default slope 0.01 here, as in the original
         return torch.tanh(x)[:, 0, 0]
+
+
+def distilled_vocoder(stem: str | Path = FAST_VOCODER) -> nn.Module:
+    """A student of :mod:`soundvcm.training.vocoder` at ``stem``: HiFi-GAN-shaped, or the frame-rate
+    iSTFT vocoder (:mod:`soundvcm.encoders.istft_vocoder`), as its JSON's ``shape.kind`` says."""
+    import json
+
+    meta = Path(stem).with_suffix(".json")
+    try:
+        kind = json.loads(meta.read_text())["shape"].get("kind", "hifigan") if meta.is_file() else "hifigan"
+    except (ValueError, KeyError, AttributeError) as exc:
+        raise WeightsError(f"vocoder: {meta} is not a `soundvcm vocoder export` description ({exc})") from exc
+    if kind == "istft":
+        from soundvcm.encoders.istft_vocoder import ISTFTVocoder
+
+        return ISTFTVocoder.distilled(stem)
+    return HiFiGAN.distilled(stem)
 
 
 # HiFi-GAN's receptive field (V1 and the V2-shaped student: same kernels and dilations) reaches

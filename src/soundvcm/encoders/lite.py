@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from soundvcm import features
 from soundvcm.encoders.base import EncoderSetSpec, autocast, chunked, freeze, to_float_frames
 from soundvcm.encoders.efficientnet_lite import MEAN, STD, EfficientNetLite0
-from soundvcm.encoders.hifigan import FAST_VOCODER, HiFiGAN, vocode_in_chunks
+from soundvcm.encoders.hifigan import FAST_VOCODER, HiFiGAN, distilled_vocoder, vocode_in_chunks
 from soundvcm.encoders.mel_vae import MelVAE, MPConv1d
 from soundvcm.encoders.minilm import MiniLMText
 from soundvcm.encoders.motion_flow import MotionFlowSync
@@ -126,7 +126,7 @@ def latent_to_mel(latent: Tensor) -> Tensor:
     return latent.view(b, n, PATCH, d // PATCH).permute(0, 3, 1, 2).reshape(b, d // PATCH, n * PATCH)
 
 
-def load_vocoder(choice: str, name: str, pretrained: bool) -> tuple[HiFiGAN, str]:
+def load_vocoder(choice: str, name: str, pretrained: bool) -> tuple[nn.Module, str]:
     """(generator, what it is) for ``--vocoder``: ``hifigan`` (V1 universal, the reference), ``fast``
     (its distilled student, ~16x fewer multiply-adds), a student's export path, or ``auto``: the fast
     one where the set lists it and it ships, else HiFi-GAN (the set's spec says which it may use: lite
@@ -137,7 +137,7 @@ def load_vocoder(choice: str, name: str, pretrained: bool) -> tuple[HiFiGAN, str
     if choice == "hifigan":
         return (HiFiGAN.pretrained() if pretrained else HiFiGAN()), "hifigan"
     stem = FAST_VOCODER if choice == "fast" else Path(choice)
-    return HiFiGAN.distilled(stem), "fast" if choice == "fast" else str(stem)
+    return distilled_vocoder(stem), "fast" if choice == "fast" else str(stem)
 
 
 class LiteEncoderSet(nn.Module):
@@ -232,10 +232,11 @@ class LiteEncoderSet(nn.Module):
         every clip (8 s, Sapphire Rapids, 2 threads, channels-last: 1.19 s cold / 0.63 s warm against
         2.48 / 0.39 s in one pass and 1.19 / 0.84 s in windows of 96; a CLI run vocodes once, cold).
         In fp32 one pass (no such cost; windows would only add their context's work)."""
+        window: int | None = getattr(type(self.vocoder), "bf16_window", None)  # None: one pass (iSTFT vocoder)
         with autocast(self.device, self.vocoder_dtype):
-            if mel.shape[0] != 1 or self.vocoder_dtype != torch.bfloat16:
+            if mel.shape[0] != 1 or self.vocoder_dtype != torch.bfloat16 or window is None:
                 return self.vocoder(mel).float()
-            return vocode_in_chunks(lambda m: self.vocoder(m).float(), mel, HiFiGAN.hop_length, chunk=128)[None]
+            return vocode_in_chunks(lambda m: self.vocoder(m).float(), mel, HiFiGAN.hop_length, chunk=window)[None]
 
     def decode_audio(self, latent: Tensor) -> Tensor:
         """(B, L, 160) -> (B, L * 512) waveform at 22.05 kHz."""

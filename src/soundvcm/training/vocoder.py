@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from soundvcm.atomic import atomic_write, save_tensors
 from soundvcm.encoders.hifigan import HiFiGAN
+from soundvcm.encoders.istft_vocoder import ISTFTShape
 from soundvcm.media.audio import load_audio
 from soundvcm.media.mel import MEL_HIFIGAN, mel_spectrogram
 from soundvcm.training.interrupt import StopRequest, TrainingInterrupted
@@ -57,9 +58,28 @@ class StudentShape:
     upsample_rates: tuple[int, ...] = (8, 8, 2, 2)
     upsample_kernels: tuple[int, ...] = (16, 16, 4, 4)
     resblock_kernels: tuple[int, ...] = (3, 7, 11)
+    kind: str = "hifigan"
 
     def build(self) -> HiFiGAN:
         return HiFiGAN(self.upsample_rates, self.upsample_kernels, self.channels, self.resblock_kernels)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+Shape = StudentShape | ISTFTShape  # a HiFi-GAN-shaped student, or the frame-rate one (istft_vocoder.py)
+
+
+def shape_from_dict(shape: dict) -> Shape:
+    """The student shape a checkpoint or an export records (no ``kind``: HiFi-GAN, as before issue 35)."""
+    if shape.get("kind", "hifigan") == "istft":
+        return ISTFTShape(int(shape["dim"]), int(shape["layers"]), int(shape["hidden"]), int(shape["n_fft"]))
+    return StudentShape(
+        channels=int(shape["channels"]),
+        upsample_rates=tuple(shape["upsample_rates"]),
+        upsample_kernels=tuple(shape["upsample_kernels"]),
+        resblock_kernels=tuple(shape["resblock_kernels"]),
+    )
 
 
 @dataclass(frozen=True)
@@ -180,14 +200,14 @@ class VocoderDistiller:
         bank: tuple[Tensor, Tensor],
         out: Path,
         cfg: DistillConfig,
-        shape: StudentShape,
+        shape: Shape,
         dtype: torch.dtype | None = None,
-        init: HiFiGAN | None = None,
+        init: torch.nn.Module | None = None,
     ):
         self.mels, self.waves = bank
         self.out, self.cfg, self.shape, self.dtype = Path(out), cfg, shape, dtype
         torch.manual_seed(cfg.seed)
-        self.student = shape.build()
+        self.student: torch.nn.Module = shape.build()
         if init is not None:  # a fresh run starts from these weights (vocoder_prune); a checkpoint overrides them
             self.student.load_state_dict(init.state_dict())
         self.optimizer = torch.optim.AdamW(
@@ -216,7 +236,7 @@ class VocoderDistiller:
         for index, entry in self.optimizer.state_dict()["state"].items():
             for name, value in entry.items():
                 state[f"o.{index}.{name}"] = torch.as_tensor(value).contiguous()
-        doc = {"step": self.step, "history": self.history, "config": asdict(self.cfg), "shape": asdict(self.shape)}
+        doc = {"step": self.step, "history": self.history, "config": asdict(self.cfg), "shape": self.shape.to_dict()}
         atomic_write(self.out / "checkpoint.safetensors", lambda tmp: save_tensors(tmp, state))
         atomic_write(self.out / "checkpoint.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1)))
 
@@ -307,15 +327,9 @@ def export_student(run: Path, out: Path) -> Path:
     return out
 
 
-def export_shape(stem: Path) -> StudentShape:
+def export_shape(stem: Path) -> Shape:
     """The generator shape recorded beside an exported student's weights."""
     meta = Path(stem).with_suffix(".json")
     if not meta.is_file():
         raise FileNotFoundError(f"{meta} is missing (`soundvcm vocoder export` writes it)")
-    shape = json.loads(meta.read_text())["shape"]
-    return StudentShape(
-        channels=int(shape["channels"]),
-        upsample_rates=tuple(shape["upsample_rates"]),
-        upsample_kernels=tuple(shape["upsample_kernels"]),
-        resblock_kernels=tuple(shape["resblock_kernels"]),
-    )
+    return shape_from_dict(json.loads(meta.read_text())["shape"])

@@ -1,0 +1,151 @@
+"""A frame-rate vocoder with an inverse-STFT head (Vocos-style; issue 35), our own module.
+
+Mel (B, 80, frames) -> waveform (B, frames * 256) at 22.05 kHz, the same contract as
+:class:`soundvcm.encoders.hifigan.HiFiGAN`, but every layer runs at the mel's frame rate
+(86 frames/s) where HiFi-GAN runs its residual blocks at up to 256x that rate:
+
+1. a 1-D convolution (kernel 7) from the 80 mel bands to ``dim`` channels, LayerNorm;
+2. ``layers`` ConvNeXt blocks: depthwise convolution (kernel 7), LayerNorm, pointwise MLP
+   ``dim -> hidden -> dim`` with GELU, a learnt per-channel scale (initialised to 1 / layers),
+   residual;
+3. LayerNorm and a linear head giving, per frame, the log-magnitude and the phase of a
+   ``n_fft``-point spectrum (513 bins each for n_fft = 1024);
+4. inverse FFT, Hann window, overlap-add with hop 256, divided by the summed squared window
+   ("same" padding: frame f's window is centred on sample 256 f + 128, where HiFi-GAN's mel
+   frame f is centred, so the two vocoders are sample-aligned and one teacher bank serves both).
+
+Multiply-adds per frame at dim 384, hidden 1152, 8 layers: ~7.7 M, i.e. ~0.7 GMAC per second of
+audio against HiFi-GAN V1's ~26 (BENCHMARKS.md, issue 35). The head and the inverse STFT always
+run in fp32 (CPU FFTs have no bf16 kernel, and exp() of a bf16 log-magnitude would cost ~3 dB
+steps); the backbone follows the caller's autocast.
+
+The receptive field is +-(3 + 3 layers + 2) frames: the embedding's and each block's kernel
+reach 3 frames, and a sample depends on the 4 overlapping windows around it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from soundvcm.encoders.base import freeze
+from soundvcm.weights import WeightsError, load_strict, load_weights
+
+MAX_LOG_MAGNITUDE = 4.6  # exp(4.6) ~ 100: a loud bin of a full-scale 1024-point frame is ~ 250 x 0.5
+
+
+@dataclass(frozen=True)
+class ISTFTShape:
+    """The student's shape; saved beside its weights (``kind`` tells the loaders which module)."""
+
+    dim: int = 384
+    layers: int = 8
+    hidden: int = 1152
+    n_fft: int = 1024
+    kind: str = "istft"
+
+    def build(self) -> ISTFTVocoder:
+        return ISTFTVocoder(self)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, dim: int, hidden: int, scale: float):
+        super().__init__()
+        self.depthwise = nn.Conv1d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.up = nn.Linear(dim, hidden)
+        self.down = nn.Linear(hidden, dim)
+        self.scale = nn.Parameter(torch.full((dim,), scale))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, dim, frames) -> the same."""
+        h = self.depthwise(x).transpose(1, 2)
+        h = self.down(F.gelu(self.up(self.norm(h))))
+        return x + (self.scale * h).transpose(1, 2)
+
+
+def overlap_add(frames: Tensor, window: Tensor, hop: int) -> Tensor:
+    """Windowed frames (B, n_fft, F) -> (B, F * hop) samples: overlap-add divided by the summed
+    squared window, trimmed by (n_fft - hop) / 2 at each end ("same" padding)."""
+    n_fft, count = frames.shape[1], frames.shape[2]
+    length = (count - 1) * hop + n_fft
+    fold = dict(output_size=(1, length), kernel_size=(1, n_fft), stride=(1, hop))
+    wave = F.fold(frames, **fold)[:, 0, 0]
+    envelope = F.fold((window**2)[None, :, None].expand(1, n_fft, count), **fold)[0, 0, 0]
+    pad = (n_fft - hop) // 2
+    return wave[:, pad : length - pad] / envelope[pad : length - pad].clamp_min(1e-8)
+
+
+class ISTFTVocoder(nn.Module):
+    sample_rate = 22_050
+    hop_length = 256
+    n_mels = 80
+    bf16_window: int | None = None  # one pass in every precision (HiFi-GAN's bf16 windows: hifigan.py)
+
+    def __init__(self, shape: ISTFTShape | None = None):
+        super().__init__()
+        self.shape = shape = shape or ISTFTShape()
+        if shape.n_fft < 2 * self.hop_length or shape.n_fft % self.hop_length:
+            # Hann windows overlap-add to a non-zero envelope only from 2 windows per sample on
+            hop = self.hop_length
+            raise ValueError(f"n_fft must be a multiple of {hop} and >= {2 * hop}, got {shape.n_fft}")
+        self.embed = nn.Conv1d(self.n_mels, shape.dim, 7, padding=3)
+        self.norm = nn.LayerNorm(shape.dim, eps=1e-6)
+        self.blocks = nn.ModuleList(
+            ConvNeXtBlock(shape.dim, shape.hidden, 1 / shape.layers) for _ in range(shape.layers)
+        )
+        self.final_norm = nn.LayerNorm(shape.dim, eps=1e-6)
+        self.head = nn.Linear(shape.dim, shape.n_fft + 2)
+        self.window: Tensor
+        self.register_buffer("window", torch.hann_window(shape.n_fft), persistent=False)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv1d, nn.Linear)):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    @property
+    def receptive_context(self) -> int:
+        """Mel frames on each side that a sample depends on (the module docstring)."""
+        return 3 + 3 * self.shape.layers + 2
+
+    @classmethod
+    def distilled(cls, stem: str | Path) -> ISTFTVocoder:
+        """A student of :mod:`soundvcm.training.vocoder` from ``STEM.safetensors`` + ``STEM.json``."""
+        stem = Path(stem)
+        meta, weights = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+        if not meta.is_file() or not weights.is_file():
+            raise WeightsError(f"vocoder: {weights} or its .json is missing (`soundvcm vocoder export` writes them)")
+        shape = json.loads(meta.read_text())["shape"]
+        model = cls(ISTFTShape(int(shape["dim"]), int(shape["layers"]), int(shape["hidden"]), int(shape["n_fft"])))
+        state = {k: v.float() for k, v in load_weights(weights, "vocoder").items()}
+        load_strict(model, state, "vocoder")
+        return freeze(model)
+
+    def spectrum(self, mel: Tensor) -> Tensor:
+        """(B, 80, frames) log-mel -> (B, n_fft / 2 + 1, frames) complex spectrum (fp32)."""
+        x = self.norm(self.embed(mel).transpose(1, 2)).transpose(1, 2)
+        for block in self.blocks:
+            x = block(x)
+        with torch.autocast(x.device.type, enabled=False):
+            h = self.head(self.final_norm(x.transpose(1, 2).float())).transpose(1, 2)
+            log_magnitude, phase = h.chunk(2, dim=1)
+            # cos/sin of an unbounded phase: no wrap-around for the gradient to cross
+            return torch.polar(log_magnitude.clamp(max=MAX_LOG_MAGNITUDE).exp(), phase)
+
+    def forward(self, mel: Tensor) -> Tensor:
+        """(B, 80, frames) natural-log mel -> (B, frames * 256) waveform (in [-1, 1] outside training,
+        where a clamp would stop the gradient of a sample past full scale)."""
+        spec = self.spectrum(mel)
+        with torch.autocast(spec.device.type, enabled=False):
+            frames = torch.fft.irfft(spec, n=self.shape.n_fft, dim=1) * self.window[:, None]
+            wave = overlap_add(frames, self.window, self.hop_length)
+        return wave if self.training else wave.clamp(-1, 1)

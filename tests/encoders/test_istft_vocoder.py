@@ -1,0 +1,129 @@
+"""The frame-rate iSTFT vocoder (soundvcm.encoders.istft_vocoder, issue 35): exact synthesis,
+HiFi-GAN's sample alignment, its receptive field, precision, and the export -> loader round trip."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from soundvcm.encoders.hifigan import HiFiGAN, distilled_vocoder
+from soundvcm.encoders.istft_vocoder import ISTFTShape, ISTFTVocoder, overlap_add
+from soundvcm.media.mel import MEL_HIFIGAN, mel_spectrogram
+from soundvcm.training.vocoder import DistillConfig, VocoderDistiller, export_shape, export_student, shape_from_dict
+
+TINY = ISTFTShape(dim=16, layers=2, hidden=32, n_fft=512)  # the smallest window for hop 256
+HOP = ISTFTVocoder.hop_length
+
+
+def _analyse(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    """The "same"-padded STFT that overlap_add inverts: frame f centred on sample hop f + hop / 2."""
+    pad = (n_fft - hop) // 2
+    frames = F.pad(x, (pad, pad)).unfold(-1, n_fft, hop)  # (B, F, n_fft)
+    return torch.fft.rfft(frames * torch.hann_window(n_fft, dtype=x.dtype), dim=-1).transpose(1, 2)
+
+
+@pytest.mark.parametrize(("n_fft", "hop"), [(1024, 256), (64, 16)])
+def test_overlap_add_inverts_the_same_padded_stft_exactly(n_fft, hop):
+    torch.manual_seed(0)
+    x = torch.randn(2, 40 * hop, dtype=torch.float64)
+    window = torch.hann_window(n_fft, dtype=torch.float64)
+    frames = torch.fft.irfft(_analyse(x, n_fft, hop), n=n_fft, dim=1) * window[:, None]
+    y = overlap_add(frames, window, hop)
+    assert y.shape == x.shape
+    assert (y - x).abs().max() < 1e-12  # OLA of w^2 x / sum w^2 = x at every sample, the ends included
+
+
+def test_frame_f_is_centred_where_hifigans_mel_frame_f_is():
+    """A click at the centre of frame 7's window lands on sample 256 * 7 + 128, and HiFi-GAN's mel
+    of a click there peaks at frame 7 (the teacher bank's alignment is the student's)."""
+    n_fft, f = 1024, 7
+    frames = torch.zeros(1, n_fft, 16, dtype=torch.float64)
+    frames[0, n_fft // 2, f] = 1.0
+    y = overlap_add(frames, torch.hann_window(n_fft, dtype=torch.float64), HOP)[0]
+    assert int(y.abs().argmax()) == HOP * f + HOP // 2
+    click = torch.zeros(1, 16 * HOP)
+    click[0, HOP * f + HOP // 2] = 1.0
+    mel = mel_spectrogram(click, MEL_HIFIGAN)[0]
+    assert int(mel.mean(0).argmax()) == f
+
+
+def test_shapes_dtypes_and_the_receptive_field():
+    torch.manual_seed(0)
+    model = ISTFTVocoder(replace(TINY, n_fft=1024)).eval()
+    mel = torch.randn(2, 80, 60) - 5
+    with torch.inference_mode():
+        y = model(mel)
+        assert y.shape == (2, 60 * HOP) and y.dtype == torch.float32 and y.abs().max() <= 1
+        moved = mel.clone()
+        moved[:, :, 30] += 3.0
+        changed = (model(moved) - y).abs().amax(0) > 0
+    rc = model.receptive_context
+    assert rc == 3 + 3 * 2 + 2
+    touched = changed.nonzero()[:, 0]
+    assert touched.min() >= (30 - rc) * HOP and touched.max() < (31 + rc) * HOP
+    assert changed[30 * HOP : 31 * HOP].all()  # the frame's own samples do move
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        spec = model.spectrum(mel)
+        z = model(mel)
+    assert spec.dtype == torch.complex64 and z.dtype == torch.float32  # head and iSTFT stay fp32
+    # bf16 backbone: its rounding (2^-8 relative per layer) moves the output by far less than the signal
+    assert (z - y).abs().mean() < 0.1 * y.abs().mean()
+
+
+def test_a_window_shorter_than_two_hops_is_refused():
+    with pytest.raises(ValueError, match="n_fft"):
+        ISTFTVocoder(replace(TINY, n_fft=256))
+
+
+def test_training_mode_is_not_clamped():
+    model = ISTFTVocoder(TINY)
+    bins = TINY.n_fft // 2 + 1
+    with torch.no_grad():  # loud: exp(4) per bin, phase pi k: a click at each window's centre
+        model.head.bias[:bins] = 4.0
+        model.head.bias[bins:] = torch.pi * torch.arange(bins)
+    mel = torch.zeros(1, 80, 8)
+    assert model.train()(mel).abs().max() > 1 and model.eval()(mel).abs().max() <= 1
+
+
+def test_distilled_istft_student_exports_and_loads_by_kind(tmp_path):
+    torch.manual_seed(0)
+    teacher = HiFiGAN(channels=32, resblock_kernels=(3,)).eval()
+    mels = torch.randn(12, 80, 16) - 5
+    with torch.inference_mode():
+        waves = teacher(mels)
+    cfg = DistillConfig(segments=12, context=16, margin=2, steps=30, batch=2, held_out=4, checkpoint_every=10,
+                        validate_every=30, decay_start=30, lr=2e-3)  # fmt: skip
+    shape = replace(TINY, n_fft=1024)
+    d = VocoderDistiller((mels, waves), tmp_path / "run", cfg, shape)
+    start = d.validate()
+    d.fit()
+    assert d.history[-1]["val_mel_l1"] < start  # it learns the teacher's mel
+    doc = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
+    assert doc["shape"]["kind"] == "istft" and shape_from_dict(doc["shape"]) == shape
+    resumed = VocoderDistiller((mels, waves), tmp_path / "run", cfg, shape)
+    assert resumed.step == 30
+    stem = export_student(tmp_path / "run", tmp_path / "export" / "istft")
+    assert export_shape(stem) == shape
+    loaded = distilled_vocoder(stem)
+    assert isinstance(loaded, ISTFTVocoder) and not loaded.training
+    with torch.inference_mode():
+        ref = d.student.eval()(mels[:2])
+        assert (loaded(mels[:2]) - ref).abs().max() < 1e-2 * max(1e-3, float(ref.abs().max()))  # fp16 weights
+
+
+def test_a_hifigan_export_without_kind_still_loads_as_hifigan(tmp_path):
+    """Exports from before issue 35 carry no ``kind``: they are HiFi-GAN students."""
+    from soundvcm.training.vocoder import StudentShape
+
+    student = StudentShape(channels=16, resblock_kernels=(3,))
+    meta = {"shape": {k: v for k, v in student.to_dict().items() if k != "kind"}}
+    from safetensors.torch import save_file
+
+    save_file({k: v.half() for k, v in student.build().state_dict().items()}, str(tmp_path / "old.safetensors"))
+    (tmp_path / "old.json").write_text(json.dumps(meta))
+    assert isinstance(distilled_vocoder(tmp_path / "old"), HiFiGAN)
+    assert shape_from_dict(meta["shape"]) == student
