@@ -8,22 +8,21 @@ from dataclasses import replace
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from soundvcm.encoders.hifigan import HiFiGAN, distilled_vocoder
-from soundvcm.encoders.istft_vocoder import ISTFTShape, ISTFTVocoder, overlap_add
+from soundvcm.encoders.istft_vocoder import ISTFTShape, ISTFTVocoder, analyse, overlap_add
 from soundvcm.media.mel import MEL_HIFIGAN, mel_spectrogram
-from soundvcm.training.vocoder import DistillConfig, VocoderDistiller, export_shape, export_student, shape_from_dict
+from soundvcm.training.vocoder import (
+    DistillConfig,
+    VocoderDistiller,
+    export_shape,
+    export_student,
+    shape_from_dict,
+    spectrum_loss,
+)
 
 TINY = ISTFTShape(dim=16, layers=2, hidden=32, n_fft=512)  # the smallest window for hop 256
 HOP = ISTFTVocoder.hop_length
-
-
-def _analyse(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
-    """The "same"-padded STFT that overlap_add inverts: frame f centred on sample hop f + hop / 2."""
-    pad = (n_fft - hop) // 2
-    frames = F.pad(x, (pad, pad)).unfold(-1, n_fft, hop)  # (B, F, n_fft)
-    return torch.fft.rfft(frames * torch.hann_window(n_fft, dtype=x.dtype), dim=-1).transpose(1, 2)
 
 
 @pytest.mark.parametrize(("n_fft", "hop"), [(1024, 256), (64, 16)])
@@ -31,10 +30,30 @@ def test_overlap_add_inverts_the_same_padded_stft_exactly(n_fft, hop):
     torch.manual_seed(0)
     x = torch.randn(2, 40 * hop, dtype=torch.float64)
     window = torch.hann_window(n_fft, dtype=torch.float64)
-    frames = torch.fft.irfft(_analyse(x, n_fft, hop), n=n_fft, dim=1) * window[:, None]
+    frames = torch.fft.irfft(analyse(x, window, hop), n=n_fft, dim=1) * window[:, None]
     y = overlap_add(frames, window, hop)
     assert y.shape == x.shape
     assert (y - x).abs().max() < 1e-12  # OLA of w^2 x / sum w^2 = x at every sample, the ends included
+
+
+def test_synthesizing_the_analysis_of_a_wave_gives_the_wave():
+    """The spectrum the head is trained towards (analyse) is the one whose synthesis is the teacher's wave."""
+    torch.manual_seed(0)
+    model = ISTFTVocoder(TINY)
+    wave = 0.3 * torch.randn(2, 12 * HOP)
+    assert (model.synthesize(analyse(wave, model.window, HOP)) - wave).abs().max() < 1e-5
+
+
+def test_spectrum_loss_is_zero_on_the_target_and_weighs_phase_by_compressed_magnitude():
+    torch.manual_seed(0)
+    target = torch.polar(torch.rand(2, 9, 5) * 10, torch.rand(2, 9, 5) * 6)
+    assert spectrum_loss(target, target) == 0
+    turned = target * torch.exp(torch.tensor(0.5j))  # the phase off by 0.5 rad everywhere
+    expected = ((target.abs() ** 0.3) ** 2 * abs(1 - torch.exp(torch.tensor(0.5j))) ** 2).mean()
+    assert spectrum_loss(turned, target) == pytest.approx(float(expected), rel=1e-4)
+    quiet = target.clone()
+    quiet[0] *= 1e-4  # the same phase error on quiet bins costs ~(1e-4)^0.6 as much
+    assert spectrum_loss(quiet * torch.exp(torch.tensor(0.5j)), quiet) < 0.6 * spectrum_loss(turned, target)
 
 
 def test_frame_f_is_centred_where_hifigans_mel_frame_f_is():
@@ -102,6 +121,14 @@ def test_distilled_istft_student_exports_and_loads_by_kind(tmp_path):
     start = d.validate()
     d.fit()
     assert d.history[-1]["val_mel_l1"] < start  # it learns the teacher's mel
+    assert "complex" not in d.history[-1]  # no spectrum loss unless asked for
+    # the same initial weights (seeded) with and without the spectrum term: the loss differs by it exactly
+    spectral = VocoderDistiller((mels, waves), tmp_path / "spectral", replace(cfg, spectrum_weight=10.0), shape)
+    plain = VocoderDistiller((mels, waves), tmp_path / "plain", cfg, shape)
+    with torch.no_grad():
+        with_term, without = spectral._loss(mels[:2], waves[:2])[1], plain._loss(mels[:2], waves[:2])[1]
+    assert with_term["complex"] > 0
+    assert with_term["loss"] - without["loss"] == pytest.approx(10 * with_term["complex"], rel=1e-4)
     doc = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
     assert doc["shape"]["kind"] == "istft" and shape_from_dict(doc["shape"]) == shape
     resumed = VocoderDistiller((mels, waves), tmp_path / "run", cfg, shape)

@@ -45,6 +45,13 @@ def register(commands) -> None:
     )
     dist.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-4)")
     dist.add_argument("--batch", type=positive_int, default=None, help="bank segments per step (default 8)")
+    dist.add_argument(
+        "--spectrum-weight",
+        type=float,
+        default=None,
+        help="istft students: weight of the head's spectrum against the teacher's (compressed complex MSE, "
+        "which tells the phase directly; default 0: the waveform losses alone)",
+    )
     dist.add_argument("--decay-start", type=int, default=None, help="step where the cosine decay begins (default 5000)")
     dist.add_argument(
         "--init", type=Path, default=None, help="start the student from a `soundvcm vocoder export` stem (its shape)"
@@ -95,6 +102,7 @@ def _distill(args: argparse.Namespace) -> int:
         segments=args.segments or cfg.segments,
         lr=args.lr or cfg.lr,
         batch=args.batch or cfg.batch,
+        spectrum_weight=cfg.spectrum_weight if args.spectrum_weight is None else args.spectrum_weight,
         decay_start=cfg.decay_start if args.decay_start is None else args.decay_start,
         min_peak=cfg.min_peak if args.min_peak is None else args.min_peak,
     )

@@ -84,6 +84,16 @@ def overlap_add(frames: Tensor, window: Tensor, hop: int) -> Tensor:
     return wave[:, pad : length - pad] / envelope[pad : length - pad].clamp_min(1e-8)
 
 
+def analyse(wave: Tensor, window: Tensor, hop: int) -> Tensor:
+    """(B, samples) -> (B, n_fft / 2 + 1, samples / hop) complex: the "same"-padded STFT that
+    :func:`overlap_add` inverts exactly (frame f's window centred on sample hop f + hop / 2), i.e.
+    the spectrum the head would have to give to reproduce ``wave``."""
+    n_fft = window.numel()
+    pad = (n_fft - hop) // 2
+    frames = F.pad(wave, (pad, pad)).unfold(-1, n_fft, hop)  # (B, F, n_fft)
+    return torch.fft.rfft(frames * window, dim=-1).transpose(1, 2)
+
+
 class ISTFTVocoder(nn.Module):
     sample_rate = 22_050
     hop_length = 256
@@ -144,8 +154,11 @@ class ISTFTVocoder(nn.Module):
     def forward(self, mel: Tensor) -> Tensor:
         """(B, 80, frames) natural-log mel -> (B, frames * 256) waveform (in [-1, 1] outside training,
         where a clamp would stop the gradient of a sample past full scale)."""
-        spec = self.spectrum(mel)
+        wave = self.synthesize(self.spectrum(mel))
+        return wave if self.training else wave.clamp(-1, 1)
+
+    def synthesize(self, spec: Tensor) -> Tensor:
+        """(B, n_fft / 2 + 1, frames) complex -> (B, frames * 256): inverse FFT, window, overlap-add."""
         with torch.autocast(spec.device.type, enabled=False):
             frames = torch.fft.irfft(spec, n=self.shape.n_fft, dim=1) * self.window[:, None]
-            wave = overlap_add(frames, self.window, self.hop_length)
-        return wave if self.training else wave.clamp(-1, 1)
+            return overlap_add(frames, self.window, self.hop_length)

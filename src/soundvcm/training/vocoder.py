@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from soundvcm.atomic import atomic_write, save_tensors
 from soundvcm.encoders.hifigan import HiFiGAN
-from soundvcm.encoders.istft_vocoder import ISTFTShape
+from soundvcm.encoders.istft_vocoder import ISTFTShape, ISTFTVocoder, analyse
 from soundvcm.media.audio import load_audio
 from soundvcm.media.mel import MEL_HIFIGAN, mel_spectrogram
 from soundvcm.training.interrupt import StopRequest, TrainingInterrupted
@@ -104,6 +104,9 @@ class DistillConfig:
     seed: int = 1234
     mel_weight: float = 45.0
     wave_weight: float = 10.0
+    # iSTFT students only: their head's spectrum against the analysis of the teacher's waveform
+    # (spectrum_loss); 0 leaves them to the waveform losses alone
+    spectrum_weight: float = 0.0
 
 
 # ----- the bank ---------------------------------------------------------------------------------------
@@ -187,6 +190,17 @@ def stft_losses(pred: Tensor, target: Tensor) -> Tensor:
     return total / len(STFT_RESOLUTIONS)
 
 
+def spectrum_loss(pred: Tensor, target: Tensor, floor: float = 1e-5) -> Tensor:
+    """Compressed complex MSE of a predicted spectrum against a target one: |X|^0.3 e^(i angle X)
+    compared, so a phase error costs in proportion to the bin's compressed magnitude (the silent
+    bins, whose phase means nothing, cost nearly nothing) and a 3-4 decade range of magnitudes keeps
+    comparable weights. For a deterministic teacher the phase has one target, which an iSTFT head can
+    be told directly (no discriminator needed); the magnitudes are the waveform losses' already."""
+    comp_p = pred * pred.abs().clamp_min(floor).pow(0.3 - 1)
+    comp_t = target * target.abs().clamp_min(floor).pow(0.3 - 1)
+    return (comp_p - comp_t).abs().pow(2).mean()
+
+
 def log_mel_l1(pred: Tensor, target: Tensor) -> Tensor:
     return (mel_spectrogram(pred, MEL_HIFIGAN) - mel_spectrogram(target, MEL_HIFIGAN)).abs().mean()
 
@@ -241,13 +255,26 @@ class VocoderDistiller:
         atomic_write(self.out / "checkpoint.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1)))
 
     def _loss(self, mel: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
-        cut = slice(self.cfg.margin * HOP, (self.cfg.context - self.cfg.margin) * HOP)
+        cfg = self.cfg
+        cut = slice(cfg.margin * HOP, (cfg.context - cfg.margin) * HOP)
+        student = self.student if cfg.spectrum_weight > 0 and isinstance(self.student, ISTFTVocoder) else None
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype is not None):
-            wave = self.student(mel)
+            if student is not None:
+                spec = student.spectrum(mel)
+                wave = student.synthesize(spec)
+            else:
+                wave = self.student(mel)
+        full_target = target
         wave, target = wave.float()[:, cut], target[:, cut]
         mel_l1, stft, wave_l1 = log_mel_l1(wave, target), stft_losses(wave, target), (wave - target).abs().mean()
-        loss = self.cfg.mel_weight * mel_l1 + stft + self.cfg.wave_weight * wave_l1
+        loss = cfg.mel_weight * mel_l1 + stft + cfg.wave_weight * wave_l1
         record = {"loss": loss, "mel_l1": mel_l1, "stft": stft, "wave_l1": wave_l1}
+        if student is not None:
+            frames = slice(cfg.margin, cfg.context - cfg.margin)
+            truth = analyse(full_target, student.window, HOP)
+            complex_mse = spectrum_loss(spec[..., frames], truth[..., frames])
+            loss = loss + cfg.spectrum_weight * complex_mse
+            record |= {"loss": loss, "complex": complex_mse}
         return loss, {k: float(v.detach()) for k, v in record.items()}
 
     def lr(self, step: int) -> float:
