@@ -70,9 +70,10 @@ def test_frame_f_is_centred_where_hifigans_mel_frame_f_is():
     assert int(mel.mean(0).argmax()) == f
 
 
-def test_shapes_dtypes_and_the_receptive_field():
+@pytest.mark.parametrize("hop", [256, 64])
+def test_shapes_dtypes_and_the_receptive_field(hop):
     torch.manual_seed(0)
-    model = ISTFTVocoder(replace(TINY, n_fft=1024)).eval()
+    model = ISTFTVocoder(replace(TINY, n_fft=4 * hop, hop=hop)).eval()
     mel = torch.randn(2, 80, 60) - 5
     with torch.inference_mode():
         y = model(mel)
@@ -81,7 +82,7 @@ def test_shapes_dtypes_and_the_receptive_field():
         moved[:, :, 30] += 3.0
         changed = (model(moved) - y).abs().amax(0) > 0
     rc = model.receptive_context
-    assert rc == 3 + 3 * 2 + 2
+    assert rc == (3 + 3 * 2 + 3 if hop == 256 else 3 + 3 * 2 + (1 + 2) + 2)  # embed, blocks, fine part, windows
     touched = changed.nonzero()[:, 0]
     assert touched.min() >= (30 - rc) * HOP and touched.max() < (31 + rc) * HOP
     assert changed[30 * HOP : 31 * HOP].all()  # the frame's own samples do move
@@ -93,9 +94,11 @@ def test_shapes_dtypes_and_the_receptive_field():
     assert (z - y).abs().mean() < 0.1 * y.abs().mean()
 
 
-def test_a_window_shorter_than_two_hops_is_refused():
+def test_a_window_shorter_than_two_hops_or_a_hop_off_the_frame_is_refused():
     with pytest.raises(ValueError, match="n_fft"):
         ISTFTVocoder(replace(TINY, n_fft=256))
+    with pytest.raises(ValueError, match="hop"):
+        ISTFTVocoder(replace(TINY, hop=96, n_fft=384))
 
 
 def test_training_mode_is_not_clamped():

@@ -38,6 +38,13 @@ def register(commands) -> None:
     dist.add_argument("--dim", type=positive_int, default=384, help="istft student width (hidden: 3x)")
     dist.add_argument("--layers", type=positive_int, default=8, help="istft student ConvNeXt blocks")
     dist.add_argument(
+        "--hop",
+        type=positive_int,
+        default=256,
+        help="istft student: samples per spectrum (256: one per mel frame; 64: four, after an upsampling and "
+        "two ConvNeXt blocks of 128 channels; the window is 4 hops)",
+    )
+    dist.add_argument(
         "--prune",
         action="store_true",
         help="start the student as the teacher narrowed to --channels (its least used channels removed, the "
@@ -121,7 +128,7 @@ def _distill(args: argparse.Namespace) -> int:
     init: torch.nn.Module | None = None
     shape: Shape = StudentShape(channels=args.channels)
     if args.student == "istft":
-        shape = ISTFTShape(dim=args.dim, layers=args.layers, hidden=3 * args.dim)
+        shape = ISTFTShape(dim=args.dim, layers=args.layers, hidden=3 * args.dim, n_fft=4 * args.hop, hop=args.hop)
     fresh = not (args.out / "checkpoint.json").is_file()  # a rerun resumes its checkpoint instead
     if not fresh:  # a rerun continues with the shape its checkpoint recorded
         shape = shape_from_dict(json.loads((args.out / "checkpoint.json").read_text())["shape"])

@@ -48,12 +48,24 @@ class ISTFTShape:
     hidden: int = 1152
     n_fft: int = 1024
     kind: str = "istft"
+    # hop < 256: the backbone's output is upsampled (a transposed convolution) to 256 / hop vectors
+    # per mel frame, refined by fine_layers ConvNeXt blocks of fine_dim channels, and the head gives
+    # one n_fft-point spectrum per hop samples (a transient is then placed within hop samples, not 256)
+    hop: int = 256
+    fine_dim: int = 128
+    fine_layers: int = 2
 
     def build(self) -> ISTFTVocoder:
         return ISTFTVocoder(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, shape: dict) -> ISTFTShape:
+        """The shape an export or a checkpoint recorded (fields added later take their defaults)."""
+        names = ("dim", "layers", "hidden", "n_fft", "hop", "fine_dim", "fine_layers")
+        return cls(**{k: int(shape[k]) for k in names if k in shape})  # type: ignore[arg-type]
 
 
 class ConvNeXtBlock(nn.Module):
@@ -103,29 +115,46 @@ class ISTFTVocoder(nn.Module):
     def __init__(self, shape: ISTFTShape | None = None):
         super().__init__()
         self.shape = shape = shape or ISTFTShape()
-        if shape.n_fft < 2 * self.hop_length or shape.n_fft % self.hop_length:
+        hop = shape.hop
+        if self.hop_length % hop:  # so 256 / hop is a power of two, and even where it is above 1
+            raise ValueError(f"hop must divide the mel frame's {self.hop_length} samples, got {hop}")
+        if shape.n_fft < 2 * hop or shape.n_fft % hop:
             # Hann windows overlap-add to a non-zero envelope only from 2 windows per sample on
-            hop = self.hop_length
-            raise ValueError(f"n_fft must be a multiple of {hop} and >= {2 * hop}, got {shape.n_fft}")
+            raise ValueError(f"n_fft must be a multiple of the hop ({hop}) and >= {2 * hop}, got {shape.n_fft}")
         self.embed = nn.Conv1d(self.n_mels, shape.dim, 7, padding=3)
         self.norm = nn.LayerNorm(shape.dim, eps=1e-6)
         self.blocks = nn.ModuleList(
             ConvNeXtBlock(shape.dim, shape.hidden, 1 / shape.layers) for _ in range(shape.layers)
         )
         self.final_norm = nn.LayerNorm(shape.dim, eps=1e-6)
-        self.head = nn.Linear(shape.dim, shape.n_fft + 2)
+        self.rate = self.hop_length // hop  # spectra per mel frame
+        width = shape.dim
+        self.up: nn.ConvTranspose1d | None = None
+        self.fine = nn.ModuleList()
+        if self.rate > 1:  # length frames * rate exactly: kernel 2 rate, stride rate, padding rate / 2
+            self.up = nn.ConvTranspose1d(shape.dim, shape.fine_dim, 2 * self.rate, self.rate, self.rate // 2)
+            self.fine.extend(
+                ConvNeXtBlock(shape.fine_dim, 3 * shape.fine_dim, 1 / max(1, shape.fine_layers))
+                for _ in range(shape.fine_layers)
+            )
+            width = shape.fine_dim
+        self.head = nn.Linear(width, shape.n_fft + 2)
         self.window: Tensor
         self.register_buffer("window", torch.hann_window(shape.n_fft), persistent=False)
         for m in self.modules():
-            if isinstance(m, (nn.Conv1d, nn.Linear)):
+            if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d, nn.Linear)):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
     @property
     def receptive_context(self) -> int:
-        """Mel frames on each side that a sample depends on (the module docstring)."""
-        return 3 + 3 * self.shape.layers + 2
+        """Mel frames on each side that a sample depends on (the module docstring): the embedding's and
+        each block's kernel reach 3 frames; the upsampling one more, each fine block 3 fine frames, and
+        a sample depends on the n_fft / hop windows around it."""
+        fine = 1 + -(-3 * self.shape.fine_layers // self.rate) if self.rate > 1 else 0
+        windows = -(-self.shape.n_fft // 2 // self.hop_length) + 1
+        return 3 + 3 * self.shape.layers + fine + windows
 
     @classmethod
     def distilled(cls, stem: str | Path) -> ISTFTVocoder:
@@ -135,18 +164,23 @@ class ISTFTVocoder(nn.Module):
         if not meta.is_file() or not weights.is_file():
             raise WeightsError(f"vocoder: {weights} or its .json is missing (`soundvcm vocoder export` writes them)")
         shape = json.loads(meta.read_text())["shape"]
-        model = cls(ISTFTShape(int(shape["dim"]), int(shape["layers"]), int(shape["hidden"]), int(shape["n_fft"])))
+        model = cls(ISTFTShape.from_dict(shape))
         state = {k: v.float() for k, v in load_weights(weights, "vocoder").items()}
         load_strict(model, state, "vocoder")
         return freeze(model)
 
     def spectrum(self, mel: Tensor) -> Tensor:
-        """(B, 80, frames) log-mel -> (B, n_fft / 2 + 1, frames) complex spectrum (fp32)."""
+        """(B, 80, frames) log-mel -> (B, n_fft / 2 + 1, frames * 256 / hop) complex spectrum (fp32)."""
         x = self.norm(self.embed(mel).transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
             x = block(x)
+        x = self.final_norm(x.transpose(1, 2)).transpose(1, 2)
+        if self.up is not None:
+            x = self.up(x)
+            for block in self.fine:
+                x = block(x)
         with torch.autocast(x.device.type, enabled=False):
-            h = self.head(self.final_norm(x.transpose(1, 2).float())).transpose(1, 2)
+            h = self.head(x.transpose(1, 2).float()).transpose(1, 2)
             log_magnitude, phase = h.chunk(2, dim=1)
             # cos/sin of an unbounded phase: no wrap-around for the gradient to cross
             return torch.polar(log_magnitude.clamp(max=MAX_LOG_MAGNITUDE).exp(), phase)
@@ -158,7 +192,7 @@ class ISTFTVocoder(nn.Module):
         return wave if self.training else wave.clamp(-1, 1)
 
     def synthesize(self, spec: Tensor) -> Tensor:
-        """(B, n_fft / 2 + 1, frames) complex -> (B, frames * 256): inverse FFT, window, overlap-add."""
+        """(B, n_fft / 2 + 1, F) complex -> (B, F * hop): inverse FFT, window, overlap-add."""
         with torch.autocast(spec.device.type, enabled=False):
             frames = torch.fft.irfft(spec, n=self.shape.n_fft, dim=1) * self.window[:, None]
-            return overlap_add(frames, self.window, self.hop_length)
+            return overlap_add(frames, self.window, self.shape.hop)

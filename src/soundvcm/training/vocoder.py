@@ -73,7 +73,7 @@ Shape = StudentShape | ISTFTShape  # a HiFi-GAN-shaped student, or the frame-rat
 def shape_from_dict(shape: dict) -> Shape:
     """The student shape a checkpoint or an export records (no ``kind``: HiFi-GAN, as before issue 35)."""
     if shape.get("kind", "hifigan") == "istft":
-        return ISTFTShape(int(shape["dim"]), int(shape["layers"]), int(shape["hidden"]), int(shape["n_fft"]))
+        return ISTFTShape.from_dict(shape)
     return StudentShape(
         channels=int(shape["channels"]),
         upsample_rates=tuple(shape["upsample_rates"]),
@@ -270,8 +270,8 @@ class VocoderDistiller:
         loss = cfg.mel_weight * mel_l1 + stft + cfg.wave_weight * wave_l1
         record = {"loss": loss, "mel_l1": mel_l1, "stft": stft, "wave_l1": wave_l1}
         if student is not None:
-            frames = slice(cfg.margin, cfg.context - cfg.margin)
-            truth = analyse(full_target, student.window, HOP)
+            frames = slice(cfg.margin * student.rate, (cfg.context - cfg.margin) * student.rate)
+            truth = analyse(full_target, student.window, student.shape.hop)
             complex_mse = spectrum_loss(spec[..., frames], truth[..., frames])
             loss = loss + cfg.spectrum_weight * complex_mse
             record |= {"loss": loss, "complex": complex_mse}
