@@ -136,6 +136,14 @@ USER_ERRORS = {
         lambda d: ["vocoder", "distill", "--data", d, "--out", d / "v", "--init", d / "s", "--prune"],
         "give one",
     ),
+    "vocoder_prune_istft": (
+        lambda d: ["vocoder", "distill", "--data", d, "--out", d / "v", "--student", "istft", "--prune"],
+        "needs --student hifigan",
+    ),
+    "vocoder_istft_hop": (
+        lambda d: ["vocoder", "distill", "--data", d, "--out", d / "v", "--student", "istft", "--hop", "96"],
+        "hop must divide",
+    ),
 }
 
 

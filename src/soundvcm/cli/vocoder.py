@@ -25,31 +25,7 @@ def register(commands) -> None:
     dist.add_argument("--train-steps", dest="steps", type=positive_int, default=None, help="total steps (default 6000)")
     dist.add_argument("--steps", dest="steps", type=positive_int, help=argparse.SUPPRESS)  # the name before issue 36
     dist.add_argument("--segments", type=positive_int, default=None, help="bank segments (default 3000)")
-    dist.add_argument(
-        "--student",
-        choices=("hifigan", "istft"),
-        default="hifigan",
-        help="hifigan: HiFi-GAN's layout at --channels; istft: ConvNeXt blocks at the frame rate and an "
-        "inverse-STFT head (--dim, --layers; soundvcm.encoders.istft_vocoder)",
-    )
-    dist.add_argument(
-        "--channels", type=positive_int, default=128, help="hifigan student width after the input conv (V2 128, V1 512)"
-    )
-    dist.add_argument("--dim", type=positive_int, default=384, help="istft student width (hidden: 3x)")
-    dist.add_argument("--layers", type=positive_int, default=8, help="istft student ConvNeXt blocks")
-    dist.add_argument(
-        "--hop",
-        type=positive_int,
-        default=256,
-        help="istft student: samples per spectrum (256: one per mel frame; 64: four, after an upsampling and "
-        "two ConvNeXt blocks of 128 channels; the window is 4 hops)",
-    )
-    dist.add_argument(
-        "--prune",
-        action="store_true",
-        help="start the student as the teacher narrowed to --channels (its least used channels removed, the "
-        "rest refitted by least squares on bank segments) instead of random weights",
-    )
+    _student_options(dist)
     dist.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-4)")
     dist.add_argument("--batch", type=positive_int, default=None, help="bank segments per step (default 8)")
     dist.add_argument(
@@ -79,9 +55,37 @@ def register(commands) -> None:
     exp.set_defaults(func=_export)
 
 
+def _student_options(dist: argparse.ArgumentParser) -> None:
+    """Which student, its shape and where its weights start."""
+    dist.add_argument(
+        "--student",
+        choices=("hifigan", "istft"),
+        default="hifigan",
+        help="hifigan: HiFi-GAN's layout at --channels; istft: ConvNeXt blocks at the frame rate and an "
+        "inverse-STFT head (--dim, --layers; soundvcm.encoders.istft_vocoder)",
+    )
+    dist.add_argument(
+        "--channels", type=positive_int, default=128, help="hifigan student width after the input conv (V2 128, V1 512)"
+    )
+    dist.add_argument("--dim", type=positive_int, default=384, help="istft student width (hidden: 3x)")
+    dist.add_argument("--layers", type=positive_int, default=8, help="istft student ConvNeXt blocks")
+    dist.add_argument(
+        "--hop",
+        type=positive_int,
+        default=256,
+        help="istft student: samples per spectrum (256: one per mel frame; 64: four, after an upsampling and "
+        "two ConvNeXt blocks of 128 channels; the window is 4 hops)",
+    )
+    dist.add_argument(
+        "--prune",
+        action="store_true",
+        help="start the student as the teacher narrowed to --channels (its least used channels removed, the "
+        "rest refitted by least squares on bank segments) instead of random weights",
+    )
+
+
 def _distill(args: argparse.Namespace) -> int:
     import json
-    from dataclasses import replace
 
     import torch
 
@@ -90,8 +94,6 @@ def _distill(args: argparse.Namespace) -> int:
     from soundvcm.precision import resolve_precision
     from soundvcm.training.interrupt import TrainingInterrupted
     from soundvcm.training.vocoder import (
-        PEAK,
-        DistillConfig,
         Shape,
         StudentShape,
         VocoderDistiller,
@@ -102,23 +104,14 @@ def _distill(args: argparse.Namespace) -> int:
     )
     from soundvcm.training.vocoder_prune import REFIT_SEGMENTS, prune_teacher, refit
 
-    cfg = DistillConfig()
-    cfg = replace(
-        cfg,
-        steps=args.steps or cfg.steps,
-        segments=args.segments or cfg.segments,
-        lr=args.lr or cfg.lr,
-        batch=args.batch or cfg.batch,
-        spectrum_weight=cfg.spectrum_weight if args.spectrum_weight is None else args.spectrum_weight,
-        decay_start=cfg.decay_start if args.decay_start is None else args.decay_start,
-        min_peak=cfg.min_peak if args.min_peak is None else args.min_peak,
-    )
-    if not 0 < cfg.min_peak <= PEAK:
-        raise ValueError(f"--min-peak must be in (0, {PEAK}], got {cfg.min_peak}")
+    cfg = _config(args)
     if args.init and args.prune:
         raise ValueError("--init and --prune both choose the starting weights; give one")
     if args.prune and args.student != "hifigan":
         raise ValueError("--prune narrows the teacher itself: it needs --student hifigan")
+    shape: Shape = StudentShape(channels=args.channels)
+    if args.student == "istft":  # checked here, before the bank's minutes
+        shape = ISTFTShape(dim=args.dim, layers=args.layers, hidden=3 * args.dim, n_fft=4 * args.hop, hop=args.hop)
     plan = resolve_precision(args.precision, "cpu", ("vocoder", "train"))
     print(plan.describe())
     teacher = HiFiGAN.pretrained()
@@ -126,9 +119,6 @@ def _distill(args: argparse.Namespace) -> int:
     build_bank(args.data, bank, cfg, teacher, plan.dtype("vocoder"))
     data = load_bank(bank, cfg)
     init: torch.nn.Module | None = None
-    shape: Shape = StudentShape(channels=args.channels)
-    if args.student == "istft":
-        shape = ISTFTShape(dim=args.dim, layers=args.layers, hidden=3 * args.dim, n_fft=4 * args.hop, hop=args.hop)
     fresh = not (args.out / "checkpoint.json").is_file()  # a rerun resumes its checkpoint instead
     if not fresh:  # a rerun continues with the shape its checkpoint recorded
         shape = shape_from_dict(json.loads((args.out / "checkpoint.json").read_text())["shape"])
@@ -147,6 +137,28 @@ def _distill(args: argparse.Namespace) -> int:
     if history:
         print(f"step {distiller.step}: held-out log-mel L1 to the teacher {history[-1]['val_mel_l1']:.4f}")
     return 0
+
+
+def _config(args: argparse.Namespace):
+    """The DistillConfig the options ask for (the defaults where they are left out)."""
+    from dataclasses import replace
+
+    from soundvcm.training.vocoder import PEAK, DistillConfig
+
+    cfg = DistillConfig()
+    cfg = replace(
+        cfg,
+        steps=args.steps or cfg.steps,
+        segments=args.segments or cfg.segments,
+        lr=args.lr or cfg.lr,
+        batch=args.batch or cfg.batch,
+        spectrum_weight=cfg.spectrum_weight if args.spectrum_weight is None else args.spectrum_weight,
+        decay_start=cfg.decay_start if args.decay_start is None else args.decay_start,
+        min_peak=cfg.min_peak if args.min_peak is None else args.min_peak,
+    )
+    if not 0 < cfg.min_peak <= PEAK:
+        raise ValueError(f"--min-peak must be in (0, {PEAK}], got {cfg.min_peak}")
+    return cfg
 
 
 def _export(args: argparse.Namespace) -> int:

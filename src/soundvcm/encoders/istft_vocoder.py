@@ -19,8 +19,11 @@ audio against HiFi-GAN V1's ~26 (BENCHMARKS.md, issue 35). The head and the inve
 run in fp32 (CPU FFTs have no bf16 kernel, and exp() of a bf16 log-magnitude would cost ~3 dB
 steps); the backbone follows the caller's autocast.
 
-The receptive field is +-(3 + 3 layers + 2) frames: the embedding's and each block's kernel
-reach 3 frames, and a sample depends on the 4 overlapping windows around it.
+With ``hop`` < 256 (``ISTFTShape``), the backbone's output is upsampled by a transposed convolution
+to 256 / hop vectors per mel frame and refined by a few narrow ConvNeXt blocks; the head then gives
+one 4-hop spectrum per ``hop`` samples. At hop 256 a click has to be placed inside a 1024-sample
+window by the phase slope alone; at hop 64 inside 256 samples (issue 35's design comparison).
+The receptive field is :attr:`ISTFTVocoder.receptive_context` frames on each side.
 """
 
 from __future__ import annotations
@@ -54,6 +57,16 @@ class ISTFTShape:
     hop: int = 256
     fine_dim: int = 128
     fine_layers: int = 2
+
+    def __post_init__(self) -> None:
+        frame = ISTFTVocoder.hop_length
+        if self.hop < 1 or frame % self.hop:  # so 256 / hop is a power of two, and even where it is above 1
+            raise ValueError(f"hop must divide the mel frame's {frame} samples, got {self.hop}")
+        if self.n_fft < 2 * self.hop or self.n_fft % self.hop:
+            # Hann windows overlap-add to a non-zero envelope only from 2 windows per sample on
+            raise ValueError(
+                f"n_fft must be a multiple of the hop ({self.hop}) and >= {2 * self.hop}, got {self.n_fft}"
+            )
 
     def build(self) -> ISTFTVocoder:
         return ISTFTVocoder(self)
@@ -115,19 +128,13 @@ class ISTFTVocoder(nn.Module):
     def __init__(self, shape: ISTFTShape | None = None):
         super().__init__()
         self.shape = shape = shape or ISTFTShape()
-        hop = shape.hop
-        if self.hop_length % hop:  # so 256 / hop is a power of two, and even where it is above 1
-            raise ValueError(f"hop must divide the mel frame's {self.hop_length} samples, got {hop}")
-        if shape.n_fft < 2 * hop or shape.n_fft % hop:
-            # Hann windows overlap-add to a non-zero envelope only from 2 windows per sample on
-            raise ValueError(f"n_fft must be a multiple of the hop ({hop}) and >= {2 * hop}, got {shape.n_fft}")
         self.embed = nn.Conv1d(self.n_mels, shape.dim, 7, padding=3)
         self.norm = nn.LayerNorm(shape.dim, eps=1e-6)
         self.blocks = nn.ModuleList(
             ConvNeXtBlock(shape.dim, shape.hidden, 1 / shape.layers) for _ in range(shape.layers)
         )
         self.final_norm = nn.LayerNorm(shape.dim, eps=1e-6)
-        self.rate = self.hop_length // hop  # spectra per mel frame
+        self.rate = self.hop_length // shape.hop  # spectra per mel frame
         width = shape.dim
         self.up: nn.ConvTranspose1d | None = None
         self.fine = nn.ModuleList()
