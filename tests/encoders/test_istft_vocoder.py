@@ -42,6 +42,14 @@ def test_synthesizing_the_analysis_of_a_wave_gives_the_wave():
     model = ISTFTVocoder(TINY)
     wave = 0.3 * torch.randn(2, 12 * HOP)
     assert (model.synthesize(analyse(wave, model.window, HOP)) - wave).abs().max() < 1e-5
+    # the head's magnitude bound never cuts a reachable spectrum: a full-scale square wave (the
+    # largest windowed sum there is, at its fundamental and DC) stays within it
+    square = torch.sign(torch.sin(torch.arange(12 * HOP) / 40.0))[None] * 0.999
+    assert analyse(square, model.window, HOP).abs().max() < torch.tensor(model.max_log_magnitude).exp()
+    with torch.no_grad():
+        model.head.bias[: TINY.n_fft // 2 + 1] = 50.0
+        peak = float(model.spectrum(torch.zeros(1, 80, 4)).abs().max())
+    assert peak == pytest.approx(TINY.n_fft / 2, rel=1e-4)
 
 
 def test_spectrum_loss_is_zero_on_the_target_and_weighs_phase_by_compressed_magnitude():

@@ -29,6 +29,7 @@ The receptive field is :attr:`ISTFTVocoder.receptive_context` frames on each sid
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,8 +39,6 @@ from torch import Tensor, nn
 
 from soundvcm.encoders.base import freeze
 from soundvcm.weights import WeightsError, load_strict, load_weights
-
-MAX_LOG_MAGNITUDE = 4.6  # exp(4.6) ~ 100: a loud bin of a full-scale 1024-point frame is ~ 250 x 0.5
 
 
 @dataclass(frozen=True)
@@ -148,6 +147,7 @@ class ISTFTVocoder(nn.Module):
         self.head = nn.Linear(width, shape.n_fft + 2)
         self.window: Tensor
         self.register_buffer("window", torch.hann_window(shape.n_fft), persistent=False)
+        self.max_log_magnitude = math.log(shape.n_fft / 2)
         for m in self.modules():
             if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d, nn.Linear)):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -189,8 +189,10 @@ class ISTFTVocoder(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             h = self.head(x.transpose(1, 2).float()).transpose(1, 2)
             log_magnitude, phase = h.chunk(2, dim=1)
-            # cos/sin of an unbounded phase: no wrap-around for the gradient to cross
-            return torch.polar(log_magnitude.clamp(max=MAX_LOG_MAGNITUDE).exp(), phase)
+            # |X| <= sum(w |x|) <= n_fft / 2 for a Hann-windowed frame within full scale: the clamp keeps
+            # exp() finite and never binds on a reachable spectrum; cos/sin of an unbounded phase: no
+            # wrap-around for the gradient to cross
+            return torch.polar(log_magnitude.clamp(max=self.max_log_magnitude).exp(), phase)
 
     def forward(self, mel: Tensor) -> Tensor:
         """(B, 80, frames) natural-log mel -> (B, frames * 256) waveform (in [-1, 1] outside training,
