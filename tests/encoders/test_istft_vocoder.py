@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -165,3 +166,19 @@ def test_a_hifigan_export_without_kind_still_loads_as_hifigan(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps(meta))
     assert isinstance(distilled_vocoder(tmp_path / "old"), HiFiGAN)
     assert shape_from_dict(meta["shape"]) == student
+
+
+KEPT = sorted(p.with_suffix("") for p in (Path(__file__).parents[2] / "resume" / "vocoder").glob("*.json"))
+
+
+@pytest.mark.parametrize("stem", KEPT, ids=[p.name for p in KEPT])
+def test_the_kept_students_load_by_their_kind_and_vocode(stem):
+    """resume/vocoder's exports (what a next session continues with --init) load as what they say."""
+    kind = json.loads(stem.with_suffix(".json").read_text())["shape"].get("kind", "hifigan")
+    model = distilled_vocoder(stem)
+    assert isinstance(model, ISTFTVocoder if kind == "istft" else HiFiGAN)
+    noise = 0.1 * torch.randn(1, 24 * HOP, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        wave = model(mel_spectrogram(noise, MEL_HIFIGAN))
+    assert wave.shape == (1, 24 * HOP) and torch.isfinite(wave).all()
+    assert wave.pow(2).mean().sqrt() > 0.1 * noise.pow(2).mean().sqrt()  # it sounds, at about the level it was given
