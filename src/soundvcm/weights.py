@@ -204,6 +204,23 @@ def load_state_dict_strict(net: nn.Module, state: dict[str, Tensor], source: str
     net.load_state_dict(state, strict=True)
 
 
+def load_export(stem: str | Path, what: str) -> tuple[dict, dict[str, Tensor]]:
+    """(shape, fp32 state) of a ``soundvcm vocoder export`` stem (STEM.json + STEM.safetensors),
+    each missing or unreadable part named."""
+    import json
+
+    stem = Path(stem)
+    meta, weights = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    if not meta.is_file() or not weights.is_file():
+        raise WeightsError(f"{what}: {weights} or its .json is missing (`soundvcm vocoder export` writes them)")
+    try:
+        shape = json.loads(meta.read_text())["shape"]
+        shape.get("kind")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise WeightsError(f"{what}: {meta} is not a `soundvcm vocoder export` description ({exc})") from exc
+    return shape, {k: v.float() for k, v in load_weights(weights, what).items()}
+
+
 def load_strict(module: nn.Module, state: dict[str, Tensor], what: str) -> None:
     """Strict load with the first mismatches named, as a WeightsError."""
     try:

@@ -182,3 +182,14 @@ def test_the_kept_students_load_by_their_kind_and_vocode(stem):
         wave = model(mel_spectrogram(noise, MEL_HIFIGAN))
     assert wave.shape == (1, 24 * HOP) and torch.isfinite(wave).all()
     assert wave.pow(2).mean().sqrt() > 0.1 * noise.pow(2).mean().sqrt()  # it sounds, at about the level it was given
+
+
+def test_a_missing_or_broken_export_is_named(tmp_path):
+    from soundvcm.weights import WeightsError
+
+    with pytest.raises(WeightsError, match="is missing"):
+        distilled_vocoder(tmp_path / "none")
+    (tmp_path / "bad.json").write_text("{")
+    (tmp_path / "bad.safetensors").write_bytes(b"")
+    with pytest.raises(WeightsError, match="not a `soundvcm vocoder export` description"):
+        distilled_vocoder(tmp_path / "bad")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from soundvcm.cli.common import add_out_argument, add_precision_option, positive_int
+
+if TYPE_CHECKING:
+    from soundvcm.training.vocoder import DistillConfig
 
 
 def register(commands) -> None:
@@ -139,7 +143,7 @@ def _distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config(args: argparse.Namespace):
+def _config(args: argparse.Namespace) -> DistillConfig:
     """The DistillConfig the options ask for (the defaults where they are left out)."""
     from dataclasses import replace
 

@@ -62,8 +62,8 @@ class EncoderSetSpec:
         )
 
     def check_vocoder(self, vocoder: str) -> None:
-        """Refuse a --vocoder this set cannot decode with, in one line (a path: a distilled HiFi-GAN's
-        `soundvcm vocoder export` stem, for sets that decode with HiFi-GAN)."""
+        """Refuse a --vocoder this set cannot decode with, in one line (a path: a distilled student's
+        `soundvcm vocoder export` stem, either kind, for sets that decode HiFi-GAN's mel)."""
         if vocoder == "auto" or vocoder in self.vocoders:
             return
         stem = Path(vocoder)

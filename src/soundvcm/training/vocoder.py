@@ -264,15 +264,14 @@ class VocoderDistiller:
                 wave = student.synthesize(spec)
             else:
                 wave = self.student(mel)
-        full_target = target
-        wave, target = wave.float()[:, cut], target[:, cut]
-        mel_l1, stft, wave_l1 = log_mel_l1(wave, target), stft_losses(wave, target), (wave - target).abs().mean()
+        pred, truth = wave.float()[:, cut], target[:, cut]
+        mel_l1, stft, wave_l1 = log_mel_l1(pred, truth), stft_losses(pred, truth), (pred - truth).abs().mean()
         loss = cfg.mel_weight * mel_l1 + stft + cfg.wave_weight * wave_l1
         record = {"loss": loss, "mel_l1": mel_l1, "stft": stft, "wave_l1": wave_l1}
         if student is not None:
             frames = slice(cfg.margin * student.rate, (cfg.context - cfg.margin) * student.rate)
-            truth = analyse(full_target, student.window, student.shape.hop)
-            complex_mse = spectrum_loss(spec[..., frames], truth[..., frames])
+            spectrum = analyse(target, student.window, student.shape.hop)
+            complex_mse = spectrum_loss(spec[..., frames], spectrum[..., frames])
             loss = loss + cfg.spectrum_weight * complex_mse
             record |= {"loss": loss, "complex": complex_mse}
         return loss, {k: float(v.detach()) for k, v in record.items()}
