@@ -73,6 +73,7 @@ class Encoded:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     damaged: bool = False
+    prompted: bool = False  # a caption was given (prompt guidance has something to push towards)
 
 
 class Pipeline:
@@ -263,7 +264,7 @@ class Pipeline:
             raise ValueError(f"duration must be positive, got {duration}")
         timer = timer or StageTimer(self.device)
         cond, duration, truncated, notes, damaged = self._encode(timer, video, image, prompt, duration, start, decoded)
-        return Encoded(cond, duration, start, truncated, notes, dict(timer.times), damaged)
+        return Encoded(cond, duration, start, truncated, notes, dict(timer.times), damaged, prompt is not None)
 
     @torch.inference_mode()
     def synthesize(
@@ -315,13 +316,19 @@ class Pipeline:
             null = net.prepare(neg, seq) if negative_prompt is not None else None
             if null is None and options.needs_null:
                 null = net.prepare_null(1, seq)  # CFG's unconditional branch
+            uncaptioned = None
+            if encoded.prompted and options.prompt_scale != 0:  # prompt guidance: the same video, no caption
+                null_text = net.null_conditions(1, seq)
+                blank = dict(encoded.conditions)
+                blank.update({k: null_text[k].to(self.device) for k in net.condition_groups["text"]})
+                uncaptioned = net.prepare(blank, seq)
             shape = (1, seq.latent_seq_len, net.config.latent_dim)
             noise = initial_noise(shape, seed=seed).to(self.device)
-            x = sample(autocast(net, self.dtype), noise, prepared, options, null)
+            x = sample(autocast(net, self.dtype), noise, prepared, options, null, uncaptioned)
             latent = net.unnormalize(x)
         with timer("latent_decode"):
             mel = self.encoders.decode_latent(latent)
-        return mel, options.nfe(negative=negative_prompt is not None)
+        return mel, options.nfe(negative=negative_prompt is not None, prompted=uncaptioned is not None)
 
     @torch.inference_mode()
     def generate(

@@ -11,6 +11,13 @@ each sampler's options are a frozen dataclass registered beside its function in
   at ``cfg_scale`` for steps with t <= ``guidance_t_max`` (:class:`ClassifierFreeGuided`, Eq. 15);
   a negative prompt replaces CFG's null condition.
 
+Both take ``prompt_scale`` (:class:`PromptGuided`, issue 33): guidance along the caption alone,
+u + g (u(x | video, caption) - u(x | the same video, no caption)), one more evaluation per step.
+CFG's null branch (Eq. 15) moves the output away from "no video and no text" and so amplifies the
+picture and the caption together; when they disagree (a wooden block prompted to ring like metal)
+the picture wins. The difference above holds the picture fixed, so it pushes only towards what the
+caption adds: the prompt chooses the sound, the video still places it.
+
 :func:`sample` is the one entry point (the pipeline, the trainer's samples and the benchmarks call
 it): the options' own type picks the sampler and the guidance wrapper, so the kind is decided in
 one place, by the options object the caller built (:func:`options_for` from a ``--sampler`` name).
@@ -64,20 +71,23 @@ class ConsistencyOptions:
     steps: int = 1
     negative_scale: float = 1.0
     times: tuple[float, ...] | None = None
+    prompt_scale: float = 0.0  # PromptGuided's g (0: off)
     kind: ClassVar[str] = "consistency"
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        _check_prompt_scale(self.prompt_scale)
 
     def grid(self) -> list[float]:
         return _check_grid(self.times if self.times is not None else uniform_times(self.steps))
 
     needs_null: ClassVar[bool] = False  # its guidance is baked in: no null conditions to prepare
 
-    def nfe(self, negative: bool = False) -> int:
-        """Network evaluations per sample (a negative prompt doubles them)."""
-        return (len(self.grid()) - 1) * (2 if negative else 1)
+    def nfe(self, negative: bool = False, prompted: bool = False) -> int:
+        """Network evaluations per sample: one per step, one more with a negative prompt, one more
+        with prompt guidance on a prompted input."""
+        return (len(self.grid()) - 1) * (1 + negative + (prompted and self.prompt_scale != 0))
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,7 @@ class EulerOptions:
     cfg_scale: float = 4.5
     guidance_t_max: float = 1.0
     times: tuple[float, ...] | None = None
+    prompt_scale: float = 0.0  # PromptGuided's g (0: off)
     kind: ClassVar[str] = "euler"
 
     def __post_init__(self) -> None:
@@ -96,6 +107,7 @@ class EulerOptions:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if not 0.0 <= self.guidance_t_max <= 1.0:
             raise ValueError(f"guidance_t_max must be in [0, 1], got {self.guidance_t_max}")
+        _check_prompt_scale(self.prompt_scale)
 
     def grid(self) -> list[float]:
         return _check_grid(self.times if self.times is not None else uniform_times(self.steps))
@@ -109,13 +121,21 @@ class EulerOptions:
         """CFG needs the network's prepared null conditions (unless a negative prompt stands in)."""
         return self.guided
 
-    def nfe(self, negative: bool = False) -> int:
+    def nfe(self, negative: bool = False, prompted: bool = False) -> int:
         """Network evaluations per sample: one per step, plus one per guided step (a negative prompt
-        takes the null condition's place, so it costs nothing more)."""
+        takes the null condition's place, so it costs nothing more), plus one per step with prompt
+        guidance on a prompted input."""
         grid = self.grid()
+        steps = len(grid) - 1
+        extra = steps if prompted and self.prompt_scale != 0 else 0
         if not self.guided:
-            return len(grid) - 1
-        return len(grid) - 1 + sum(1 for t in grid[:-1] if t <= self.guidance_t_max)
+            return steps + extra
+        return steps + extra + sum(1 for t in grid[:-1] if t <= self.guidance_t_max)
+
+
+def _check_prompt_scale(scale: float) -> None:
+    if not 0.0 <= scale <= 20.0:
+        raise ValueError(f"prompt_scale must be in [0, 20], got {scale}")
 
 
 SamplerOptions = ConsistencyOptions | EulerOptions
@@ -132,6 +152,23 @@ class NegativeGuided(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, s: Tensor, prepared: Prepared) -> Tensor:
         return (1 + self.scale) * self.net(x, t, s, prepared) - self.scale * self.net(x, t, s, self.negative)
+
+
+class PromptGuided(nn.Module):
+    """u = u(x, t, s | c) + g (u(x, t, s | c) - u(x, t, s | c without its caption)) (module docstring).
+
+    The branch of the guidance around it (CFG's null, a negative prompt: ``passthrough``) is passed
+    to the network unchanged, so Euler's CFG reads w PG(v_c) + (1 - w) v_null."""
+
+    def __init__(self, net, uncaptioned: Prepared, scale: float, passthrough: Prepared | None = None):
+        super().__init__()
+        self.net, self.uncaptioned, self.scale, self.passthrough = net, uncaptioned, scale, passthrough
+
+    def forward(self, x: Tensor, t: Tensor, s: Tensor, prepared: Prepared) -> Tensor:
+        u = self.net(x, t, s, prepared).float()
+        if prepared is self.passthrough:
+            return u
+        return u + self.scale * (u - self.net(x, t, s, self.uncaptioned).float())
 
 
 class ClassifierFreeGuided(nn.Module):
@@ -206,11 +243,22 @@ SAMPLERS: dict[str, Sampler] = {
 SAMPLER_KINDS = tuple(SAMPLERS)
 
 
-def sample(net, noise: Tensor, prepared: Prepared, options: SamplerOptions, null: Prepared | None = None) -> Tensor:
+def sample(
+    net,
+    noise: Tensor,
+    prepared: Prepared,
+    options: SamplerOptions,
+    null: Prepared | None = None,
+    uncaptioned: Prepared | None = None,
+) -> Tensor:
     """x_0 from x_1 = ``noise`` with the sampler ``options`` belongs to. ``null``: the conditions
     guidance pushes away from (a consistency model: a negative prompt's, or None for its baked-in
-    guidance alone; Euler: CFG's null conditions or a negative prompt's, needed when cfg_scale != 1)."""
+    guidance alone; Euler: CFG's null conditions or a negative prompt's, needed when cfg_scale != 1).
+    ``uncaptioned``: ``prepared`` with its caption replaced by the null text, for prompt guidance
+    (None, or ``options.prompt_scale`` 0: none)."""
     entry = SAMPLERS[options.kind]
+    if uncaptioned is not None and options.prompt_scale != 0:
+        net = PromptGuided(net, uncaptioned, options.prompt_scale, passthrough=null)
     return entry.sample(entry.guide(net, options, null), noise, prepared, options)
 
 

@@ -113,6 +113,28 @@ def test_hifigan_runs_channels_last_whatever_the_mels_strides(monkeypatch):
     assert torch.equal(wave, plain) and wave.shape == (1, 160 * 256)
 
 
+def test_hifigan_trunk_is_the_forward_pass_cut_after_k_stages():
+    """trunk(mel, k): the input conv and k upsampling stages, channels-last; all of them then the
+    output conv is the forward pass; bench vocoder --stages times these cuts."""
+    import torch.nn.functional as F
+
+    from soundvcm.bench.vocoder_cold import stage_table, stage_times
+    from soundvcm.encoders.hifigan import conv_nwc
+
+    torch.manual_seed(0)
+    net = HiFiGAN(channels=32, resblock_kernels=(3,), resblock_dilations=((1, 3, 5),)).eval()
+    mel = torch.randn(2, 80, 6) - 5
+    with torch.inference_mode():
+        for k, length in enumerate((6, 48, 384, 768, 1536)):
+            x = net.trunk(mel, k)
+            assert x.shape == (2, 32 // 2**k, 1, length) and x.is_contiguous(memory_format=torch.channels_last)
+        whole = torch.tanh(conv_nwc(net.conv_post, F.leaky_relu(net.trunk(mel, 4))))[:, 0, 0]
+        assert torch.equal(whole, net(mel))
+    times = stage_times(frames=4, repeats=1)
+    assert len(times) == 5 and all(t > 0 for t in times)
+    assert stage_table({"fp32": times}).splitlines()[2].startswith("| fp32 | ")
+
+
 def test_hifigan_resynthesises_a_harmonic_tone(lite):
     """Real weights turn a mel back into sound with that mel; a random generator does not."""
     sr = 22_050

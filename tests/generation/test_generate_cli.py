@@ -100,6 +100,10 @@ BAD = {
         lambda d, w: ["generate", w / "clip.mp4", "--model", w / "fm", "--negative-scale", "2"],
         "--negative-scale applies to the consistency sampler",
     ),
+    "prompt_scale_range": (
+        lambda d, w: ["generate", w / "clip.mp4", "--prompt", "rain", "--prompt-scale", "-1"],
+        "prompt_scale must be in",
+    ),
 }
 
 

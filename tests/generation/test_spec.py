@@ -18,6 +18,7 @@ from soundvcm.sampling import (
     ConsistencyOptions,
     EulerOptions,
     NegativeGuided,
+    PromptGuided,
     consistency_sample,
     euler_sample,
     options_for,
@@ -112,6 +113,69 @@ def test_one_entry_point_dispatches_to_both_samplers():
     # options saved by specs before typed options (every field of both samplers) still read
     old = {"kind": "euler", "steps": 10, "cfg_scale": 2.0, "guidance_t_max": 1.0, "negative_scale": 1.0}
     assert options_from_dict(old) == EulerOptions(10, cfg_scale=2.0)
+
+
+class _TwoConditions(torch.nn.Module):
+    """u(x, t, s | video, text) = x - video - text: one jump from t = 1 lands on video + text; counts calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x, t, s, prepared):
+        self.calls += 1
+        return x - prepared["video"] - prepared["text"]
+
+
+def test_prompt_guidance_pushes_along_the_caption_alone():
+    """u + g (u(video, text) - u(video, no text)): the caption's part of the endpoint is scaled by
+    1 + g, the picture's is not; CFG's null branch passes through it unguided (Eq. 15 around it)."""
+    noise = torch.randn(2, 3)
+    video, text = torch.full((2, 3), 2.0), torch.full((2, 3), 0.5)
+    cond, uncaptioned = {"video": video, "text": text}, {"video": video, "text": torch.zeros(2, 3)}
+    null = {"video": torch.zeros(2, 3), "text": torch.zeros(2, 3)}
+    net = _TwoConditions()
+    out = sample(net, noise, cond, ConsistencyOptions(1, prompt_scale=3.0), None, uncaptioned)
+    torch.testing.assert_close(out, video + 4.0 * text)  # x_0 = x_1 - u: video + (1 + g) text
+    assert net.calls == 2 == ConsistencyOptions(1, prompt_scale=3.0).nfe(prompted=True)
+    # Euler, one step, CFG w = 3 around it: w (video + (1 + g) text) + (1 - w) * 0
+    net.calls = 0
+    euler = EulerOptions(1, cfg_scale=3.0, prompt_scale=1.0)
+    out = sample(net, noise, cond, euler, null, uncaptioned)
+    torch.testing.assert_close(out, 3.0 * (video + 2.0 * text))
+    assert net.calls == 3 == euler.nfe(prompted=True) and euler.nfe() == 2
+    # with a negative prompt on a consistency model, the negative branch is not prompt-guided either
+    negative = {"video": torch.zeros(2, 3), "text": torch.ones(2, 3)}
+    out = sample(net, noise, cond, ConsistencyOptions(1, negative_scale=0.5, prompt_scale=1.0), negative, uncaptioned)
+    torch.testing.assert_close(out, 1.5 * (video + 2.0 * text) - 0.5 * torch.ones(2, 3))
+    # off: scale 0, or no uncaptioned conditions (an input without a caption)
+    plain = sample(net, noise, cond, ConsistencyOptions(1))
+    assert torch.equal(sample(net, noise, cond, ConsistencyOptions(1, prompt_scale=2.0)), plain)
+    assert torch.equal(sample(net, noise, cond, ConsistencyOptions(1), None, uncaptioned), plain)
+    assert isinstance(PromptGuided(net, uncaptioned, 1.0), torch.nn.Module)
+    with pytest.raises(ValueError, match="prompt_scale must be in"):
+        EulerOptions(prompt_scale=-1.0)
+
+
+def test_the_pipeline_guides_on_the_prompt_only_when_there_is_one(tmp_path):
+    config, encoder_set = preset_for_encoders("debug", "lite")
+    torch.manual_seed(0)
+    net = MMDiT(config)
+    with torch.no_grad():  # its zero-initialised output layers would make every condition sound alike
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_network(tmp_path / "m", net, preset="debug", encoder_set=encoder_set, objective="vcm")
+    pipe = Pipeline.load(tmp_path / "m", pretrained_encoders=False)
+    video = make_video(tmp_path / "v.mp4", duration=1.5, size=(64, 48))
+    guided = pipe.sampler(prompt_scale=2.0)
+    silent = pipe.encode(video=video, duration=1.0)
+    captioned = pipe.encode(video=video, prompt="a metal ball clanks", duration=1.0)
+    assert not silent.prompted and captioned.prompted
+    plain = pipe.synthesize(silent, pipe.sampler(), seed=3)
+    same = pipe.synthesize(silent, guided, seed=3)  # nothing to push towards: one pass, the same output
+    assert same.nfe == 1 and torch.equal(same.wave, plain.wave)
+    pushed = pipe.synthesize(captioned, guided, seed=3)
+    assert pushed.nfe == 2 and not torch.equal(pushed.wave, pipe.synthesize(captioned, pipe.sampler(), seed=3).wave)
 
 
 @pytest.mark.parametrize(

@@ -117,6 +117,32 @@ def test_guidance_only_inside_window_and_never_on_null_rows():
     assert torch.equal(guide.row_scales(t, is_null), torch.tensor([w, w, w, 1, 1, 1, 1]))
 
 
+def test_baked_prompt_guidance_adds_the_captions_part_inside_the_window_only():
+    """+ g (v_guided - v_uncaptioned) on conditional rows with t <= t_max; the rest as Eq. 16."""
+    m, w, g = 0.25, 4.0, 0.15
+    guide = TrainingGuidance(scale=w, t_max=0.8, mix=m, prompt_scale=g)
+    spy = _Spy()
+    t = torch.tensor([0.1, 0.5, 0.95, 0.3])
+    is_null = torch.tensor([False, False, False, True])
+    v_t, ones = torch.randn(4, 2), torch.ones(4)
+    v_mix = guide.mixed_velocity(
+        spy, torch.randn(4, 2), t, v_t, {"flag": ones}, {"flag": -ones}, is_null, {"flag": 0.5 * ones}
+    )
+    v_guided, v_uncond, v_uncaptioned = 1.0, -1.0, 0.5
+    inside = m * (w * v_t[:2] + (1 - w) * v_uncond) + (1 - m) * v_guided + g * (v_guided - v_uncaptioned)
+    torch.testing.assert_close(v_mix[:2], inside)
+    torch.testing.assert_close(v_mix[2], m * v_t[2] + (1 - m) * v_guided)  # above t_max: none
+    torch.testing.assert_close(v_mix[3], v_t[3])  # a null row: eps - x0
+    assert spy.calls == 1  # still one batched pass
+    # without the uncaptioned conditions (a network with no text group) it is Eq. 16 alone
+    plain = TrainingGuidance(scale=w, t_max=0.8, mix=m)
+    reference = plain.mixed_velocity(spy, torch.randn(4, 2), t, v_t, {"flag": ones}, {"flag": -ones}, is_null)
+    no_text = guide.mixed_velocity(spy, torch.randn(4, 2), t, v_t, {"flag": ones}, {"flag": -ones}, is_null)
+    torch.testing.assert_close(no_text, reference)
+    with pytest.raises(ValueError, match="prompt_scale must lie in"):
+        TrainingGuidance(mix=0.25, prompt_scale=0.25)  # no fixed point: the caption's effect would grow without bound
+
+
 def test_lambda_schedule_endpoints():
     assert lambda_schedule(0, 1000, 0.1, 0.002) == pytest.approx(0.1)
     assert lambda_schedule(1000, 1000, 0.1, 0.002) == pytest.approx(0.002)

@@ -165,7 +165,7 @@ def echo_scores(waves: list[Tensor], events: list[list[float]]) -> dict[str, flo
 @dataclass(frozen=True)
 class DirectionConfig:
     data: Path
-    rows: tuple[tuple[str, str], ...]  # (name, model)
+    rows: tuple[tuple[str, str] | tuple[str, str, float], ...]  # (name, model[, prompt guidance scale])
     out: Path | None = None
     limit: int = 40  # Foley test clips for texture and echoes
     swap_limit: int = 60  # single-material clips for the swap test
@@ -201,16 +201,16 @@ def run_direction(cfg: DirectionConfig, progress=None) -> dict[str, dict[str, fl
             **echo_scores(real, [e for _, _, e in clips]),
         }
     }
-    for name, model in cfg.rows:
-        results[name] = _model_row(cfg, model, clips, items, classifier, results, progress)
+    for name, model, *scale in cfg.rows:
+        results[name] = _model_row(cfg, model, scale[0] if scale else 0.0, clips, items, classifier, results, progress)
     return results
 
 
-def _model_row(cfg, model, clips, items, classifier, results, progress) -> dict[str, float]:
+def _model_row(cfg, model, prompt_scale, clips, items, classifier, results, progress) -> dict[str, float]:
     from soundvcm.pipeline import Pipeline
 
     pipe = Pipeline.load(model, device=cfg.device, precision=cfg.precision)
-    options = pipe.sampler(steps=cfg.steps)
+    options = pipe.sampler(steps=cfg.steps, prompt_scale=prompt_scale or None)
 
     def wave(encoded, seed: int) -> Tensor:
         if progress is not None:

@@ -73,3 +73,33 @@ if __name__ == "__main__":
 
     tune_malloc()  # the heap a CLI run has (soundvcm.cli applies it before any command)
     print(json.dumps(measure(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], *sys.argv[4:5])))
+
+
+def stage_times(frames: int = 160, repeats: int = 5, bf16: bool = False) -> list[float]:
+    """Best-of-``repeats`` seconds of HiFi-GAN V1's trunk cut after 0, 1, ..., 4 upsampling stages
+    (:meth:`HiFiGAN.trunk`) on ``frames`` random mel frames, in this process (random weights: the
+    cost does not depend on them): where the vocoder's time is, stage by stage (issue 35)."""
+    from soundvcm.encoders.hifigan import HiFiGAN
+
+    model = HiFiGAN().eval()
+    mel = torch.randn(1, 80, frames, generator=torch.Generator().manual_seed(0)) - 5
+    times = []
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for stages in range(len(model.ups) + 1):
+            model.trunk(mel, stages)  # the first call at a length costs extra (module docstring)
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model.trunk(mel, stages)
+                best = min(best, time.perf_counter() - start)
+            times.append(best)
+    return times
+
+
+def stage_table(rows: dict[str, list[float]]) -> str:
+    """One row per precision: seconds after each number of stages, and the whole over the first two."""
+    head = "| precision | conv_pre | + stage 1 | + stage 2 | + stage 3 | + stage 4 (all) | all / first two |"
+    lines = [head, "|" + "---|" * 7]
+    for name, t in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in t) + f" | {t[-1] / t[2]:.2f}x |")
+    return "\n".join(lines)

@@ -1,9 +1,11 @@
-"""``soundvcm data foley|open``: the synthetic Foley world and the open data recipe."""
+"""``soundvcm data foley|open|subset``: the synthetic Foley world, the open data recipe, and a cache of
+the directed world's clips of one kind."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from soundvcm.cli.common import add_out_argument, positive_float, seed
 
@@ -44,6 +46,35 @@ def register(commands) -> None:
     op.add_argument("--duration", type=positive_float, default=4.0, help="seconds per clip or window (default 4)")
     op.add_argument("--seed", type=seed, default=0, help="base seed of the Foley splits (default 0)")
     op.set_defaults(func=_data_open)
+
+    sub = datas.add_parser(
+        "subset",
+        help="a feature cache of the directed world's clips of one kind (e.g. the swapped ones, to weigh them "
+        "in a training mix)",
+        description="Copy the rows of CACHE (extracted from the directed world's training clips) whose clip, per its "
+        "NAME.events.json in --clips, has the given --mode into a new cache at --out.",
+    )
+    sub.add_argument("cache", type=Path, help="feature cache of the directed training clips (`soundvcm extract`)")
+    sub.add_argument("--clips", required=True, type=Path, help="the folder of those clips (e.g. DATA/directed/train)")
+    sub.add_argument("--mode", required=True, choices=("match", "swap", "palette"), help="which clips to keep")
+    add_out_argument(sub, "new cache folder")
+    sub.set_defaults(func=_data_subset)
+
+
+def _data_subset(args: argparse.Namespace) -> int:
+    import json
+
+    from soundvcm.data.cache import subset_cache
+
+    def mode(name: str) -> str:
+        path = args.clips / f"{name}.events.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: --clips must be the folder the cache was extracted from")
+        return json.loads(path.read_text()).get("mode", "")
+
+    kept = subset_cache(args.cache, args.out, lambda name, _: mode(name) == args.mode)
+    print(f"{kept} {args.mode} rows -> {args.out}")
+    return 0
 
 
 def _data_foley(args: argparse.Namespace) -> int:

@@ -36,7 +36,8 @@ def register(commands) -> None:
             "(VCM, MeanFlow; the shipped 'default'): --steps (default 1), --negative-prompt with --negative-scale; "
             "their guidance is baked in by training, so --cfg is refused. Flow-matching models ('default-fm', "
             "MMAudio's): --steps (default 25), --cfg (default 4.5), --cfg-t-max, --negative-prompt (replaces "
-            "the null condition of CFG; --negative-scale is refused). --sampler switches to the other sampler's rules.",
+            "the null condition of CFG; --negative-scale is refused). Both: --prompt-scale. --sampler switches to the "
+            "other sampler's rules.",
         )
     )
     _outputs(gen.add_argument_group("outputs"), gen)
@@ -108,6 +109,15 @@ def _sampling(group) -> None:
         default=None,
         help="consistency sampler only: how hard to steer away from --negative-prompt (default 1)",
     )
+    group.add_argument(
+        "--prompt-scale",
+        type=finite_float,
+        default=None,
+        metavar="G",
+        help="both samplers: extra guidance towards what --prompt adds to the same video, so the prompt can "
+        "override the sound the picture suggests; one more network pass per step, only with a prompt "
+        "(0 to 20; default 0: off)",
+    )
     add_device_option(group)
     add_precision_option(group, "the encoders, the network and the vocoder (--profile shows the choice)")
     group.add_argument(
@@ -167,11 +177,12 @@ FOREIGN["guidance_t_max"] = FOREIGN["cfg_scale"]
 
 def _sampler(args: argparse.Namespace, spec):
     """The one sampler options object of this run: the model's own (its spec), or --sampler's defaults,
-    with --steps, --cfg, --cfg-t-max and --negative-scale applied."""
+    with --steps, --cfg, --cfg-t-max, --negative-scale and --prompt-scale applied."""
     from soundvcm.sampling import ForeignSetting
 
     try:
         settings = {"steps": args.steps, "cfg_scale": args.cfg, "guidance_t_max": args.cfg_t_max}
+        settings["prompt_scale"] = args.prompt_scale
         return spec.sampler_for(args.sampler, negative_scale=args.negative_scale, **settings)
     except ForeignSetting as exc:
         raise ValueError(FOREIGN.get(exc.setting, str(exc))) from None

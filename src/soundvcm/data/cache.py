@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -196,3 +196,45 @@ def check_compatible(caches: list, allow_mixed_encoders: bool = False) -> None:
                 f"caches {first.root} and {other.root} were extracted with different encoder weights "
                 f"({', '.join(files)}); re-extract one, or pass --allow-mixed-encoders"
             )
+
+
+def subset_cache(source: str | Path, out: str | Path, keep: Callable[[str, str], bool]) -> int:
+    """Write the valid rows of the cache at ``source`` for which ``keep(id, caption)`` holds as a new
+    cache at ``out`` (same metadata but the row count; shards written atomically, meta.json last, so
+    an interrupted run leaves no cache that reads as complete). Returns the rows kept; none is an
+    error."""
+    cache, out = FeatureCache(source), Path(out)
+    if (out / "meta.json").exists():
+        raise CacheError(f"{out}: a cache is already there; give a new folder")
+    per = cache.meta.rows_per_shard
+    rows: list[dict[str, Tensor]] = []
+    ids: list[str] = []
+    captions: list[str] = []
+    written = 0
+
+    def flush() -> None:
+        nonlocal written
+        if rows:
+            tensors = {k: torch.stack([r[k] for r in rows]) for k in cache.keys}
+            write_shard(out, written // per, tensors, list(ids), list(captions), [True] * len(rows))
+            written += len(rows)
+            rows.clear()
+            ids.clear()
+            captions.clear()
+
+    out.mkdir(parents=True, exist_ok=True)
+    for shard in range(cache.meta.num_shards):
+        names, texts, valid = cache.shard_info(shard)
+        for offset, (name, caption, ok) in enumerate(zip(names, texts, valid)):
+            if ok and keep(name, caption):
+                handle = cache._open(shard)
+                rows.append({k: handle.get_slice(k)[offset : offset + 1][0] for k in cache.keys})
+                ids.append(name)
+                captions.append(caption)
+                if len(rows) == per:
+                    flush()
+    flush()
+    if not written:
+        raise CacheError(f"{source}: no row was kept")
+    replace(cache.meta, rows=written).save(out)
+    return written

@@ -121,15 +121,22 @@ class HiFiGAN(nn.Module):
 
     def forward(self, mel: Tensor) -> Tensor:
         """(B, 80, frames) natural-log mel -> (B, frames * 256) waveform in [-1, 1]."""
+        x = self.trunk(mel, len(self.ups))
+        x = conv_nwc(self.conv_post, F.leaky_relu(x))  # PyTorch's default slope 0.01 here, as in the original
+        return torch.tanh(x)[:, 0, 0]
+
+    def trunk(self, mel: Tensor, stages: int) -> Tensor:
+        """The input conv and the first ``stages`` upsampling stages (each a transposed conv and the mean
+        of its residual blocks): (B, 80, frames) -> (B, C_stages, 1, frames * prod(rates[:stages]))
+        channels-last."""
         # a fresh copy: a view that only looks channels-last (a sliced transpose, batch stride 80) makes
         # oneDNN fall back to the plain layout for the whole pass (2.3x slower in bf16)
         x = conv_nwc(self.conv_pre, mel.unsqueeze(2).clone(memory_format=torch.channels_last))
-        for i, up in enumerate(self.ups):
+        for i, up in enumerate(self.ups[:stages]):
             x = conv_nwc(up, F.leaky_relu(x, SLOPE))
             blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
             x = sum(block(x) for block in blocks) / self.num_kernels
-        x = conv_nwc(self.conv_post, F.leaky_relu(x))  # PyTorch's default slope 0.01 here, as in the original
-        return torch.tanh(x)[:, 0, 0]
+        return x
 
 
 def distilled_vocoder(stem: str | Path = FAST_VOCODER) -> nn.Module:

@@ -8,6 +8,15 @@ with v_uncond = u(x_t, t, t, phi) and v_guided = u(x_t, t, t, c), both without g
 Guidance applies only where t lies in the guidance window [0, t_max]; elsewhere w = 1, so the
 model learns the plain conditional field there. Null rows (condition phi) never receive
 guidance: they regress onto eps - x0.
+
+Prompt guidance baked in (``prompt_scale`` g, issue 33; not in the paper): inside the window,
+conditional rows add g (v_guided - v_uncaptioned), v_uncaptioned = u(x_t, t, t, c without its
+caption), the training-time form of :class:`soundvcm.sampling.PromptGuided`, so a one-step model
+follows a caption that disagrees with the picture at no sampling cost. The term reads the model's
+own outputs, and so does Eq. 16's (1 - m) v_guided: along the caption's effect D = u(c) - u(c
+without caption) the target is m w D_0 + (1 - m) D + g D, whose fixed point D = m w D_0 / (m - g)
+is the plain baked CFG's w D_0 scaled by m / (m - g) (m = 0.25, g = 0.15: 2.5x), and which has
+none for g >= m (measured: g = 0.75 with m = 0.25 diverged within 200 steps). Hence 0 <= g < m.
 """
 
 from __future__ import annotations
@@ -29,10 +38,16 @@ class TrainingGuidance:
     t_max: float = 0.8
     mix: float = 0.25
     dropout: ConditionDropout = field(default_factory=lambda: ConditionDropout(row_prob=0.1))
+    prompt_scale: float = 0.0  # g of the baked prompt guidance (module docstring), < mix; 0: off
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.mix <= 1.0:
             raise ValueError(f"velocity mix ratio m must lie in [0, 1], got {self.mix}")
+        if self.prompt_scale != 0.0 and not 0.0 < self.prompt_scale < self.mix:
+            raise ValueError(
+                f"prompt_scale must lie in [0, mix = {self.mix}) (its target feeds back: the caption's effect "
+                f"is scaled by mix / (mix - prompt_scale)), got {self.prompt_scale}"
+            )
 
     def row_scales(self, t: Tensor, is_null: Tensor) -> Tensor:
         """w per row: the guidance scale inside [0, t_max] on conditional rows, 1 elsewhere."""
@@ -49,8 +64,11 @@ class TrainingGuidance:
         prepared: Prepared,
         prepared_null: Prepared,
         is_null: Tensor,
+        prepared_uncaptioned: Prepared | None = None,
     ) -> Tensor:
-        """v_mix of Eq. 16 for every row; only the rows that need them get network passes."""
+        """v_mix of Eq. 16 for every row; only the rows that need them get network passes. With
+        ``prompt_scale`` and ``prepared_uncaptioned`` (``prepared`` without captions), the rows inside
+        the window also get g (v_guided - v_uncaptioned) (module docstring)."""
         w = self.row_scales(t, is_null)
         v_mix = v_t.clone()
         cond_rows = (~is_null).nonzero().squeeze(1)
@@ -60,30 +78,49 @@ class TrainingGuidance:
         # the unconditional branch is only needed where w != 1 (inside the window) and m > 0
         need_uncond = (w[cond_rows] != 1.0) & (self.mix > 0)
         un_rows = cond_rows[need_uncond]
-        # one batched pass: guided velocity on all conditional rows, unconditional where needed
-        xs = torch.cat([x_t[cond_rows], x_t[un_rows]])
-        ts = torch.cat([t[cond_rows], t[un_rows]])
-        preps = concat_rows(select_rows(prepared, cond_rows), select_rows(prepared_null, un_rows))
-        out = call_network(net, xs, ts, ts, preps)
-        v_guided = out[: cond_rows.numel()]
+        in_window = w[cond_rows] != 1.0
+        uncaptioned = prepared_uncaptioned if self.prompt_scale else None
+        cap_rows = cond_rows[in_window] if uncaptioned is not None else cond_rows[:0]
+        # one batched pass: guided velocity on all conditional rows, unconditional where needed, and
+        # the same inputs without their captions where prompt guidance applies
+        n_c, n_u = cond_rows.numel(), un_rows.numel()
+        xs = torch.cat([x_t[cond_rows], x_t[un_rows], x_t[cap_rows]])
+        ts = torch.cat([t[cond_rows], t[un_rows], t[cap_rows]])
+        parts = [select_rows(prepared, cond_rows), select_rows(prepared_null, un_rows)]
+        if uncaptioned is not None and cap_rows.numel():
+            parts.append(select_rows(uncaptioned, cap_rows))
+        out = call_network(net, xs, ts, ts, concat_rows(*parts))
+        v_guided = out[:n_c]
         v_uncond = torch.zeros_like(v_guided)
-        v_uncond[need_uncond] = out[cond_rows.numel() :]
+        v_uncond[need_uncond] = out[n_c : n_c + n_u]
         v_c = v_t[cond_rows]
         mixed = self.mix * (wb * v_c + (1 - wb) * v_uncond) + (1 - self.mix) * v_guided  # Eq. 16
+        if cap_rows.numel():  # baked prompt guidance: + g (v_guided - v_uncaptioned) inside the window
+            mixed[in_window] += self.prompt_scale * (v_guided[in_window] - out[n_c + n_u :])
         v_mix[cond_rows] = mixed
         return v_mix
 
 
-def prepare_with_null(
-    net: VelocityNet, conditions, generator: torch.Generator | None, dropout: ConditionDropout
-) -> tuple[Prepared, Prepared, Tensor]:
-    """Drop conditions, then prepare the dropped and the fully null conditions once per batch."""
+def prepare_guidance(
+    net: VelocityNet,
+    conditions,
+    generator: torch.Generator | None,
+    dropout: ConditionDropout,
+    uncaptioned: bool = False,
+) -> tuple[Prepared, Prepared, Tensor, Prepared | None]:
+    """Drop conditions, then prepare the dropped and the fully null conditions once per batch, and
+    (``uncaptioned``, for a network with a ``text`` group) the dropped conditions with every caption
+    replaced by the null text, for baked prompt guidance."""
     batch = next(iter(conditions.values())).shape[0]
     null = net.null_conditions(batch)
     dropped, is_null = dropout.apply(conditions, null, net.condition_groups, generator)
-    with torch.no_grad():  # the unconditional branch is only ever used without gradient
+    prepared_uncaptioned = None
+    with torch.no_grad():  # the unconditional branches are only ever used without gradient
         prepared_null = net.prepare_null(batch)
-    return net.prepare(dropped), prepared_null, is_null
+        if uncaptioned and "text" in net.condition_groups:
+            blank = dict(dropped) | {k: null[k] for k in net.condition_groups["text"]}
+            prepared_uncaptioned = net.prepare(blank)
+    return net.prepare(dropped), prepared_null, is_null, prepared_uncaptioned
 
 
-__all__ = ["TrainingGuidance", "prepare_with_null"]
+__all__ = ["TrainingGuidance", "prepare_guidance"]

@@ -21,7 +21,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from soundvcm.flow import interpolate, path_velocity
 from soundvcm.network.protocol import VelocityNet, call_network
 from soundvcm.objectives.base import Batch, LossOutput, per_row_mse, row_adaptive_weight
-from soundvcm.objectives.guidance import TrainingGuidance, prepare_with_null
+from soundvcm.objectives.guidance import TrainingGuidance, prepare_guidance
 from soundvcm.objectives.time_sampling import TimeSampling
 
 
@@ -52,8 +52,10 @@ class MeanFlow:
         eps = torch.randn(x0.shape, generator=generator, device=x0.device)
         x_t = interpolate(x0, eps, t)
         v_t = path_velocity(x0, eps)
-        prepared, prepared_null, is_null = prepare_with_null(net, batch.conditions, generator, cfg.guidance.dropout)
-        v_mix = cfg.guidance.mixed_velocity(net, x_t, t, v_t, prepared, prepared_null, is_null)
+        prepared, prepared_null, is_null, uncaptioned = prepare_guidance(
+            net, batch.conditions, generator, cfg.guidance.dropout, uncaptioned=cfg.guidance.prompt_scale > 0
+        )
+        v_mix = cfg.guidance.mixed_velocity(net, x_t, t, v_t, prepared, prepared_null, is_null, uncaptioned)
 
         def average_velocity(z, tt):
             return call_network(net, z, tt, s, prepared)

@@ -22,7 +22,7 @@ from soundvcm.conditions import select_rows
 from soundvcm.flow import interpolate, jump, path_velocity
 from soundvcm.network.protocol import VelocityNet, call_network
 from soundvcm.objectives.base import Batch, LossOutput, per_row_mse, row_adaptive_weight
-from soundvcm.objectives.guidance import TrainingGuidance, prepare_with_null
+from soundvcm.objectives.guidance import TrainingGuidance, prepare_guidance
 from soundvcm.objectives.time_sampling import TimeSampling
 
 
@@ -111,8 +111,11 @@ class VelocityConsistency:
         eps = torch.randn(x0.shape, generator=generator, device=x0.device)
         x_t = interpolate(x0, eps, t)  # Alg. 1 l.3
         v_t = path_velocity(x0, eps)
-        prepared, prepared_null, is_null = prepare_with_null(net, batch.conditions, generator, cfg.guidance.dropout)
-        v_mix = cfg.guidance.mixed_velocity(net, x_t, t, v_t, prepared, prepared_null, is_null)  # Alg. 1 l.4-5
+        prepared, prepared_null, is_null, uncaptioned = prepare_guidance(
+            net, batch.conditions, generator, cfg.guidance.dropout, uncaptioned=cfg.guidance.prompt_scale > 0
+        )
+        guidance = cfg.guidance
+        v_mix = guidance.mixed_velocity(net, x_t, t, v_t, prepared, prepared_null, is_null, uncaptioned)  # Alg. 1 l.4-5
         lam = self.lam(step)
         target = self.targets(net, x_t, t, s, v_mix, prepared, lam)  # Alg. 1 l.6-7
         u = call_network(net, x_t, t, s, prepared)  # u_ts, Alg. 1 l.7

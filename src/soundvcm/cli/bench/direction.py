@@ -23,7 +23,13 @@ def register(benches) -> None:
         "as the picture's material with no prompt; detections per event, echo share and onset F1 per seed.",
     )
     bd.add_argument("--data", required=True, type=Path, help="folder written by `soundvcm data open`")
-    bd.add_argument("--row", action="append", default=[], metavar="NAME=MODEL", help="a model to measure (repeatable)")
+    bd.add_argument(
+        "--row",
+        action="append",
+        default=[],
+        metavar="NAME=MODEL[:G]",
+        help="a model to measure (repeatable); G: its prompt guidance scale (default 0: none)",
+    )
     bd.add_argument(
         "--clips", type=positive_int, default=40, help="Foley test clips for texture and echoes (default 40)"
     )
@@ -37,6 +43,17 @@ def register(benches) -> None:
     bd.set_defaults(func=_bench_direction)
 
 
+def _prompt_scale(model: str) -> tuple[str, float]:
+    """MODEL[:G] -> (MODEL, G); a suffix that is not a number belongs to the model's name."""
+    head, sep, tail = model.rpartition(":")
+    if not sep:
+        return model, 0.0
+    try:
+        return head, float(tail)
+    except ValueError:
+        return model, 0.0
+
+
 def _bench_direction(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -46,8 +63,8 @@ def _bench_direction(args: argparse.Namespace) -> int:
     for item in args.row:
         name, sep, model = item.partition("=")
         if not sep or not name or not model:
-            raise ValueError(f"--row must be NAME=MODEL, got {item!r}")
-        rows.append((name, model))
+            raise ValueError(f"--row must be NAME=MODEL[:G], got {item!r}")
+        rows.append((name, *_prompt_scale(model)))
     try:
         seeds = tuple(int(s) for s in args.seeds.split(","))
     except ValueError:

@@ -29,6 +29,11 @@ def register(benches) -> None:
         default="hifigan",
         help="comma-separated vocoders: hifigan, fast, or `soundvcm vocoder export` stems (default hifigan)",
     )
+    bv.add_argument(
+        "--stages",
+        action="store_true",
+        help="also time HiFi-GAN V1 cut after 0-4 upsampling stages (160 frames, fp32 and bf16, this process)",
+    )
     add_precision_option(bv, "the vocoder")
     bv.set_defaults(func=_bench_vocoder)
 
@@ -48,6 +53,11 @@ def _bench_vocoder(args: argparse.Namespace) -> int:
     vocoders = tuple(v.strip() for v in args.vocoders.split(",") if v.strip())
     if windows:
         print(table(run(windows, args.frames, args.precision, vocoders)))
+    if args.stages:
+        from soundvcm.bench.vocoder_cold import stage_table, stage_times
+
+        print("HiFi-GAN V1 cut after k upsampling stages, 160 frames, best of 5 (s):")
+        print(stage_table({"fp32": stage_times(), "bf16 autocast": stage_times(bf16=True)}))
     if args.data is not None:
         from soundvcm.bench import vocoder_quality
 
