@@ -65,6 +65,14 @@ def replace_rows(tree: Mapping[str, Tensor], other: Mapping[str, Tensor], mask: 
     return out
 
 
+def without_captions(conditions: Mapping[str, Tensor], net, *null_args) -> dict[str, Tensor]:
+    """``conditions`` with the keys of ``net``'s ``text`` group replaced by its null features
+    (``net.null_conditions(batch, *null_args)``, on the conditions' device): the other branch of
+    prompt guidance (:class:`soundvcm.sampling.PromptGuided`)."""
+    null = net.null_conditions(batch_size_of(conditions), *null_args)
+    return dict(conditions) | {k: null[k].to(conditions[k].device) for k in net.condition_groups["text"]}
+
+
 @dataclass
 class Batch:
     """Clean data x0 (B, ...) in the paper's convention (t = 0) and its conditions: what the

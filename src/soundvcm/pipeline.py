@@ -7,16 +7,16 @@
     -> network sampling (Alg. 2 for consistency models, Euler + CFG for flow matching)
     -> latent decode -> vocoder -> waveform
 
-and returns the waveform, its sample rate and the per-stage times. The CLI (``soundvcm
-generate``), benchmarks and evaluation all call this module.
+and returns the waveform, its sample rate and the per-stage times (the CLI, the benchmarks and the
+evaluation all call this module).
 
-Modalities that are not given use the network's null features (image mode: one frame repeated
-over the clip tokens and null sync, as MMAudio does). A video shorter than the requested
-duration is generated for its real length, with a warning. The waveform's true peak is limited to
--1 dBTP by a plain gain (never clipped; :func:`soundvcm.media.audio.limit_peak`), with a warning
-when the gain was below 1/2 (6 dB). Long spans: ``generate_long`` cuts the video into windows
-overlapping by ``overlap`` seconds, samples each window's mel on its own (seed + window index),
-crossfades the overlaps linearly and vocodes the stitched mel once.
+Modalities that are not given use the network's null features (image mode: one frame repeated over
+the clip tokens and null sync, as MMAudio does). A video shorter than the requested duration is
+generated for its real length, with a warning. The waveform's true peak is limited to -1 dBTP by a
+plain gain (never clipped; :func:`soundvcm.media.audio.limit_peak`), with a warning when the gain
+was below 1/2 (6 dB). Long spans: ``generate_long`` cuts the video into windows overlapping by
+``overlap`` seconds, samples each window's mel on its own (seed + window index), crossfades the
+overlaps linearly and vocodes the stitched mel once.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from soundvcm import models
+from soundvcm.conditions import without_captions
 from soundvcm.device import StageTimer, select_device
 from soundvcm.encoders import encoder_spec, load_encoder_set
 from soundvcm.encoders.base import take_frames
@@ -88,16 +89,12 @@ class Pipeline:
         provenance: dict | None = None,
     ):
         self.net, self.encoders, self.model_spec = net, encoders, model_spec
-        self.encoder_set = model_spec.encoder_set
-        self.provenance = provenance or {}
-        self.device = device
+        self.encoder_set, self.provenance, self.device = model_spec.encoder_set, provenance or {}, device
         # every stage's precision, decided once (soundvcm.precision): bf16 on a GPU, and on a CPU only
         # where it computes bf16 natively and a measured check finds it faster; fp32 elsewhere
         if not isinstance(precision, PrecisionPlan):
             precision = resolve_precision(precision, device, INFERENCE_STAGES)
-        self.precision = precision
-        self.dtype = self.precision.dtype("network")
-        self.model_path = model_path
+        self.precision, self.dtype, self.model_path = precision, precision.dtype("network"), model_path
         self.default_duration = float(net.config.sequence.duration)  # the clip length the model was trained on
         self.spec = getattr(encoders, "spec", None) or encoder_spec(self.encoder_set)
         self.spec.check_network(net.config)
@@ -316,12 +313,9 @@ class Pipeline:
             null = net.prepare(neg, seq) if negative_prompt is not None else None
             if null is None and options.needs_null:
                 null = net.prepare_null(1, seq)  # CFG's unconditional branch
-            uncaptioned = None
-            if encoded.prompted and options.prompt_scale != 0:  # prompt guidance: the same video, no caption
-                null_text = net.null_conditions(1, seq)
-                blank = dict(encoded.conditions)
-                blank.update({k: null_text[k].to(self.device) for k in net.condition_groups["text"]})
-                uncaptioned = net.prepare(blank, seq)
+            uncaptioned = None  # prompt guidance's other branch: the same video without its caption
+            if encoded.prompted and options.prompt_scale != 0:
+                uncaptioned = net.prepare(without_captions(encoded.conditions, net, seq), seq)
             shape = (1, seq.latent_seq_len, net.config.latent_dim)
             noise = initial_noise(shape, seed=seed).to(self.device)
             x = sample(autocast(net, self.dtype), noise, prepared, options, null, uncaptioned)
@@ -377,10 +371,11 @@ class Pipeline:
             )
         starts = window_starts(total, window, overlap)
         timer = timer or StageTimer(self.device)
-        fps = self.sample_rate / self.spec.sequence.hop_length  # mel frames per second
+        hop = self.spec.sequence.hop_length
+        fps = self.sample_rate / hop  # mel frames per second
         mels: list[tuple[int, Tensor]] = []
         notes: list[str] = []
-        damaged = False
+        damaged, sr = False, self.sample_rate
         for i, s in enumerate(starts):
             if progress is not None:
                 progress(i, len(starts))
@@ -399,9 +394,7 @@ class Pipeline:
             progress(len(starts), len(starts))
         with timer("vocoder"):
             stitched = stitch_mels(mels, int(round(overlap * fps)))
-            hop = self.spec.sequence.hop_length
             wave = vocode_in_chunks(self.encoders.vocode, stitched.to(self.device), hop, 2048, 64).float().cpu()
-        covered = min(wave.numel(), int(round(total * self.sample_rate)))
+        covered = min(wave.numel(), int(round(total * sr)))
         wave, _ = limit_peak(wave[:covered])
-        sr = self.sample_rate
         return GenerationResult(wave, sr, covered / sr, start, False, 0, dict(timer.times), notes, damaged)

@@ -331,3 +331,25 @@ def test_an_objective_is_chosen_by_its_configs_type_and_gives_it_back():
         assert config_of(objective) == config and type(objective) is type(build_objective(name, 10))
     with pytest.raises(TypeError, match="not an ObjectiveConfig"):
         config_of(type("Odd", (), {"config": object()})())
+
+
+def test_uncaptioned_branch_keeps_the_video_and_nulls_the_caption():
+    """prepare_guidance's third branch: the dropped conditions with every caption replaced by the
+    network's null text, the video untouched (a real MMDiT's condition groups)."""
+    from soundvcm.conditions import without_captions
+    from soundvcm.network.mmdit import MMDiT
+    from soundvcm.objectives.guidance import prepare_guidance
+    from soundvcm.spec import preset_for_encoders
+
+    torch.manual_seed(0)
+    net = MMDiT(preset_for_encoders("debug", "lite")[0]).eval()
+    null = net.null_conditions(3)
+    conditions = {k: v + torch.randn_like(v) for k, v in null.items()}
+    blank = without_captions(conditions, net)
+    assert torch.equal(blank["text"], null["text"]) and not torch.equal(conditions["text"], null["text"])
+    assert all(torch.equal(blank[k], conditions[k]) for k in net.condition_groups["video"])
+    keep = ConditionDropout(row_prob=0.0)
+    prepared, _, _, uncaptioned = prepare_guidance(net, conditions, None, keep, uncaptioned=True)
+    expected = net.prepare(blank)
+    assert uncaptioned is not None and all(torch.equal(uncaptioned[k], expected[k]) for k in expected)
+    assert prepare_guidance(net, conditions, None, keep)[3] is None  # not asked for: not built

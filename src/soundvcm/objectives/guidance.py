@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from soundvcm.conditions import ConditionDropout, Prepared, concat_rows, select_rows
+from soundvcm.conditions import ConditionDropout, Prepared, concat_rows, select_rows, without_captions
 from soundvcm.network.protocol import VelocityNet, call_network
 
 
@@ -118,8 +118,7 @@ def prepare_guidance(
     with torch.no_grad():  # the unconditional branches are only ever used without gradient
         prepared_null = net.prepare_null(batch)
         if uncaptioned and "text" in net.condition_groups:
-            blank = dict(dropped) | {k: null[k] for k in net.condition_groups["text"]}
-            prepared_uncaptioned = net.prepare(blank)
+            prepared_uncaptioned = net.prepare(without_captions(dropped, net))
     return net.prepare(dropped), prepared_null, is_null, prepared_uncaptioned
 
 
