@@ -181,8 +181,8 @@ def _sampler(args: argparse.Namespace, spec):
     from soundvcm.sampling import ForeignSetting
 
     try:
-        settings = {"steps": args.steps, "cfg_scale": args.cfg, "guidance_t_max": args.cfg_t_max}
-        settings["prompt_scale"] = args.prompt_scale
+        settings = {"steps": args.steps, "cfg_scale": args.cfg, "guidance_t_max": args.cfg_t_max,
+                    "prompt_scale": args.prompt_scale}  # fmt: skip
         return spec.sampler_for(args.sampler, negative_scale=args.negative_scale, **settings)
     except ForeignSetting as exc:
         raise ValueError(FOREIGN.get(exc.setting, str(exc))) from None

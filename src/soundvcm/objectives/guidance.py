@@ -75,10 +75,10 @@ class TrainingGuidance:
         if cond_rows.numel() == 0:
             return v_mix
         wb = w[cond_rows].reshape((-1,) + (1,) * (v_t.ndim - 1))
-        # the unconditional branch is only needed where w != 1 (inside the window) and m > 0
-        need_uncond = (w[cond_rows] != 1.0) & (self.mix > 0)
-        un_rows = cond_rows[need_uncond]
         in_window = w[cond_rows] != 1.0
+        # the unconditional branch is only needed where w != 1 (inside the window) and m > 0
+        need_uncond = in_window & (self.mix > 0)
+        un_rows = cond_rows[need_uncond]
         uncaptioned = prepared_uncaptioned if self.prompt_scale else None
         cap_rows = cond_rows[in_window] if uncaptioned is not None else cond_rows[:0]
         # one batched pass: guided velocity on all conditional rows, unconditional where needed, and

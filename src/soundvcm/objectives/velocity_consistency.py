@@ -111,10 +111,10 @@ class VelocityConsistency:
         eps = torch.randn(x0.shape, generator=generator, device=x0.device)
         x_t = interpolate(x0, eps, t)  # Alg. 1 l.3
         v_t = path_velocity(x0, eps)
-        prepared, prepared_null, is_null, uncaptioned = prepare_guidance(
-            net, batch.conditions, generator, cfg.guidance.dropout, uncaptioned=cfg.guidance.prompt_scale > 0
-        )
         guidance = cfg.guidance
+        prepared, prepared_null, is_null, uncaptioned = prepare_guidance(
+            net, batch.conditions, generator, guidance.dropout, uncaptioned=guidance.prompt_scale > 0
+        )
         v_mix = guidance.mixed_velocity(net, x_t, t, v_t, prepared, prepared_null, is_null, uncaptioned)  # Alg. 1 l.4-5
         lam = self.lam(step)
         target = self.targets(net, x_t, t, s, v_mix, prepared, lam)  # Alg. 1 l.6-7
