@@ -15,7 +15,7 @@ select, concatenate and mask rows without knowing which modalities exist.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -80,6 +80,9 @@ class Batch:
 
     x0: Tensor
     conditions: Conditions
+    # dropout group -> (B,) bool: rows whose group is never dropped on its own, only with the
+    # whole row (e.g. a caption that disagrees with the picture: without it the audio is wrong)
+    kept: Mapping[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,15 +109,20 @@ class ConditionDropout:
         null: Mapping[str, Tensor],
         groups: Mapping[str, tuple[str, ...]],
         generator: torch.Generator | None = None,
+        kept: Mapping[str, Tensor] | None = None,
     ) -> tuple[Conditions, Tensor]:
-        """Return the dropped conditions and the (B,) bool mask of null rows."""
+        """Return the dropped conditions and the (B,) bool mask of null rows. ``kept`` (group ->
+        (B,) bool) exempts rows from a group's own drop; the whole-row drop still applies."""
         b = batch_size_of(conditions)
         device = next(iter(conditions.values())).device
         row_drop = torch.rand(b, generator=generator, device=device) < self.row_prob
         out = dict(conditions)
         all_dropped = torch.ones(b, dtype=torch.bool, device=device)
-        for keys in groups.values():
-            group_drop = row_drop | (torch.rand(b, generator=generator, device=device) < self.group_prob)
+        for name, keys in groups.items():
+            alone = torch.rand(b, generator=generator, device=device) < self.group_prob
+            if kept and name in kept:
+                alone &= ~kept[name].to(device)
+            group_drop = row_drop | alone
             all_dropped &= group_drop
             sub = {k: out[k] for k in keys}
             out.update(replace_rows(sub, {k: null[k] for k in keys}, group_drop))

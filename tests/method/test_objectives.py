@@ -194,6 +194,25 @@ def test_condition_dropout_rates_and_null_rows():
         ConditionDropout(row_prob=1.5)
 
 
+def test_kept_groups_are_dropped_only_with_the_whole_row():
+    """Batch.kept: a kept row never loses its caption alone, but still goes fully null with the row;
+    the other rows and the random stream are as without it."""
+    n = 20_000
+    null = {"a": torch.zeros(n, 1), "b": torch.zeros(n, 1)}
+    cond = {"a": torch.ones(n, 1), "b": torch.ones(n, 1)}
+    groups = {"video": ("a",), "text": ("b",)}
+    kept = {"text": torch.arange(n) % 2 == 0}
+    dropout = ConditionDropout(row_prob=0.1, group_prob=0.2)
+    out, is_null = dropout.apply(cond, null, groups, torch.Generator().manual_seed(0), kept)
+    ref, ref_null = dropout.apply(cond, null, groups, torch.Generator().manual_seed(0))
+    text_dropped, video_dropped = out["b"][:, 0] == 0, out["a"][:, 0] == 0
+    assert torch.equal(text_dropped[kept["text"]], is_null[kept["text"]])  # only with the whole row
+    assert abs(is_null[kept["text"]].float().mean().item() - 0.1) < 0.012  # which still drops at 0.1
+    assert torch.equal(out["b"][~kept["text"]], ref["b"][~kept["text"]])  # the others unchanged
+    assert torch.equal(video_dropped, ref["a"][:, 0] == 0)  # the video group untouched
+    assert (ref["b"][kept["text"], 0] == 0).float().mean().item() > 0.25  # without it: 0.1 + 0.9 * 0.2
+
+
 def test_meanflow_identity_on_exact_flow(flow, guidance, exact):
     """u = v - (t - s) du/dt holds for the exact average velocity, via the same JVP MeanFlow uses."""
     x_t, t, s, labels = _points(flow, n=6)

@@ -90,6 +90,28 @@ def test_text_audio_rows_get_null_visual_features(tmp_path):
     assert torch.equal(batch.conditions["clip"], null["clip"]) and batch.conditions["clip"].requires_grad
 
 
+def test_a_source_can_keep_its_captions(tmp_path):
+    """``PATH:WEIGHT:keep=text``: the batch marks that source's rows (Batch.kept), others are not;
+    an unknown group or flag is refused."""
+    from soundvcm.network.mmdit import MMDiT
+    from soundvcm.spec import preset_for_encoders
+
+    a = _synthetic_cache(tmp_path / "a", rows=6)
+    b = _synthetic_cache(tmp_path / "b", rows=6, seed=1)
+    net = MMDiT(replace(preset_for_encoders("debug", "test")[0]))
+    source = MixedSource.open([f"{a}:1", f"{b}:1:keep=text"])
+    g = torch.Generator().manual_seed(0)
+    picks = source.draw(64, torch.Generator().manual_seed(0))
+    batch = source.batch(net, 64, g)
+    assert set(batch.kept) == {"text"}
+    assert batch.kept["text"].tolist() == [s == 1 for s, _ in picks] and 0 < batch.kept["text"].sum() < 64
+    assert MixedSource.open([str(a)]).batch(net, 4, torch.Generator().manual_seed(0)).kept == {}
+    with pytest.raises(ValueError, match="keep=GROUP"):
+        MixedSource.open([f"{a}:1:drop=text"])
+    with pytest.raises(ValueError, match="network's groups"):
+        MixedSource.open([f"{a}:1:keep=caption"]).batch(net, 2, torch.Generator().manual_seed(0))
+
+
 # ----- EMA ---------------------------------------------------------------------------------
 def test_posthoc_ema_known_answers(tmp_path):
     assert abs(sigma_rel_to_gamma(0.05) - 16.97) < 0.01  # EDM2's gamma for sigma_rel 0.05

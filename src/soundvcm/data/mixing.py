@@ -7,6 +7,9 @@ uniformly. The draw for (step, micro-batch, rank) comes from its own seeded gene
 sampling is deterministic per rank, needs no state to resume, and ranks never coordinate.
 Text-audio rows get the network's null visual features. The latent is sampled afresh from the
 stored posterior, x0 = mean + std * eps, and normalised with the network's statistics.
+A set may keep a dropout group (``PATH:WEIGHT:keep=text``): its rows never lose that group on
+their own (:attr:`soundvcm.conditions.Batch.kept`), e.g. clips whose caption names another
+material than the picture shows, where the picture alone would teach the wrong sound.
 """
 
 from __future__ import annotations
@@ -37,12 +40,16 @@ class MixedSource:
     caches: list
     weights: list[float]
     allow_mixed_encoders: bool = False
+    keep: list[tuple[str, ...]] | None = None  # per cache: dropout groups its rows keep
 
     def __post_init__(self) -> None:
         if not self.caches:
             raise ValueError("no training data: pass at least one cache")
         if len(self.weights) != len(self.caches) or any(w <= 0 for w in self.weights):
             raise ValueError(f"need one positive weight per cache, got {self.weights}")
+        self.keep = self.keep or [()] * len(self.caches)
+        if len(self.keep) != len(self.caches):
+            raise ValueError(f"need one keep list per cache, got {len(self.keep)} for {len(self.caches)}")
         check_compatible(self.caches, self.allow_mixed_encoders)
         for c in self.caches:
             if len(c) == 0:
@@ -50,16 +57,20 @@ class MixedSource:
 
     @classmethod
     def open(cls, specs: list[str], allow_mixed_encoders: bool = False) -> MixedSource:
-        """``PATH`` or ``PATH:WEIGHT`` per cache."""
-        caches, weights = [], []
+        """``PATH``, ``PATH:WEIGHT`` or ``PATH:WEIGHT:keep=GROUP[,GROUP]`` per cache."""
+        caches, weights, keep = [], [], []
         for spec in specs:
-            path, _, weight = str(spec).partition(":")
+            path, _, rest = str(spec).partition(":")
+            weight, _, flags = rest.partition(":")
             try:
                 weights.append(float(weight) if weight else 1.0)
             except ValueError:
                 raise ValueError(f"{spec}: the weight after ':' must be a number") from None
+            if flags and not flags.startswith("keep="):
+                raise ValueError(f"{spec}: after the weight only keep=GROUP[,GROUP] is understood")
+            keep.append(tuple(g for g in flags.removeprefix("keep=").split(",") if g))
             caches.append(open_cache(path))
-        return cls(caches, weights, allow_mixed_encoders)
+        return cls(caches, weights, allow_mixed_encoders, keep)
 
     @property
     def meta(self):
@@ -83,7 +94,8 @@ class MixedSource:
 
     def batch(self, net, batch_size: int, generator: torch.Generator, device=None) -> Batch:
         """Rows drawn with ``generator``; x0 sampled from the posterior and normalised by ``net``."""
-        rows = [self.caches[s].row(i) for s, i in self.draw(batch_size, generator)]  # row() refuses NaN/inf
+        picks = self.draw(batch_size, generator)
+        rows = [self.caches[s].row(i) for s, i in picks]  # row() refuses NaN/inf
         mean = torch.stack([r["mean"] for r in rows]).float()
         std = torch.stack([r["std"] for r in rows]).float()
         eps = torch.randn(mean.shape, generator=generator)
@@ -95,7 +107,13 @@ class MixedSource:
             stacked = torch.stack([r[key] if key in r else torch.zeros(null[key].shape[1:]) for r in rows]).float()
             stacked = stacked.to(null[key].device)
             conditions[key] = torch.where(has_video.view(-1, 1, 1), stacked, null[key])
-        return Batch(x0=x0, conditions=conditions)
+        keep = self.keep or []
+        named = {g for k in keep for g in k}
+        if named - set(net.condition_groups):
+            groups = sorted(net.condition_groups)
+            raise ValueError(f"keep={','.join(sorted(named - set(groups)))}: the network's groups are {groups}")
+        kept = {g: torch.tensor([g in keep[s] for s, _ in picks]) for g in named}
+        return Batch(x0=x0, conditions=conditions, kept=kept)
 
 
 def exposure(source: MixedSource, draws: int, seed: int = 0) -> Tensor:

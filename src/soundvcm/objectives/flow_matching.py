@@ -41,7 +41,7 @@ class FlowMatching:
         eps = torch.randn(x0.shape, generator=generator, device=x0.device)
         x_t = interpolate(x0, eps, t)
         null = net.null_conditions(b)
-        dropped, _ = self.config.dropout.apply(batch.conditions, null, net.condition_groups, generator)
+        dropped, _ = self.config.dropout.apply(batch.conditions, null, net.condition_groups, generator, batch.kept)
         u = call_network(net, x_t, t, t, net.prepare(dropped))
         weights = loud_frame_weights(x0, self.config.loud_frames) if self.config.loud_frames else None
         mse = per_row_mse(u, path_velocity(x0, eps), weights)

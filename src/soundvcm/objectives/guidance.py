@@ -107,13 +107,14 @@ def prepare_guidance(
     generator: torch.Generator | None,
     dropout: ConditionDropout,
     uncaptioned: bool = False,
+    kept=None,
 ) -> tuple[Prepared, Prepared, Tensor, Prepared | None]:
     """Drop conditions, then prepare the dropped and the fully null conditions once per batch, and
     (``uncaptioned``, for a network with a ``text`` group) the dropped conditions with every caption
-    replaced by the null text, for baked prompt guidance."""
+    replaced by the null text, for baked prompt guidance. ``kept``: :attr:`Batch.kept`."""
     batch = next(iter(conditions.values())).shape[0]
     null = net.null_conditions(batch)
-    dropped, is_null = dropout.apply(conditions, null, net.condition_groups, generator)
+    dropped, is_null = dropout.apply(conditions, null, net.condition_groups, generator, kept)
     prepared_uncaptioned = None
     with torch.no_grad():  # the unconditional branches are only ever used without gradient
         prepared_null = net.prepare_null(batch)

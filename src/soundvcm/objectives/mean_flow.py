@@ -53,7 +53,12 @@ class MeanFlow:
         x_t = interpolate(x0, eps, t)
         v_t = path_velocity(x0, eps)
         prepared, prepared_null, is_null, uncaptioned = prepare_guidance(
-            net, batch.conditions, generator, cfg.guidance.dropout, uncaptioned=cfg.guidance.prompt_scale > 0
+            net,
+            batch.conditions,
+            generator,
+            cfg.guidance.dropout,
+            uncaptioned=cfg.guidance.prompt_scale > 0,
+            kept=batch.kept,
         )
         v_mix = cfg.guidance.mixed_velocity(net, x_t, t, v_t, prepared, prepared_null, is_null, uncaptioned)
 

@@ -113,7 +113,12 @@ class VelocityConsistency:
         v_t = path_velocity(x0, eps)
         guidance = cfg.guidance
         prepared, prepared_null, is_null, uncaptioned = prepare_guidance(
-            net, batch.conditions, generator, guidance.dropout, uncaptioned=guidance.prompt_scale > 0
+            net,
+            batch.conditions,
+            generator,
+            guidance.dropout,
+            uncaptioned=guidance.prompt_scale > 0,
+            kept=batch.kept,
         )
         v_mix = guidance.mixed_velocity(net, x_t, t, v_t, prepared, prepared_null, is_null, uncaptioned)  # Alg. 1 l.4-5
         lam = self.lam(step)
