@@ -31,6 +31,12 @@ TRAIN_PRESET_NAMES = (
 )
 
 
+DATA_HELP = (
+    "cache folders, optionally PATH:WEIGHT, or PATH:WEIGHT:keep=text so that its rows never lose their caption "
+    "alone to condition dropout (with --resume: default the run's own, from RUN/config.json)"
+)
+
+
 def register(commands) -> None:
     tr = commands.add_parser(
         "train",
@@ -43,11 +49,7 @@ def register(commands) -> None:
         "-m soundvcm.cli train ...",
     )
     tr.add_argument("--preset", default=None, help="training preset (default paper; with --resume: the run's own)")
-    data_help = (
-        "cache folders, optionally PATH:WEIGHT, or PATH:WEIGHT:keep=text so that its rows never lose their caption "
-        "alone to condition dropout (with --resume: default the run's own, from RUN/config.json)"
-    )
-    tr.add_argument("--data", nargs="+", default=None, help=data_help)
+    tr.add_argument("--data", nargs="+", default=None, help=DATA_HELP)
     tr.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, EMA snapshots, tb, samples)")
     tr.add_argument("--train-steps", dest="steps", type=int, default=None, help="total steps (overrides the preset)")
     tr.add_argument("--steps", dest="steps", type=int, help=argparse.SUPPRESS)  # the name before issue 36

@@ -63,16 +63,26 @@ def _student_options(dist: argparse.ArgumentParser) -> None:
     """Which student, its shape and where its weights start."""
     dist.add_argument(
         "--student",
-        choices=("hifigan", "istft"),
+        choices=("hifigan", "istft", "trunk"),
         default="hifigan",
         help="hifigan: HiFi-GAN's layout at --channels; istft: ConvNeXt blocks at the frame rate and an "
-        "inverse-STFT head (--dim, --layers; soundvcm.encoders.istft_vocoder)",
+        "inverse-STFT head (--dim, --layers; soundvcm.encoders.istft_vocoder); trunk: the teacher's own "
+        "first two stages, frozen, and an inverse-STFT head with --layers blocks (soundvcm.encoders.trunk_vocoder)",
     )
     dist.add_argument(
         "--channels", type=positive_int, default=128, help="hifigan student width after the input conv (V2 128, V1 512)"
     )
     dist.add_argument("--dim", type=positive_int, default=384, help="istft student width (hidden: 3x)")
-    dist.add_argument("--layers", type=positive_int, default=8, help="istft student ConvNeXt blocks")
+    layers_help = "istft: ConvNeXt blocks (8); trunk: residual convolutions (3)"
+    dist.add_argument("--layers", type=positive_int, default=None, help=layers_help)
+    dist.add_argument(
+        "--stage2-blocks",
+        type=int,
+        choices=(0, 1, 2, 3),
+        default=3,
+        help="trunk student: how many of stage 2's residual blocks (kernels 3, 7, 11) the trunk keeps; the head "
+        "learns the rest (3: 2/3 of V1's time left in the trunk, 2: ~1/2, 0: ~1/4)",
+    )
     dist.add_argument(
         "--hop",
         type=positive_int,
@@ -93,8 +103,10 @@ def _distill(args: argparse.Namespace) -> int:
 
     import torch
 
-    from soundvcm.encoders.hifigan import HiFiGAN, distilled_vocoder
+    from soundvcm.encoders.hifigan import HiFiGAN
     from soundvcm.encoders.istft_vocoder import ISTFTShape
+    from soundvcm.encoders.students import distilled_vocoder
+    from soundvcm.encoders.trunk_vocoder import TrunkShape
     from soundvcm.precision import resolve_precision
     from soundvcm.training.interrupt import TrainingInterrupted
     from soundvcm.training.vocoder import (
@@ -111,11 +123,15 @@ def _distill(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if args.init and args.prune:
         raise ValueError("--init and --prune both choose the starting weights; give one")
+    if args.student == "trunk" and args.precision != "fp32":
+        print("note: a trunk student learns from the teacher's fp32 waveforms best: give --precision fp32")
     if args.prune and args.student != "hifigan":
         raise ValueError("--prune narrows the teacher itself: it needs --student hifigan")
     shape: Shape = StudentShape(channels=args.channels)
     if args.student == "istft":  # checked here, before the bank's minutes
-        shape = ISTFTShape(dim=args.dim, layers=args.layers, hidden=3 * args.dim, n_fft=4 * args.hop, hop=args.hop)
+        shape = ISTFTShape(dim=args.dim, layers=args.layers or 8, hidden=3 * args.dim, n_fft=4 * args.hop, hop=args.hop)
+    elif args.student == "trunk":
+        shape = TrunkShape(layers=args.layers or 3, stage2_blocks=args.stage2_blocks)
     plan = resolve_precision(args.precision, "cpu", ("vocoder", "train"))
     print(plan.describe())
     teacher = HiFiGAN.pretrained()

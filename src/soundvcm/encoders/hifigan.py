@@ -125,30 +125,23 @@ class HiFiGAN(nn.Module):
         x = conv_nwc(self.conv_post, F.leaky_relu(x))  # PyTorch's default slope 0.01 here, as in the original
         return torch.tanh(x)[:, 0, 0]
 
-    def trunk(self, mel: Tensor, stages: int) -> Tensor:
+    def trunk(self, mel: Tensor, stages: int, last_blocks: int | None = None) -> Tensor:
         """The input conv and the first ``stages`` upsampling stages (each a transposed conv and the mean
         of its residual blocks): (B, 80, frames) -> (B, C_stages, 1, frames * prod(rates[:stages]))
-        channels-last."""
+        channels-last. ``last_blocks``: how many of the last stage's residual blocks to run (the
+        smallest kernels first); each one left out counts as the identity in the mean."""
         # a fresh copy: a view that only looks channels-last (a sliced transpose, batch stride 80) makes
         # oneDNN fall back to the plain layout for the whole pass (2.3x slower in bf16)
         x = conv_nwc(self.conv_pre, mel.unsqueeze(2).clone(memory_format=torch.channels_last))
         for i, up in enumerate(self.ups[:stages]):
             x = conv_nwc(up, F.leaky_relu(x, SLOPE))
             blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
-            x = sum(block(x) for block in blocks) / self.num_kernels
+            n = self.num_kernels if i < stages - 1 or last_blocks is None else last_blocks
+            if n == self.num_kernels:
+                x = sum(block(x) for block in blocks) / self.num_kernels
+            elif n > 0:
+                x = (sum(block(x) for block in blocks[:n]) + (self.num_kernels - n) * x) / self.num_kernels
         return x
-
-
-def distilled_vocoder(stem: str | Path = FAST_VOCODER) -> nn.Module:
-    """A student of :mod:`soundvcm.training.vocoder` at ``stem``: HiFi-GAN-shaped, or the frame-rate
-    iSTFT vocoder (:mod:`soundvcm.encoders.istft_vocoder`), as its JSON's ``shape.kind`` says (none:
-    HiFi-GAN, as exported before issue 35)."""
-    shape, state = load_export(stem, "vocoder")
-    if shape.get("kind", "hifigan") == "istft":
-        from soundvcm.encoders.istft_vocoder import ISTFTVocoder
-
-        return ISTFTVocoder.from_export(shape, state)
-    return HiFiGAN.from_export(shape, state)
 
 
 # HiFi-GAN's receptive field (V1 and the V2-shaped student: same kernels and dilations) reaches

@@ -32,11 +32,12 @@ from torch import Tensor, nn
 from soundvcm import features
 from soundvcm.encoders.base import EncoderSetSpec, autocast, chunked, freeze, to_float_frames
 from soundvcm.encoders.efficientnet_lite import MEAN, STD, EfficientNetLite0
-from soundvcm.encoders.hifigan import FAST_VOCODER, HiFiGAN, distilled_vocoder, vocode_in_chunks
+from soundvcm.encoders.hifigan import FAST_VOCODER, HiFiGAN, vocode_in_chunks
 from soundvcm.encoders.mel_vae import MelVAE, MPConv1d
 from soundvcm.encoders.minilm import MiniLMText
 from soundvcm.encoders.motion_flow import MotionFlowSync
 from soundvcm.encoders.motion_sync import MotionSync
+from soundvcm.encoders.students import distilled_vocoder
 from soundvcm.media.mel import MEL_HIFIGAN, mel_spectrogram
 from soundvcm.media.video import FrameSpec
 from soundvcm.precision import PrecisionPlan
@@ -129,7 +130,7 @@ def latent_to_mel(latent: Tensor) -> Tensor:
 def load_vocoder(choice: str, name: str, pretrained: bool) -> tuple[nn.Module, str]:
     """(generator, what it is) for ``--vocoder``: ``hifigan`` (V1 universal, the reference), ``fast``
     (a distilled student shipped as package data), a student's export path (either kind:
-    :func:`soundvcm.encoders.hifigan.distilled_vocoder`), or ``auto``: the fast
+    :func:`soundvcm.encoders.students.distilled_vocoder`), or ``auto``: the fast
     one where the set lists it and it ships, else HiFi-GAN (the set's spec says which it may use: lite
     keeps the vocoder its models were measured with)."""
     if choice == "auto":

@@ -40,13 +40,14 @@ from tqdm import tqdm
 from soundvcm.atomic import atomic_write, save_tensors
 from soundvcm.encoders.hifigan import HiFiGAN
 from soundvcm.encoders.istft_vocoder import ISTFTShape, ISTFTVocoder, analyse
+from soundvcm.encoders.trunk_vocoder import TrunkShape, TrunkVocoder
 from soundvcm.media.audio import load_audio
 from soundvcm.media.mel import MEL_HIFIGAN, mel_spectrogram
 from soundvcm.training.interrupt import StopRequest, TrainingInterrupted
+from soundvcm.training.vocoder_losses import log_mel_l1, spectrum_loss, stft_losses
 
 HOP = 256
 SAMPLE_RATE = 22_050
-STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
 PEAK = 0.95  # bank segments are scaled to this peak (or below it: DistillConfig.min_peak)
 
 
@@ -67,13 +68,17 @@ class StudentShape:
         return asdict(self)
 
 
-Shape = StudentShape | ISTFTShape  # a HiFi-GAN-shaped student, or the frame-rate one (istft_vocoder.py)
+# a HiFi-GAN-shaped student, the frame-rate iSTFT one (istft_vocoder.py), or the teacher's trunk with an
+# iSTFT head (trunk_vocoder.py)
+Shape = StudentShape | ISTFTShape | TrunkShape
 
 
 def shape_from_dict(shape: dict) -> Shape:
     """The student shape a checkpoint or an export records (no ``kind``: HiFi-GAN, as before issue 35)."""
     if shape.get("kind", "hifigan") == "istft":
         return ISTFTShape.from_dict(shape)
+    if shape.get("kind") == "trunk":
+        return TrunkShape.from_dict(shape)
     return StudentShape(
         channels=int(shape["channels"]),
         upsample_rates=tuple(shape["upsample_rates"]),
@@ -107,6 +112,9 @@ class DistillConfig:
     # iSTFT students only: their head's spectrum against the analysis of the teacher's waveform
     # (spectrum_loss); 0 leaves them to the waveform losses alone
     spectrum_weight: float = 0.0
+    # trunk students only: mel frames per training crop of a segment's trunk features (computed once
+    # over the whole segment, as the teacher saw it, so a crop needs no margin but the head's reach)
+    crop: int = 16
 
 
 # ----- the bank ---------------------------------------------------------------------------------------
@@ -178,31 +186,15 @@ def load_bank(folder: Path, cfg: DistillConfig) -> tuple[Tensor, Tensor]:
     return torch.cat([p["mel"] for p in parts]), torch.cat([p["wave"] for p in parts]).float()
 
 
-# ----- losses -------------------------------------------------------------------------------------------
-def stft_losses(pred: Tensor, target: Tensor) -> Tensor:
-    """Multi-resolution STFT loss: spectral convergence + log-magnitude L1, averaged over resolutions."""
-    total = pred.new_zeros(())
-    for n_fft, hop in STFT_RESOLUTIONS:
-        window = torch.hann_window(n_fft, device=pred.device)
-        p = torch.stft(pred, n_fft, hop, window=window, return_complex=True).abs().clamp_min(1e-5)
-        t = torch.stft(target, n_fft, hop, window=window, return_complex=True).abs().clamp_min(1e-5)
-        total = total + torch.linalg.norm(t - p) / torch.linalg.norm(t) + (t.log() - p.log()).abs().mean()
-    return total / len(STFT_RESOLUTIONS)
-
-
-def spectrum_loss(pred: Tensor, target: Tensor, floor: float = 1e-5) -> Tensor:
-    """Compressed complex MSE of a predicted spectrum against a target one: |X|^0.3 e^(i angle X)
-    compared, so a phase error costs in proportion to the bin's compressed magnitude (the silent
-    bins, whose phase means nothing, cost nearly nothing) and a 3-4 decade range of magnitudes keeps
-    comparable weights. For a deterministic teacher the phase has one target, which an iSTFT head can
-    be told directly (no discriminator needed); the magnitudes are the waveform losses' already."""
-    comp_p = pred * pred.abs().clamp_min(floor).pow(0.3 - 1)
-    comp_t = target * target.abs().clamp_min(floor).pow(0.3 - 1)
-    return (comp_p - comp_t).abs().pow(2).mean()
-
-
-def log_mel_l1(pred: Tensor, target: Tensor) -> Tensor:
-    return (mel_spectrogram(pred, MEL_HIFIGAN) - mel_spectrogram(target, MEL_HIFIGAN)).abs().mean()
+@torch.no_grad()
+def trunk_features(student: TrunkVocoder, mels: Tensor, dtype: torch.dtype | None, batch: int = 16) -> Tensor:
+    """The teacher's trunk over every bank segment, stored in fp16 ((N, 128, context * 64); ~1 MB per
+    segment of 64 frames), computed in the training precision."""
+    out = []
+    for a in tqdm(range(0, len(mels), batch), desc="teacher trunk", unit="batch", file=sys.stderr, disable=None):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+            out.append(student.features(mels[a : a + batch]).half())
+    return torch.cat(out)
 
 
 # ----- training -----------------------------------------------------------------------------------------
@@ -230,6 +222,9 @@ class VocoderDistiller:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.train_rows = torch.arange(cfg.held_out, self.mels.shape[0])
+        self.features: Tensor | None = None
+        if isinstance(self.student, TrunkVocoder):  # the frozen trunk runs once per segment, not per step
+            self.features = trunk_features(self.student, self.mels, dtype)
         if (self.out / "checkpoint.json").is_file():
             self._restore()
 
@@ -254,6 +249,43 @@ class VocoderDistiller:
         atomic_write(self.out / "checkpoint.safetensors", lambda tmp: save_tensors(tmp, state))
         atomic_write(self.out / "checkpoint.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1)))
 
+    def trunk_crops(self, rows: Tensor, g: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """``crop`` mel frames of each row's trunk features (B, 128, crop * 64) and of its teacher
+        waveform (B, crop * 256), at the same place: random with ``g``, else the middle."""
+        assert self.features is not None and isinstance(self.student, TrunkVocoder)
+        crop = min(self.cfg.crop, self.cfg.context)
+        high, n = self.cfg.context - crop + 1, len(rows)
+        starts = torch.full((n,), high // 2) if g is None else torch.randint(high, (n,), generator=g)
+        up = HOP // self.student.hop
+        pairs = list(zip(rows.tolist(), starts.tolist()))
+        feats = torch.stack([self.features[r, :, a * up : (a + crop) * up] for r, a in pairs])
+        return feats.float(), torch.stack([self.waves[r, a * HOP : (a + crop) * HOP] for r, a in pairs])
+
+    def _trunk_loss(self, rows: Tensor, g: torch.Generator | None) -> tuple[Tensor, dict[str, float]]:
+        """A trunk student's loss on a crop of each row (:meth:`trunk_crops`) over all but one frame
+        at each end: the features were computed on the whole segment, as the teacher's waveform was,
+        so only the head's own reach (< 1 frame) needs a margin."""
+        student, (feats, truth) = self.student, self.trunk_crops(rows, g)
+        assert isinstance(student, TrunkVocoder)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype is not None):
+            spec = student.spectrum(feats)
+        pred, up = student.synthesize(spec), HOP // student.hop
+        cut = slice(HOP, truth.shape[1] - HOP)
+        spectrum = analyse(truth, student.window, student.hop)
+        return self._combine(pred[:, cut], truth[:, cut], spec[..., up:-up], spectrum[..., up:-up])
+
+    def _combine(self, pred: Tensor, truth: Tensor, spec: Tensor | None, spectrum: Tensor | None):
+        """The weighted losses of a waveform (and, for iSTFT heads, its spectrum) against the teacher's."""
+        cfg = self.cfg
+        mel_l1, stft, wave_l1 = log_mel_l1(pred, truth), stft_losses(pred, truth), (pred - truth).abs().mean()
+        loss = cfg.mel_weight * mel_l1 + stft + cfg.wave_weight * wave_l1
+        record = {"loss": loss, "mel_l1": mel_l1, "stft": stft, "wave_l1": wave_l1}
+        if spec is not None and spectrum is not None and cfg.spectrum_weight > 0:
+            complex_mse = spectrum_loss(spec, spectrum)
+            loss = loss + cfg.spectrum_weight * complex_mse
+            record |= {"loss": loss, "complex": complex_mse}
+        return loss, {k: float(v.detach()) for k, v in record.items()}
+
     def _loss(self, mel: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
         cfg = self.cfg
         cut = slice(cfg.margin * HOP, (cfg.context - cfg.margin) * HOP)
@@ -265,16 +297,11 @@ class VocoderDistiller:
             else:
                 wave = self.student(mel)
         pred, truth = wave.float()[:, cut], target[:, cut]
-        mel_l1, stft, wave_l1 = log_mel_l1(pred, truth), stft_losses(pred, truth), (pred - truth).abs().mean()
-        loss = cfg.mel_weight * mel_l1 + stft + cfg.wave_weight * wave_l1
-        record = {"loss": loss, "mel_l1": mel_l1, "stft": stft, "wave_l1": wave_l1}
-        if student is not None:
-            frames = slice(cfg.margin * student.rate, (cfg.context - cfg.margin) * student.rate)
-            spectrum = analyse(target, student.window, student.shape.hop)
-            complex_mse = spectrum_loss(spec[..., frames], spectrum[..., frames])
-            loss = loss + cfg.spectrum_weight * complex_mse
-            record |= {"loss": loss, "complex": complex_mse}
-        return loss, {k: float(v.detach()) for k, v in record.items()}
+        if student is None:
+            return self._combine(pred, truth, None, None)
+        frames = slice(cfg.margin * student.rate, (cfg.context - cfg.margin) * student.rate)
+        spectrum = analyse(target, student.window, student.shape.hop)
+        return self._combine(pred, truth, spec[..., frames], spectrum[..., frames])
 
     def lr(self, step: int) -> float:
         """The learning rate of ``step``: constant, then a cosine from ``decay_start`` to ``steps``."""
@@ -290,7 +317,10 @@ class VocoderDistiller:
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step)  # resumes exactly
         rows = self.train_rows[torch.randint(len(self.train_rows), (self.cfg.batch,), generator=g)]
         self.student.train()
-        loss, record = self._loss(self.mels[rows], self.waves[rows])
+        if self.features is not None:
+            loss, record = self._trunk_loss(rows, g)
+        else:
+            loss, record = self._loss(self.mels[rows], self.waves[rows])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.student.parameters(), 10.0)
@@ -303,6 +333,8 @@ class VocoderDistiller:
         """Log-mel L1 of the student's waveform to the teacher's on the held-out segments."""
         self.student.eval()
         rows = torch.arange(self.cfg.held_out)
+        if self.features is not None:
+            return float(np.mean([self._trunk_loss(rows[r : r + 8], None)[1]["mel_l1"] for r in rows[::8].tolist()]))
         return float(
             np.mean([self._loss(self.mels[r : r + 8], self.waves[r : r + 8])[1]["mel_l1"] for r in rows[::8].tolist()])
         )
