@@ -105,6 +105,13 @@ def cpu_capability() -> str:
     return str(torch.backends.cpu.get_cpu_capability())
 
 
+def amx_cpu() -> bool:
+    """Does oneDNN run bf16 on AMX tiles here: the ``amx_bf16`` flag, and ONEDNN_MAX_CPU_ISA not capping
+    it below AMX (``AVX512_CORE_BF16`` is Zen 4's path on an AMX machine)?"""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return "amx_bf16" in cpu_flags() and (isa == "ALL" or "AMX" in isa)
+
+
 def native_bf16_cpu() -> tuple[bool, str]:
     """(does this CPU compute bf16 natively, the reason in words)."""
     flags, machine = cpu_flags(), platform.machine().lower()

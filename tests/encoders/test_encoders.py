@@ -367,3 +367,46 @@ def test_the_spec_records_the_vocoder_a_model_was_measured_with():
     old = spec.to_dict()
     del old["vocoder"]  # a spec saved before the field: the set's choice
     assert ModelSpec.from_dict(old) == spec
+
+
+def test_bf16_vocoding_runs_in_windows_only_on_amx(monkeypatch):
+    """Issue 35: oneDNN's AMX kernels pay a cold start per input length, so vocode windows a bf16 mel
+    there; without AMX (Zen 4), in fp32 and for a batch, one pass."""
+    from soundvcm.encoders import lite
+
+    class Recorder(torch.nn.Module):
+        bf16_window = 128
+        calls: list[int] = []
+
+        def forward(self, mel):
+            self.calls.append(mel.shape[-1])
+            return torch.zeros(mel.shape[0], mel.shape[-1] * 256)
+
+    encoders = lite.LiteEncoderSet(pretrained=False, name="lite2", vocoder="hifigan")
+    encoders.vocoder = Recorder()
+    mel = torch.zeros(1, 80, 600)
+    for amx, dtype, batch, expected in [
+        (True, torch.bfloat16, 1, [160] * 5),  # 600 frames in windows of 128 + 2 x 16
+        (False, torch.bfloat16, 1, [600]),
+        (True, None, 1, [600]),
+        (True, torch.bfloat16, 2, [600]),
+    ]:
+        monkeypatch.setattr(lite, "amx_cpu", lambda amx=amx: amx)
+        encoders.vocoder_dtype = dtype
+        Recorder.calls = []
+        wave = encoders.vocode(mel.expand(batch, -1, -1))
+        assert Recorder.calls == expected and wave.shape == (batch, 600 * 256)
+
+
+def test_amx_is_read_from_the_flags_and_the_isa_cap(monkeypatch):
+    from soundvcm import precision
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512_bf16", "amx_bf16"}))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert precision.amx_cpu()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")  # Zen 4's path on an AMX machine
+    assert not precision.amx_cpu()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert precision.amx_cpu()
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    assert not precision.amx_cpu()

@@ -40,7 +40,7 @@ from soundvcm.encoders.motion_sync import MotionSync
 from soundvcm.encoders.students import distilled_vocoder
 from soundvcm.media.mel import MEL_HIFIGAN, mel_spectrogram
 from soundvcm.media.video import FrameSpec
-from soundvcm.precision import PrecisionPlan
+from soundvcm.precision import PrecisionPlan, amx_cpu
 
 PATCH = 2  # mel frames per latent frame
 assert features.LITE.sequence.latent_downsample == features.LITE2.sequence.latent_downsample == PATCH
@@ -228,15 +228,18 @@ class LiteEncoderSet(nn.Module):
 
     @torch.inference_mode()
     def vocode(self, mel: Tensor) -> Tensor:
-        """(B, 80, F) log-mel -> (B, F * 256) waveform at 22.05 kHz. In bf16, windows of 160 frames
-        (:func:`soundvcm.encoders.hifigan.vocode_in_chunks`, 128 + 2 x 16 of context): oneDNN's bf16
-        kernels pay several warm calls' time at each new input length, so one short length serves
+        """(B, 80, F) log-mel -> (B, F * 256) waveform at 22.05 kHz. In bf16 on AMX, windows of 160
+        frames (:func:`soundvcm.encoders.hifigan.vocode_in_chunks`, 128 + 2 x 16 of context): oneDNN's
+        AMX kernels pay several warm calls' time at each new input length, so one short length serves
         every clip (8 s, Sapphire Rapids, 2 threads, channels-last: 1.19 s cold / 0.63 s warm against
         2.48 / 0.39 s in one pass and 1.19 / 0.84 s in windows of 96; a CLI run vocodes once, cold).
-        In fp32 one pass (no such cost; windows would only add their context's work)."""
+        Elsewhere one pass: in fp32 there is no such cost, and with bf16 without AMX (Zen 4) one pass
+        is faster cold and warm (V1, 8 s: 0.78 / 0.57 s against 0.89 / 0.83 s in windows; issue 35);
+        on a GPU one pass."""
         window: int | None = getattr(type(self.vocoder), "bf16_window", None)  # None: one pass (iSTFT vocoder)
         with autocast(self.device, self.vocoder_dtype):
-            if mel.shape[0] != 1 or self.vocoder_dtype != torch.bfloat16 or window is None:
+            bf16 = self.vocoder_dtype == torch.bfloat16 and self.device.type == "cpu"
+            if mel.shape[0] != 1 or not bf16 or window is None or not amx_cpu():
                 return self.vocoder(mel).float()
             return vocode_in_chunks(lambda m: self.vocoder(m).float(), mel, HiFiGAN.hop_length, chunk=window)[None]
 
