@@ -1,19 +1,17 @@
 """Numeric precision per stage, decided in one place from what the device can do (issues 22, 35).
 
 Stages: ``visual``, ``text``, ``vocoder`` (with the latent decoder), ``network`` (inference) and
-``train`` (the network's autocast while training). :func:`resolve_precision` turns a request
-(:data:`PRECISIONS`) and a device into a :class:`PrecisionPlan`: each stage's choice, and why.
-``auto``: on CUDA bf16 where the GPU supports it; on a CPU bf16 only where it computes bf16
-**natively** (x86 ``avx512_bf16``/``amx_bf16`` with PyTorch's kernels at AVX512 and oneDNN not
-capped below; Arm ``bf16``) **and** a measured check of the stage's kind of kernel (matmul,
-conv1d or conv2d; one thread, 9 interleaved fp32/bf16 rounds, remembered per machine) finds it
->= 10 % faster. The check decides only when its rounds agree (:class:`KernelCheck`); where a
-busy machine scatters them, a capability table decides and later processes measure again (up
-to three tries). Without native bf16 (AVX2 only) bf16 is emulated and 40-90x *slower*, so never
-chosen; other devices (MPS, ...): fp32. ``fp32``/``bf16`` force every stage (a forced bf16 without
-native support runs, with a note). The plan is written into bench JSON, run configs, caches and
-checkpoints (:meth:`PrecisionPlan.to_dict`); ``soundvcm doctor`` prints it. Torch is imported
-inside the functions, so the command line can list the choices without loading it.
+``train`` (the network's autocast). :func:`resolve_precision` turns a request (:data:`PRECISIONS`)
+and a device into a :class:`PrecisionPlan`: each stage's choice, and why. ``auto``: on CUDA bf16
+where the GPU supports it; on a CPU bf16 only where it computes bf16 **natively** (x86
+``avx512_bf16``/``amx_bf16`` with PyTorch's kernels at AVX512 and oneDNN not capped below; Arm
+``bf16``) **and** a measured check of the stage's kind of kernel (matmul, conv1d or conv2d; one
+thread, 9 interleaved fp32/bf16 rounds, remembered per machine) finds it >= 10 % faster. The check
+decides only when its rounds agree (:class:`KernelCheck`); where a busy machine scatters them, a
+capability table decides and later processes measure again (up to three tries). Without native
+bf16 (AVX2 only) bf16 is emulated and 40-90x *slower*: never chosen; other devices: fp32.
+``fp32``/``bf16`` force every stage (a forced bf16 without native support runs, with a note). The plan goes
+into bench JSON, run configs, caches and checkpoints (:meth:`PrecisionPlan.to_dict`) and ``soundvcm doctor``.
 """
 
 from __future__ import annotations
@@ -106,10 +104,9 @@ def cpu_capability() -> str:
 
 
 def amx_cpu() -> bool:
-    """Does oneDNN run bf16 on AMX tiles here: the ``amx_bf16`` flag, and ONEDNN_MAX_CPU_ISA not capping
-    it below AMX (``AVX512_CORE_BF16`` is Zen 4's path on an AMX machine)?"""
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
-    return "amx_bf16" in cpu_flags() and (isa == "ALL" or "AMX" in isa)
+    """Does oneDNN run bf16 on AMX here (``amx_bf16``, and ONEDNN_MAX_CPU_ISA not capped below AMX)?"""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper().replace("ALL", "AMX")  # ALL: not capped
+    return "amx_bf16" in cpu_flags() and "AMX" in cap
 
 
 def native_bf16_cpu() -> tuple[bool, str]:
@@ -303,10 +300,9 @@ def forget_checks() -> None:
 
 
 def capability_table() -> tuple[str, str]:
-    """What ``auto`` picks on a CPU with native bf16 when its check is unstable: by instruction set.
-    AMX (Sapphire Rapids and later): bf16 (1.8-3.4x measured here on every stage); AVX512_BF16
-    without AMX (AMD Zen 4/5): bf16 (1.85x on all three kernels, idle, issue 35); an Arm bf16 core:
-    fp32 (never measured here: the safe side)."""
+    """What ``auto`` picks on a CPU with native bf16 when its check is unstable, by instruction set: AMX
+    (Sapphire Rapids on): bf16 (1.8-3.4x measured on every stage); AVX512_BF16 without AMX (Zen 4/5):
+    bf16 (1.85x on all three kernels, idle, issue 35); an Arm bf16 core: fp32 (never measured here)."""
     flags = cpu_flags()
     if "amx_bf16" in flags:
         return "bf16", "AMX: bf16 by the capability table"
