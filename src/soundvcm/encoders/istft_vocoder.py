@@ -117,6 +117,20 @@ def analyse(wave: Tensor, window: Tensor, hop: int) -> Tensor:
     return torch.fft.rfft(frames * window, dim=-1).transpose(1, 2)
 
 
+def head_spectrum(h: Tensor, max_log_magnitude: float) -> Tensor:
+    """An iSTFT head's output (B, 2 bins, F): log-magnitudes then phases -> (B, bins, F) complex (fp32)."""
+    with torch.autocast(h.device.type, enabled=False):
+        log_magnitude, phase = h.float().chunk(2, dim=1)
+        return torch.polar(log_magnitude.clamp(max=max_log_magnitude).exp(), phase)
+
+
+def inverse_stft(spec: Tensor, window: Tensor, hop: int) -> Tensor:
+    """(B, n_fft / 2 + 1, F) complex -> (B, F * hop): inverse FFT, window, overlap-add, in fp32."""
+    with torch.autocast(spec.device.type, enabled=False):
+        frames = torch.fft.irfft(spec, n=window.numel(), dim=1) * window[:, None]
+        return overlap_add(frames, window, hop)
+
+
 class ISTFTVocoder(nn.Module):
     sample_rate = 22_050
     hop_length = 256
@@ -186,11 +200,10 @@ class ISTFTVocoder(nn.Module):
                 x = block(x)
         with torch.autocast(x.device.type, enabled=False):
             h = self.head(x.transpose(1, 2).float()).transpose(1, 2)
-            log_magnitude, phase = h.chunk(2, dim=1)
             # |X| <= sum(w |x|) <= n_fft / 2 for a Hann-windowed frame within full scale: the clamp keeps
             # exp() finite and never binds on a reachable spectrum; cos/sin of an unbounded phase: no
             # wrap-around for the gradient to cross
-            return torch.polar(log_magnitude.clamp(max=self.max_log_magnitude).exp(), phase)
+            return head_spectrum(h, self.max_log_magnitude)
 
     def forward(self, mel: Tensor) -> Tensor:
         """(B, 80, frames) natural-log mel -> (B, frames * 256) waveform (in [-1, 1] outside training,
@@ -200,6 +213,4 @@ class ISTFTVocoder(nn.Module):
 
     def synthesize(self, spec: Tensor) -> Tensor:
         """(B, n_fft / 2 + 1, F) complex -> (B, F * hop): inverse FFT, window, overlap-add."""
-        with torch.autocast(spec.device.type, enabled=False):
-            frames = torch.fft.irfft(spec, n=self.shape.n_fft, dim=1) * self.window[:, None]
-            return overlap_add(frames, self.window, self.shape.hop)
+        return inverse_stft(spec, self.window, self.shape.hop)

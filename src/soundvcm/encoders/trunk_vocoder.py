@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +35,8 @@ from torch import Tensor, nn
 
 from soundvcm.encoders.base import freeze
 from soundvcm.encoders.hifigan import RECEPTIVE_CONTEXT, SLOPE, HiFiGAN, conv_nwc
-from soundvcm.encoders.istft_vocoder import overlap_add
-from soundvcm.weights import load_export, load_strict
+from soundvcm.encoders.istft_vocoder import head_spectrum, inverse_stft
+from soundvcm.weights import load_strict
 
 STAGES = 2  # the teacher's upsampling stages kept: 8 x 8 = 64 trunk vectors per mel frame
 
@@ -116,10 +115,6 @@ class TrunkVocoder(nn.Module):
     receptive_context = RECEPTIVE_CONTEXT  # the trunk's reach and the head's ~1 frame fit in HiFi-GAN's 16
 
     @classmethod
-    def distilled(cls, stem: str | Path) -> TrunkVocoder:
-        return cls.from_export(*load_export(stem, "vocoder"))
-
-    @classmethod
     def from_export(cls, shape: dict, state: dict[str, Tensor]) -> TrunkVocoder:
         model = cls(TrunkShape.from_dict(shape))
         load_strict(model, state, "vocoder")
@@ -137,15 +132,11 @@ class TrunkVocoder(nn.Module):
         for block in self.blocks:
             x = block(x)
         h = conv_nwc(self.head, F.leaky_relu(x, SLOPE))[:, :, 0]
-        with torch.autocast(x.device.type, enabled=False):
-            log_magnitude, phase = h.float().chunk(2, dim=1)
-            return torch.polar(log_magnitude.clamp(max=self.max_log_magnitude).exp(), phase)
+        return head_spectrum(h, self.max_log_magnitude)
 
     def synthesize(self, spec: Tensor) -> Tensor:
         """(B, n_fft / 2 + 1, T) complex -> (B, T * 4): inverse FFT, window, overlap-add."""
-        with torch.autocast(spec.device.type, enabled=False):
-            frames = torch.fft.irfft(spec, n=self.shape.n_fft, dim=1) * self.window[:, None]
-            return overlap_add(frames, self.window, self.hop)
+        return inverse_stft(spec, self.window, self.hop)
 
     def forward(self, mel: Tensor) -> Tensor:
         """(B, 80, frames) natural-log mel -> (B, frames * 256) waveform (clamped to [-1, 1] outside
