@@ -144,6 +144,10 @@ USER_ERRORS = {
         lambda d: ["vocoder", "distill", "--data", d, "--out", d / "v", "--student", "istft", "--hop", "96"],
         "hop must divide",
     ),
+    "vocoder_adversarial_hifigan": (
+        lambda d: ["vocoder", "distill", "--data", d, "--out", d / "v", "--adversarial", "1"],
+        "--adversarial is for --student trunk",
+    ),
 }
 
 

@@ -143,6 +143,69 @@ def test_baked_prompt_guidance_adds_the_captions_part_inside_the_window_only():
         TrainingGuidance(mix=0.25, prompt_scale=0.25)  # no fixed point: the caption's effect would grow without bound
 
 
+class _TwoGroups(VelocityNet):
+    """u = video + 10 caption, per row (features are one number each; null = 0), ignoring x, t, s."""
+
+    condition_groups = {"video": ("video",), "text": ("text",)}
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+        self.scale = nn.Parameter(torch.ones(()))  # a parameter, so it trains as a student too
+
+    def null_conditions(self, b):
+        return {"video": torch.zeros(b, 1), "text": torch.zeros(b, 1)}
+
+    def prepare(self, c):
+        return {"u": c["video"][:, 0] + 10 * c["text"][:, 0]}
+
+    def forward(self, x, t, s, prepared):
+        self.calls += 1
+        return self.scale * prepared["u"][:, None].expand_as(x).float()
+
+
+def test_guided_teacher_velocity_is_cfg_around_prompt_guidance():
+    """v_T = w (v_c + G (v_c - v_uncaptioned)) + (1 - w) v_null on conditional rows; v_null on null rows;
+    one batched pass of the teacher."""
+    from soundvcm.objectives.guidance import TeacherGuidance, teacher_velocity
+
+    teacher, w, g = _TwoGroups(), 4.5, 4.0
+    video, text = torch.tensor([[1.0], [2.0], [0.0], [3.0]]), torch.tensor([[0.5], [0.0], [0.0], [1.0]])
+    is_null = torch.tensor([False, False, True, False])
+    x, t = torch.randn(4, 3), torch.rand(4)
+    v = teacher_velocity(teacher, x, t, {"video": video, "text": text}, is_null, TeacherGuidance("m", w, g))
+    v_c, v_uncaptioned = video[:, 0] + 10 * text[:, 0], video[:, 0]
+    expected = w * (v_c + g * (v_c - v_uncaptioned))  # v_null = 0 here
+    torch.testing.assert_close(v[:, 0], torch.where(is_null, torch.zeros(4), expected))
+    assert teacher.calls == 1
+    plain = teacher_velocity(teacher, x, t, {"video": video, "text": text}, is_null, TeacherGuidance("m", 1.0, 0.0))
+    torch.testing.assert_close(plain[:, 0], torch.where(is_null, torch.zeros(4), v_c))  # w = 1, G = 0: v_c
+    with pytest.raises(ValueError, match="cfg_scale"):
+        TeacherGuidance("m", cfg_scale=0.5)
+
+
+def test_vcm_with_a_teacher_regresses_onto_its_velocity():
+    """On t = s rows the target is the teacher's velocity: a student equal to an unguided teacher has
+    zero loss, and a guided one (w = 2) a known one; an unloaded teacher is refused."""
+    from dataclasses import replace as dc_replace
+
+    from soundvcm.objectives.guidance import TeacherGuidance
+
+    base = VelocityConsistencyConfig(time=TimeSampling(equal_ratio=1.0), adaptive_p=0.0)
+    base = dc_replace(base, guidance=dc_replace(base.guidance, dropout=ConditionDropout(row_prob=0.0)))
+    batch = Batch(torch.randn(3, 4), {"video": torch.tensor([[1.0], [2.0], [3.0]]), "text": torch.ones(3, 1)})
+    student = _TwoGroups()
+    loss = VelocityConsistency(dc_replace(base, teacher=TeacherGuidance("m", 1.0, 0.0)))
+    with pytest.raises(RuntimeError, match="no teacher was loaded"):
+        loss.loss(student, batch, 0)
+    loss.teacher = _TwoGroups()
+    assert loss.loss(student, batch, 0).loss.item() == 0.0
+    guided = VelocityConsistency(dc_replace(base, teacher=TeacherGuidance("m", 2.0, 0.0)))
+    guided.teacher = _TwoGroups()
+    u = batch.conditions["video"][:, 0] + 10  # the student's v_c; the teacher's 2 v_c - v_null = 2 v_c
+    assert guided.loss(student, batch, 0).loss.item() == pytest.approx(u.square().mean().item())
+
+
 def test_lambda_schedule_endpoints():
     assert lambda_schedule(0, 1000, 0.1, 0.002) == pytest.approx(0.1)
     assert lambda_schedule(1000, 1000, 0.1, 0.002) == pytest.approx(0.002)
@@ -368,7 +431,7 @@ def test_uncaptioned_branch_keeps_the_video_and_nulls_the_caption():
     assert torch.equal(blank["text"], null["text"]) and not torch.equal(conditions["text"], null["text"])
     assert all(torch.equal(blank[k], conditions[k]) for k in net.condition_groups["video"])
     keep = ConditionDropout(row_prob=0.0)
-    prepared, _, _, uncaptioned = prepare_guidance(net, conditions, None, keep, uncaptioned=True)
+    prepared, _, _, uncaptioned, _ = prepare_guidance(net, conditions, None, keep, uncaptioned=True)
     expected = net.prepare(blank)
     assert uncaptioned is not None and all(torch.equal(uncaptioned[k], expected[k]) for k in expected)
     assert prepare_guidance(net, conditions, None, keep)[3] is None  # not asked for: not built

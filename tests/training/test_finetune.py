@@ -136,3 +136,27 @@ def test_init_with_weights_that_do_not_fit_their_json_names_the_keys(tmp_path):
     with pytest.raises(ValueError, match="unexpected .*fused_blocks|unexpected .*joint_blocks"):
         load_init(tmp_path / "deeper", "test", 1.0)
     assert network_preset("debug") is not None
+
+
+def test_vcm_run_with_a_guided_teacher_loads_it_frozen_and_refuses_other_latents(tmp_path):
+    """teacher.source: the frozen FM under the run's autocast, outside the trained parameters; a teacher
+    whose latent statistics are not the student's is refused."""
+    from soundvcm.training.trainer import Trainer
+
+    data = str(_synthetic_cache(tmp_path / "a", rows=8))
+    Trainer(replace(_config(objective="fm"), steps=2), [data], tmp_path / "fm").fit()
+    source = tmp_path / "fm" / "ema_sigma0p05"
+    overrides = (("teacher.source", str(source)), ("teacher.prompt_scale", "2"))
+    config = replace(_config(objective="vcm", objective_overrides=overrides, objective_config=None), steps=2)
+    trainer = Trainer(config, [data], tmp_path / "vcm", init=source)
+    teacher = trainer.objective.teacher
+    assert teacher is not None and not any(p.requires_grad for p in teacher.parameters())
+    ids = {id(p) for p in trainer.net.parameters()}
+    assert not any(id(p) in ids for p in teacher.parameters())
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    history = trainer.fit()
+    assert history and all(torch.isfinite(torch.tensor(h["loss"])) for h in history if "loss" in h)
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    other = str(_synthetic_cache(tmp_path / "b", rows=8, seed=5))
+    with pytest.raises(ValueError, match="latent_mean differs"):  # a fresh student has its own statistics
+        Trainer(config, [other], tmp_path / "vcm2")

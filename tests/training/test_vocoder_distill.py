@@ -21,16 +21,12 @@ from soundvcm.training.vocoder import (
     DistillConfig,
     StudentShape,
     VocoderDistiller,
-    _segment,
-    bank_chunks,
-    build_bank,
     export_shape,
     export_student,
-    load_bank,
     log_mel_l1,
     stft_losses,
-    training_audio,
 )
+from soundvcm.training.vocoder_bank import _segment, bank_chunks, build_bank, load_bank, training_audio
 
 TINY = StudentShape(channels=16, resblock_kernels=(3,))
 CFG = DistillConfig(segments=12, context=16, margin=2, chunk=5, steps=6, batch=2, held_out=4,

@@ -39,6 +39,13 @@ def register(commands) -> None:
         help="istft students: weight of the head's spectrum against the teacher's (compressed complex MSE, "
         "which tells the phase directly; default 0: the waveform losses alone)",
     )
+    dist.add_argument(
+        "--adversarial",
+        type=float,
+        default=None,
+        help="trunk students: weight of a least-squares adversarial term (period and resolution discriminators, "
+        "feature matching at 2x; HiFi-GAN's 1); default 0: distillation losses alone",
+    )
     dist.add_argument("--decay-start", type=int, default=None, help="step where the cosine decay begins (default 5000)")
     dist.add_argument(
         "--init", type=Path, default=None, help="start the student from a `soundvcm vocoder export` stem (its shape)"
@@ -109,15 +116,8 @@ def _distill(args: argparse.Namespace) -> int:
     from soundvcm.encoders.trunk_vocoder import TrunkShape
     from soundvcm.precision import resolve_precision
     from soundvcm.training.interrupt import TrainingInterrupted
-    from soundvcm.training.vocoder import (
-        Shape,
-        StudentShape,
-        VocoderDistiller,
-        build_bank,
-        export_shape,
-        load_bank,
-        shape_from_dict,
-    )
+    from soundvcm.training.vocoder import Shape, StudentShape, VocoderDistiller, export_shape, shape_from_dict
+    from soundvcm.training.vocoder_bank import build_bank, load_bank
     from soundvcm.training.vocoder_prune import REFIT_SEGMENTS, prune_teacher, refit
 
     cfg = _config(args)
@@ -148,7 +148,11 @@ def _distill(args: argparse.Namespace) -> int:
     elif args.init:
         shape = export_shape(args.init)  # a rerun needs the shape to restore its checkpoint, not the weights
         init = distilled_vocoder(args.init) if fresh else None
-    distiller = VocoderDistiller(data, args.out, cfg, shape, plan.dtype("train"), init)
+    if cfg.adversarial > 0:
+        from soundvcm.training.vocoder_gan import AdversarialDistiller as Distiller
+    else:
+        Distiller = VocoderDistiller  # noqa: N806
+    distiller = Distiller(data, args.out, cfg, shape, plan.dtype("train"), init)
     try:
         history = distiller.fit()
     except TrainingInterrupted as exc:
@@ -175,7 +179,12 @@ def _config(args: argparse.Namespace) -> DistillConfig:
         spectrum_weight=cfg.spectrum_weight if args.spectrum_weight is None else args.spectrum_weight,
         decay_start=cfg.decay_start if args.decay_start is None else args.decay_start,
         min_peak=cfg.min_peak if args.min_peak is None else args.min_peak,
+        adversarial=args.adversarial or 0.0,
     )
+    if cfg.adversarial and args.student != "trunk":
+        raise ValueError(
+            "--adversarial is for --student trunk (its features are computed once, so the discriminators fit)"
+        )
     if not 0 < cfg.min_peak <= PEAK:
         raise ValueError(f"--min-peak must be in (0, {PEAK}], got {cfg.min_peak}")
     return cfg

@@ -17,6 +17,16 @@ own outputs, and so does Eq. 16's (1 - m) v_guided: along the caption's effect D
 without caption) the target is m w D_0 + (1 - m) D + g D, whose fixed point D = m w D_0 / (m - g)
 is the plain baked CFG's w D_0 scaled by m / (m - g) (m = 0.25, g = 0.15: 2.5x), and which has
 none for g >= m (measured: g = 0.75 with m = 0.25 diverged within 200 steps). Hence 0 <= g < m.
+
+A guided teacher (``TeacherGuidance``, issue 33; a deviation from Alg. 1, which trains from scratch):
+a frozen flow-matching network's guided velocity replaces v_mix as the target's instantaneous
+velocity,
+
+    v_T = w (v_c + G (v_c - v_uncaptioned)) + (1 - w) v_null          (Eq. 15 around PromptGuided)
+
+the very field the FM's sampler follows with ``--prompt-scale G`` (CFG's null branch passed through),
+on conditional rows; null rows get the teacher's v_null. Nothing feeds back (the teacher is fixed),
+so G is not bounded by m as the baked g is.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from soundvcm.conditions import ConditionDropout, Prepared, concat_rows, select_rows, without_captions
+from soundvcm.conditions import ConditionDropout, Conditions, Prepared, concat_rows, select_rows, without_captions
 from soundvcm.network.protocol import VelocityNet, call_network
 
 
@@ -101,6 +111,47 @@ class TrainingGuidance:
         return v_mix
 
 
+@dataclass(frozen=True)
+class TeacherGuidance:
+    """A frozen flow-matching teacher (module docstring): its model name or checkpoint, its CFG
+    scale w and prompt scale G. ``source`` empty: off (Alg. 1's own mixed velocities)."""
+
+    source: str = ""
+    cfg_scale: float = 4.5
+    prompt_scale: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.cfg_scale < 1.0 or self.prompt_scale < 0.0:
+            raise ValueError(
+                f"teacher cfg_scale must be >= 1 and prompt_scale >= 0, got {self.cfg_scale}, {self.prompt_scale}"
+            )
+
+
+@torch.no_grad()
+def teacher_velocity(
+    teacher: VelocityNet, x_t: Tensor, t: Tensor, dropped: Conditions, is_null: Tensor, spec: TeacherGuidance
+) -> Tensor:
+    """v_T of the module docstring for every row, in one batched pass of the frozen teacher: all rows
+    with their (dropped) conditions, the conditional ones again with the null conditions and, for
+    G > 0, without their captions. The teacher's own ``prepare`` (its projections are not the
+    student's)."""
+    b = x_t.shape[0]
+    cond = (~is_null).nonzero().squeeze(1)
+    prompt = spec.prompt_scale > 0 and "text" in teacher.condition_groups
+    parts = [teacher.prepare(dropped), select_rows(teacher.prepare_null(b), cond)]
+    rows = [torch.arange(b, device=x_t.device), cond]
+    if prompt:
+        parts.append(select_rows(teacher.prepare(without_captions(dropped, teacher)), cond))
+        rows.append(cond)
+    index = torch.cat(rows)
+    out = call_network(teacher, x_t[index], t[index], t[index], concat_rows(*parts))
+    v, n = out[:b].clone(), cond.numel()
+    v_c, v_null = out[:b][cond], out[b : b + n]
+    guided = v_c + spec.prompt_scale * (v_c - out[b + n :]) if prompt else v_c
+    v[cond] = spec.cfg_scale * guided + (1 - spec.cfg_scale) * v_null  # Eq. 15 around PromptGuided
+    return v
+
+
 def prepare_guidance(
     net: VelocityNet,
     conditions,
@@ -108,10 +159,11 @@ def prepare_guidance(
     dropout: ConditionDropout,
     uncaptioned: bool = False,
     kept=None,
-) -> tuple[Prepared, Prepared, Tensor, Prepared | None]:
+) -> tuple[Prepared, Prepared, Tensor, Prepared | None, Conditions]:
     """Drop conditions, then prepare the dropped and the fully null conditions once per batch, and
     (``uncaptioned``, for a network with a ``text`` group) the dropped conditions with every caption
-    replaced by the null text, for baked prompt guidance. ``kept``: :attr:`Batch.kept`."""
+    replaced by the null text, for baked prompt guidance. ``kept``: :attr:`Batch.kept`. Last, the
+    dropped conditions themselves (what a guided teacher prepares for itself)."""
     batch = next(iter(conditions.values())).shape[0]
     null = net.null_conditions(batch)
     dropped, is_null = dropout.apply(conditions, null, net.condition_groups, generator, kept)
@@ -120,7 +172,7 @@ def prepare_guidance(
         prepared_null = net.prepare_null(batch)
         if uncaptioned and "text" in net.condition_groups:
             prepared_uncaptioned = net.prepare(without_captions(dropped, net))
-    return net.prepare(dropped), prepared_null, is_null, prepared_uncaptioned
+    return net.prepare(dropped), prepared_null, is_null, prepared_uncaptioned, dropped
 
 
-__all__ = ["TrainingGuidance", "prepare_guidance"]
+__all__ = ["TeacherGuidance", "TrainingGuidance", "prepare_guidance", "teacher_velocity"]

@@ -52,7 +52,7 @@ class MeanFlow:
         eps = torch.randn(x0.shape, generator=generator, device=x0.device)
         x_t = interpolate(x0, eps, t)
         v_t = path_velocity(x0, eps)
-        prepared, prepared_null, is_null, uncaptioned = prepare_guidance(
+        prepared, prepared_null, is_null, uncaptioned, _ = prepare_guidance(
             net,
             batch.conditions,
             generator,

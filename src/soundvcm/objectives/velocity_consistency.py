@@ -9,6 +9,9 @@ A fraction r of rows has t = s and gets lambda = 1, the flow-matching target. Gu
 baked in through the mixed velocity v_mix (Eq. 16, see :mod:`soundvcm.objectives.guidance`),
 and each row's loss is scaled by the adaptive weight sg(1 / (MSE + eps)^p) (Eq. 11); the
 ``vcm_split_p`` preset gives the t = s rows their own p = 0 (a documented deviation, issue 11).
+With ``teacher.source`` set (issue 33, a deviation: distillation), a frozen flow-matching teacher's
+guided velocity takes v_mix's place (:func:`soundvcm.objectives.guidance.teacher_velocity`); the
+trainer loads it into :attr:`VelocityConsistency.teacher`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from soundvcm.conditions import select_rows
 from soundvcm.flow import interpolate, jump, path_velocity
 from soundvcm.network.protocol import VelocityNet, call_network
 from soundvcm.objectives.base import Batch, LossOutput, per_row_mse, row_adaptive_weight
-from soundvcm.objectives.guidance import TrainingGuidance, prepare_guidance
+from soundvcm.objectives.guidance import TeacherGuidance, TrainingGuidance, prepare_guidance, teacher_velocity
 from soundvcm.objectives.time_sampling import TimeSampling
 
 
@@ -51,6 +54,7 @@ class VelocityConsistencyConfig:
 
     time: TimeSampling = field(default_factory=TimeSampling)
     guidance: TrainingGuidance = field(default_factory=TrainingGuidance)
+    teacher: TeacherGuidance = field(default_factory=TeacherGuidance)  # off unless teacher.source is set
     lambda_init: float = 1 / 10
     lambda_end: float = 1 / 500
     adaptive_p: float = 1.0
@@ -76,6 +80,7 @@ class VelocityConsistency:
     def __init__(self, config: VelocityConsistencyConfig = VelocityConsistencyConfig(), total_steps: int = 1):
         self.config = config
         self.total_steps = total_steps
+        self.teacher: VelocityNet | None = None  # the frozen FM of config.teacher.source, set by its loader
 
     def lam(self, step: int) -> float:
         return lambda_schedule(step, self.total_steps, self.config.lambda_init, self.config.lambda_end)
@@ -112,7 +117,7 @@ class VelocityConsistency:
         x_t = interpolate(x0, eps, t)  # Alg. 1 l.3
         v_t = path_velocity(x0, eps)
         guidance = cfg.guidance
-        prepared, prepared_null, is_null, uncaptioned = prepare_guidance(
+        prepared, prepared_null, is_null, uncaptioned, dropped = prepare_guidance(
             net,
             batch.conditions,
             generator,
@@ -120,7 +125,12 @@ class VelocityConsistency:
             uncaptioned=guidance.prompt_scale > 0,
             kept=batch.kept,
         )
-        v_mix = guidance.mixed_velocity(net, x_t, t, v_t, prepared, prepared_null, is_null, uncaptioned)  # Alg. 1 l.4-5
+        if cfg.teacher.source:  # the guided teacher's velocity (a deviation, module docstring)
+            if self.teacher is None:
+                raise RuntimeError(f"teacher.source={cfg.teacher.source} is set but no teacher was loaded")
+            v_mix = teacher_velocity(self.teacher, x_t, t, dropped, is_null, cfg.teacher)
+        else:  # Alg. 1 l.4-5
+            v_mix = guidance.mixed_velocity(net, x_t, t, v_t, prepared, prepared_null, is_null, uncaptioned)
         lam = self.lam(step)
         target = self.targets(net, x_t, t, s, v_mix, prepared, lam)  # Alg. 1 l.6-7
         u = call_network(net, x_t, t, s, prepared)  # u_ts, Alg. 1 l.7

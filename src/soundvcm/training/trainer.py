@@ -55,7 +55,7 @@ from soundvcm.training.checkpoint import (
 )
 from soundvcm.training.config import TrainConfig, config_dict
 from soundvcm.training.export import ema_network, export_ema_checkpoint
-from soundvcm.training.finetune import add_lora, freeze_except, load_init
+from soundvcm.training.finetune import add_lora, freeze_except, load_init, load_teacher
 from soundvcm.training.interrupt import StopRequest, TrainingAborted, TrainingInterrupted
 from soundvcm.training.parallel import (
     build_engine,
@@ -91,13 +91,12 @@ class Trainer:
         ``init``: a soundvcm checkpoint (or a shipped model's name) whose weights a *new* run starts
         from, latent statistics included; any objective can continue it (fine-tuning).
         ``parallel``: auto (= ddp), ddp, fsdp or allreduce (several processes only)."""
-        self.config, self.out, self.decoder, self.resume = config, Path(out), decoder, resume
+        self.config, self.out, self.decoder, self.resume, self.init = config, Path(out), decoder, resume, init
         self.resume_from = latest_checkpoint(self.out / "checkpoints") if resume else None
         self._setup_processes(device)
         self.stop = StopRequest(self.rank, self.world, self.device)
         self.data = MixedSource.open(data, allow_mixed_encoders)
         torch.manual_seed(config.seed)
-        self.init = init
         self.net = self._build_network(init)
         # autocast: bf16 on a GPU or a native-bf16 CPU where faster (soundvcm.precision); recorded in checkpoints
         self.precision = resolve_precision(config.precision, self.device, ("train",))
@@ -106,6 +105,7 @@ class Trainer:
             config.network, self.encoder_set, config.objective, config_of(self.objective), self.net.config
         )
         saved = self._start_or_resume(init)  # whole weights go in before any sharding
+        load_teacher(self.objective, self.net, self.encoder_set, self.precision.dtype("train"))  # VCM's teacher.source
         self.engine = self._build_engine(parallel)
         params = [p for p in self.net.parameters() if p.requires_grad]  # FSDP's sharded ones, if sharded
         self.optimizer = torch.optim.AdamW(

@@ -6,9 +6,9 @@ of 512: ~16x fewer multiply-adds, 0.9M parameters), trained to reproduce the *te
 from the same 80-band log-mel, so its phase has one deterministic target and no discriminator is
 needed. The teacher stays the reference (``--vocoder hifigan``) and the fallback.
 
-1. **Bank** (:func:`build_bank`): segments of the open data's training audio (Foley world, Big Buck
-   Bunny, SFX; seeded), each ``context`` mel frames long; the teacher vocodes each one. Written
-   in chunks of safetensors, so an interrupted bank resumes.
+1. **Bank** (:mod:`soundvcm.training.vocoder_bank`): segments of the open data's training audio
+   (Foley world, Big Buck Bunny, SFX; seeded), each ``context`` mel frames long; the teacher
+   vocodes each one. Written in chunks of safetensors, so an interrupted bank resumes.
 2. **Training** (:class:`VocoderDistiller`): batches of bank segments; the student vocodes the
    whole segment and the loss looks at its middle (``margin`` frames off each end, where the
    teacher saw context on both sides): 45 x log-mel L1 (HiFi-GAN's mel loss weight) + multi-
@@ -18,6 +18,8 @@ needed. The teacher stays the reference (``--vocoder hifigan``) and the fallback
    batches keyed on the step, checkpoints every ``checkpoint_every`` steps (atomic; rerunning
    continues exactly), Ctrl-C or SIGTERM saves at the step boundary and stops, a progress bar,
    and the held-out log-mel L1 to the teacher.
+   With ``adversarial`` > 0, :class:`soundvcm.training.vocoder_gan.AdversarialDistiller` adds
+   discriminators (trunk students).
 3. **Export** (:func:`export_student`): fp16 weights + JSON with the generator's shape, what the
    lite encoder sets load as their fast vocoder.
 """
@@ -32,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor
 from tqdm import tqdm
@@ -41,8 +42,6 @@ from soundvcm.atomic import atomic_write, save_tensors
 from soundvcm.encoders.hifigan import HiFiGAN
 from soundvcm.encoders.istft_vocoder import ISTFTShape, ISTFTVocoder, analyse
 from soundvcm.encoders.trunk_vocoder import TrunkShape, TrunkVocoder
-from soundvcm.media.audio import load_audio
-from soundvcm.media.mel import MEL_HIFIGAN, mel_spectrogram
 from soundvcm.training.interrupt import StopRequest, TrainingInterrupted
 from soundvcm.training.vocoder_losses import log_mel_l1, spectrum_loss, stft_losses
 
@@ -112,78 +111,14 @@ class DistillConfig:
     # iSTFT students only: their head's spectrum against the analysis of the teacher's waveform
     # (spectrum_loss); 0 leaves them to the waveform losses alone
     spectrum_weight: float = 0.0
+    # > 0: the weight of a least-squares adversarial term from period and resolution discriminators, with
+    # feature matching at feature_weight (HiFi-GAN's 1 and 2; trunk students; training/vocoder_gan.py)
+    adversarial: float = 0.0
+    feature_weight: float = 2.0
+    disc_lr: float = 2e-4
     # trunk students only: mel frames per training crop of a segment's trunk features (computed once
     # over the whole segment, as the teacher saw it, so a crop needs no margin but the head's reach)
     crop: int = 16
-
-
-# ----- the bank ---------------------------------------------------------------------------------------
-def training_audio(data: Path) -> list[tuple[Path, float]]:
-    """(file, weight) of the open data's training audio: Foley world 0.5, SFX 0.3, Big Buck Bunny 0.2
-    (the weights spread over each part's files)."""
-    parts = {"foley": 0.5, "sfx": 0.3, "bbb": 0.2}
-    out: list[tuple[Path, float]] = []
-    for part, weight in parts.items():
-        tsv = data / part / "train.tsv"
-        if not tsv.is_file():
-            raise FileNotFoundError(f"{tsv} is missing: build the open data first with `soundvcm data open {data}`")
-        files = [tsv.parent / line.split("\t")[0] for line in tsv.read_text().splitlines()[1:] if line.strip()]
-        out += [(f.with_suffix(".flac"), weight / len(files)) for f in files]
-    return out
-
-
-def _segment(path: Path, frames: int, rng: np.random.Generator, min_peak: float = PEAK) -> Tensor | None:
-    """A random ``frames``-long piece of ``path`` scaled to a peak of PEAK, or (min_peak < PEAK) to a
-    peak drawn log-uniformly in [min_peak, PEAK]; None for silent or too short files."""
-    wave, _ = load_audio(path, SAMPLE_RATE)
-    need = frames * HOP
-    if wave.numel() < need // 2 or wave.abs().max() < 1e-4:
-        return None
-    start = int(rng.integers(0, max(1, wave.numel() - need + 1)))
-    seg = F.pad(wave[start : start + need], (0, max(0, need - wave[start : start + need].numel())))
-    peak = PEAK if min_peak >= PEAK else float(np.exp(rng.uniform(np.log(min_peak), np.log(PEAK))))
-    return seg * (peak / seg.abs().max())
-
-
-def bank_chunks(folder: Path, cfg: DistillConfig) -> list[Path]:
-    return [folder / f"bank_{i:04d}.safetensors" for i in range(math.ceil(cfg.segments / cfg.chunk))]
-
-
-@torch.inference_mode()
-def build_bank(data: Path, folder: Path, cfg: DistillConfig, teacher: HiFiGAN, dtype: torch.dtype | None) -> None:
-    """Write the missing bank chunks: per segment its log-mel and the teacher's waveform (fp16)."""
-    files = training_audio(data)
-    weights = np.array([w for _, w in files])
-    chunks = bank_chunks(folder, cfg)
-    todo = [i for i, c in enumerate(chunks) if not c.is_file()]
-    bar = tqdm(total=len(todo) * cfg.chunk, desc="teacher bank", unit="segment", file=sys.stderr, disable=None)
-    for i in todo:
-        rng = np.random.default_rng([cfg.seed, i])  # each chunk on its own: a resumed bank is the same bank
-        mels: list[Tensor] = []
-        waves: list[Tensor] = []
-        while len(mels) < min(cfg.chunk, cfg.segments - i * cfg.chunk):
-            path = files[int(rng.choice(len(files), p=weights / weights.sum()))][0]
-            seg = _segment(path, cfg.context, rng, cfg.min_peak)
-            if seg is None:
-                continue
-            mel = mel_spectrogram(seg[None], MEL_HIFIGAN)[:, :, : cfg.context]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
-                wave = teacher(mel).float()
-            mels.append(mel[0])
-            waves.append(wave[0].clamp(-1, 1))
-            bar.update(1)
-        tensors = {"mel": torch.stack(mels).contiguous(), "wave": torch.stack(waves).half().contiguous()}
-        _write_chunk(chunks[i], tensors)
-    bar.close()
-
-
-def _write_chunk(path: Path, tensors: dict[str, Tensor]) -> None:
-    atomic_write(path, lambda tmp: save_tensors(tmp, tensors))
-
-
-def load_bank(folder: Path, cfg: DistillConfig) -> tuple[Tensor, Tensor]:
-    parts = [load_file(str(c)) for c in bank_chunks(folder, cfg)]
-    return torch.cat([p["mel"] for p in parts]), torch.cat([p["wave"] for p in parts]).float()
 
 
 @torch.no_grad()
@@ -232,21 +167,17 @@ class VocoderDistiller:
         state = load_file(str(self.out / "checkpoint.safetensors"))
         doc = json.loads((self.out / "checkpoint.json").read_text())
         self.student.load_state_dict({k[2:]: v for k, v in state.items() if k.startswith("s.")})
-        opt = self.optimizer.state_dict()
-        for key, value in state.items():
-            if key.startswith("o."):
-                index, name = key[2:].split(".", 1)
-                opt["state"].setdefault(int(index), {})[name] = value
-        self.optimizer.load_state_dict(opt)
+        load_optimizer(self.optimizer, state, "o.")
         self.step, self.history = doc["step"], doc["history"]
 
-    def save(self) -> None:
+    def _state(self) -> dict[str, Tensor]:
+        """What a checkpoint holds: the student (``s.``) and its optimizer's moments (``o.``)."""
         state = {f"s.{k}": v.detach().contiguous() for k, v in self.student.state_dict().items()}
-        for index, entry in self.optimizer.state_dict()["state"].items():
-            for name, value in entry.items():
-                state[f"o.{index}.{name}"] = torch.as_tensor(value).contiguous()
+        return state | optimizer_state(self.optimizer, "o.")
+
+    def save(self) -> None:
         doc = {"step": self.step, "history": self.history, "config": asdict(self.cfg), "shape": self.shape.to_dict()}
-        atomic_write(self.out / "checkpoint.safetensors", lambda tmp: save_tensors(tmp, state))
+        atomic_write(self.out / "checkpoint.safetensors", lambda tmp: save_tensors(tmp, self._state()))
         atomic_write(self.out / "checkpoint.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1)))
 
     def trunk_crops(self, rows: Tensor, g: torch.Generator | None) -> tuple[Tensor, Tensor]:
@@ -262,9 +193,13 @@ class VocoderDistiller:
         return feats.float(), torch.stack([self.waves[r, a * HOP : (a + crop) * HOP] for r, a in pairs])
 
     def _trunk_loss(self, rows: Tensor, g: torch.Generator | None) -> tuple[Tensor, dict[str, float]]:
-        """A trunk student's loss on a crop of each row (:meth:`trunk_crops`) over all but one frame
-        at each end: the features were computed on the whole segment, as the teacher's waveform was,
-        so only the head's own reach (< 1 frame) needs a margin."""
+        return self._combine(*self._trunk_waves(rows, g))
+
+    def _trunk_waves(self, rows: Tensor, g: torch.Generator | None):
+        """A trunk student's waveform and the teacher's on a crop of each row (:meth:`trunk_crops`),
+        all but one frame at each end (the features were computed on the whole segment, as the
+        teacher's waveform was, so only the head's reach, < 1 frame, needs a margin), and the head's
+        spectrum and the target's analysis where the spectrum term is on (else None, None)."""
         student, (feats, truth) = self.student, self.trunk_crops(rows, g)
         assert isinstance(student, TrunkVocoder)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype is not None):
@@ -272,9 +207,9 @@ class VocoderDistiller:
         pred, up = student.synthesize(spec), HOP // student.hop
         cut = slice(HOP, truth.shape[1] - HOP)
         if self.cfg.spectrum_weight <= 0:  # no spectrum term: no analysis of the target either
-            return self._combine(pred[:, cut], truth[:, cut], None, None)
+            return pred[:, cut], truth[:, cut], None, None
         spectrum = analyse(truth, student.window, student.hop)
-        return self._combine(pred[:, cut], truth[:, cut], spec[..., up:-up], spectrum[..., up:-up])
+        return pred[:, cut], truth[:, cut], spec[..., up:-up], spectrum[..., up:-up]
 
     def _combine(self, pred: Tensor, truth: Tensor, spec: Tensor | None, spectrum: Tensor | None):
         """The weighted losses of a waveform (and, for iSTFT heads, its spectrum) against the teacher's."""
@@ -369,6 +304,25 @@ class VocoderDistiller:
         finally:
             bar.close()
         return self.history
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer, prefix: str) -> dict[str, Tensor]:
+    """An optimizer's per-parameter moments as flat tensors (``PREFIX<index>.<name>``)."""
+    return {
+        f"{prefix}{index}.{name}": torch.as_tensor(value).contiguous()
+        for index, entry in optimizer.state_dict()["state"].items()
+        for name, value in entry.items()
+    }
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Tensor], prefix: str) -> None:
+    """The moments :func:`optimizer_state` wrote back into ``optimizer``."""
+    opt = optimizer.state_dict()
+    for key, value in state.items():
+        if key.startswith(prefix):
+            index, name = key[len(prefix) :].split(".", 1)
+            opt["state"].setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict(opt)
 
 
 def export_student(run: Path, out: Path) -> Path:
