@@ -144,44 +144,71 @@ def test_baked_prompt_guidance_adds_the_captions_part_inside_the_window_only():
 
 
 class _TwoGroups(VelocityNet):
-    """u = video + 10 caption, per row (features are one number each; null = 0), ignoring x, t, s."""
+    """u = gain (video + 10 caption), per row (features are one number each), ignoring x, t, s; its
+    null features are ``null`` (video) and 0 (caption)."""
 
     condition_groups = {"video": ("video",), "text": ("text",)}
 
-    def __init__(self):
+    def __init__(self, gain: float = 1.0, null: float = 0.0):
         super().__init__()
-        self.calls = 0
+        self.calls, self.gain, self.null = 0, gain, null
         self.scale = nn.Parameter(torch.ones(()))  # a parameter, so it trains as a student too
 
     def null_conditions(self, b):
-        return {"video": torch.zeros(b, 1), "text": torch.zeros(b, 1)}
+        return {"video": torch.full((b, 1), self.null), "text": torch.zeros(b, 1)}
 
     def prepare(self, c):
         return {"u": c["video"][:, 0] + 10 * c["text"][:, 0]}
 
     def forward(self, x, t, s, prepared):
         self.calls += 1
-        return self.scale * prepared["u"][:, None].expand_as(x).float()
+        return self.gain * self.scale * prepared["u"][:, None].expand_as(x).float()
 
 
 def test_guided_teacher_velocity_is_cfg_around_prompt_guidance():
     """v_T = w (v_c + G (v_c - v_uncaptioned)) + (1 - w) v_null on conditional rows; v_null on null rows;
-    one batched pass of the teacher."""
+    one batched pass of the teacher; the dropped groups get the teacher's own null features (here
+    -1 for the video where the student's are 0)."""
     from soundvcm.objectives.guidance import TeacherGuidance, teacher_velocity
 
-    teacher, w, g = _TwoGroups(), 4.5, 4.0
-    video, text = torch.tensor([[1.0], [2.0], [0.0], [3.0]]), torch.tensor([[0.5], [0.0], [0.0], [1.0]])
-    is_null = torch.tensor([False, False, True, False])
+    teacher, w, g = _TwoGroups(null=-1.0), 4.5, 4.0
+    video, text = torch.tensor([[1.0], [2.0], [5.0], [3.0]]), torch.tensor([[0.5], [0.0], [2.0], [1.0]])
+    is_null = torch.tensor([False, False, True, False])  # row 2 dropped by the student: its nulls are 0
+    conditions = {"video": video, "text": text}
+    dropped = {"video": torch.where(is_null[:, None], 0.0, video), "text": torch.where(is_null[:, None], 0.0, text)}
     x, t = torch.randn(4, 3), torch.rand(4)
-    v = teacher_velocity(teacher, x, t, {"video": video, "text": text}, is_null, TeacherGuidance("m", w, g))
-    v_c, v_uncaptioned = video[:, 0] + 10 * text[:, 0], video[:, 0]
-    expected = w * (v_c + g * (v_c - v_uncaptioned))  # v_null = 0 here
-    torch.testing.assert_close(v[:, 0], torch.where(is_null, torch.zeros(4), expected))
+    v = teacher_velocity((teacher, None), x, t, conditions, dropped, is_null, TeacherGuidance("m", w, g))
+    v_c, v_uncaptioned, v_null = video[:, 0] + 10 * text[:, 0], video[:, 0], torch.full((4,), -1.0)
+    expected = w * (v_c + g * (v_c - v_uncaptioned)) + (1 - w) * v_null
+    torch.testing.assert_close(v[:, 0], torch.where(is_null, v_null, expected))
     assert teacher.calls == 1
-    plain = teacher_velocity(teacher, x, t, {"video": video, "text": text}, is_null, TeacherGuidance("m", 1.0, 0.0))
-    torch.testing.assert_close(plain[:, 0], torch.where(is_null, torch.zeros(4), v_c))  # w = 1, G = 0: v_c
+    spec = TeacherGuidance("m", 1.0, 0.0)
+    plain = teacher_velocity((teacher, None), x, t, conditions, dropped, is_null, spec)
+    torch.testing.assert_close(plain[:, 0], torch.where(is_null, v_null, v_c))  # w = 1, G = 0: v_c
     with pytest.raises(ValueError, match="cfg_scale"):
         TeacherGuidance("m", cfg_scale=0.5)
+
+
+def test_a_second_teacher_takes_the_rows_without_a_caption():
+    """uncaptioned_source: rows whose caption was dropped (or that have none) and null rows take the
+    second teacher's CFG field (no prompt guidance); captioned rows the first's guided field."""
+    from soundvcm.objectives.guidance import TeacherGuidance, teacher_velocity
+
+    main, second, w, g = _TwoGroups(), _TwoGroups(gain=3.0), 2.0, 1.0
+    video = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    text = torch.tensor([[1.0], [1.0], [0.0], [1.0]])  # row 2 has no caption
+    is_null = torch.tensor([False, False, False, True])
+    dropped = {"video": torch.where(is_null[:, None], 0.0, video), "text": text.clone()}
+    dropped["text"][1] = 0.0  # row 1's caption dropped alone
+    dropped["text"][3] = 0.0
+    x, t = torch.randn(4, 2), torch.rand(4)
+    spec = TeacherGuidance("m", w, g, uncaptioned_source="u")
+    v = teacher_velocity((main, second), x, t, {"video": video, "text": text}, dropped, is_null, spec)
+    v_c0 = 1.0 + 10.0
+    assert v[0, 0].item() == pytest.approx(w * (v_c0 + g * (v_c0 - 1.0)))  # the first teacher, guided
+    assert v[1, 0].item() == pytest.approx(w * 3.0 * 2.0)  # the second: w * v_c(video, no caption), v_null = 0
+    assert v[2, 0].item() == pytest.approx(w * 3.0 * 3.0)
+    assert v[3, 0].item() == 0.0  # a null row: the second teacher's v_null
 
 
 def test_vcm_with_a_teacher_regresses_onto_its_velocity():

@@ -146,11 +146,16 @@ def test_vcm_run_with_a_guided_teacher_loads_it_frozen_and_refuses_other_latents
     data = str(_synthetic_cache(tmp_path / "a", rows=8))
     Trainer(replace(_config(objective="fm"), steps=2), [data], tmp_path / "fm").fit()
     source = tmp_path / "fm" / "ema_sigma0p05"
-    overrides = (("teacher.source", str(source)), ("teacher.prompt_scale", "2"))
+    overrides = (
+        ("teacher.source", str(source)),
+        ("teacher.prompt_scale", "2"),
+        ("teacher.uncaptioned_source", str(source)),
+    )
     config = replace(_config(objective="vcm", objective_overrides=overrides, objective_config=None), steps=2)
     trainer = Trainer(config, [data], tmp_path / "vcm", init=source)
     teacher = trainer.objective.teacher
     assert teacher is not None and not any(p.requires_grad for p in teacher.parameters())
+    assert trainer.objective.uncaptioned_teacher is not None and trainer.objective.uncaptioned_teacher is not teacher
     ids = {id(p) for p in trainer.net.parameters()}
     assert not any(id(p) in ids for p in teacher.parameters())
     before = {k: v.clone() for k, v in teacher.state_dict().items()}

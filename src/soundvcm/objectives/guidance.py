@@ -36,7 +36,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from soundvcm.conditions import ConditionDropout, Conditions, Prepared, concat_rows, select_rows, without_captions
+from soundvcm.conditions import (
+    ConditionDropout,
+    Conditions,
+    Prepared,
+    batch_size_of,
+    concat_rows,
+    select_rows,
+    without_captions,
+)
 from soundvcm.network.protocol import VelocityNet, call_network
 
 
@@ -114,11 +122,16 @@ class TrainingGuidance:
 @dataclass(frozen=True)
 class TeacherGuidance:
     """A frozen flow-matching teacher (module docstring): its model name or checkpoint, its CFG
-    scale w and prompt scale G. ``source`` empty: off (Alg. 1's own mixed velocities)."""
+    scale w and prompt scale G. ``source`` empty: off (Alg. 1's own mixed velocities).
+    ``uncaptioned_source``: a second FM whose CFG field (scale w, no prompt guidance) is the target
+    of the rows without a caption (dropped, or null rows), so that what the model does with no
+    prompt can come from a teacher that follows the picture, and what it does with one from a
+    teacher that follows the caption; empty: ``source`` for every row."""
 
     source: str = ""
     cfg_scale: float = 4.5
     prompt_scale: float = 0.0
+    uncaptioned_source: str = ""
 
     def __post_init__(self) -> None:
         if self.cfg_scale < 1.0 or self.prompt_scale < 0.0:
@@ -127,28 +140,63 @@ class TeacherGuidance:
             )
 
 
-@torch.no_grad()
-def teacher_velocity(
-    teacher: VelocityNet, x_t: Tensor, t: Tensor, dropped: Conditions, is_null: Tensor, spec: TeacherGuidance
-) -> Tensor:
-    """v_T of the module docstring for every row, in one batched pass of the frozen teacher: all rows
-    with their (dropped) conditions, the conditional ones again with the null conditions and, for
-    G > 0, without their captions. The teacher's own ``prepare`` (its projections are not the
-    student's)."""
+def own_nulls(teacher: VelocityNet, conditions: Conditions, dropped: Conditions) -> tuple[Conditions, Tensor]:
+    """``dropped`` with each dropped group's features replaced by the teacher's own null features (the
+    student's learnt ones drift from the teacher's in training), and which rows have no caption."""
+    b = batch_size_of(conditions)
+    null = teacher.null_conditions(b)
+    out = {}
+    for key, value in dropped.items():
+        gone = (value != conditions[key]).flatten(1).any(1).view(-1, *[1] * (value.ndim - 1))
+        out[key] = torch.where(gone, null[key].to(value), conditions[key])
+    text = teacher.condition_groups.get("text", ())
+    no_caption = torch.zeros(b, dtype=torch.bool, device=next(iter(conditions.values())).device)
+    for key in text:
+        no_caption |= (out[key] == null[key].to(out[key])).flatten(1).all(1)
+    return out, no_caption
+
+
+def guided_velocity(teacher: VelocityNet, x_t: Tensor, t: Tensor, own: Conditions, is_null: Tensor, w: float, g: float):
+    """w (v_c + g (v_c - v_uncaptioned)) + (1 - w) v_null on conditional rows, v_null on null rows, in
+    one batched pass of the teacher on its own conditions ``own`` (:func:`own_nulls`)."""
     b = x_t.shape[0]
     cond = (~is_null).nonzero().squeeze(1)
-    prompt = spec.prompt_scale > 0 and "text" in teacher.condition_groups
-    parts = [teacher.prepare(dropped), select_rows(teacher.prepare_null(b), cond)]
+    prompt = g > 0 and "text" in teacher.condition_groups
+    parts = [teacher.prepare(own), select_rows(teacher.prepare_null(b), cond)]
     rows = [torch.arange(b, device=x_t.device), cond]
     if prompt:
-        parts.append(select_rows(teacher.prepare(without_captions(dropped, teacher)), cond))
+        parts.append(select_rows(teacher.prepare(without_captions(own, teacher)), cond))
         rows.append(cond)
     index = torch.cat(rows)
     out = call_network(teacher, x_t[index], t[index], t[index], concat_rows(*parts))
     v, n = out[:b].clone(), cond.numel()
     v_c, v_null = out[:b][cond], out[b : b + n]
-    guided = v_c + spec.prompt_scale * (v_c - out[b + n :]) if prompt else v_c
-    v[cond] = spec.cfg_scale * guided + (1 - spec.cfg_scale) * v_null  # Eq. 15 around PromptGuided
+    guided = v_c + g * (v_c - out[b + n :]) if prompt else v_c
+    v[cond] = w * guided + (1 - w) * v_null  # Eq. 15 around PromptGuided
+    return v
+
+
+@torch.no_grad()
+def teacher_velocity(
+    teachers: tuple[VelocityNet, VelocityNet | None],
+    x_t: Tensor,
+    t: Tensor,
+    conditions: Conditions,
+    dropped: Conditions,
+    is_null: Tensor,
+    spec: TeacherGuidance,
+) -> Tensor:
+    """v_T of the module docstring for every row: the teacher's guided field; with a second teacher
+    (``uncaptioned_source``), its CFG field on the rows without a caption and the null rows."""
+    main, plain = teachers
+    own, _ = own_nulls(main, conditions, dropped)
+    v = guided_velocity(main, x_t, t, own, is_null, spec.cfg_scale, spec.prompt_scale)
+    if plain is not None:
+        own, no_caption = own_nulls(plain, conditions, dropped)
+        rows = (no_caption | is_null).nonzero().squeeze(1)
+        if rows.numel():
+            sub = select_rows(own, rows)
+            v[rows] = guided_velocity(plain, x_t[rows], t[rows], sub, is_null[rows], spec.cfg_scale, 0.0)
     return v
 
 

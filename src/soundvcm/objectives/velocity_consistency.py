@@ -80,7 +80,9 @@ class VelocityConsistency:
     def __init__(self, config: VelocityConsistencyConfig = VelocityConsistencyConfig(), total_steps: int = 1):
         self.config = config
         self.total_steps = total_steps
-        self.teacher: VelocityNet | None = None  # the frozen FM of config.teacher.source, set by its loader
+        # the frozen FMs of config.teacher.source and .uncaptioned_source, set by their loader
+        self.teacher: VelocityNet | None = None
+        self.uncaptioned_teacher: VelocityNet | None = None
 
     def lam(self, step: int) -> float:
         return lambda_schedule(step, self.total_steps, self.config.lambda_init, self.config.lambda_end)
@@ -128,7 +130,8 @@ class VelocityConsistency:
         if cfg.teacher.source:  # the guided teacher's velocity (a deviation, module docstring)
             if self.teacher is None:
                 raise RuntimeError(f"teacher.source={cfg.teacher.source} is set but no teacher was loaded")
-            v_mix = teacher_velocity(self.teacher, x_t, t, dropped, is_null, cfg.teacher)
+            teachers = (self.teacher, self.uncaptioned_teacher)
+            v_mix = teacher_velocity(teachers, x_t, t, batch.conditions, dropped, is_null, cfg.teacher)
         else:  # Alg. 1 l.4-5
             v_mix = guidance.mixed_velocity(net, x_t, t, v_t, prepared, prepared_null, is_null, uncaptioned)
         lam = self.lam(step)

@@ -78,21 +78,24 @@ def load_init(source: str | Path, encoder_set: str, duration: float) -> MMDiT:
 
 
 def load_teacher(objective, student: MMDiT, encoder_set: str, dtype: torch.dtype | None) -> None:
-    """The frozen flow-matching teacher of a VCM objective whose ``teacher.source`` is set (issue 33;
+    """The frozen flow-matching teacher(s) of a VCM objective whose ``teacher.source`` is set (issue 33;
     :func:`soundvcm.objectives.guidance.teacher_velocity`), under the run's autocast, on the student's
-    device. Its latent statistics must be the student's: both read the same normalised latents."""
-    source = getattr(getattr(objective, "config", None), "teacher", None)
-    if source is None or not source.source:
+    device. Their latent statistics must be the student's: all read the same normalised latents."""
+    spec = getattr(getattr(objective, "config", None), "teacher", None)
+    if spec is None or not spec.source:
         return
-    teacher = load_init(source.source, encoder_set, student.config.sequence.duration).to(student.latent_mean.device)
-    for name in ("latent_mean", "latent_std"):
-        if not torch.allclose(getattr(teacher, name).float(), getattr(student, name).float(), rtol=1e-3, atol=1e-4):
-            raise ValueError(
-                f"teacher.source={source.source}: its {name} differs from the student's; start the student from "
-                "the teacher (--init) or from a run on the same caches"
-            )
-    teacher.eval().requires_grad_(False)
-    objective.teacher = Autocast(teacher, dtype) if dtype is not None else teacher
+    for attribute, source in (("teacher", spec.source), ("uncaptioned_teacher", spec.uncaptioned_source)):
+        if not source:
+            continue
+        teacher = load_init(source, encoder_set, student.config.sequence.duration).to(student.latent_mean.device)
+        for name in ("latent_mean", "latent_std"):
+            if not torch.allclose(getattr(teacher, name).float(), getattr(student, name).float(), rtol=1e-3, atol=1e-4):
+                raise ValueError(
+                    f"teacher {source}: its {name} differs from the student's; start the student from "
+                    "the teacher (--init) or from a run on the same caches"
+                )
+        teacher.eval().requires_grad_(False)
+        setattr(objective, attribute, Autocast(teacher, dtype) if dtype is not None else teacher)
 
 
 def freeze_except(net: nn.Module, patterns: tuple[str, ...]) -> list[str]:
