@@ -10,7 +10,14 @@ literature (our own small versions; widths a quarter of the originals so a CPU c
   (T / p, p) for p = 2, 3, 5, 7, 11 and strided 2-D convolutions along T / p, so each sees
   samples p apart (periodic structure);
 * **resolution** discriminators (UnivNet, Jang et al. 2021, §2.3): 2-D convolutions over the
-  linear magnitude spectrogram at three STFT resolutions (spectral texture).
+  magnitude spectrogram at three STFT resolutions (spectral texture); log-magnitude (floor 1e-4,
+  -80 dB), not UnivNet's linear one, so a broadband floor far below the peak counts.
+
+Both judge waveforms divided by the teacher's peak of that segment (the same factor for the
+teacher's and the student's: the level is the distillation losses' to teach). The bank's peaks
+are drawn down to 0.02 (quiet mels matter), and on raw waveforms the first run's discriminators
+saw nothing in quiet segments: their outputs stayed at 0.5 for both sides (loss 4.0 = 8 x 0.5) over
+1750 steps, except on the loudest segments (BENCHMARKS, issue 35).
 
 Losses (HiFi-GAN's, least squares): the discriminators minimise sum_k E[(1 - D_k(teacher))^2] +
 E[D_k(student)^2]; the student adds ``adversarial`` x sum_k E[(1 - D_k(student))^2] and
@@ -76,7 +83,7 @@ class ResolutionDiscriminator(nn.Module):
 
     def forward(self, wave: Tensor) -> tuple[Tensor, list[Tensor]]:
         spec = torch.stft(wave.float(), self.n_fft, self.hop, window=self.window, return_complex=True).abs()
-        x = spec.transpose(1, 2).unsqueeze(1)  # (B, 1, frames, bins): time, then frequency strided
+        x = spec.clamp_min(1e-4).log().transpose(1, 2).unsqueeze(1)  # (B, 1, frames, bins): bins strided
         features = []
         for conv in self.convs:
             x = F.leaky_relu(conv(x), SLOPE)
@@ -155,15 +162,16 @@ class AdversarialDistiller(VocoderDistiller):
         self.student.train()
         self.disc.train()
         pred, truth, spec, spectrum = self._trunk_waves(rows, g)
-        d_loss = discriminator_loss(self._judge(truth), self._judge(pred.detach()))  # the discriminators' step
+        gain = 1 / truth.abs().amax(1, keepdim=True).clamp_min(1e-3)  # the teacher's peak -> 1 (docstring)
+        d_loss = discriminator_loss(self._judge(truth * gain), self._judge(pred.detach() * gain))  # D's step
         self.disc_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
         torch.nn.utils.clip_grad_norm_(self.disc.parameters(), 10.0)
         self.disc_optimizer.step()
         loss, record = self._combine(pred, truth, spec, spectrum)  # the student's step
         with torch.no_grad():
-            real = self._judge(truth)
-        adv, match = generator_losses(real, self._judge(pred))
+            real = self._judge(truth * gain)
+        adv, match = generator_losses(real, self._judge(pred * gain))
         loss = loss + cfg.adversarial * adv + cfg.feature_weight * match
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
