@@ -117,13 +117,15 @@ def _distill(args: argparse.Namespace) -> int:
     from soundvcm.precision import resolve_precision
     from soundvcm.training.interrupt import TrainingInterrupted
     from soundvcm.training.vocoder import Shape, StudentShape, VocoderDistiller, export_shape, shape_from_dict
-    from soundvcm.training.vocoder_bank import build_bank, load_bank
+    from soundvcm.training.vocoder_bank import bank_chunks, build_bank, load_bank
     from soundvcm.training.vocoder_prune import REFIT_SEGMENTS, prune_teacher, refit
 
     cfg = _config(args)
     if args.init and args.prune:
         raise ValueError("--init and --prune both choose the starting weights; give one")
-    if args.student == "trunk" and args.precision != "fp32":
+    bank = args.bank or args.out / "bank"
+    missing = not all(c.is_file() for c in bank_chunks(bank, cfg))
+    if args.student == "trunk" and args.precision != "fp32" and missing:  # the teacher's bank is built in it
         print("note: a trunk student learns from the teacher's fp32 waveforms best: give --precision fp32")
     if args.prune and args.student != "hifigan":
         raise ValueError("--prune narrows the teacher itself: it needs --student hifigan")
@@ -135,7 +137,6 @@ def _distill(args: argparse.Namespace) -> int:
     plan = resolve_precision(args.precision, "cpu", ("vocoder", "train"))
     print(plan.describe())
     teacher = HiFiGAN.pretrained()
-    bank = args.bank or args.out / "bank"
     build_bank(args.data, bank, cfg, teacher, plan.dtype("vocoder"))
     data = load_bank(bank, cfg)
     init: torch.nn.Module | None = None
