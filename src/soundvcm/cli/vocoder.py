@@ -149,11 +149,13 @@ def _distill(args: argparse.Namespace) -> int:
     elif args.init:
         shape = export_shape(args.init)  # a rerun needs the shape to restore its checkpoint, not the weights
         init = distilled_vocoder(args.init) if fresh else None
+    distiller: VocoderDistiller
     if cfg.adversarial > 0:
-        from soundvcm.training.vocoder_gan import AdversarialDistiller as Distiller
+        from soundvcm.training.vocoder_gan import AdversarialDistiller
+
+        distiller = AdversarialDistiller(data, args.out, cfg, shape, plan.dtype("train"), init)
     else:
-        Distiller = VocoderDistiller  # noqa: N806
-    distiller = Distiller(data, args.out, cfg, shape, plan.dtype("train"), init)
+        distiller = VocoderDistiller(data, args.out, cfg, shape, plan.dtype("train"), init)
     try:
         history = distiller.fit()
     except TrainingInterrupted as exc:

@@ -73,6 +73,7 @@ class ResolutionDiscriminator(nn.Module):
     def __init__(self, n_fft: int, hop: int, width: int = 32):
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
+        self.window: Tensor
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         self.convs = nn.ModuleList(
             [weight_norm(nn.Conv2d(1, width, (3, 9), padding=(1, 4)))]
