@@ -41,6 +41,16 @@ RESOLUTIONS = ((256, 64), (512, 128), (1024, 256))  # (n_fft, hop)
 SLOPE = 0.1
 
 
+def judged(convs: nn.ModuleList, post: nn.Module, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """Leaky-ReLU convolutions, then the output convolution: (logits, every layer's feature map)."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), SLOPE)
+        features.append(x)
+    x = post(x)
+    return x.flatten(1), [*features, x]
+
+
 class PeriodDiscriminator(nn.Module):
     """The waveform folded by ``period``; (5, 1) convolutions, stride 3 along time, widths ``widths``."""
 
@@ -58,13 +68,7 @@ class PeriodDiscriminator(nn.Module):
         b, n = wave.shape
         pad = (-n) % self.period
         x = F.pad(wave, (0, pad), mode="reflect").view(b, 1, (n + pad) // self.period, self.period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), SLOPE)
-            features.append(x)
-        x = self.post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return judged(self.convs, self.post, x)
 
 
 class ResolutionDiscriminator(nn.Module):
@@ -85,13 +89,7 @@ class ResolutionDiscriminator(nn.Module):
     def forward(self, wave: Tensor) -> tuple[Tensor, list[Tensor]]:
         spec = torch.stft(wave.float(), self.n_fft, self.hop, window=self.window, return_complex=True).abs()
         x = spec.clamp_min(1e-4).log().transpose(1, 2).unsqueeze(1)  # (B, 1, frames, bins): bins strided
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), SLOPE)
-            features.append(x)
-        x = self.post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return judged(self.convs, self.post, x)
 
 
 class Discriminators(nn.Module):
