@@ -17,7 +17,9 @@ train clip`` (a seeded draw from the training split), ``ceiling`` (the ground tr
 lite latent and the HiFi-GAN vocoder: what a perfect network could reach) and ``gt +100 ms`` (the
 ground truth delayed by 100 ms: the chance level of onset F1 at +-50 ms on dense scenes). Each
 ``--ceiling-vocoder V`` adds a row ``ceiling V``: the same through another vocoder (``fast``, the
-distilled student, or a `soundvcm vocoder export` path), how a lighter vocoder is judged (issue 22).
+distilled student, or a `soundvcm vocoder export` path), how a lighter vocoder is judged (issue 22);
+each ``--ceiling-latent SET`` a row ``ceiling@SET``: the ground truth through another encoder set's
+latent (``lite3``: the mel VAE) and HiFi-GAN, the ceiling of a model generating in that latent.
 
 The ground truth is compared at the generator's rate (22.05 kHz for the lite set), so that the
 rows differ by what they generate, not by bandwidth. Each model row's conditions are encoded
@@ -118,7 +120,7 @@ def reference_audio(row: str, ts: TestSet, item: Item, index: int, duration: flo
     if row == "gt +100 ms":
         shift = int(round(0.1 * SAMPLE_RATE))
         return torch.cat([torch.zeros(shift), wave[: n - shift]])
-    if row.startswith("ceiling"):  # "ceiling" and "ceiling VOCODER"
+    if row.startswith("ceiling"):  # "ceiling", "ceiling VOCODER" and "ceiling@SET"
         mean, _ = encoders.encode_audio(wave[None])
         return _fit(encoders.decode_audio(mean)[0].float().cpu().clamp(-1, 1), n)
     raise ValueError(f"unknown reference row {row!r}")
@@ -128,9 +130,19 @@ def _complete(folder: Path, ts: TestSet) -> bool:
     return (folder / "timings.json").is_file() and all((folder / f"{i.name}.flac").is_file() for i in ts.items)
 
 
-def reference_rows(vocoders: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """The reference rows: :data:`REFERENCES` and a ``ceiling V`` row per extra vocoder."""
-    return REFERENCES + tuple(f"ceiling {v}" for v in vocoders)
+def reference_rows(vocoders: tuple[str, ...] = (), latents: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The reference rows: :data:`REFERENCES`, a ``ceiling V`` row per extra vocoder and a
+    ``ceiling@SET`` row per extra latent."""
+    return REFERENCES + tuple(f"ceiling {v}" for v in vocoders) + tuple(f"ceiling@{s}" for s in latents)
+
+
+def ceiling_parts(row: str) -> tuple[str, str]:
+    """(encoder set, vocoder) of a ceiling row: ``ceiling`` -> lite + HiFi-GAN, ``ceiling V`` -> lite + V,
+    ``ceiling@SET`` -> SET's latent + HiFi-GAN."""
+    rest = row.removeprefix("ceiling")
+    if rest.startswith("@"):
+        return rest[1:], "hifigan"
+    return "lite", rest.strip() or "hifigan"
 
 
 def run_references(
@@ -141,17 +153,18 @@ def run_references(
     progress,
     precision: str = "auto",
     vocoders: tuple[str, ...] = (),
+    latents: tuple[str, ...] = (),
 ) -> None:
     from soundvcm.encoders import load_encoder_set
 
-    for row in reference_rows(vocoders):
+    for row in reference_rows(vocoders, latents):
         folder = row_dir(out, ts.name, row)
         if _complete(folder, ts):
             continue
         encoders = None
         if row.startswith("ceiling"):
-            vocoder = row.removeprefix("ceiling").strip() or "hifigan"
-            encoders = load_encoder_set("lite", device="cpu", precision=precision, vocoder=vocoder)
+            encoder_set, vocoder = ceiling_parts(row)
+            encoders = load_encoder_set(encoder_set, device="cpu", precision=precision, vocoder=vocoder)
         start = time.perf_counter()
         for index, item in enumerate(ts.items):
             wave = reference_audio(row, ts, item, index, duration, seed, encoders)
@@ -227,6 +240,7 @@ class QualityConfig:
     device: str = "cpu"
     precision: str = "auto"  # of the models' encoders, network and vocoder, and of the ceiling row (soundvcm.precision)
     ceiling_vocoders: tuple[str, ...] = ()  # a "ceiling V" reference row for each
+    ceiling_latents: tuple[str, ...] = ()  # a "ceiling@SET" reference row for each encoder set
 
 
 def run_quality(cfg: QualityConfig) -> dict:
@@ -237,7 +251,7 @@ def run_quality(cfg: QualityConfig) -> dict:
     models: dict[str, list[Row]] = {}
     for r in cfg.rows:
         models.setdefault(r.model or "", []).append(r)
-    references = reference_rows(cfg.ceiling_vocoders) if cfg.references else ()
+    references = reference_rows(cfg.ceiling_vocoders, cfg.ceiling_latents) if cfg.references else ()
     row_names = [r.name for r in cfg.rows] + list(references)
     results: dict[str, dict[str, dict[str, float]]] = {}
     for ts in sets:
@@ -247,7 +261,16 @@ def run_quality(cfg: QualityConfig) -> dict:
             for rows in models.values():
                 run_model(rows, ts, out, cfg.duration, cfg.seed, cfg.device, bar.update, cfg.precision)
             if cfg.references:
-                run_references(ts, out, cfg.duration, cfg.seed, bar.update, cfg.precision, cfg.ceiling_vocoders)
+                run_references(
+                    ts,
+                    out,
+                    cfg.duration,
+                    cfg.seed,
+                    bar.update,
+                    cfg.precision,
+                    cfg.ceiling_vocoders,
+                    cfg.ceiling_latents,
+                )
         classifier = material_classifier(ts) if ts.events_known else None
         results[ts.name] = {
             name: score_row(row_dir(out, ts.name, name), gt, ts, cfg.duration, classifier) for name in row_names

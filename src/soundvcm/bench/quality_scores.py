@@ -59,6 +59,47 @@ def event_scores(folder: Path, ts: TestSet, classifier) -> dict[str, float]:
     }
 
 
+def original_onset_scores(
+    folder: Path, gt: Path, ts: TestSet, tolerance: float = 0.1, draws: int = 1000
+) -> dict[str, float]:
+    """Real footage (no exact events): onsets of each output against the onsets detected in its own
+    clip's original soundtrack (where the picture's events sound), pooled F1 at ``tolerance``
+    (CondFoleyGen's +-0.1 s), beside its chance level: the same outputs paired with the originals of
+    ``draws`` random derangements (no clip with its own), their mean and 95th percentile. The
+    margin (own - mean) is what the picture placed; own above the 95th percentile is its evidence."""
+    from soundvcm.evaluation.events import detect_onsets, onset_f1
+
+    def onsets(path: Path) -> list[float]:
+        return detect_onsets(load_audio(path, SAMPLE_RATE)[0], SAMPLE_RATE)
+
+    truth = [onsets(gt / f"{item.name}.flac") for item in ts.items]
+    output = [onsets(folder / f"{item.name}.flac") for item in ts.items]
+    n = len(ts.items)
+    counts = np.zeros((n, n, 3))  # (output i, original j): true positives, false positives, misses
+    for i in range(n):
+        for j in range(n):
+            matched = len(onset_f1(output[i], truth[j], tolerance).matches)
+            counts[i, j] = matched, len(output[i]) - matched, len(truth[j]) - matched
+
+    def pooled(pairing: np.ndarray) -> float:
+        tp, fp, fn = counts[np.arange(n), pairing].sum(axis=0)
+        return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan
+
+    own = pooled(np.arange(n))
+    chance = [math.nan]
+    if n > 1:
+        rng = np.random.default_rng(0)
+        perms = (rng.permutation(n) for _ in range(20 * draws))
+        deranged = [p for p in perms if not (p == np.arange(n)).any()][:draws]
+        chance = [pooled(p) for p in deranged]
+    return {
+        "Orig-onset-F1": own,
+        "Orig-onset-F1-chance": float(np.mean(chance)),
+        "Orig-onset-chance-p95": float(np.percentile(chance, 95)),
+        "Orig-onset-margin": own - float(np.mean(chance)),
+    }
+
+
 def _spurious_kinds(detected: list[float], score, silent: list[float], tolerance: float = 0.05) -> tuple[int, int]:
     """Of the unmatched detections: how many sit within ``tolerance`` of a silent contact, and how
     many of the rest follow a true event by at most 0.2 s (an echo of it)."""
@@ -90,6 +131,8 @@ def score_row(folder: Path, gt: Path, ts: TestSet, duration: float, classifier) 
     metrics = {k: float(result[k]) for k in keep if k in result}
     if ts.events_known:
         metrics.update(event_scores(folder, ts, classifier))
+    elif ts.items and ts.items[0].media is not None:  # real footage: onsets against the original's
+        metrics.update(original_onset_scores(folder, gt, ts))
     timings = json.loads((folder / "timings.json").read_text())
     metrics["s/clip"] = timings["s_per_clip"]
     if "stages" in timings:
@@ -111,6 +154,10 @@ COLUMNS = (
     "FP-echo-share",
     "FP-silent-contact-share",
     "Material-accuracy",
+    "Orig-onset-F1",
+    "Orig-onset-F1-chance",
+    "Orig-onset-chance-p95",
+    "Orig-onset-margin",
     "NFE",
     "network s/clip",
     "s/clip",

@@ -54,6 +54,14 @@ def _register_quality(benches) -> None:
         help="add a reference row 'ceiling VOCODER': the ground truth through the lite latent and this vocoder "
         "(fast: the distilled student; or a `soundvcm vocoder export` path); repeatable",
     )
+    bq.add_argument(
+        "--ceiling-latent",
+        action="append",
+        default=[],
+        metavar="SET",
+        help="add a reference row 'ceiling@SET': the ground truth through this encoder set's latent (lite3: the "
+        "mel VAE) and HiFi-GAN, the ceiling of models that generate in it; repeatable",
+    )
     add_device_option(bq)
     add_precision_option(bq, "the models' encoders, network and vocoder and the ceiling row")
     bq.add_argument("--out", type=Path, default=Path("out/bench/quality"), help="output folder")
@@ -83,6 +91,7 @@ def _bench_quality(args: argparse.Namespace) -> int:
         args.device,
         args.precision,
         tuple(args.ceiling_vocoder),
+        tuple(args.ceiling_latent),
     )
     doc = run_quality(cfg)
     print(doc["table"])
