@@ -148,6 +148,31 @@ def test_another_duration_is_an_argument_not_state():
     assert torch.equal(net(x, t, s, prepared), out)  # the cached RoPE tables change nothing
 
 
+def test_patched_tokens_carry_consecutive_frames_and_the_output_keeps_every_frame():
+    """patch = 2 (issue 33, step 3): half as many audio tokens, each two consecutive latent frames
+    (an odd length padded with zeros at the end); the output is back on every latent frame."""
+    net = _randomize(_debug(patch=2)).eval()
+    seq = net.sequence.with_duration(2.0)  # 63 latent frames: an odd count
+    x = torch.randn(2, 63, 8)
+    tokens = net._tokens(x)
+    assert tokens.shape == (2, 32, 16)
+    assert torch.equal(tokens[:, 5], torch.cat([x[:, 10], x[:, 11]], dim=-1))
+    assert torch.equal(tokens[:, 31, :8], x[:, 62]) and not tokens[:, 31, 8:].any()
+    seen = []
+    net.joint_blocks[0].register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].shape[1]))
+    prepared = net.prepare(_conditions_for(net, seq), seq)
+    assert prepared["sync"].shape[1] == 32  # the frame-aligned condition is on the token timeline
+    t, s = torch.rand(2), torch.rand(2) * 0.1
+    out = net(x, t, s, prepared)
+    assert out.shape == (2, 63, 8) and torch.isfinite(out).all() and seen == [32]
+    out.square().mean().backward()
+    assert net.audio_input_proj[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="prepared for 64"):
+        net(torch.randn(2, 40, 8), t, s, prepared)
+    with pytest.raises(ValueError, match="patch >= 1"):
+        network_preset("debug", patch=0)
+
+
 def test_wrong_feature_shapes_are_refused():
     net = _debug()
     cond = _conditions(net)

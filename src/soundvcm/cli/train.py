@@ -27,6 +27,8 @@ TRAIN_PRESET_NAMES = (
     "lite3_small",
     "lite3_small_fm",
     "lite3_small_meanflow",
+    "lite3_wide_patch2",
+    "lite3_wide_patch2_fm",
     "tiny_cpu",
 )
 

@@ -38,6 +38,8 @@ class MMDiTConfig:
     mmaudio_time: bool = False  # weights trained in MMAudio's convention (t = 1 is data)
     t_freq_dim: int = 256
     t_max_period: float = 1e4
+    # latent frames per audio token (issue 33, step 3: width against token count); 1 = MMAudio's
+    patch: int = 1
 
     @property
     def hidden_dim(self) -> int:
@@ -50,6 +52,8 @@ class MMDiTConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.fused_depth < self.depth:
             raise ValueError(f"need 0 <= fused_depth < depth, got {self.fused_depth}, {self.depth}")
+        if self.patch < 1:
+            raise ValueError(f"need patch >= 1 latent frames per token, got {self.patch}")
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class NetworkSize:
     head_dim: int = 64
     duration: float | None = None
     v2: bool = False
+    patch: int = 1
 
 
 def network_config(size: NetworkSize, features: FeatureSizes) -> MMDiTConfig:
@@ -82,6 +87,7 @@ def network_config(size: NetworkSize, features: FeatureSizes) -> MMDiTConfig:
         fused_depth=size.fused_depth,
         sequence=sequence,
         v2=size.v2,
+        patch=size.patch,
     )
 
 
@@ -124,6 +130,9 @@ PRESETS: dict[str, NetworkPreset] = {
     "lite2_small": NetworkPreset(_LITE_SMALL, features.LITE2),
     # the same network on lite3 (issue 33): lite2's conditions, a 20-channel learned mel latent
     "lite3_small": NetworkPreset(_LITE_SMALL, features.LITE3),
+    # issue 33, step 3: width against token count at about the same cost per step: 3 heads (192 wide)
+    # over half as many audio tokens (two latent frames per token)
+    "lite3_wide_patch2": NetworkPreset(replace(_LITE_SMALL, num_heads=3, patch=2), features.LITE3),
     "debug": NetworkPreset(_DEBUG, features.DEBUG),
     "debug_v2": NetworkPreset(replace(_DEBUG, v2=True), features.DEBUG),
 }

@@ -4,11 +4,14 @@ Data flow of ``forward(latent, t, s, prepared)``:
 
 * ``prepare`` (t-independent, once per batch or sampling run): clip (B, Nc, Dc), sync (B, Ns, Ds)
   and text (B, 77, Dt) features are projected to D; sync gets a per-segment position embedding
-  and is resampled (nearest) to the latent length; pooled clip and text make the global
+  and is resampled (nearest) to the audio token length; pooled clip and text make the global
   condition MLP(avg(clip) + avg(text)) (B.1).
 * ``global_c = t_embed(t) + offset_embed(s - t) + MLP(...)``: the two-time embedding (§3.5.2);
   ``extended_c = global_c + sync``: the frame-aligned condition.
 * joint blocks over [latent || clip || text], then audio-only fused blocks, then the final block.
+* ``patch`` > 1 (issue 33, step 3): each audio token carries ``patch`` consecutive latent frames
+  (input projection over the stacked channels, the final block back to them); the latent is padded
+  at its end to a multiple of ``patch`` and the pad cut from the output.
 
 The output is the average velocity u(x_t, t, s) in the paper's convention (:mod:`soundvcm.flow`).
 A network converted from MMAudio keeps MMAudio's time convention inside
@@ -43,7 +46,7 @@ class MMDiT(VelocityNet):
         d = config.hidden_dim
         act = nn.SiLU if config.v2 else nn.SELU
         self.audio_input_proj = nn.Sequential(
-            ChannelLastConv1d(config.latent_dim, d, 7, padding=3), act(), SwiGLU(d, config.mlp_ratio, 7)
+            ChannelLastConv1d(config.latent_dim * config.patch, d, 7, padding=3), act(), SwiGLU(d, config.mlp_ratio, 7)
         )
         if config.v2:
             self.clip_input_proj = nn.Sequential(nn.Linear(config.clip_dim, d), nn.SiLU(), SwiGLU(d, 4.0, 3))
@@ -59,7 +62,7 @@ class MMDiT(VelocityNet):
         self.global_cond_mlp = SwiGLU(d, 4.0, 1)
         seg = config.sequence.sync_tokens_per_segment
         self.sync_pos_emb = nn.Parameter(torch.zeros(1, 1, seg, config.sync_dim))
-        self.final_layer = FinalBlock(d, config.latent_dim)
+        self.final_layer = FinalBlock(d, config.latent_dim * config.patch)
         freq_dim, period = (d, 1.0) if config.v2 else (config.t_freq_dim, config.t_max_period)
         self.t_embed = TimeEmbedder(d, freq_dim, period)
         if config.offset_embedding:  # zero output layer: a fresh network is s-independent
@@ -153,7 +156,8 @@ class MMDiT(VelocityNet):
         clip = self.clip_input_proj(clip)  # (B, Nc, D)
         sync = self.sync_input_proj(sync)  # (B, Ns, D)
         text = self.text_input_proj(text)  # (B, 77, D)
-        sync = F.interpolate(sync.transpose(1, 2), size=seq.latent_seq_len, mode="nearest-exact").transpose(1, 2)
+        tokens = -(-seq.latent_seq_len // cfg.patch)  # audio tokens: latent frames / patch, rounded up
+        sync = F.interpolate(sync.transpose(1, 2), size=tokens, mode="nearest-exact").transpose(1, 2)
         pooled = self.clip_cond_proj(clip.mean(dim=1)) + self.text_cond_proj(text.mean(dim=1))
         return {"clip": clip, "sync": sync, "text": text, "pooled": pooled}
 
@@ -176,10 +180,10 @@ class MMDiT(VelocityNet):
             if sync_f is None or text_f is None:
                 raise TypeError("forward(latent, t, s, clip_f, sync_f, text_f) needs all three feature tensors")
             prepared = self.prepare({"clip": prepared, "sync": sync_f, "text": text_f})
-        frames = prepared["sync"].shape[1]  # prepare() put the sync features on the latent timeline
-        if latent.shape[1] != frames:
-            raise ValueError(f"latent has {latent.shape[1]} frames, the conditions were prepared for {frames}")
-        latent_rot, clip_rot = self.rotations(latent.shape[1], prepared["clip"].shape[1], latent.device)
+        tokens, frames, patch = prepared["sync"].shape[1], latent.shape[1], self.config.patch
+        if -(-frames // patch) != tokens:  # prepare() put the sync features on the token timeline
+            raise ValueError(f"latent has {frames} frames, the conditions were prepared for {tokens * patch}")
+        latent_rot, clip_rot = self.rotations(tokens, prepared["clip"].shape[1], latent.device)
         flip = self.config.mmaudio_time
         t_in = 1 - t if flip else t
         time_c = self.t_embed(t_in)
@@ -189,14 +193,25 @@ class MMDiT(VelocityNet):
         # broadcast null conditions it then gives MMAudio's numbers bit for bit (B.1)
         global_c = (time_c + self.global_cond_mlp(prepared["pooled"]))[:, None]  # (B, 1, D)
         extended_c = global_c + prepared["sync"]  # (B, N, D), frame-aligned (B.1)
-        x = self.audio_input_proj(latent)
+        x = self.audio_input_proj(self._tokens(latent))
         clip, text = prepared["clip"], prepared["text"]
         for block in self.joint_blocks:
             x, clip, text = block(x, clip, text, global_c, extended_c, latent_rot, clip_rot)
         for block in self.fused_blocks:
             x = block(x, extended_c, latent_rot)
         out = self.final_layer(x, extended_c if self.config.final_uses_extended else global_c)
+        out = out.reshape(out.shape[0], -1, self.config.latent_dim)[:, :frames]  # tokens -> latent frames
         return -out if flip else out
+
+    def _tokens(self, latent: Tensor) -> Tensor:
+        """(B, N, C) latent frames -> (B, ceil(N / patch), patch * C) audio tokens, zero-padded at the end."""
+        patch = self.config.patch
+        if patch == 1:
+            return latent
+        pad = -latent.shape[1] % patch
+        if pad:
+            latent = F.pad(latent, (0, 0, 0, pad))
+        return latent.reshape(latent.shape[0], -1, patch * latent.shape[2])
 
     def normalize(self, latent: Tensor) -> Tensor:
         return (latent - self.latent_mean) / self.latent_std

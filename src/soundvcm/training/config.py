@@ -171,6 +171,9 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "lite3_small": (LITE3_SMALL := replace(LITE2_SMALL, network="lite3_small")),
     "lite3_small_fm": replace(LITE3_SMALL, objective="fm"),
     "lite3_small_meanflow": replace(LITE3_SMALL, objective="meanflow"),
+    # issue 33, step 3: 192 wide over half as many audio tokens, against lite3_small_fm at equal compute
+    "lite3_wide_patch2": (LITE3_WIDE := replace(LITE3_SMALL, network="lite3_wide_patch2")),
+    "lite3_wide_patch2_fm": replace(LITE3_WIDE, objective="fm"),
     "tiny_cpu": replace(
         PAPER,
         network="debug",
