@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -90,8 +91,7 @@ def original_onset_scores(
     if n > 1:
         rng = np.random.default_rng(0)
         perms = (rng.permutation(n) for _ in range(20 * draws))
-        deranged = [p for p in perms if not (p == np.arange(n)).any()][:draws]
-        chance = [pooled(p) for p in deranged]
+        chance = [pooled(p) for p in islice((p for p in perms if (p != np.arange(n)).all()), draws)]
     return {
         "Orig-onset-F1": own,
         "Orig-onset-F1-chance": float(np.mean(chance)),

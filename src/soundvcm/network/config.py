@@ -45,6 +45,10 @@ class MMDiTConfig:
     def hidden_dim(self) -> int:
         return self.num_heads * self.head_dim
 
+    def audio_tokens(self, frames: int) -> int:
+        """Audio tokens for ``frames`` latent frames: ``patch`` frames each, the last one padded."""
+        return -(-frames // self.patch)
+
     @property
     def num_joint(self) -> int:
         return self.depth - self.fused_depth

@@ -156,7 +156,7 @@ class MMDiT(VelocityNet):
         clip = self.clip_input_proj(clip)  # (B, Nc, D)
         sync = self.sync_input_proj(sync)  # (B, Ns, D)
         text = self.text_input_proj(text)  # (B, 77, D)
-        tokens = -(-seq.latent_seq_len // cfg.patch)  # audio tokens: latent frames / patch, rounded up
+        tokens = cfg.audio_tokens(seq.latent_seq_len)
         sync = F.interpolate(sync.transpose(1, 2), size=tokens, mode="nearest-exact").transpose(1, 2)
         pooled = self.clip_cond_proj(clip.mean(dim=1)) + self.text_cond_proj(text.mean(dim=1))
         return {"clip": clip, "sync": sync, "text": text, "pooled": pooled}
@@ -181,7 +181,7 @@ class MMDiT(VelocityNet):
                 raise TypeError("forward(latent, t, s, clip_f, sync_f, text_f) needs all three feature tensors")
             prepared = self.prepare({"clip": prepared, "sync": sync_f, "text": text_f})
         tokens, frames, patch = prepared["sync"].shape[1], latent.shape[1], self.config.patch
-        if -(-frames // patch) != tokens:  # prepare() put the sync features on the token timeline
+        if self.config.audio_tokens(frames) != tokens:  # prepare() put the sync features on the token timeline
             raise ValueError(f"latent has {frames} frames, the conditions were prepared for {tokens * patch}")
         latent_rot, clip_rot = self.rotations(tokens, prepared["clip"].shape[1], latent.device)
         flip = self.config.mmaudio_time
