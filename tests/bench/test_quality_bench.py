@@ -105,6 +105,20 @@ def test_spurious_detections_are_sorted_by_kind():
     assert _spurious_kinds([1.0], onset_f1([1.0], [1.0]), [2.0]) == (0, 0)
 
 
+def test_each_set_is_scored_by_what_is_known_of_it():
+    """The Foley world has its events; the film has video but no events (scored against the
+    original's onsets); a text-only set has neither."""
+    from soundvcm.bench.quality_sets import Item, TestSet
+
+    video = Item("a", Path("a.flac"), media=Path("a.mp4"))
+    text = Item("b", Path("b.flac"), caption="a door")
+    kinds = {
+        name: (TestSet(name, items).events_known, TestSet(name, items).real_footage)
+        for name, items in (("foley", [video]), ("bbb", [text, video]), ("sfx", [text]), ("bbb0", []))
+    }
+    assert kinds == {"foley": (True, False), "bbb": (False, True), "sfx": (False, False), "bbb0": (False, False)}
+
+
 @pytest.mark.slow
 def test_reference_rows_give_the_known_answers(tmp_path):
     data = _mini_open(tmp_path / "open")

@@ -131,7 +131,7 @@ def score_row(folder: Path, gt: Path, ts: TestSet, duration: float, classifier) 
     metrics = {k: float(result[k]) for k in keep if k in result}
     if ts.events_known:
         metrics.update(event_scores(folder, ts, classifier))
-    elif ts.items and ts.items[0].media is not None:  # real footage: onsets against the original's
+    elif ts.real_footage:  # onsets against the original's
         metrics.update(original_onset_scores(folder, gt, ts))
     timings = json.loads((folder / "timings.json").read_text())
     metrics["s/clip"] = timings["s_per_clip"]

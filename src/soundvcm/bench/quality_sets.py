@@ -32,6 +32,11 @@ class TestSet:
     def events_known(self) -> bool:
         return self.name == "foley"
 
+    @property
+    def real_footage(self) -> bool:
+        """Videos whose events nobody annotated (the film): scored against the original's onsets."""
+        return not self.events_known and any(item.media is not None for item in self.items)
+
 
 def _manifest(path: Path) -> list[tuple[Path, str]]:
     if not path.is_file():

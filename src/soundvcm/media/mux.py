@@ -170,7 +170,7 @@ def copy_is_aligned(path: Path, frame_ticks: float, duration: float) -> bool:
         video_last = max(shown) * float(v.time_base)
         a = c.streams.audio[0]
         audio_start = float(a.start_time * a.time_base) if a.start_time is not None else 0.0
-    half_frame = 0.5 * frame_ticks * float(v.time_base)
+        half_frame = 0.5 * frame_ticks * float(v.time_base)  # PyAV >= 18: streams close with their container
     return abs(video_start) <= half_frame and abs(audio_start) <= half_frame and video_last < duration
 
 
