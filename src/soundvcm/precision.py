@@ -9,9 +9,9 @@ where the GPU supports it; on a CPU bf16 only where it computes bf16 **natively*
 thread, 9 interleaved fp32/bf16 rounds, remembered per machine) finds it >= 10 % faster. The check
 decides only when its rounds agree (:class:`KernelCheck`); where a busy machine scatters them, a
 capability table decides and later processes measure again (up to three tries). Without native
-bf16 (AVX2 only) bf16 is emulated and 40-90x *slower*: never chosen; other devices: fp32.
-``fp32``/``bf16`` force every stage (a forced bf16 without native support runs, with a note). The plan goes
-into bench JSON, run configs, caches and checkpoints (:meth:`PrecisionPlan.to_dict`) and ``soundvcm doctor``.
+bf16 (AVX2 only) bf16 is emulated, 40-90x *slower*: never chosen; other devices: fp32. ``fp32``/``bf16``
+force every stage (a forced bf16 without native support runs, with a note; a bf16 ``vocoder`` keeps
+HiFi-GAN's last stages in fp32). The plan goes into bench JSON, run configs, caches, checkpoints, ``doctor``.
 """
 
 from __future__ import annotations

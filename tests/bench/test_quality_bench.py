@@ -92,6 +92,21 @@ def test_onsets_against_the_original_have_a_chance_level(tmp_path):
     assert original_onset_scores(tmp_path / "silence", tmp_path / "gt", ts)["Orig-onset-F1"] == 0.0
 
 
+def test_an_originals_onsets_are_remembered_until_the_file_changes(tmp_path):
+    """Every row is scored against the same originals: their onsets are detected once, and again
+    only when the file itself changes (here: clicks, then silence written over them)."""
+    from soundvcm.bench.quality_scores import _onsets_of, file_onsets
+
+    path = tmp_path / "w0.flac"
+    sf.write(path, _clicks([0.5, 2.0]), 22_050)
+    first = file_onsets(path)
+    assert len(first) == 2 and abs(first[0] - 0.5) < 0.05
+    hits = _onsets_of.cache_info().hits
+    assert file_onsets(path) == first and _onsets_of.cache_info().hits == hits + 1
+    sf.write(path, np.zeros(4 * 22_050, np.float32), 22_050)
+    assert file_onsets(path) == []
+
+
 def test_spurious_detections_are_sorted_by_kind():
     """Known answers: one true event at 1 s, a silent bounce at 2 s; detections on the event, 80 ms
     after it (echo), 10 ms off the bounce, 0.5 s after the event (neither) and far away (neither)."""

@@ -179,3 +179,14 @@ def test_non_finite_numbers_are_refused_naming_the_option(argv, capsys):
     option = argv[-1].split("=")[0] if "=" in argv[-1] else argv[-2]
     assert exc.value.code == 2 and "Traceback" not in err
     assert f"argument {option}: must be" in err and ("finite" in err or "> 0" in err), err
+
+
+def test_bench_train_runs_on_its_default_device(capsys):
+    """``bench train`` with ``--device`` left at ``auto`` (it once handed "auto" to torch.device and
+    failed): a timed step per objective, on the device that auto picked, named in the table."""
+    code = main(["bench", "train", "--preset", "debug", "--batch", "2", "--timed-steps", "1", "--objectives", "fm,vcm"])
+    out = capsys.readouterr().out
+    assert code == 0
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert f"## Training step, debug, batch 2, {expected}," in out
+    assert re.search(r"^\| vcm \| \d+\.\d\d \| .* \| \d+\.\d\dx \|", out, re.M)

@@ -113,6 +113,38 @@ def test_hifigan_runs_channels_last_whatever_the_mels_strides(monkeypatch):
     assert torch.equal(wave, plain) and wave.shape == (1, 160 * 256)
 
 
+def test_hifigan_runs_its_last_stages_in_fp32_under_a_bf16_autocast(monkeypatch):
+    """Under a bf16 autocast only the input conv and the first ``bf16_stages`` stages compute in bf16,
+    the later stages and the output conv in fp32 (bf16 in the last two cost SFX's ceiling 1.31x FD; issue 35);
+    without an autocast nothing is cast (the forward pass opens no autocast of its own)."""
+    import soundvcm.encoders.hifigan as hifigan
+
+    torch.manual_seed(0)
+    net = HiFiGAN(channels=32, resblock_kernels=(3,), resblock_dilations=((1, 3, 5),)).eval()
+    mel = torch.randn(1, 80, 12) - 5
+    dtypes, conv_nwc = [], hifigan.conv_nwc
+
+    def spy(conv, x):
+        dtypes.append((y := conv_nwc(conv, x)).dtype)
+        return y
+
+    monkeypatch.setattr(hifigan, "conv_nwc", spy)
+    per_stage = 1 + 6  # the transposed conv, then one residual block of 3 dilated pairs
+    with torch.inference_mode():
+        fp32 = net(mel)
+        assert dtypes == [torch.float32] * (1 + 4 * per_stage + 1)
+        for stages in (2, 0, 4):
+            dtypes.clear()
+            net.bf16_stages = stages
+            with torch.autocast("cpu", torch.bfloat16):
+                wave = net(mel)
+            in_bf16 = 1 + stages * per_stage  # the output conv always in fp32 (one channel: cheap)
+            assert dtypes == [torch.bfloat16] * in_bf16 + [torch.float32] * (4 * per_stage + 2 - in_bf16)
+            assert wave.dtype == torch.float32
+            # every rounding to bf16 (2^-9 of each input) stays far below the wave's own scale
+            assert float((wave.float() - fp32).abs().max()) < 0.05 * float(fp32.abs().max()) + 1e-3
+
+
 def test_hifigan_trunk_is_the_forward_pass_cut_after_k_stages():
     """trunk(mel, k): the input conv and k upsampling stages, channels-last; all of them then the
     output conv is the forward pass; bench vocoder --stages times these cuts."""

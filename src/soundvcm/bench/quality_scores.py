@@ -4,6 +4,7 @@ material accuracy), and the table of every row (see :mod:`soundvcm.bench.quality
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from itertools import islice
@@ -60,6 +61,20 @@ def event_scores(folder: Path, ts: TestSet, classifier) -> dict[str, float]:
     }
 
 
+def file_onsets(path: Path) -> list[float]:
+    """The onsets detected in an audio file, remembered for the file as it is now (path, size and
+    modification time): every row of a run is scored against the same originals."""
+    st = path.stat()
+    return list(_onsets_of(str(path), st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4096)
+def _onsets_of(path: str, size: int, mtime_ns: int) -> tuple[float, ...]:
+    from soundvcm.evaluation.events import detect_onsets
+
+    return tuple(detect_onsets(load_audio(Path(path), SAMPLE_RATE)[0], SAMPLE_RATE))
+
+
 def original_onset_scores(
     folder: Path, gt: Path, ts: TestSet, tolerance: float = 0.1, draws: int = 1000
 ) -> dict[str, float]:
@@ -68,13 +83,10 @@ def original_onset_scores(
     (CondFoleyGen's +-0.1 s), beside its chance level: the same outputs paired with the originals of
     ``draws`` random derangements (no clip with its own), their mean and 95th percentile. The
     margin (own - mean) is what the picture placed; own above the 95th percentile is its evidence."""
-    from soundvcm.evaluation.events import detect_onsets, onset_f1
+    from soundvcm.evaluation.events import onset_f1
 
-    def onsets(path: Path) -> list[float]:
-        return detect_onsets(load_audio(path, SAMPLE_RATE)[0], SAMPLE_RATE)
-
-    truth = [onsets(gt / f"{item.name}.flac") for item in ts.items]
-    output = [onsets(folder / f"{item.name}.flac") for item in ts.items]
+    truth = [file_onsets(gt / f"{item.name}.flac") for item in ts.items]
+    output = [file_onsets(folder / f"{item.name}.flac") for item in ts.items]
     n = len(ts.items)
     counts = np.zeros((n, n, 3))  # (output i, original j): true positives, false positives, misses
     for i in range(n):

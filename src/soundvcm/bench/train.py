@@ -19,7 +19,7 @@ import torch
 
 from soundvcm.bench.measure import peak_memory_mb
 from soundvcm.conditions import Batch
-from soundvcm.device import compile_module
+from soundvcm.device import compile_module, select_device
 from soundvcm.network.mmdit import MMDiT, network_preset
 from soundvcm.network.protocol import autocast
 from soundvcm.objectives import OBJECTIVE_PRESETS, build_objective
@@ -52,7 +52,7 @@ def _batch(net: MMDiT, b: int, device) -> Batch:
 
 
 def run_train_bench(cfg: TrainBenchConfig) -> list[dict[str, Any]]:
-    device = torch.device(cfg.device)
+    device = select_device(cfg.device)  # "auto" (the CLI's default) too
     plan = resolve_precision(cfg.precision, device, ("train",))
     rows = []
     for name in cfg.objectives:
@@ -96,8 +96,9 @@ def run_train_bench(cfg: TrainBenchConfig) -> list[dict[str, Any]]:
 def table(rows: list[dict[str, Any]], cfg: TrainBenchConfig) -> str:
     base = {r["objective"]: r for r in rows}
     fm = base.get("fm")
+    plan = rows[0]["precision"]
     lines = [
-        f"## Training step, {cfg.preset}, batch {cfg.batch}, {cfg.device}, {rows[0]['precision']['stages']['train']}"
+        f"## Training step, {cfg.preset}, batch {cfg.batch}, {plan['device']}, {plan['stages']['train']}"
         f"{', compiled' if cfg.compile else ''}\n",
         "| objective | step s | samples/s | peak memory MB | step vs FM | memory vs FM |",
         "|---|---|---|---|---|---|",

@@ -16,6 +16,7 @@ fp32 1.26x, native bf16 2-3.4x faster (BENCHMARKS.md, issue 22, sixth session).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -72,6 +73,7 @@ class HiFiGAN(nn.Module):
     hop_length = 256
     n_mels = 80
     bf16_window: int | None = 128  # batch-1 bf16 vocoding runs in windows of this many frames (below)
+    bf16_stages = 2  # under a bf16 autocast, the stages after these run in fp32 (forward)
 
     def __init__(
         self,
@@ -120,27 +122,44 @@ class HiFiGAN(nn.Module):
         return freeze(model)
 
     def forward(self, mel: Tensor) -> Tensor:
-        """(B, 80, frames) natural-log mel -> (B, frames * 256) waveform in [-1, 1]."""
-        x = self.trunk(mel, len(self.ups))
-        x = conv_nwc(self.conv_post, F.leaky_relu(x))  # PyTorch's default slope 0.01 here, as in the original
+        """(B, 80, frames) natural-log mel -> (B, frames * 256) waveform in [-1, 1]. Under a bf16
+        autocast only the input conv and the first :attr:`bf16_stages` stages run in bf16, the later
+        stages and the output conv in fp32 (1/3 of V1's fp32 time): all in bf16, SFX's log-mel L1 to
+        the true mel read 0.41 against fp32's 0.32 and its ceiling FD 45 against 34; with the last
+        two stages in fp32, 0.325 (issue 35, BENCHMARKS)."""
+        dev = mel.device.type
+        bf16 = torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16
+        split = min(self.bf16_stages, len(self.ups)) if bf16 else len(self.ups)
+        x = self.trunk(mel, split)
+        with torch.autocast(dev, enabled=False) if bf16 else contextlib.nullcontext():
+            x = x.float() if bf16 else x
+            for i in range(split, len(self.ups)):
+                x = self.stage(i, x)
+            x = conv_nwc(self.conv_post, F.leaky_relu(x))  # PyTorch's default slope 0.01 here, as in the original
         return torch.tanh(x)[:, 0, 0]
 
+    def stage(self, i: int, x: Tensor, blocks: int | None = None) -> Tensor:
+        """Upsampling stage ``i``: its transposed conv, then the mean of its residual blocks; ``blocks``:
+        how many of them to run (the smallest kernels first), each one left out counting as the
+        identity in the mean. (B, C, 1, T) channels-last -> (B, C / 2, 1, T * rate)."""
+        x = conv_nwc(self.ups[i], F.leaky_relu(x, SLOPE))
+        resblocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
+        n = self.num_kernels if blocks is None else blocks
+        if n == self.num_kernels:
+            return sum(block(x) for block in resblocks) / self.num_kernels
+        if n > 0:
+            return (sum(block(x) for block in resblocks[:n]) + (self.num_kernels - n) * x) / self.num_kernels
+        return x
+
     def trunk(self, mel: Tensor, stages: int, last_blocks: int | None = None) -> Tensor:
-        """The input conv and the first ``stages`` upsampling stages (each a transposed conv and the mean
-        of its residual blocks): (B, 80, frames) -> (B, C_stages, 1, frames * prod(rates[:stages]))
-        channels-last. ``last_blocks``: how many of the last stage's residual blocks to run (the
-        smallest kernels first); each one left out counts as the identity in the mean."""
+        """The input conv and the first ``stages`` upsampling stages (:meth:`stage`): (B, 80, frames) ->
+        (B, C_stages, 1, frames * prod(rates[:stages])) channels-last. ``last_blocks``: how many of
+        the last stage's residual blocks to run."""
         # a fresh copy: a view that only looks channels-last (a sliced transpose, batch stride 80) makes
         # oneDNN fall back to the plain layout for the whole pass (2.3x slower in bf16)
         x = conv_nwc(self.conv_pre, mel.unsqueeze(2).clone(memory_format=torch.channels_last))
-        for i, up in enumerate(self.ups[:stages]):
-            x = conv_nwc(up, F.leaky_relu(x, SLOPE))
-            blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
-            n = self.num_kernels if i < stages - 1 or last_blocks is None else last_blocks
-            if n == self.num_kernels:
-                x = sum(block(x) for block in blocks) / self.num_kernels
-            elif n > 0:
-                x = (sum(block(x) for block in blocks[:n]) + (self.num_kernels - n) * x) / self.num_kernels
+        for i in range(stages):
+            x = self.stage(i, x, last_blocks if i == stages - 1 else None)
         return x
 
 
