@@ -113,6 +113,32 @@ def test_split_files_manifest_and_resume(tmp_path):
     assert len({clip_seed(s, i) for s in ("train", "val", "test") for i in range(200)}) == 600
 
 
+@pytest.mark.parametrize("world", ["foley", "directed"])
+def test_a_split_rendered_by_worker_processes_is_the_same_split(tmp_path, world):
+    """``jobs`` processes write the same files as one (each clip is drawn from its own seed), the
+    manifest keeps the clips' order, and a rerun with workers resumes instead of rendering again."""
+    from soundvcm.data import directed
+
+    small = FoleyConfig(duration=1.0, size=64)
+
+    def split(folder, jobs, progress=None):
+        if world == "foley":
+            return make_split(tmp_path / folder, "train", 4, small, progress=progress, jobs=jobs)
+        cfg = directed.DirectedConfig(world=small, swap=0.5, palette=0.0)  # the modal bank has no palette
+        return directed.make_split(tmp_path / folder, "train", 4, ModalBank(), [], cfg, progress=progress, jobs=jobs)
+
+    one, two = split("one", 1), split("two", 2)
+    assert one.read_text() == two.read_text() and len(one.read_text().splitlines()) == 5
+    for name in [line.split("\t")[0] for line in one.read_text().splitlines()[1:]]:
+        a, b = tmp_path / "one" / name, tmp_path / "two" / name
+        assert (a.parent / f"{a.stem}.events.json").read_text() == (b.parent / f"{b.stem}.events.json").read_text()
+        assert np.array_equal(load_audio(a.with_suffix(".flac"))[0], load_audio(b.with_suffix(".flac"))[0])
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "two").rglob("*.mp4")}
+    counted = []
+    split("two", 2, counted.append)
+    assert counted == [4] and all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
+
 @pytest.mark.parametrize("material", list(MATERIALS))
 def test_every_material_has_a_look_and_a_sound(material):
     m = MATERIALS[material]

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from soundvcm.cli.common import add_out_argument, positive_float, seed
+from soundvcm.cli.common import add_out_argument, positive_float, positive_int, seed
 
 
 def register(commands) -> None:
@@ -25,6 +25,7 @@ def register(commands) -> None:
     foley.add_argument("--test", type=int, default=300, help="test clips (default 300)")
     foley.add_argument("--duration", type=positive_float, default=4.0, help="seconds per clip (default 4)")
     foley.add_argument("--seed", type=seed, default=0, help="base seed of every split (default 0)")
+    add_jobs_argument(foley)
     foley.set_defaults(func=_data_foley)
 
     op = datas.add_parser(
@@ -45,6 +46,7 @@ def register(commands) -> None:
     op.add_argument("--directed-test", type=int, default=200, help="directed Foley test clips (default 200)")
     op.add_argument("--duration", type=positive_float, default=4.0, help="seconds per clip or window (default 4)")
     op.add_argument("--seed", type=seed, default=0, help="base seed of the Foley splits (default 0)")
+    add_jobs_argument(op)
     op.set_defaults(func=_data_open)
 
     sub = datas.add_parser(
@@ -59,6 +61,21 @@ def register(commands) -> None:
     sub.add_argument("--mode", required=True, choices=("match", "swap", "palette"), help="which clips to keep")
     add_out_argument(sub, "new cache folder")
     sub.set_defaults(func=_data_subset)
+
+
+def add_jobs_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=None,
+        help="processes rendering the Foley worlds' clips (default: one per CPU); the same files for any number",
+    )
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from soundvcm.data.render_pool import default_jobs
+
+    return args.jobs or default_jobs()
 
 
 def _data_subset(args: argparse.Namespace) -> int:
@@ -88,7 +105,9 @@ def _data_foley(args: argparse.Namespace) -> int:
             raise ValueError(f"--{split} must be >= 0, got {count}")
         if count:
             with tqdm(total=count, desc=f"foley {split}", unit="clip", file=sys.stderr) as bar:
-                manifest = make_split(args.out, split, count, cfg, base_seed=args.seed, progress=bar.update)
+                manifest = make_split(
+                    args.out, split, count, cfg, base_seed=args.seed, progress=bar.update, jobs=_jobs(args)
+                )
             print(f"{manifest}: {count} clips")
     return 0
 
@@ -103,7 +122,7 @@ def _data_open(args: argparse.Namespace) -> int:
             raise ValueError(f"--{key.replace('_', '-')} must be >= 0, got {getattr(args, key)}")
     cfg = OpenConfig(
         args.duration, args.foley_train, args.foley_val, args.foley_test, args.directed_train,
-        directed_test=args.directed_test, seed=args.seed,
+        directed_test=args.directed_test, seed=args.seed, jobs=_jobs(args),
     )  # fmt: skip
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
 

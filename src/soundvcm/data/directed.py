@@ -28,6 +28,7 @@ import json
 import math
 import zlib
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -235,24 +236,26 @@ def clip_seed(split: str, index: int, base_seed: int = 0) -> int:
     return zlib.crc32(f"directed:{base_seed}:{split}:{index}".encode()) & 0x7FFFFFFF
 
 
+def _make_seeded(
+    stems: list[Path], cfg: DirectedConfig, split: str, base_seed: int, bank, backdrops, index: int
+) -> dict:
+    return make_clip(stems[index], cfg, clip_seed(split, index, base_seed), bank, backdrops)
+
+
 def make_split(
     out: Path, split: str, count: int, bank, backdrops: list[np.ndarray], cfg: DirectedConfig | None = None,
-    base_seed: int = 0, progress=None,
+    base_seed: int = 0, progress=None, jobs: int = 1,
 ) -> Path:  # fmt: skip
-    """``count`` clips in ``out/split/`` and ``out/split.tsv``; finished clips are skipped (resumable)."""
+    """``count`` clips in ``out/split/`` and ``out/split.tsv``; finished clips are skipped (resumable);
+    ``jobs`` processes render the rest (the same files for any number)."""
+    from soundvcm.data.render_pool import render_split
+
     cfg = cfg or DirectedConfig()
     remove_stale(Path(out) / split)
-    rows = []
-    for i in range(count):
-        stem = Path(out) / split / f"directed_{split}_{i:05d}"
-        events = stem.parent / f"{stem.name}.events.json"
-        if events.is_file() and stem.with_suffix(".mp4").is_file() and stem.with_suffix(".flac").is_file():
-            doc = json.loads(events.read_text())
-        else:
-            doc = make_clip(stem, cfg, clip_seed(split, i, base_seed), bank, backdrops)
-        rows.append(f"{split}/{stem.name}.mp4\t{doc['caption']}")
-        if progress is not None:
-            progress(1)
+    stems = [Path(out) / split / f"directed_{split}_{i:05d}" for i in range(count)]
+    render = partial(_make_seeded, stems, cfg, split, base_seed, bank, backdrops)
+    docs = render_split(stems, render, jobs, progress)
+    rows = [f"{split}/{stem.name}.mp4\t{doc['caption']}" for stem, doc in zip(stems, docs)]
     manifest = Path(out) / f"{split}.tsv"
     atomic_write(manifest, lambda tmp: tmp.write_text("path\tcaption\n" + "\n".join(rows) + "\n"))
     return manifest

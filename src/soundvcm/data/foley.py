@@ -21,6 +21,7 @@ import json
 import math
 import zlib
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -311,6 +312,10 @@ def clip_seed(split: str, index: int, base_seed: int = 0) -> int:
     return zlib.crc32(f"foley:{base_seed}:{split}:{index}".encode()) & 0x7FFFFFFF
 
 
+def _write_seeded(stems: list[Path], cfg: FoleyConfig, bank, split: str, base_seed: int, index: int) -> dict:
+    return write_clip(stems[index], cfg, simulate(cfg, clip_seed(split, index, base_seed)), bank)
+
+
 def make_split(
     out: Path,
     split: str,
@@ -319,23 +324,19 @@ def make_split(
     bank=None,
     base_seed: int = 0,
     progress=None,
+    jobs: int = 1,
 ):
     """``count`` clips in ``out/split/`` plus ``out/split.tsv`` (path<TAB>caption); finished clips are
-    skipped, so a rerun resumes. Returns the manifest path."""
+    skipped, so a rerun resumes; ``jobs`` processes render the rest (the same files for any number:
+    :mod:`soundvcm.data.render_pool`). Returns the manifest path."""
+    from soundvcm.data.render_pool import render_split
+
     cfg = cfg or FoleyConfig()
     bank = bank or ModalBank(cfg.sample_rate)
     remove_stale(Path(out) / split)  # what a killed run was writing
-    rows = []
-    for i in range(count):
-        stem = Path(out) / split / f"foley_{split}_{i:05d}"
-        events = stem.parent / f"{stem.name}.events.json"
-        if events.is_file() and stem.with_suffix(".mp4").is_file() and stem.with_suffix(".flac").is_file():
-            doc = json.loads(events.read_text())
-        else:
-            doc = write_clip(stem, cfg, simulate(cfg, clip_seed(split, i, base_seed)), bank)
-        rows.append(f"{split}/{stem.name}.mp4\t{doc['caption']}")
-        if progress is not None:
-            progress(1)
+    stems = [Path(out) / split / f"foley_{split}_{i:05d}" for i in range(count)]
+    docs = render_split(stems, partial(_write_seeded, stems, cfg, bank, split, base_seed), jobs, progress)
+    rows = [f"{split}/{stem.name}.mp4\t{doc['caption']}" for stem, doc in zip(stems, docs)]
     manifest = Path(out) / f"{split}.tsv"
     atomic_write(manifest, lambda tmp: tmp.write_text("path\tcaption\n" + "\n".join(rows) + "\n"))
     return manifest

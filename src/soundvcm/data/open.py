@@ -59,6 +59,7 @@ class OpenConfig:
     bbb_height: int = 180
     sfx_sample_rate: int = 22_050
     sfx_test_fraction: float = 0.15
+    jobs: int = 1  # processes rendering the Foley worlds' clips (the same files for any number)
 
 
 def _log(msg: str) -> None:
@@ -82,9 +83,8 @@ def build_foley(out: Path, sources: Path, cfg: OpenConfig, progress: Callable | 
     for split, count in (("train", cfg.foley_train), ("val", cfg.foley_val), ("test", cfg.foley_test)):
         if count:
             bar = progress(count, f"foley {split}") if progress else None
-            manifests.append(
-                foley.make_split(out / "foley", split, count, world, bank, cfg.seed, bar.update if bar else None)
-            )
+            update = bar.update if bar else None
+            manifests.append(foley.make_split(out / "foley", split, count, world, bank, cfg.seed, update, cfg.jobs))
             if bar:
                 bar.close()
     return manifests
@@ -107,11 +107,9 @@ def build_directed(out: Path, sources: Path, cfg: OpenConfig, progress: Callable
     for split, count in counts:
         if count:
             bar = progress(count, f"directed {split}") if progress else None
-            manifests.append(
-                directed.make_split(
-                    out / "directed", split, count, bank, backdrops, world, cfg.seed, bar.update if bar else None
-                )
-            )
+            update = bar.update if bar else None
+            args = (out / "directed", split, count, bank, backdrops, world, cfg.seed, update, cfg.jobs)
+            manifests.append(directed.make_split(*args))
             if bar:
                 bar.close()
     return manifests
